@@ -1,0 +1,1 @@
+//! Attribute macros of goka (re-exported by the `goka` crate).

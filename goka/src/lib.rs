@@ -1,0 +1,31 @@
+//! # goka
+//!
+//! Typed stateful stream processing on Apache Kafka, modelled on the Go library
+//! [goka](https://github.com/lovoo/goka). Topics are types, codecs are types, and the
+//! processing graph of a processor group is checked by the compiler.
+//!
+//! The crate maps goka's packages onto modules:
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`topic`] | topics as types: [`Stream`](topic::Stream) and [`Table`](topic::Table) |
+//! | [`codec`] | bytes ↔ values, byte-compatible with goka's codecs |
+//! | [`partitioner`] | which partition a key lives in (goka's FNV-1a, Java's murmur2) |
+//! | [`storage`] | the local state of a table partition (memory, RocksDB) |
+//! | [`error`] | the error type of each layer |
+
+pub mod codec;
+pub mod error;
+pub mod partitioner;
+pub mod storage;
+pub mod topic;
+
+pub use codec::Codec;
+pub use error::Error;
+pub use partitioner::Partitioner;
+pub use topic::{Stream, Table, Topic};
+
+/// The README's examples, compiled and run as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: installs prerequisites, fetches the pinned test broker, and runs every
+# test of the workspace. Each integration test starts its own broker on a free port and stops
+# it when done; leftovers of killed tests are stopped at the end.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+bash scripts/prerequisites.sh
+GOKA_TANSU_BIN="$(bash scripts/tansu.sh)"
+export GOKA_TANSU_BIN
+trap stop_test_brokers EXIT
+
+cargo test --workspace --all-targets "$@"
+# Doc tests (cargo test --all-targets leaves them out).
+cargo test --workspace --doc "$@"
