@@ -316,12 +316,15 @@ impl StorageIter for RocksDbIter<'_> {
     }
 }
 
+/// A user hook adjusting RocksDB options before a database opens.
+type TuneOptions = dyn Fn(&mut Options) + Send + Sync;
+
 /// Opens a [`RocksDbStorage`] per topic partition under one root directory, at
 /// `<root>/<topic>.<partition>` (goka's `storage.DefaultBuilder`).
 #[derive(Clone)]
 pub struct RocksDbBuilder {
     root: PathBuf,
-    tune: Option<Arc<dyn Fn(&mut Options) + Send + Sync>>,
+    tune: Option<Arc<TuneOptions>>,
 }
 
 impl fmt::Debug for RocksDbBuilder {
