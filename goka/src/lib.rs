@@ -11,14 +11,22 @@
 //! | [`topic`] | topics as types: [`Stream`](topic::Stream) and [`Table`](topic::Table) |
 //! | [`codec`] | bytes ↔ values, byte-compatible with goka's codecs |
 //! | [`partitioner`] | which partition a key lives in (goka's FNV-1a, Java's murmur2) |
+//! | [`kafka`] | the seam to the Kafka client, and its librdkafka implementation |
+//! | [`topic_manager`] | creating and checking topics |
+//! | [`emitter`] | [`Emitter`](emitter::Emitter): typed producer of a stream topic |
+//! | [`view`] | [`View`](view::View): local, always-catching-up copy of a table |
 //! | [`storage`] | the local state of a table partition (memory, RocksDB) |
 //! | [`error`] | the error type of each layer |
 
 pub mod codec;
+pub mod emitter;
 pub mod error;
+pub mod kafka;
 pub mod partitioner;
 pub mod storage;
 pub mod topic;
+pub mod topic_manager;
+pub mod view;
 
 pub use codec::Codec;
 pub use error::Error;

@@ -10,3 +10,122 @@ pub mod proxy;
 
 pub use broker::{BrokerError, TestBroker};
 pub use proxy::{FaultProxy, ProxyMode};
+
+use std::sync::Arc;
+
+use goka::kafka::rdkafka_client::RdKafkaClient;
+use goka::kafka::KafkaConfig;
+
+/// A goka client of `broker`, with delivery timeouts short enough for tests to see
+/// failures in seconds rather than minutes.
+pub fn client(broker: &TestBroker) -> Arc<RdKafkaClient> {
+    Arc::new(RdKafkaClient::new(config(broker)))
+}
+
+/// The configuration [`client`] uses, to extend.
+pub fn config(broker: &TestBroker) -> KafkaConfig {
+    KafkaConfig::new(broker.bootstrap())
+        .client_id("goka-tests")
+        .set("message.timeout.ms", "10000")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+}
+
+/// A plain rdkafka configuration for `broker`, for checks that bypass goka.
+pub fn rdkafka_config(broker: &TestBroker) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", broker.bootstrap());
+    config
+}
+
+/// Reads every message currently in `topic` (all `partitions`), waiting up to 30 s for
+/// `expected` messages. Returns (partition, offset, key, value, headers) in arrival order.
+pub fn read_all(
+    broker: &TestBroker,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+) -> Vec<RawMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers as _;
+    use rdkafka::Message;
+
+    let consumer: BaseConsumer = rdkafka_config(broker)
+        .set("group.id", "goka-tests-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader consumer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while out.len() < expected && std::time::Instant::now() < deadline {
+        match consumer.poll(std::time::Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(RawMessage {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// A message as read back by [`read_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Vec<u8>,
+    /// Value bytes, `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Produces raw messages (a table's changelog written "by someone else") and waits for each.
+pub async fn produce_raw(
+    broker: &TestBroker,
+    topic: &str,
+    partition: i32,
+    rows: &[(&str, Option<&str>)],
+) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka_config(broker).create().expect("raw producer");
+    for (key, value) in rows {
+        let mut record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(key.as_bytes());
+        if let Some(value) = value {
+            record = record.payload(value.as_bytes());
+        }
+        producer
+            .send(record, std::time::Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {key} to {topic}/{partition}: {e}"));
+    }
+}

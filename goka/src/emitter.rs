@@ -1,0 +1,382 @@
+//! Typed producers of stream topics (goka's `Emitter`).
+//!
+//! An [`Emitter<T>`] encodes keys and values with `T`'s codecs and sends each message to the
+//! partition the configured [`Partitioner`] picks (goka's by default), so Go and Rust
+//! services reading the topic find every key where they expect it. Only [`Stream`] topics
+//! have emitters: tables are written by their processor alone.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::codec::CodecError;
+use crate::kafka::{Ack, Client, Delivery, Headers, KafkaError, OutgoingRecord, Producer};
+use crate::partitioner::{DefaultPartitioner, Partitioner};
+use crate::topic::Stream;
+use crate::topic_manager::{TopicManager, TopicManagerError};
+
+/// Errors of an emitter, naming the topic (and key, where one is involved).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The key or value could not be encoded.
+    #[error("emit to topic {topic:?}: cannot encode the {what}: {source}")]
+    Encode {
+        /// The topic.
+        topic: &'static str,
+        /// `"key"` or `"value"`.
+        what: &'static str,
+        /// The codec's error.
+        source: CodecError,
+    },
+    /// The broker did not take the message.
+    #[error("emit to topic {topic:?} (key {key:?}): {source}")]
+    Delivery {
+        /// The topic.
+        topic: &'static str,
+        /// The key, lossy UTF-8.
+        key: String,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// Flushing pending messages failed or timed out.
+    #[error("emitter of topic {topic:?}: {source}")]
+    Flush {
+        /// The topic.
+        topic: &'static str,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// The emitter could not start (topic missing, client not created).
+    #[error("emitter of topic {topic:?} cannot start: {source}")]
+    Setup {
+        /// The topic.
+        topic: &'static str,
+        /// Why.
+        source: TopicManagerError,
+    },
+}
+
+/// Counters of an emitter (goka's `EmitterStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EmitterStats {
+    /// Messages acknowledged by the broker.
+    pub messages: u64,
+    /// Key and value bytes of acknowledged messages.
+    pub bytes: u64,
+    /// Messages that failed (encoding or delivery).
+    pub errors: u64,
+    /// Messages queued but not yet acknowledged or failed.
+    pub pending: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    pending: AtomicU64,
+}
+
+/// A typed producer of the stream topic `T`. Cheap to clone; clones share the producer.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use goka::emitter::Emitter;
+/// use goka::kafka::{rdkafka_client::RdKafkaClient, KafkaConfig};
+///
+/// goka::stream!(Greetings = "greetings": String as goka::codec::StringCodec);
+///
+/// let client = RdKafkaClient::new(KafkaConfig::new("localhost:9092"));
+/// let emitter = Emitter::<Greetings>::new(&client).await?;
+/// let delivery = emitter.emit(&"alice".to_string(), &"hello".to_string()).await?.await?;
+/// println!("stored at partition {} offset {}", delivery.partition, delivery.offset);
+/// emitter.finish().await?;
+/// # Ok(()) }
+/// ```
+pub struct Emitter<T: Stream> {
+    producer: Arc<dyn Producer>,
+    partitions: u32,
+    partitioner: Arc<dyn Partitioner>,
+    counters: Arc<Counters>,
+    _topic: PhantomData<fn() -> T>,
+}
+
+impl<T: Stream> Clone for Emitter<T> {
+    fn clone(&self) -> Self {
+        Self {
+            producer: self.producer.clone(),
+            partitions: self.partitions,
+            partitioner: self.partitioner.clone(),
+            counters: self.counters.clone(),
+            _topic: PhantomData,
+        }
+    }
+}
+
+impl<T: Stream> std::fmt::Debug for Emitter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("topic", &T::NAME)
+            .field("partitions", &self.partitions)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<T: Stream> Emitter<T> {
+    /// An emitter of `T` on `client`'s cluster, with goka's partitioner. The topic must exist.
+    pub async fn new(client: &dyn Client) -> Result<Self, EmitError> {
+        let manager = TopicManager::new(client, Default::default()).map_err(Self::setup_error)?;
+        let partitions = manager
+            .partitions(T::NAME)
+            .await
+            .map_err(Self::setup_error)?;
+        Self::with_parts(client, partitions, Arc::new(DefaultPartitioner::default()))
+    }
+
+    /// An emitter that creates the topic with `partitions` partitions if it is missing (and
+    /// the manager's config allows it), or checks the count if it exists.
+    pub async fn ensuring(
+        client: &dyn Client,
+        manager: &TopicManager,
+        partitions: u32,
+    ) -> Result<Self, EmitError> {
+        let partitions = manager
+            .ensure_stream(T::NAME, partitions)
+            .await
+            .map_err(Self::setup_error)?;
+        Self::with_parts(client, partitions, Arc::new(DefaultPartitioner::default()))
+    }
+
+    /// Replaces the partitioner (goka's `WithHasher`), e.g. with
+    /// [`Murmur2Partitioner`](crate::partitioner::Murmur2Partitioner) for topics that Java
+    /// producers write too.
+    pub fn with_partitioner(mut self, partitioner: impl Partitioner) -> Self {
+        self.partitioner = Arc::new(partitioner);
+        self
+    }
+
+    fn with_parts(
+        client: &dyn Client,
+        partitions: u32,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<Self, EmitError> {
+        let producer = client
+            .producer()
+            .map_err(|e| Self::setup_error(TopicManagerError::Kafka(e)))?;
+        Ok(Self {
+            producer,
+            partitions,
+            partitioner,
+            counters: Arc::default(),
+            _topic: PhantomData,
+        })
+    }
+
+    fn setup_error(source: TopicManagerError) -> EmitError {
+        EmitError::Setup {
+            topic: T::NAME,
+            source,
+        }
+    }
+
+    /// Number of partitions of the topic.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Queues a message; waits only while the client's queue is full. The returned
+    /// [`PendingDelivery`] resolves when the broker acknowledged it.
+    pub async fn emit(&self, key: &T::Key, value: &T::Value) -> Result<PendingDelivery, EmitError> {
+        self.send(key, Some(value), None).await
+    }
+
+    /// Like [`emit`](Self::emit), with headers.
+    pub async fn emit_with_headers(
+        &self,
+        key: &T::Key,
+        value: &T::Value,
+        headers: &Headers,
+    ) -> Result<PendingDelivery, EmitError> {
+        self.send(key, Some(value), Some(headers)).await
+    }
+
+    /// Sends a tombstone (null value) for `key`.
+    pub async fn emit_tombstone(&self, key: &T::Key) -> Result<PendingDelivery, EmitError> {
+        self.send(key, None, None).await
+    }
+
+    /// Emits and waits for the broker's acknowledgement.
+    pub async fn emit_sync(&self, key: &T::Key, value: &T::Value) -> Result<Delivery, EmitError> {
+        self.emit(key, value).await?.await
+    }
+
+    /// Waits until every queued message was acknowledged or failed, at most `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), EmitError> {
+        self.producer
+            .flush(timeout)
+            .await
+            .map_err(|source| EmitError::Flush {
+                topic: T::NAME,
+                source,
+            })
+    }
+
+    /// Flushes everything pending (goka's `Finish`), waiting as long as it takes the client
+    /// to deliver or fail each message.
+    pub async fn finish(&self) -> Result<(), EmitError> {
+        self.flush(Duration::from_secs(300)).await
+    }
+
+    /// Counters of this emitter and its clones.
+    pub fn stats(&self) -> EmitterStats {
+        EmitterStats {
+            messages: self.counters.messages.load(Ordering::Relaxed),
+            bytes: self.counters.bytes.load(Ordering::Relaxed),
+            errors: self.counters.errors.load(Ordering::Relaxed),
+            pending: self.counters.pending.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn send(
+        &self,
+        key: &T::Key,
+        value: Option<&T::Value>,
+        headers: Option<&Headers>,
+    ) -> Result<PendingDelivery, EmitError> {
+        let encoded = self.encode(key, value);
+        let (key_bytes, value_bytes) = encoded.inspect_err(|_| self.count_error())?;
+        let partition = self.partitioner.partition(&key_bytes, self.partitions);
+        let record = OutgoingRecord {
+            topic: T::NAME,
+            partition,
+            key: &key_bytes,
+            value: value_bytes.as_deref(),
+            headers,
+        };
+        let size = (key_bytes.len() + value_bytes.as_ref().map_or(0, Vec::len)) as u64;
+        match self.producer.send(record).await {
+            Ok(ack) => {
+                self.counters.pending.fetch_add(1, Ordering::Relaxed);
+                Ok(PendingDelivery {
+                    ack: Some(ack),
+                    topic: T::NAME,
+                    key: key_bytes,
+                    size,
+                    counters: self.counters.clone(),
+                })
+            }
+            Err(source) => {
+                self.count_error();
+                Err(EmitError::Delivery {
+                    topic: T::NAME,
+                    key: String::from_utf8_lossy(&key_bytes).into_owned(),
+                    source,
+                })
+            }
+        }
+    }
+
+    fn encode(
+        &self,
+        key: &T::Key,
+        value: Option<&T::Value>,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), EmitError> {
+        let encode_error = |what, source| EmitError::Encode {
+            topic: T::NAME,
+            what,
+            source,
+        };
+        let key = T::encode_key(key).map_err(|e| encode_error("key", e))?;
+        let value = value
+            .map(|v| T::encode_value(v).map_err(|e| encode_error("value", e)))
+            .transpose()?;
+        Ok((key, value))
+    }
+
+    fn count_error(&self) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A queued message: resolves to where the broker stored it, or why it did not.
+#[must_use = "a delivery can fail; await it (or flush the emitter) to know"]
+pub struct PendingDelivery {
+    /// `None` once resolved.
+    ack: Option<Ack>,
+    topic: &'static str,
+    key: Vec<u8>,
+    size: u64,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for PendingDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingDelivery")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingDelivery {
+    fn settle(&self, result: Result<Delivery, KafkaError>) -> Result<Delivery, EmitError> {
+        self.counters.pending.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(delivery) => {
+                self.counters.messages.fetch_add(1, Ordering::Relaxed);
+                self.counters.bytes.fetch_add(self.size, Ordering::Relaxed);
+                Ok(delivery)
+            }
+            Err(source) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(EmitError::Delivery {
+                    topic: self.topic,
+                    key: String::from_utf8_lossy(&self.key).into_owned(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+impl Future for PendingDelivery {
+    type Output = Result<Delivery, EmitError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(ack) = self.ack.as_mut() else {
+            panic!("PendingDelivery polled after it resolved");
+        };
+        let result = std::task::ready!(ack.as_mut().poll(cx));
+        self.ack = None;
+        Poll::Ready(self.settle(result))
+    }
+}
+
+/// A delivery nobody awaits is still counted, and a failure is logged, never lost silently.
+impl Drop for PendingDelivery {
+    fn drop(&mut self) {
+        let Some(ack) = self.ack.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.counters.pending.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        let rest = PendingDelivery {
+            ack: None,
+            topic: self.topic,
+            key: std::mem::take(&mut self.key),
+            size: self.size,
+            counters: self.counters.clone(),
+        };
+        runtime.spawn(async move {
+            let result = ack.await;
+            if let Err(e) = rest.settle(result) {
+                tracing::error!(error = %e, "emitted message was not delivered");
+            }
+        });
+    }
+}

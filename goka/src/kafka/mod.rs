@@ -1,0 +1,253 @@
+//! The seam between the runtime and the Kafka client.
+//!
+//! Emitters, views and the topic manager talk to Kafka only through the traits here
+//! ([`Producer`], [`PartitionConsumer`], [`Admin`]), so the tester can replace the client
+//! with an in-memory one. [`rdkafka_client`] implements them on librdkafka (through the
+//! `rdkafka` crate and tokio); [`KafkaConfig`] carries the brokers and any librdkafka
+//! property the user sets.
+
+mod config;
+pub mod rdkafka_client;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+pub use self::config::KafkaConfig;
+
+/// Message headers, in order; keys may repeat, as in Kafka.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, Vec<u8>)>);
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.0.push((key.into(), value.into()));
+        self
+    }
+
+    /// The value of the first header named `key`.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// All headers in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Into<String>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+/// A message to produce, to an explicit partition (the runtime partitions, not the client).
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingRecord<'a> {
+    /// Topic name.
+    pub topic: &'a str,
+    /// Target partition.
+    pub partition: i32,
+    /// Encoded key.
+    pub key: &'a [u8],
+    /// Encoded value; `None` is a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// Headers.
+    pub headers: Option<&'a Headers>,
+}
+
+/// Where a produced message was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Partition of the message.
+    pub partition: i32,
+    /// Offset of the message.
+    pub offset: i64,
+}
+
+/// The broker's acknowledgement of one produced message.
+pub type Ack = BoxFuture<'static, Result<Delivery, KafkaError>>;
+
+/// A message read from a partition. Owned: it outlives the client's buffers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedMessage {
+    /// Topic name.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+    /// Key bytes (empty when the message had none).
+    pub key: Vec<u8>,
+    /// Value bytes; `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Timestamp in milliseconds since the epoch, if the message has one.
+    pub timestamp: Option<i64>,
+    /// Headers.
+    pub headers: Headers,
+}
+
+/// What a partition consumer reports.
+#[derive(Debug)]
+pub enum ConsumerEvent {
+    /// A message.
+    Message(ConsumedMessage),
+    /// The consumer reached the end of a partition: everything written so far was read.
+    EndOfPartition {
+        /// The partition.
+        partition: i32,
+    },
+    /// A problem the client retries by itself (lost connection, broker down); consuming
+    /// goes on when it clears.
+    Transient(KafkaError),
+}
+
+/// Where to start reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    /// The oldest message still in the partition.
+    Beginning,
+    /// The given offset.
+    At(i64),
+}
+
+/// How a topic should be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Replication factor; `None` lets the broker choose (`default.replication.factor`).
+    pub replication: Option<u16>,
+    /// Topic configs (`cleanup.policy`, `retention.ms`, ...).
+    pub config: BTreeMap<String, String>,
+}
+
+/// Produces messages (the client side of an emitter, of changelog writes, of loopbacks).
+pub trait Producer: Send + Sync + 'static {
+    /// Queues `record`, waiting while the client's queue is full (backpressure). The returned
+    /// [`Ack`] resolves when the broker stored the message, or with why it did not.
+    fn send<'a>(&'a self, record: OutgoingRecord<'a>) -> BoxFuture<'a, Result<Ack, KafkaError>>;
+
+    /// Waits until every queued message was acknowledged or failed, at most `timeout`.
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), KafkaError>>;
+}
+
+/// Reads given partitions of one topic from given offsets, without a consumer group.
+pub trait PartitionConsumer: Send + 'static {
+    /// The next event; `None` once the consumer was closed.
+    fn next(&mut self) -> BoxFuture<'_, Option<Result<ConsumerEvent, KafkaError>>>;
+}
+
+/// Cluster metadata and topic administration.
+pub trait Admin: Send + Sync + 'static {
+    /// Number of partitions of `topic`, or `None` if it does not exist.
+    fn partitions(&self, topic: &str) -> BoxFuture<'_, Result<Option<u32>, KafkaError>>;
+
+    /// Creates a topic. An existing topic is an error ([`KafkaError::TopicExists`]).
+    fn create_topic(&self, spec: &TopicSpec) -> BoxFuture<'_, Result<(), KafkaError>>;
+
+    /// The configs of `topic` as the broker reports them.
+    fn topic_config(
+        &self,
+        topic: &str,
+    ) -> BoxFuture<'_, Result<BTreeMap<String, String>, KafkaError>>;
+
+    /// Low and high watermarks of a partition.
+    fn watermarks(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> BoxFuture<'_, Result<(i64, i64), KafkaError>>;
+}
+
+/// Opens the clients of one cluster. The runtime asks it for a producer, an admin and
+/// partition consumers; the tester implements it in memory.
+pub trait Client: Send + Sync + 'static {
+    /// A producer.
+    fn producer(&self) -> Result<std::sync::Arc<dyn Producer>, KafkaError>;
+
+    /// An admin client.
+    fn admin(&self) -> Result<std::sync::Arc<dyn Admin>, KafkaError>;
+
+    /// A consumer of `partitions` of `topic`, each from its start offset.
+    fn consume(
+        &self,
+        topic: &str,
+        partitions: &[(i32, StartOffset)],
+    ) -> Result<Box<dyn PartitionConsumer>, KafkaError>;
+}
+
+/// Errors of the Kafka layer, with the topic and partition where they apply.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaError {
+    /// The client could not be created (bad configuration).
+    #[error("cannot create the Kafka client: {0}")]
+    Config(String),
+    /// A produce failed.
+    #[error("produce to topic {topic:?} partition {partition} failed: {message}")]
+    Produce {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The client's explanation.
+        message: String,
+    },
+    /// Consuming failed.
+    #[error("consume of topic {topic:?} failed: {message}")]
+    Consume {
+        /// Topic.
+        topic: String,
+        /// The client's explanation.
+        message: String,
+    },
+    /// A metadata or admin request failed.
+    #[error("{operation} for topic {topic:?} failed: {message}")]
+    Admin {
+        /// What was asked.
+        operation: &'static str,
+        /// Topic.
+        topic: String,
+        /// The client's explanation.
+        message: String,
+    },
+    /// The topic exists already.
+    #[error("topic {0:?} exists already")]
+    TopicExists(String),
+    /// Waiting for the broker took too long.
+    #[error("{operation} timed out after {timeout:?}")]
+    Timeout {
+        /// What was waited for.
+        operation: String,
+        /// How long.
+        timeout: Duration,
+    },
+}

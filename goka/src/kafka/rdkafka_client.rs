@@ -1,0 +1,463 @@
+//! The seam implemented on librdkafka (the `rdkafka` crate, tokio runtime).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use super::{
+    Ack, Admin, Client, ConsumedMessage, ConsumerEvent, Delivery, Headers, KafkaConfig, KafkaError,
+    OutgoingRecord, PartitionConsumer, Producer, StartOffset, TopicSpec,
+};
+
+/// How long metadata and admin requests may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The [`Client`] on librdkafka. Creates one producer and one admin client lazily and shares
+/// them; every [`consume`](Client::consume) opens a consumer of its own.
+#[derive(Debug)]
+pub struct RdKafkaClient {
+    config: KafkaConfig,
+    producer: std::sync::OnceLock<Arc<RdProducer>>,
+    admin: std::sync::OnceLock<Arc<RdAdmin>>,
+}
+
+impl RdKafkaClient {
+    /// A client of the cluster described by `config`.
+    pub fn new(config: KafkaConfig) -> Self {
+        Self {
+            config,
+            producer: std::sync::OnceLock::new(),
+            admin: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in self.config.properties() {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A client config without the producer-only properties, for consumers and admins.
+    fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        for producer_only in [
+            "enable.idempotence",
+            "linger.ms",
+            "acks",
+            "batch.size",
+            "compression.type",
+        ] {
+            config.remove(producer_only);
+        }
+        config
+    }
+}
+
+impl Client for RdKafkaClient {
+    fn producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
+        if let Some(producer) = self.producer.get() {
+            return Ok(producer.clone());
+        }
+        let inner: FutureProducer = self
+            .client_config()
+            .create()
+            .map_err(|e| KafkaError::Config(format!("producer: {e}")))?;
+        Ok(self
+            .producer
+            .get_or_init(|| Arc::new(RdProducer { inner }))
+            .clone())
+    }
+
+    fn admin(&self) -> Result<Arc<dyn Admin>, KafkaError> {
+        if let Some(admin) = self.admin.get() {
+            return Ok(admin.clone());
+        }
+        let mut config = self.consumer_config();
+        // Metadata requests must never create the topics they ask about.
+        config.set("allow.auto.create.topics", "false");
+        let admin: AdminClient<DefaultClientContext> = config
+            .create()
+            .map_err(|e| KafkaError::Config(format!("admin client: {e}")))?;
+        let metadata: rdkafka::consumer::BaseConsumer = config
+            .create()
+            .map_err(|e| KafkaError::Config(format!("metadata client: {e}")))?;
+        let admin = RdAdmin {
+            admin,
+            metadata: Arc::new(metadata),
+        };
+        Ok(self.admin.get_or_init(|| Arc::new(admin)).clone())
+    }
+
+    fn consume(
+        &self,
+        topic: &str,
+        partitions: &[(i32, StartOffset)],
+    ) -> Result<Box<dyn PartitionConsumer>, KafkaError> {
+        let consume_error = |message: String| KafkaError::Consume {
+            topic: topic.to_owned(),
+            message,
+        };
+        let mut config = self.consumer_config();
+        config
+            .set("group.id", format!("goka-partition-reader-{topic}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("allow.auto.create.topics", "false");
+        let consumer: StreamConsumer = config.create().map_err(|e| consume_error(e.to_string()))?;
+        let mut assignment = TopicPartitionList::new();
+        for &(partition, start) in partitions {
+            let offset = match start {
+                StartOffset::Beginning => Offset::Beginning,
+                StartOffset::At(offset) => Offset::Offset(offset),
+            };
+            assignment
+                .add_partition_offset(topic, partition, offset)
+                .map_err(|e| consume_error(e.to_string()))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| consume_error(e.to_string()))?;
+        Ok(Box::new(RdPartitionConsumer {
+            consumer,
+            topic: topic.to_owned(),
+        }))
+    }
+}
+
+struct RdProducer {
+    inner: FutureProducer,
+}
+
+impl std::fmt::Debug for RdProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RdProducer")
+    }
+}
+
+impl Producer for RdProducer {
+    fn send<'a>(&'a self, record: OutgoingRecord<'a>) -> BoxFuture<'a, Result<Ack, KafkaError>> {
+        async move {
+            let produce_error = |message: String| KafkaError::Produce {
+                topic: record.topic.to_owned(),
+                partition: record.partition,
+                message,
+            };
+            let mut rd = FutureRecord::to(record.topic)
+                .partition(record.partition)
+                .key(record.key);
+            if let Some(value) = record.value {
+                rd = rd.payload(value);
+            }
+            if let Some(headers) = record.headers {
+                rd = rd.headers(owned_headers(headers));
+            }
+            loop {
+                match self.inner.send_result(rd) {
+                    Ok(delivery) => {
+                        let topic = record.topic.to_owned();
+                        let partition = record.partition;
+                        let ack = delivery.map(move |result| match result {
+                            Ok(Ok(d)) => Ok(Delivery {
+                                partition: d.partition,
+                                offset: d.offset,
+                            }),
+                            Ok(Err((e, _))) => Err(KafkaError::Produce {
+                                topic,
+                                partition,
+                                message: e.to_string(),
+                            }),
+                            Err(_canceled) => Err(KafkaError::Produce {
+                                topic,
+                                partition,
+                                message: "the producer was closed before the broker acknowledged"
+                                    .into(),
+                            }),
+                        });
+                        return Ok(ack.boxed());
+                    }
+                    // The client's queue is full: wait for acknowledgements to make room.
+                    Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        rd = back;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => return Err(produce_error(e.to_string())),
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), KafkaError>> {
+        let producer = self.inner.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                rdkafka::producer::Producer::flush(&producer, timeout)
+            })
+            .await
+            .map_err(|e| KafkaError::Timeout {
+                operation: format!("flush ({e})"),
+                timeout,
+            })?
+            .map_err(|_| KafkaError::Timeout {
+                operation: "flush of pending messages".into(),
+                timeout,
+            })
+        }
+        .boxed()
+    }
+}
+
+fn owned_headers(headers: &Headers) -> OwnedHeaders {
+    headers
+        .iter()
+        .fold(OwnedHeaders::new(), |acc, (key, value)| {
+            acc.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
+}
+
+struct RdAdmin {
+    admin: AdminClient<DefaultClientContext>,
+    metadata: Arc<rdkafka::consumer::BaseConsumer>,
+}
+
+impl std::fmt::Debug for RdAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RdAdmin")
+    }
+}
+
+impl RdAdmin {
+    /// Runs a blocking metadata call off the async executor.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        topic: &str,
+        call: impl FnOnce(&rdkafka::consumer::BaseConsumer) -> Result<T, RdError> + Send + 'static,
+    ) -> Result<T, KafkaError> {
+        let metadata = self.metadata.clone();
+        let admin_error = |message: String| KafkaError::Admin {
+            operation,
+            topic: topic.to_owned(),
+            message,
+        };
+        tokio::task::spawn_blocking(move || call(&metadata))
+            .await
+            .map_err(|e| admin_error(e.to_string()))?
+            .map_err(|e| admin_error(e.to_string()))
+    }
+}
+
+impl Admin for RdAdmin {
+    fn partitions(&self, topic: &str) -> BoxFuture<'_, Result<Option<u32>, KafkaError>> {
+        let name = topic.to_owned();
+        async move {
+            let lookup = name.clone();
+            let found = self
+                .blocking("read partition count", &name, move |client| {
+                    let metadata = client.fetch_metadata(Some(&lookup), REQUEST_TIMEOUT)?;
+                    Ok(metadata
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == lookup)
+                        .map(|t| (t.error(), t.partitions().len())))
+                })
+                .await?;
+            match found {
+                None => Ok(None),
+                Some((None, 0)) => Ok(None),
+                Some((None, n)) => Ok(Some(n as u32)),
+                Some((Some(code), _)) => {
+                    let code = RDKafkaErrorCode::from(code);
+                    if matches!(
+                        code,
+                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+                    ) {
+                        Ok(None)
+                    } else {
+                        Err(KafkaError::Admin {
+                            operation: "read partition count",
+                            topic: name.clone(),
+                            message: code.to_string(),
+                        })
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn create_topic(&self, spec: &TopicSpec) -> BoxFuture<'_, Result<(), KafkaError>> {
+        let spec = spec.clone();
+        async move {
+            let mut topic = NewTopic::new(
+                &spec.name,
+                spec.partitions as i32,
+                // -1 asks the broker for its default replication factor.
+                TopicReplication::Fixed(spec.replication.map_or(-1, i32::from)),
+            );
+            for (key, value) in &spec.config {
+                topic = topic.set(key, value);
+            }
+            let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+            let admin_error = |message: String| KafkaError::Admin {
+                operation: "create topic",
+                topic: spec.name.clone(),
+                message,
+            };
+            let results = self
+                .admin
+                .create_topics([&topic], &options)
+                .await
+                .map_err(|e| admin_error(e.to_string()))?;
+            for result in results {
+                match result {
+                    Ok(_) => {}
+                    Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                        return Err(KafkaError::TopicExists(name))
+                    }
+                    Err((_, code)) => return Err(admin_error(code.to_string())),
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn topic_config(
+        &self,
+        topic: &str,
+    ) -> BoxFuture<'_, Result<BTreeMap<String, String>, KafkaError>> {
+        let topic = topic.to_owned();
+        async move {
+            let admin_error = |message: String| KafkaError::Admin {
+                operation: "describe topic config",
+                topic: topic.clone(),
+                message,
+            };
+            let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+            let results = self
+                .admin
+                .describe_configs([&ResourceSpecifier::Topic(&topic)], &options)
+                .await
+                .map_err(|e| admin_error(e.to_string()))?;
+            let mut config = BTreeMap::new();
+            for result in results {
+                let resource = result.map_err(|code| admin_error(code.to_string()))?;
+                for entry in resource.entries {
+                    if let Some(value) = entry.value {
+                        config.insert(entry.name, value);
+                    }
+                }
+            }
+            Ok(config)
+        }
+        .boxed()
+    }
+
+    fn watermarks(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> BoxFuture<'_, Result<(i64, i64), KafkaError>> {
+        let name = topic.to_owned();
+        async move {
+            let lookup = name.clone();
+            self.blocking("read watermarks", &name, move |client| {
+                client.fetch_watermarks(&lookup, partition, REQUEST_TIMEOUT)
+            })
+            .await
+        }
+        .boxed()
+    }
+}
+
+struct RdPartitionConsumer {
+    consumer: StreamConsumer,
+    topic: String,
+}
+
+impl PartitionConsumer for RdPartitionConsumer {
+    fn next(&mut self) -> BoxFuture<'_, Option<Result<ConsumerEvent, KafkaError>>> {
+        async move {
+            let event = match self.consumer.recv().await {
+                Ok(message) => Ok(ConsumerEvent::Message(detach(&message))),
+                Err(RdError::PartitionEOF(partition)) => {
+                    Ok(ConsumerEvent::EndOfPartition { partition })
+                }
+                Err(e) => {
+                    let error = KafkaError::Consume {
+                        topic: self.topic.clone(),
+                        message: e.to_string(),
+                    };
+                    if is_fatal(&e) {
+                        Err(error)
+                    } else {
+                        Ok(ConsumerEvent::Transient(error))
+                    }
+                }
+            };
+            Some(event)
+        }
+        .boxed()
+    }
+}
+
+/// Errors the client does not recover from by retrying: the topic is gone or forbidden.
+fn is_fatal(error: &RdError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::Fatal
+        )
+    )
+}
+
+fn detach(message: &BorrowedMessage<'_>) -> ConsumedMessage {
+    let headers = message
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ConsumedMessage {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
+        value: message.payload().map(<[u8]>::to_vec),
+        timestamp: message.timestamp().to_millis(),
+        headers,
+    }
+}

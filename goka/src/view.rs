@@ -1,0 +1,779 @@
+//! Views: local, read-only, always-catching-up copies of a table (goka's `View`).
+//!
+//! A [`View<T>`] keeps every partition of the table `T` in local storage. [`View::run`]
+//! recovers each partition from its stored offset + 1 to the end of the changelog in bulk
+//! mode, then keeps applying new changelog messages until cancelled. Reads ([`get`],
+//! [`has`], [`iter`]) work from any thread at any time, serving the last applied state even
+//! while the connection to the broker is lost; the client reconnects by itself and the view
+//! catches up.
+//!
+//! [`get`]: View::get
+//! [`has`]: View::has
+//! [`iter`]: View::iter
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::CodecError;
+use crate::kafka::{
+    Client, ConsumedMessage, ConsumerEvent, KafkaError, PartitionConsumer, StartOffset,
+};
+use crate::partitioner::{DefaultPartitioner, Partitioner};
+use crate::storage::{
+    KeyRange, MemoryBuilder, Storage, StorageBuilder, StorageError, StorageIter, WriteBatch,
+};
+use crate::topic::Table;
+use crate::topic_manager::{TopicManager, TopicManagerError};
+
+/// Rows applied per storage write while a partition recovers.
+const RECOVERY_BATCH: usize = 5_000;
+
+/// The state of a view or of one of its partitions (goka's `ViewState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ViewState {
+    /// Not running.
+    Idle,
+    /// Loading the changelog up to its end.
+    Recovering,
+    /// Caught up; applying new changelog messages as they come.
+    Running,
+    /// The connection to the broker is lost; serving the last state while the client
+    /// reconnects.
+    Reconnecting,
+    /// `run` returned.
+    Stopped,
+}
+
+/// What to do with a changelog value that does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeErrorPolicy {
+    /// Stop the view with an error naming topic, partition, offset and key.
+    #[default]
+    Fail,
+    /// Skip the message and count it in the stats.
+    SkipAndCount,
+}
+
+/// How a changelog message is applied to local storage (goka's `UpdateCallback`). The
+/// default sets the row, or deletes it for a tombstone.
+pub type UpdateCallback =
+    dyn Fn(&dyn Storage, &ConsumedMessage) -> Result<(), StorageError> + Send + Sync + 'static;
+
+/// Errors of a view, with the coordinates of what failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewError {
+    /// The table topic could not be read (missing topic, client failure).
+    #[error("view of table {topic:?}: {source}")]
+    Setup {
+        /// The table topic.
+        topic: &'static str,
+        /// Why.
+        source: TopicManagerError,
+    },
+    /// Local storage failed.
+    #[error("view of table {topic:?}: {source}")]
+    Storage {
+        /// The table topic.
+        topic: &'static str,
+        /// The storage's error (names the partition).
+        source: StorageError,
+    },
+    /// Consuming the changelog failed for good.
+    #[error("view of table {topic:?}: {source}")]
+    Kafka {
+        /// The table topic.
+        topic: &'static str,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// A changelog value did not decode.
+    #[error("view of table {topic:?}: value at partition {partition} offset {offset} (key {key:?}) does not decode: {source}")]
+    Decode {
+        /// The table topic.
+        topic: &'static str,
+        /// Partition of the message.
+        partition: i32,
+        /// Offset of the message.
+        offset: i64,
+        /// Key, lossy UTF-8.
+        key: String,
+        /// The codec's error.
+        source: CodecError,
+    },
+    /// A stored row did not decode on read.
+    #[error("view of table {topic:?}: stored row (key {key:?}) does not decode: {source}")]
+    Read {
+        /// The table topic.
+        topic: &'static str,
+        /// Key, lossy UTF-8.
+        key: String,
+        /// The codec's error.
+        source: CodecError,
+    },
+    /// `run` was called while the view was running already.
+    #[error("view of table {topic:?} is running already")]
+    AlreadyRunning {
+        /// The table topic.
+        topic: &'static str,
+    },
+}
+
+/// Figures of one partition of a view (goka's `PartitionStatus` and table stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// The partition.
+    pub partition: i32,
+    /// Its state.
+    pub state: ViewState,
+    /// Offset of the last applied changelog message, if any.
+    pub offset: Option<i64>,
+    /// End of the changelog when last seen (offset of the next message to be written).
+    pub high_watermark: Option<i64>,
+    /// Changelog messages behind the end.
+    pub lag: i64,
+    /// Messages applied since the view started.
+    pub messages: u64,
+    /// Key and value bytes applied since the view started.
+    pub bytes: u64,
+    /// Messages skipped because they did not decode.
+    pub decode_errors: u64,
+}
+
+/// Figures of a view (goka's `ViewStats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewStats {
+    /// The table topic.
+    pub topic: &'static str,
+    /// The view's state.
+    pub state: ViewState,
+    /// Each partition.
+    pub partitions: Vec<PartitionStats>,
+}
+
+/// Configures a [`View`].
+pub struct ViewBuilder {
+    client: Arc<dyn Client>,
+    storage: Arc<dyn StorageBuilder>,
+    partitioner: Arc<dyn Partitioner>,
+    update: Option<Arc<UpdateCallback>>,
+    decode_errors: DecodeErrorPolicy,
+}
+
+impl std::fmt::Debug for ViewBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewBuilder")
+            .field("decode_errors", &self.decode_errors)
+            .field("custom_update", &self.update.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ViewBuilder {
+    /// A builder on `client`'s cluster, with in-memory storage and goka's partitioner.
+    pub fn new(client: Arc<dyn Client>) -> Self {
+        Self {
+            client,
+            storage: Arc::new(MemoryBuilder),
+            partitioner: Arc::new(DefaultPartitioner::default()),
+            update: None,
+            decode_errors: DecodeErrorPolicy::Fail,
+        }
+    }
+
+    /// Where partitions are stored, e.g. a
+    /// [`RocksDbBuilder`](crate::storage::RocksDbBuilder) at
+    /// [`default_view_storage_path`](crate::storage::default_view_storage_path).
+    pub fn storage(mut self, builder: impl StorageBuilder) -> Self {
+        self.storage = Arc::new(builder);
+        self
+    }
+
+    /// The partitioner that placed the keys (goka's `WithViewHasher`).
+    pub fn partitioner(mut self, partitioner: impl Partitioner) -> Self {
+        self.partitioner = Arc::new(partitioner);
+        self
+    }
+
+    /// How a changelog message is applied to storage (goka's `WithViewCallback`).
+    pub fn update_callback(
+        mut self,
+        callback: impl Fn(&dyn Storage, &ConsumedMessage) -> Result<(), StorageError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.update = Some(Arc::new(callback));
+        self
+    }
+
+    /// What to do with values that do not decode (default: stop with an error).
+    pub fn decode_errors(mut self, policy: DecodeErrorPolicy) -> Self {
+        self.decode_errors = policy;
+        self
+    }
+
+    /// Reads the table's partition count and opens the storage of every partition.
+    pub async fn build<T: Table>(self) -> Result<View<T>, ViewError> {
+        let setup = |source| ViewError::Setup {
+            topic: T::NAME,
+            source,
+        };
+        let manager = TopicManager::new(&*self.client, Default::default()).map_err(setup)?;
+        let count = manager.partitions(T::NAME).await.map_err(setup)?;
+        let mut partitions = Vec::with_capacity(count as usize);
+        for partition in 0..count as i32 {
+            let storage: Arc<dyn Storage> = self
+                .storage
+                .build(T::NAME, partition)
+                .map_err(|source| ViewError::Storage {
+                    topic: T::NAME,
+                    source,
+                })?
+                .into();
+            let offset = storage.offset().map_err(|source| ViewError::Storage {
+                topic: T::NAME,
+                source,
+            })?;
+            partitions.push(PartitionTable::new(partition, storage, offset));
+        }
+        let (state, _) = watch::channel(ViewState::Idle);
+        Ok(View {
+            inner: Arc::new(ViewInner {
+                topic: T::NAME,
+                client: self.client,
+                partitioner: self.partitioner,
+                update: self.update,
+                decode_errors: self.decode_errors,
+                partitions,
+                state,
+                running: AtomicBool::new(false),
+            }),
+            _table: PhantomData,
+        })
+    }
+}
+
+/// A local, read-only, always-catching-up copy of the table `T`. Cheap to clone; clones share
+/// the copy.
+pub struct View<T: Table> {
+    inner: Arc<ViewInner>,
+    _table: PhantomData<fn() -> T>,
+}
+
+impl<T: Table> Clone for View<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _table: PhantomData,
+        }
+    }
+}
+
+impl<T: Table> std::fmt::Debug for View<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View")
+            .field("topic", &T::NAME)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+struct ViewInner {
+    topic: &'static str,
+    client: Arc<dyn Client>,
+    partitioner: Arc<dyn Partitioner>,
+    update: Option<Arc<UpdateCallback>>,
+    decode_errors: DecodeErrorPolicy,
+    partitions: Vec<PartitionTable>,
+    state: watch::Sender<ViewState>,
+    running: AtomicBool,
+}
+
+/// One partition of a view: its storage and figures.
+struct PartitionTable {
+    partition: i32,
+    storage: Arc<dyn Storage>,
+    state: std::sync::Mutex<ViewState>,
+    /// Last applied offset, -1 for none.
+    offset: AtomicI64,
+    /// High watermark when last seen, -1 for unknown.
+    high_watermark: AtomicI64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    decode_errors: AtomicU64,
+}
+
+impl PartitionTable {
+    fn new(partition: i32, storage: Arc<dyn Storage>, offset: Option<i64>) -> Self {
+        Self {
+            partition,
+            storage,
+            state: std::sync::Mutex::new(ViewState::Idle),
+            offset: AtomicI64::new(offset.unwrap_or(-1)),
+            high_watermark: AtomicI64::new(-1),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> ViewState {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_state(&self, state: ViewState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    fn stats(&self) -> PartitionStats {
+        let offset = self.offset.load(Ordering::Relaxed);
+        let hwm = self.high_watermark.load(Ordering::Relaxed);
+        PartitionStats {
+            partition: self.partition,
+            state: self.state(),
+            offset: (offset >= 0).then_some(offset),
+            high_watermark: (hwm >= 0).then_some(hwm),
+            lag: if hwm >= 0 {
+                (hwm - offset - 1).max(0)
+            } else {
+                0
+            },
+            messages: self.messages.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            decode_errors: self.decode_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl<T: Table> View<T> {
+    /// A builder on `client`'s cluster.
+    pub fn builder(client: Arc<dyn Client>) -> ViewBuilder {
+        ViewBuilder::new(client)
+    }
+
+    /// Recovers every partition, then keeps applying new changelog messages until `cancel`
+    /// fires. Returns an error if storage fails, a value does not decode (under
+    /// [`DecodeErrorPolicy::Fail`]) or the topic becomes unreadable; a lost connection is
+    /// retried by the client and shows as [`ViewState::Reconnecting`].
+    pub async fn run(&self, cancel: CancellationToken) -> Result<(), ViewError> {
+        let inner = &self.inner;
+        if inner.running.swap(true, Ordering::AcqRel) {
+            return Err(ViewError::AlreadyRunning { topic: inner.topic });
+        }
+        let result = Runner::<T>::new(inner).run(cancel).await;
+        for p in &inner.partitions {
+            p.set_state(ViewState::Stopped);
+        }
+        inner.state.send_replace(ViewState::Stopped);
+        inner.running.store(false, Ordering::Release);
+        result
+    }
+
+    /// The value of `key`, from the local copy.
+    pub fn get(&self, key: &T::Key) -> Result<Option<T::Value>, ViewError> {
+        let (bytes, storage) = self.locate(key)?;
+        let raw = storage
+            .get(&bytes)
+            .map_err(|source| self.storage_error(source))?;
+        raw.map(|raw| self.decode_row(&bytes, &raw)).transpose()
+    }
+
+    /// Whether the local copy has a row for `key`.
+    pub fn has(&self, key: &T::Key) -> Result<bool, ViewError> {
+        let (bytes, storage) = self.locate(key)?;
+        storage
+            .has(&bytes)
+            .map_err(|source| self.storage_error(source))
+    }
+
+    /// Removes `key` from the local copy only (goka's `Evict`); the changelog keeps it and a
+    /// new changelog message for the key brings it back.
+    pub fn evict(&self, key: &T::Key) -> Result<(), ViewError> {
+        let (bytes, storage) = self.locate(key)?;
+        storage
+            .delete(&bytes)
+            .map_err(|source| self.storage_error(source))
+    }
+
+    /// Every row, partition by partition (key order within a partition).
+    pub fn iter(&self) -> ViewIter<'_, T> {
+        self.range(KeyRange::all())
+    }
+
+    /// Rows whose encoded key lies in `range`, partition by partition.
+    pub fn range(&self, range: KeyRange) -> ViewIter<'_, T> {
+        ViewIter {
+            view: self,
+            range,
+            next_partition: 0,
+            current: None,
+        }
+    }
+
+    /// The view's state.
+    pub fn state(&self) -> ViewState {
+        *self.inner.state.borrow()
+    }
+
+    /// A receiver of state changes.
+    pub fn watch_state(&self) -> watch::Receiver<ViewState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Waits until every partition caught up with its changelog once (or the view stopped).
+    pub async fn recovered(&self) -> ViewState {
+        let mut states = self.inner.state.subscribe();
+        let state = states
+            .wait_for(|s| matches!(s, ViewState::Running | ViewState::Stopped))
+            .await
+            .map(|s| *s)
+            .unwrap_or(ViewState::Stopped);
+        state
+    }
+
+    /// Figures of the view and each partition.
+    pub fn stats(&self) -> ViewStats {
+        ViewStats {
+            topic: self.inner.topic,
+            state: self.state(),
+            partitions: self
+                .inner
+                .partitions
+                .iter()
+                .map(PartitionTable::stats)
+                .collect(),
+        }
+    }
+
+    /// Number of partitions of the table.
+    pub fn partitions(&self) -> u32 {
+        self.inner.partitions.len() as u32
+    }
+
+    fn locate(&self, key: &T::Key) -> Result<(Vec<u8>, &dyn Storage), ViewError> {
+        let bytes = T::encode_key(key).map_err(|source| ViewError::Read {
+            topic: self.inner.topic,
+            key: "<key does not encode>".into(),
+            source,
+        })?;
+        let p = self.inner.partitioner.partition(&bytes, self.partitions());
+        let table = &self.inner.partitions[p as usize % self.inner.partitions.len()];
+        Ok((bytes, &*table.storage))
+    }
+
+    fn decode_row(&self, key: &[u8], raw: &[u8]) -> Result<T::Value, ViewError> {
+        T::decode_value(raw).map_err(|source| ViewError::Read {
+            topic: self.inner.topic,
+            key: String::from_utf8_lossy(key).into_owned(),
+            source,
+        })
+    }
+
+    fn storage_error(&self, source: StorageError) -> ViewError {
+        ViewError::Storage {
+            topic: self.inner.topic,
+            source,
+        }
+    }
+}
+
+/// Iterates the rows of a view, decoding them.
+pub struct ViewIter<'a, T: Table> {
+    view: &'a View<T>,
+    range: KeyRange,
+    next_partition: usize,
+    current: Option<Box<dyn StorageIter + 'a>>,
+}
+
+impl<T: Table> std::fmt::Debug for ViewIter<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewIter")
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Table> Iterator for ViewIter<'_, T> {
+    type Item = Result<(T::Key, T::Value), ViewError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(rows) = self.current.as_mut() {
+                match rows.next() {
+                    Some(Ok((key, value))) => {
+                        let decoded = T::decode_key(&key)
+                            .map_err(|source| ViewError::Read {
+                                topic: self.view.inner.topic,
+                                key: String::from_utf8_lossy(&key).into_owned(),
+                                source,
+                            })
+                            .and_then(|k| Ok((k, self.view.decode_row(&key, &value)?)));
+                        return Some(decoded);
+                    }
+                    Some(Err(source)) => return Some(Err(self.view.storage_error(source))),
+                    None => self.current = None,
+                }
+            }
+            let table = self.view.inner.partitions.get(self.next_partition)?;
+            self.next_partition += 1;
+            match table.storage.range(self.range.clone()) {
+                Ok(rows) => self.current = Some(rows),
+                Err(source) => return Some(Err(self.view.storage_error(source))),
+            }
+        }
+    }
+}
+
+/// The loop of [`View::run`]: one consumer for all partitions, one write batch per partition.
+struct Runner<'a, T> {
+    inner: &'a ViewInner,
+    batches: Vec<(WriteBatch, Option<i64>)>,
+    _table: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: Table> Runner<'a, T> {
+    fn new(inner: &'a ViewInner) -> Self {
+        Self {
+            inner,
+            batches: inner
+                .partitions
+                .iter()
+                .map(|_| (WriteBatch::new(), None))
+                .collect(),
+            _table: PhantomData,
+        }
+    }
+
+    async fn run(mut self, cancel: CancellationToken) -> Result<(), ViewError> {
+        let topic = self.inner.topic;
+        let kafka = |source| ViewError::Kafka { topic, source };
+        let mut starts = Vec::with_capacity(self.inner.partitions.len());
+        for p in &self.inner.partitions {
+            let offset = p.offset.load(Ordering::Relaxed);
+            starts.push((
+                p.partition,
+                if offset >= 0 {
+                    StartOffset::At(offset + 1)
+                } else {
+                    StartOffset::Beginning
+                },
+            ));
+            p.storage
+                .begin_recovery()
+                .map_err(|source| self.storage_error(source))?;
+            p.set_state(ViewState::Recovering);
+        }
+        self.inner.state.send_replace(ViewState::Recovering);
+        self.refresh_watermarks().await;
+        let mut consumer: Box<dyn PartitionConsumer> =
+            self.inner.client.consume(topic, &starts).map_err(kafka)?;
+
+        loop {
+            let mut next = consumer.next();
+            // Write what was gathered whenever the consumer has nothing ready right away, so
+            // reads lag the changelog by at most what arrived in one burst.
+            let event = match (&mut next).now_or_never() {
+                Some(event) => event,
+                None => {
+                    self.flush_all()?;
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        event = next => event,
+                    }
+                }
+            };
+            match event {
+                None => break,
+                Some(Err(source)) => {
+                    self.flush_all()?;
+                    return Err(kafka(source));
+                }
+                Some(Ok(event)) => self.handle(event)?,
+            }
+            if cancel.is_cancelled() {
+                break;
+            }
+        }
+        self.flush_all()?;
+        for p in &self.inner.partitions {
+            if p.state() == ViewState::Recovering {
+                p.storage
+                    .mark_recovered()
+                    .map_err(|source| self.storage_error(source))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, event: ConsumerEvent) -> Result<(), ViewError> {
+        match event {
+            ConsumerEvent::Message(message) => self.apply(message),
+            ConsumerEvent::EndOfPartition { partition } => {
+                let index = self.index(partition);
+                self.flush(index)?;
+                let table = &self.inner.partitions[index];
+                let offset = table.offset.load(Ordering::Relaxed);
+                table
+                    .high_watermark
+                    .fetch_max(offset + 1, Ordering::Relaxed);
+                if matches!(table.state(), ViewState::Recovering) {
+                    table
+                        .storage
+                        .mark_recovered()
+                        .map_err(|source| self.storage_error(source))?;
+                    tracing::info!(
+                        topic = self.inner.topic,
+                        partition,
+                        offset,
+                        "view partition recovered"
+                    );
+                }
+                table.set_state(ViewState::Running);
+                self.update_view_state();
+                Ok(())
+            }
+            ConsumerEvent::Transient(error) => {
+                tracing::warn!(topic = self.inner.topic, %error, "view lost its connection; retrying");
+                if self
+                    .inner
+                    .partitions
+                    .iter()
+                    .all(|p| p.state() != ViewState::Recovering)
+                {
+                    self.inner.state.send_replace(ViewState::Reconnecting);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, message: ConsumedMessage) -> Result<(), ViewError> {
+        let index = self.index(message.partition);
+        let table = &self.inner.partitions[index];
+        if *self.inner.state.borrow() == ViewState::Reconnecting {
+            self.update_view_state();
+        }
+        if let Some(value) = &message.value {
+            if let Err(source) = T::decode_value(value) {
+                match self.inner.decode_errors {
+                    DecodeErrorPolicy::Fail => {
+                        self.flush(index)?;
+                        return Err(ViewError::Decode {
+                            topic: self.inner.topic,
+                            partition: message.partition,
+                            offset: message.offset,
+                            key: String::from_utf8_lossy(&message.key).into_owned(),
+                            source,
+                        });
+                    }
+                    DecodeErrorPolicy::SkipAndCount => {
+                        table.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            topic = self.inner.topic,
+                            partition = message.partition,
+                            offset = message.offset,
+                            key = %String::from_utf8_lossy(&message.key),
+                            %source,
+                            "skipping a changelog value that does not decode"
+                        );
+                        self.batches[index].1 = Some(message.offset);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        table.messages.fetch_add(1, Ordering::Relaxed);
+        let size = message.key.len() + message.value.as_ref().map_or(0, Vec::len);
+        table.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        if let Some(update) = &self.inner.update {
+            self.flush(index)?;
+            update(&*table.storage, &message).map_err(|source| self.storage_error(source))?;
+            table
+                .storage
+                .set_offset(message.offset)
+                .map_err(|source| self.storage_error(source))?;
+            table.offset.store(message.offset, Ordering::Relaxed);
+            return Ok(());
+        }
+        let (batch, offset) = &mut self.batches[index];
+        match message.value {
+            Some(value) => batch.set(message.key, value),
+            None => batch.delete(message.key),
+        }
+        *offset = Some(message.offset);
+        if batch.len() >= RECOVERY_BATCH {
+            self.flush(index)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, index: usize) -> Result<(), ViewError> {
+        let (batch, offset) = &mut self.batches[index];
+        let Some(last) = offset.take() else {
+            return Ok(());
+        };
+        let table = &self.inner.partitions[index];
+        table
+            .storage
+            .apply(batch, Some(last))
+            .map_err(|source| ViewError::Storage {
+                topic: self.inner.topic,
+                source,
+            })?;
+        batch.clear();
+        table.offset.store(last, Ordering::Relaxed);
+        table.high_watermark.fetch_max(last + 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn flush_all(&mut self) -> Result<(), ViewError> {
+        (0..self.batches.len()).try_for_each(|index| self.flush(index))
+    }
+
+    fn index(&self, partition: i32) -> usize {
+        // The consumer only returns assigned partitions, 0..n.
+        (partition.max(0) as usize).min(self.inner.partitions.len() - 1)
+    }
+
+    fn update_view_state(&self) {
+        let all_running = self
+            .inner
+            .partitions
+            .iter()
+            .all(|p| p.state() == ViewState::Running);
+        let state = if all_running {
+            ViewState::Running
+        } else {
+            ViewState::Recovering
+        };
+        self.inner.state.send_if_modified(|s| {
+            let changed = *s != state;
+            *s = state;
+            changed
+        });
+    }
+
+    async fn refresh_watermarks(&self) {
+        let Ok(admin) = self.inner.client.admin() else {
+            return;
+        };
+        for p in &self.inner.partitions {
+            if let Ok((_, high)) = admin.watermarks(self.inner.topic, p.partition).await {
+                p.high_watermark.fetch_max(high, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn storage_error(&self, source: StorageError) -> ViewError {
+        ViewError::Storage {
+            topic: self.inner.topic,
+            source,
+        }
+    }
+}

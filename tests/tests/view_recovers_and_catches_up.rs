@@ -1,0 +1,243 @@
+//! A view recovers a table written by someone else (tombstones, several versions of a key),
+//! catches up with new writes, resumes from its stored offset after a restart, and keeps
+//! serving while its connection is cut.
+
+use std::time::Duration;
+
+use goka::codec::StringCodec;
+use goka::storage::RocksDbBuilder;
+use goka::topic_manager::{TopicManager, TopicManagerConfig};
+use goka::view::{DecodeErrorPolicy, View, ViewError, ViewState};
+use goka::Partitioner;
+use goka_tests::{client, produce_raw, TestBroker};
+use tokio_util::sync::CancellationToken;
+
+goka::table!(Profiles = "profiles": String as StringCodec);
+goka::table!(Counts = "counts": i64 as goka::codec::Int64Codec);
+
+const PARTITIONS: u32 = 3;
+
+fn partition(key: &str) -> i32 {
+    goka::partitioner::GokaPartitioner.partition(key.as_bytes(), PARTITIONS)
+}
+
+/// Writes rows for `keys` to their goka partitions.
+async fn write(broker: &TestBroker, rows: &[(&str, Option<&str>)]) {
+    for (key, value) in rows {
+        produce_raw(broker, "profiles", partition(key), &[(key, *value)]).await;
+    }
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn start(
+    view: &View<Profiles>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), ViewError>>,
+) {
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let view = view.clone();
+        let cancel = cancel.clone();
+        async move { view.run(cancel).await }
+    });
+    (cancel, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_catches_up_and_resumes_from_the_stored_offset() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    TopicManager::new(&*client, TopicManagerConfig::default())
+        .unwrap()
+        .ensure_table("profiles", PARTITIONS)
+        .await
+        .unwrap();
+    write(
+        &broker,
+        &[
+            ("alice", Some("v1")),
+            ("bob", Some("b1")),
+            ("alice", Some("v2")),
+            ("carol", Some("c1")),
+            ("bob", None),
+            ("dave", Some("d1")),
+        ],
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let view = View::<Profiles>::builder(client.clone())
+        .storage(RocksDbBuilder::new(dir.path()))
+        .build::<Profiles>()
+        .await
+        .unwrap();
+    assert_eq!(view.state(), ViewState::Idle);
+    let (cancel, task) = start(&view);
+    assert_eq!(view.recovered().await, ViewState::Running);
+
+    assert_eq!(
+        view.get(&"alice".into()).unwrap().as_deref(),
+        Some("v2"),
+        "the latest version wins"
+    );
+    assert_eq!(
+        view.get(&"bob".into()).unwrap(),
+        None,
+        "the tombstone deleted bob"
+    );
+    assert!(view.has(&"carol".into()).unwrap());
+    let mut rows: Vec<_> = view.iter().map(Result::unwrap).collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            ("alice".into(), "v2".into()),
+            ("carol".into(), "c1".into()),
+            ("dave".into(), "d1".into())
+        ]
+    );
+    let recovered_messages: u64 = view.stats().partitions.iter().map(|p| p.messages).sum();
+    assert_eq!(recovered_messages, 6);
+
+    // New writes arrive while running.
+    write(&broker, &[("erin", Some("e1")), ("carol", None)]).await;
+    wait_for("erin", || view.has(&"erin".into()).unwrap()).await;
+    wait_for("carol's tombstone", || !view.has(&"carol".into()).unwrap()).await;
+    let stats = view.stats();
+    assert!(stats.partitions.iter().all(|p| p.lag == 0), "{stats:?}");
+
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(view.state(), ViewState::Stopped);
+    drop(view);
+
+    // Restart on the same storage: only the new message is read.
+    write(&broker, &[("frank", Some("f1"))]).await;
+    let view = View::<Profiles>::builder(client.clone())
+        .storage(RocksDbBuilder::new(dir.path()))
+        .build::<Profiles>()
+        .await
+        .unwrap();
+    assert_eq!(
+        view.get(&"alice".into()).unwrap().as_deref(),
+        Some("v2"),
+        "served from disk before running"
+    );
+    let (cancel, task) = start(&view);
+    assert_eq!(view.recovered().await, ViewState::Running);
+    assert_eq!(view.get(&"frank".into()).unwrap().as_deref(), Some("f1"));
+    let consumed: u64 = view.stats().partitions.iter().map(|p| p.messages).sum();
+    assert_eq!(
+        consumed, 1,
+        "resumed from the stored offset instead of re-reading all 9"
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_serving_while_cut_off_and_catches_up() {
+    let broker = TestBroker::start_behind_proxy();
+    let proxy = broker.proxy().unwrap();
+    let client = client(&broker);
+    TopicManager::new(&*client, TopicManagerConfig::default())
+        .unwrap()
+        .ensure_table("profiles", PARTITIONS)
+        .await
+        .unwrap();
+    write(&broker, &[("alice", Some("a1")), ("bob", Some("b1"))]).await;
+    let view = View::<Profiles>::builder(client.clone())
+        .build::<Profiles>()
+        .await
+        .unwrap();
+    let (cancel, task) = start(&view);
+    view.recovered().await;
+
+    proxy.set_mode(goka_tests::ProxyMode::Refuse);
+    proxy.cut();
+    let mut states = view.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        states.wait_for(|s| *s == ViewState::Reconnecting),
+    )
+    .await
+    .expect("the view reports the lost connection")
+    .unwrap();
+    assert_eq!(
+        view.get(&"alice".into()).unwrap().as_deref(),
+        Some("a1"),
+        "still serving"
+    );
+
+    proxy.set_mode(goka_tests::ProxyMode::Forward);
+    write(&broker, &[("alice", Some("a2")), ("carol", Some("c1"))]).await;
+    wait_for("the catch-up", || {
+        view.get(&"carol".into()).unwrap().is_some()
+    })
+    .await;
+    assert_eq!(view.get(&"alice".into()).unwrap().as_deref(), Some("a2"));
+    wait_for("the running state", || view.state() == ViewState::Running).await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_values_stop_the_view_or_are_skipped_and_counted() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    TopicManager::new(&*client, TopicManagerConfig::default())
+        .unwrap()
+        .ensure_table("counts", 1)
+        .await
+        .unwrap();
+    produce_raw(
+        &broker,
+        "counts",
+        0,
+        &[
+            ("a", Some("1")),
+            ("b", Some("not a number")),
+            ("c", Some("3")),
+        ],
+    )
+    .await;
+
+    let view = View::<Counts>::builder(client.clone())
+        .build::<Counts>()
+        .await
+        .unwrap();
+    let err = view.run(CancellationToken::new()).await.unwrap_err();
+    let text = err.to_string();
+    for part in ["counts", "partition 0", "offset 1", "\"b\"", "not a number"] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+
+    let view = View::<Counts>::builder(client.clone())
+        .decode_errors(DecodeErrorPolicy::SkipAndCount)
+        .build::<Counts>()
+        .await
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let (view, cancel) = (view.clone(), cancel.clone());
+        async move { view.run(cancel).await }
+    });
+    view.recovered().await;
+    assert_eq!(view.get(&"a".into()).unwrap(), Some(1));
+    assert_eq!(view.get(&"b".into()).unwrap(), None);
+    assert_eq!(view.get(&"c".into()).unwrap(), Some(3));
+    assert_eq!(view.stats().partitions[0].decode_errors, 1);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
