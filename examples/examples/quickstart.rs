@@ -1,5 +1,5 @@
-//! The main demo: declares a typed topic, emits a few typed messages into it, partitioned as
-//! goka would, and consumes them back.
+//! The main demo: declares a typed topic, emits a few typed messages into it with an
+//! `Emitter` (partitioned as goka would), and consumes them back.
 //!
 //! Run it with `bash scripts/demo.sh` (starts a bundled broker) or
 //! `bash scripts/demo.sh --brokers HOST:PORT` (uses your cluster).
@@ -7,13 +7,13 @@
 use std::time::{Duration, Instant};
 
 use goka::codec::Json;
-use goka::partitioner::GokaPartitioner;
-use goka::topic::{partition_of, Topic};
+use goka::emitter::Emitter;
+use goka::kafka::{rdkafka_client::RdKafkaClient, KafkaConfig};
+use goka::partitioner::{GokaPartitioner, Partitioner};
+use goka::topic::Topic;
+use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka_examples::Cluster;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// A user clicked on a page.
@@ -43,53 +43,36 @@ async fn run() -> Result<(), String> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", cluster.brokers());
 
-    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| e.to_string())?;
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(
-                Clicks::NAME,
-                PARTITIONS,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
+    let client = RdKafkaClient::new(KafkaConfig::new(cluster.brokers()).client_id("quickstart"));
+    let topics =
+        TopicManager::new(&client, TopicManagerConfig::default()).map_err(|e| e.to_string())?;
+    let emitter = Emitter::<Clicks>::ensuring(&client, &topics, PARTITIONS as u32)
         .await
-        .map_err(|e| format!("create topic {}: {e}", Clicks::NAME))?;
-    for result in created {
-        match result {
-            Ok(topic) => println!("created topic {topic} with {PARTITIONS} partitions"),
-            Err((topic, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                println!("topic {topic} exists already")
-            }
-            Err((topic, code)) => return Err(format!("create topic {topic}: {code}")),
-        }
-    }
+        .map_err(|e| e.to_string())?;
+    println!(
+        "topic {} is ready with {} partitions",
+        Clicks::NAME,
+        emitter.partitions()
+    );
 
-    let producer: FutureProducer = config.create().map_err(|e| e.to_string())?;
     for (i, user) in USERS.iter().cycle().take(8).enumerate() {
         let click = Click {
             page: format!("/article/{i}"),
         };
-        let key = user.to_string();
-        let partition = partition_of::<Clicks>(&key, PARTITIONS as u32, &GokaPartitioner)
-            .map_err(|e| e.to_string())?;
-        let value = Clicks::encode_value(&click).map_err(|e| e.to_string())?;
-        let delivery = producer
-            .send(
-                FutureRecord::to(Clicks::NAME)
-                    .partition(partition)
-                    .key(user.as_bytes())
-                    .payload(&value),
-                Duration::from_secs(10),
-            )
+        let delivery = emitter
+            .emit_sync(&user.to_string(), &click)
             .await
-            .map_err(|(e, _)| format!("emit {user}: {e}"))?;
+            .map_err(|e| e.to_string())?;
         println!(
             "emitted {user:>5} -> {:<12} partition {} offset {}",
             click.page, delivery.partition, delivery.offset
         );
     }
+    emitter.finish().await.map_err(|e| e.to_string())?;
 
+    // Read the topic back with a plain consumer: the keys sit in goka's partitions.
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", cluster.brokers());
     let consumer: BaseConsumer = config
         .clone()
         .set("group.id", "quickstart")
@@ -115,6 +98,13 @@ async fn run() -> Result<(), String> {
         let user = Clicks::decode_key(msg.key().unwrap_or_default()).map_err(|e| e.to_string())?;
         let click = Clicks::decode_value(msg.payload().unwrap_or_default())
             .map_err(|e| format!("partition {} offset {}: {e}", msg.partition(), msg.offset()))?;
+        let expected = GokaPartitioner.partition(user.as_bytes(), PARTITIONS as u32);
+        if msg.partition() != expected {
+            return Err(format!(
+                "{user} is in partition {}, goka expects {expected}",
+                msg.partition()
+            ));
+        }
         println!(
             "consumed {user:>5} <- {:<12} partition {} offset {}",
             click.page,

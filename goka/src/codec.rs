@@ -45,6 +45,12 @@ pub trait Codec<T>: 'static {
     /// Decodes a value from the complete message bytes.
     fn decode(bytes: &[u8]) -> Result<T, CodecError>;
 
+    /// Checks that `bytes` decode, without keeping the value. Views call this for every
+    /// changelog message they store; codecs that can check cheaply override it.
+    fn validate(bytes: &[u8]) -> Result<(), CodecError> {
+        Self::decode(bytes).map(drop)
+    }
+
     /// Encodes `value` into a fresh vector.
     fn encode_to_vec(value: &T) -> Result<Vec<u8>, CodecError> {
         let mut buf = Vec::new();
@@ -113,6 +119,11 @@ impl Codec<String> for StringCodec {
     fn decode(bytes: &[u8]) -> Result<String, CodecError> {
         Ok(std::str::from_utf8(bytes)?.to_owned())
     }
+
+    fn validate(bytes: &[u8]) -> Result<(), CodecError> {
+        std::str::from_utf8(bytes)?;
+        Ok(())
+    }
 }
 
 /// Raw bytes, passed through unchanged, as goka's `codec.Bytes`.
@@ -129,6 +140,10 @@ impl Codec<Vec<u8>> for BytesCodec {
 
     fn decode(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
         Ok(bytes.to_vec())
+    }
+
+    fn validate(_bytes: &[u8]) -> Result<(), CodecError> {
+        Ok(())
     }
 }
 
@@ -215,6 +230,8 @@ mod tests {
         let bytes = StringCodec::encode_to_vec(&"grüße".to_string()).unwrap();
         assert_eq!(bytes, "grüße".as_bytes());
         assert_eq!(StringCodec::decode(&bytes).unwrap(), "grüße");
+        assert!(StringCodec::validate("ok".as_bytes()).is_ok());
+        assert!(StringCodec::validate(&[0xff]).is_err());
         let err = StringCodec::decode(&[0x66, 0xff, 0x6f]).unwrap_err();
         assert!(matches!(err, CodecError::Utf8(_)), "{err}");
         assert!(err.to_string().contains("not valid UTF-8"), "{err}");
@@ -241,6 +258,7 @@ mod tests {
             assert_eq!(Int64Codec::encode_to_vec(&value).unwrap(), text.as_bytes());
             assert_eq!(Int64Codec::decode(text.as_bytes()).unwrap(), value);
         }
+        assert!(Int64Codec::validate(b"12").is_ok() && Int64Codec::validate(b"x").is_err());
         // Go's strconv.ParseInt accepts a leading plus sign too.
         assert_eq!(Int64Codec::decode(b"+5").unwrap(), 5);
     }

@@ -19,7 +19,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::CodecError;
+use crate::codec::{Codec, CodecError};
 use crate::kafka::{
     Client, ConsumedMessage, ConsumerEvent, KafkaError, PartitionConsumer, StartOffset,
 };
@@ -660,7 +660,7 @@ impl<'a, T: Table> Runner<'a, T> {
             self.update_view_state();
         }
         if let Some(value) = &message.value {
-            if let Err(source) = T::decode_value(value) {
+            if let Err(source) = T::ValueCodec::validate(value) {
                 match self.inner.decode_errors {
                     DecodeErrorPolicy::Fail => {
                         self.flush(index)?;

@@ -16,9 +16,12 @@ use std::sync::Arc;
 use goka::kafka::rdkafka_client::RdKafkaClient;
 use goka::kafka::KafkaConfig;
 
+/// The client type [`client`] returns.
+pub type TestClient = Arc<RdKafkaClient>;
+
 /// A goka client of `broker`, with delivery timeouts short enough for tests to see
 /// failures in seconds rather than minutes.
-pub fn client(broker: &TestBroker) -> Arc<RdKafkaClient> {
+pub fn client(broker: &TestBroker) -> TestClient {
     Arc::new(RdKafkaClient::new(config(broker)))
 }
 

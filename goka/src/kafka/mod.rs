@@ -7,6 +7,7 @@
 //! property the user sets.
 
 mod config;
+#[cfg(feature = "rdkafka")]
 pub mod rdkafka_client;
 
 use std::collections::BTreeMap;
@@ -96,8 +97,8 @@ pub type Ack = BoxFuture<'static, Result<Delivery, KafkaError>>;
 /// A message read from a partition. Owned: it outlives the client's buffers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedMessage {
-    /// Topic name.
-    pub topic: String,
+    /// Topic name (shared by all messages of a consumer).
+    pub topic: std::sync::Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset in the partition.

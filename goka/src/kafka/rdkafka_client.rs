@@ -137,7 +137,7 @@ impl Client for RdKafkaClient {
             .map_err(|e| consume_error(e.to_string()))?;
         Ok(Box::new(RdPartitionConsumer {
             consumer,
-            topic: topic.to_owned(),
+            topic: topic.into(),
         }))
     }
 }
@@ -394,20 +394,20 @@ impl Admin for RdAdmin {
 
 struct RdPartitionConsumer {
     consumer: StreamConsumer,
-    topic: String,
+    topic: Arc<str>,
 }
 
 impl PartitionConsumer for RdPartitionConsumer {
     fn next(&mut self) -> BoxFuture<'_, Option<Result<ConsumerEvent, KafkaError>>> {
         async move {
             let event = match self.consumer.recv().await {
-                Ok(message) => Ok(ConsumerEvent::Message(detach(&message))),
+                Ok(message) => Ok(ConsumerEvent::Message(detach(&self.topic, &message))),
                 Err(RdError::PartitionEOF(partition)) => {
                     Ok(ConsumerEvent::EndOfPartition { partition })
                 }
                 Err(e) => {
                     let error = KafkaError::Consume {
-                        topic: self.topic.clone(),
+                        topic: self.topic.to_string(),
                         message: e.to_string(),
                     };
                     if is_fatal(&e) {
@@ -437,7 +437,7 @@ fn is_fatal(error: &RdError) -> bool {
     )
 }
 
-fn detach(message: &BorrowedMessage<'_>) -> ConsumedMessage {
+fn detach(topic: &Arc<str>, message: &BorrowedMessage<'_>) -> ConsumedMessage {
     let headers = message
         .headers()
         .map(|hs| {
@@ -452,7 +452,7 @@ fn detach(message: &BorrowedMessage<'_>) -> ConsumedMessage {
         })
         .unwrap_or_default();
     ConsumedMessage {
-        topic: message.topic().to_owned(),
+        topic: topic.clone(),
         partition: message.partition(),
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),

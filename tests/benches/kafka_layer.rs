@@ -1,0 +1,210 @@
+//! Kafka-layer figures on the bundled test broker, side by side with bare rdkafka:
+//!
+//! 1. Emitter vs a bare rdkafka producer sending the same records (target ratio 0.9).
+//! 2. View recovery of a table into RocksDB vs a bare rdkafka consumer reading the same topic
+//!    to its end without storing anything (target ratio 0.7).
+//!
+//! `cargo bench -p goka-tests --bench kafka_layer` (1,000,000 records of 10-byte keys and
+//! 100-byte values over 8 partitions; `-- --records N` for another size). Under
+//! `cargo test --all-targets` it runs a small smoke size.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use goka::codec::BytesCodec;
+use goka::emitter::Emitter;
+use goka::partitioner::{GokaPartitioner, Partitioner};
+use goka::storage::RocksDbBuilder;
+use goka::topic_manager::{TopicManager, TopicManagerConfig};
+use goka::view::{View, ViewState};
+use goka_tests::{client, rdkafka_config, TestBroker};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tokio_util::sync::CancellationToken;
+
+goka::stream!(BareStream = "bench-bare": Vec<u8> as BytesCodec);
+goka::stream!(EmitterStream = "bench-emitter": Vec<u8> as BytesCodec);
+goka::table!(BenchTable = "bench-bare": Vec<u8> as BytesCodec);
+
+const PARTITIONS: u32 = 8;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let records = args
+        .iter()
+        .position(|a| a == "--records")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if args.iter().any(|a| a == "--bench") {
+            1_000_000
+        } else {
+            20_000
+        });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(records));
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key{:07}", i % 1_000_000).into_bytes()
+}
+
+fn value(i: usize) -> Vec<u8> {
+    let mut v = vec![b'x'; 100];
+    v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    v
+}
+
+async fn run(records: usize) {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let manager =
+        TopicManager::new(&*client, TopicManagerConfig::default()).expect("topic manager");
+    // The bare topic doubles as the table the view recovers: compacted.
+    manager
+        .ensure_table("bench-bare", PARTITIONS)
+        .await
+        .expect("table topic");
+    manager
+        .ensure_stream("bench-emitter", PARTITIONS)
+        .await
+        .expect("stream topic");
+    println!("kafka-layer bench: {records} records, 10-byte keys, 100-byte values, {PARTITIONS} partitions");
+    println!("{:<44} {:>12} {:>9}", "", "records/s", "seconds");
+
+    let bare = bare_produce(&broker, records);
+    report("bare rdkafka producer", records, bare);
+    let emitter = emitter_produce(&client, records).await;
+    report("Emitter", records, emitter);
+    println!(
+        "{:<44} {:>12.2}",
+        "ratio Emitter / bare (target >= 0.9)",
+        ratio(bare, emitter)
+    );
+
+    let bare = bare_consume(&broker, records);
+    report("bare rdkafka consumer (to the end)", records, bare);
+    let view = view_recover(client, records).await;
+    report("View recovery into RocksDB", records, view);
+    println!(
+        "{:<44} {:>12.2}",
+        "ratio View recovery / bare (target >= 0.7)",
+        ratio(bare, view)
+    );
+}
+
+fn ratio(bare: Duration, ours: Duration) -> f64 {
+    bare.as_secs_f64() / ours.as_secs_f64()
+}
+
+fn report(name: &str, records: usize, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    println!("{name:<44} {:>12.0} {secs:>9.2}", records as f64 / secs);
+}
+
+fn bare_produce(broker: &TestBroker, records: usize) -> Duration {
+    let producer: BaseProducer = rdkafka_config(broker)
+        .set("enable.idempotence", "false")
+        .create()
+        .expect("bare producer");
+    let start = Instant::now();
+    for i in 0..records {
+        let (k, v) = (key(i), value(i));
+        let partition = GokaPartitioner.partition(&k, PARTITIONS);
+        let mut record = BaseRecord::to("bench-bare")
+            .partition(partition)
+            .key(&k)
+            .payload(&v);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .expect("bare flush");
+    start.elapsed()
+}
+
+async fn emitter_produce(client: &goka_tests::TestClient, records: usize) -> Duration {
+    let emitter = Emitter::<EmitterStream>::new(&**client)
+        .await
+        .expect("emitter");
+    let start = Instant::now();
+    let mut pending = VecDeque::new();
+    for i in 0..records {
+        let k = String::from_utf8(key(i)).expect("ascii key");
+        pending.push_back(emitter.emit(&k, &value(i)).await.expect("emit"));
+        if pending.len() > 100_000 {
+            if let Some(oldest) = pending.pop_front() {
+                oldest.await.expect("delivery");
+            }
+        }
+    }
+    for delivery in pending {
+        delivery.await.expect("delivery");
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(emitter.stats().messages, records as u64);
+    elapsed
+}
+
+fn bare_consume(broker: &TestBroker, records: usize) -> Duration {
+    let consumer: BaseConsumer = rdkafka_config(broker)
+        .set("group.id", "bench-bare-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("bare consumer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS as i32 {
+        assignment
+            .add_partition_offset("bench-bare", p, rdkafka::Offset::Beginning)
+            .expect("assignment");
+    }
+    let start = Instant::now();
+    consumer.assign(&assignment).expect("assign");
+    let mut seen = 0;
+    while seen < records {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => seen += 1,
+            Some(Err(e)) => panic!("bare consume: {e}"),
+            None => {}
+        }
+    }
+    start.elapsed()
+}
+
+async fn view_recover(client: goka_tests::TestClient, records: usize) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let view = View::<BenchTable>::builder(client)
+        .storage(RocksDbBuilder::new(dir.path()))
+        .build::<BenchTable>()
+        .await
+        .expect("view");
+    let cancel = CancellationToken::new();
+    let start = Instant::now();
+    let task = tokio::spawn({
+        let (view, cancel) = (view.clone(), cancel.clone());
+        async move { view.run(cancel).await }
+    });
+    assert_eq!(
+        view.recovered().await,
+        ViewState::Running,
+        "the view recovered"
+    );
+    let elapsed = start.elapsed();
+    let applied: u64 = view.stats().partitions.iter().map(|p| p.messages).sum();
+    assert_eq!(applied, records as u64, "every record was applied");
+    cancel.cancel();
+    task.await.expect("view task").expect("view run");
+    elapsed
+}
