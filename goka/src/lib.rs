@@ -11,6 +11,7 @@
 //! | [`topic`] | topics as types: [`Stream`](topic::Stream) and [`Table`](topic::Table) |
 //! | [`codec`] | bytes ↔ values, byte-compatible with goka's codecs |
 //! | [`partitioner`] | which partition a key lives in (goka's FNV-1a, Java's murmur2) |
+//! | [`graph`] | [`GroupGraph`](graph::GroupGraph): the edges of a processor group, and goka's rules |
 //! | [`kafka`] | the seam to the Kafka client, and its librdkafka implementation |
 //! | [`topic_manager`] | creating and checking topics |
 //! | [`emitter`] | [`Emitter`](emitter::Emitter): typed producer of a stream topic |
@@ -21,6 +22,7 @@
 pub mod codec;
 pub mod emitter;
 pub mod error;
+pub mod graph;
 pub mod kafka;
 pub mod partitioner;
 pub mod storage;
