@@ -12,6 +12,8 @@
 //! | [`codec`] | bytes ↔ values, byte-compatible with goka's codecs |
 //! | [`partitioner`] | which partition a key lives in (goka's FNV-1a, Java's murmur2) |
 //! | [`graph`] | [`GroupGraph`](graph::GroupGraph): the edges of a processor group, and goka's rules |
+//! | [`processor`] | running a processor group: consumer group, recovery, handlers, commits |
+//! | [`context`] | [`Context`](context::Context): what a handler can do, typed by its group |
 //! | [`kafka`] | the seam to the Kafka client, and its librdkafka implementation |
 //! | [`topic_manager`] | creating and checking topics |
 //! | [`emitter`] | [`Emitter`](emitter::Emitter): typed producer of a stream topic |
@@ -20,11 +22,13 @@
 //! | [`error`] | the error type of each layer |
 
 pub mod codec;
+pub mod context;
 pub mod emitter;
 pub mod error;
 pub mod graph;
 pub mod kafka;
 pub mod partitioner;
+pub mod processor;
 pub mod storage;
 pub mod topic;
 pub mod topic_manager;

@@ -9,6 +9,8 @@
 mod config;
 #[cfg(feature = "rdkafka")]
 pub mod rdkafka_client;
+#[cfg(feature = "rdkafka")]
+mod rdkafka_group;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -166,6 +168,50 @@ pub trait PartitionConsumer: Send + 'static {
     fn next(&mut self) -> BoxFuture<'_, Option<Result<ConsumerEvent, KafkaError>>>;
 }
 
+/// A topic partition and the offset of the next message to read from it (what a consumer
+/// group commits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicPartitionOffset {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset of the next message to process.
+    pub offset: i64,
+}
+
+/// Told by a [`GroupConsumer`] about rebalances, synchronously, from inside
+/// [`GroupConsumer::poll`].
+pub trait RebalanceListener: Send + Sync + 'static {
+    /// Partitions were assigned to this member.
+    fn assigned(&self, partitions: &[(String, i32)]);
+
+    /// Partitions are being taken away. Returns once the work on them is finished, with the
+    /// offsets to commit for them; the consumer commits them before giving the partitions up.
+    fn revoking(&self, partitions: &[(String, i32)]) -> Vec<TopicPartitionOffset>;
+}
+
+/// A member of a consumer group (the client side of a processor). Used from one thread;
+/// [`poll`](GroupConsumer::poll) blocks for at most its timeout.
+pub trait GroupConsumer: Send + 'static {
+    /// The next message, or `None` if none came within `timeout`. Rebalances are reported to
+    /// the listener from inside this call. Problems the client retries by itself come back
+    /// as [`ConsumerEvent::Transient`].
+    fn poll(&mut self, timeout: Duration) -> Option<Result<ConsumerEvent, KafkaError>>;
+
+    /// Stops fetching a partition (its messages already returned stay returned).
+    fn pause(&mut self, topic: &str, partition: i32) -> Result<(), KafkaError>;
+
+    /// Resumes fetching a paused partition where the last returned message left off.
+    fn resume(&mut self, topic: &str, partition: i32) -> Result<(), KafkaError>;
+
+    /// Commits offsets; `sync` waits for the broker's answer.
+    fn commit(&mut self, offsets: &[TopicPartitionOffset], sync: bool) -> Result<(), KafkaError>;
+
+    /// Leaves the group (bounded in time).
+    fn close(self: Box<Self>);
+}
+
 /// Cluster metadata and topic administration.
 pub trait Admin: Send + Sync + 'static {
     /// Number of partitions of `topic`, or `None` if it does not exist.
@@ -203,6 +249,15 @@ pub trait Client: Send + Sync + 'static {
         topic: &str,
         partitions: &[(i32, StartOffset)],
     ) -> Result<Box<dyn PartitionConsumer>, KafkaError>;
+
+    /// Joins the consumer group `group` as a new member subscribed to `topics`, with an
+    /// assignment that keeps co-partitioned topics together (range).
+    fn join_group(
+        &self,
+        group: &str,
+        topics: &[&str],
+        listener: std::sync::Arc<dyn RebalanceListener>,
+    ) -> Result<Box<dyn GroupConsumer>, KafkaError>;
 }
 
 /// Errors of the Kafka layer, with the topic and partition where they apply.

@@ -140,6 +140,21 @@ impl Client for RdKafkaClient {
             topic: topic.into(),
         }))
     }
+
+    fn join_group(
+        &self,
+        group: &str,
+        topics: &[&str],
+        listener: Arc<dyn super::RebalanceListener>,
+    ) -> Result<Box<dyn super::GroupConsumer>, KafkaError> {
+        let consumer = super::rdkafka_group::RdGroupConsumer::join(
+            self.consumer_config(),
+            group,
+            topics,
+            listener,
+        )?;
+        Ok(Box::new(consumer))
+    }
 }
 
 struct RdProducer {
@@ -424,7 +439,7 @@ impl PartitionConsumer for RdPartitionConsumer {
 }
 
 /// Errors the client does not recover from by retrying: the topic is gone or forbidden.
-fn is_fatal(error: &RdError) -> bool {
+pub(super) fn is_fatal(error: &RdError) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(
@@ -437,7 +452,7 @@ fn is_fatal(error: &RdError) -> bool {
     )
 }
 
-fn detach(topic: &Arc<str>, message: &BorrowedMessage<'_>) -> ConsumedMessage {
+pub(super) fn detach(topic: &Arc<str>, message: &BorrowedMessage<'_>) -> ConsumedMessage {
     let headers = message
         .headers()
         .map(|hs| {

@@ -1,0 +1,349 @@
+//! What a handler can do with the message it handles (goka's `Context`).
+//!
+//! [`Context<'_, P>`] is typed by its processor group `P`: its methods exist only where `P`
+//! declared the edge (the marker traits of [`processor`](crate::processor)), so emitting to
+//! an undeclared topic or reading state without a group table does not compile. Writes are
+//! collected and produced after the handler returns, in order; the input message counts as
+//! done (and its offset may be committed) only when every one of them was acknowledged.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{Codec, CodecError};
+use crate::kafka::{ConsumedMessage, Headers};
+use crate::partitioner::Partitioner;
+use crate::processor::group::{Emits, Group, Joins, Loops, Stateful};
+use crate::storage::{Storage, StorageError};
+use crate::topic::{Stream, Table};
+
+/// Why a handler failed. Handlers return `Result<(), E>` for any error type `E` that
+/// converts into this (every `std::error::Error + Send + Sync + 'static` does, and so do
+/// `String` and `&str`); the runtime adds group, topic, partition, offset and key.
+///
+/// Like `anyhow::Error`, it does not implement `std::error::Error` itself, so that `?`
+/// converts any error into it.
+#[derive(Debug)]
+pub struct CallbackError {
+    kind: CallbackErrorKind,
+}
+
+#[derive(Debug)]
+enum CallbackErrorKind {
+    /// The handler said so.
+    Handler(Box<dyn std::error::Error + Send + Sync>),
+    /// The input value did not decode.
+    Decode(CodecError),
+    /// A context operation failed.
+    Codec(CodecError),
+    Storage(StorageError),
+    /// The message's topic has no handler.
+    NoHandler(String),
+}
+
+impl CallbackError {
+    /// The input value did not decode (the runtime may skip and count it, by policy).
+    pub fn decode(source: CodecError) -> Self {
+        Self {
+            kind: CallbackErrorKind::Decode(source),
+        }
+    }
+
+    /// No handler for `topic` (a dispatch bug).
+    pub fn no_handler(topic: &str) -> Self {
+        Self {
+            kind: CallbackErrorKind::NoHandler(topic.to_owned()),
+        }
+    }
+
+    /// Whether this is an input decode error.
+    pub fn is_decode(&self) -> bool {
+        matches!(self.kind, CallbackErrorKind::Decode(_))
+    }
+}
+
+impl fmt::Display for CallbackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            CallbackErrorKind::Handler(e) => write!(f, "handler failed: {e}"),
+            CallbackErrorKind::Decode(e) => write!(f, "input value does not decode: {e}"),
+            CallbackErrorKind::Codec(e) => write!(f, "{e}"),
+            CallbackErrorKind::Storage(e) => write!(f, "{e}"),
+            CallbackErrorKind::NoHandler(topic) => write!(f, "no handler for topic {topic:?}"),
+        }
+    }
+}
+
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for CallbackError {
+    fn from(error: E) -> Self {
+        Self {
+            kind: CallbackErrorKind::Handler(error.into()),
+        }
+    }
+}
+
+fn codec_error(e: CodecError) -> CallbackError {
+    CallbackError {
+        kind: CallbackErrorKind::Codec(e),
+    }
+}
+
+fn storage_error(e: StorageError) -> CallbackError {
+    CallbackError {
+        kind: CallbackErrorKind::Storage(e),
+    }
+}
+
+/// What a produced message is for; changelog writes move the table's stored offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutgoingKind {
+    Changelog,
+    Emit,
+    Loop,
+}
+
+/// A message a handler produced, sent by the runtime after the handler returns.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) kind: OutgoingKind,
+    pub(crate) topic: &'static str,
+    pub(crate) partition: i32,
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Option<Headers>,
+}
+
+/// What every message of one partition shares: storages, partition counts, the partitioner.
+pub(crate) struct PartitionResources {
+    pub(crate) group: &'static str,
+    pub(crate) table: Option<Arc<dyn Storage>>,
+    pub(crate) joins: HashMap<&'static str, Arc<dyn Storage>>,
+    pub(crate) partition_counts: HashMap<&'static str, u32>,
+    pub(crate) partitioner: Arc<dyn Partitioner>,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// The handler's view of the message it handles. See the [module docs](self).
+pub struct Context<'c, P: Group> {
+    resources: &'c PartitionResources,
+    message: &'c ConsumedMessage,
+    key: P::Key,
+    pub(crate) outgoing: Vec<Outgoing>,
+    _group: PhantomData<fn() -> P>,
+}
+
+impl<P: Group> fmt::Debug for Context<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("group", &self.resources.group)
+            .field("topic", &self.message.topic)
+            .field("partition", &self.message.partition)
+            .field("offset", &self.message.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c, P: Group> Context<'c, P> {
+    pub(crate) fn new(
+        resources: &'c PartitionResources,
+        message: &'c ConsumedMessage,
+    ) -> Result<Self, CodecError> {
+        let key = P::KeyCodec::decode(&message.key)?;
+        Ok(Self {
+            resources,
+            message,
+            key,
+            outgoing: Vec::new(),
+            _group: PhantomData,
+        })
+    }
+
+    /// The message's key.
+    pub fn key(&self) -> &P::Key {
+        &self.key
+    }
+
+    /// The message's topic.
+    pub fn topic(&self) -> &str {
+        &self.message.topic
+    }
+
+    /// The message's partition.
+    pub fn partition(&self) -> i32 {
+        self.message.partition
+    }
+
+    /// The message's offset.
+    pub fn offset(&self) -> i64 {
+        self.message.offset
+    }
+
+    /// The message's timestamp in milliseconds since the epoch, if it has one.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.message.timestamp
+    }
+
+    /// The message's headers.
+    pub fn headers(&self) -> &Headers {
+        &self.message.headers
+    }
+
+    /// Fires when the processor shuts down (goka's `Context.Context()`); long async work in a
+    /// handler can stop early on it.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.resources.cancel
+    }
+
+    /// Emits `value` at `key` to the output stream `T`.
+    pub fn emit<T>(&mut self, key: &T::Key, value: &T::Value) -> Result<(), CallbackError>
+    where
+        T: Stream,
+        P: Emits<T>,
+    {
+        self.emit_with_headers::<T>(key, value, None)
+    }
+
+    /// Emits with headers.
+    pub fn emit_with_headers<T>(
+        &mut self,
+        key: &T::Key,
+        value: &T::Value,
+        headers: Option<Headers>,
+    ) -> Result<(), CallbackError>
+    where
+        T: Stream,
+        P: Emits<T>,
+    {
+        let key = T::encode_key(key).map_err(codec_error)?;
+        let value = T::encode_value(value).map_err(codec_error)?;
+        self.send(OutgoingKind::Emit, T::NAME, key, Some(value), headers);
+        Ok(())
+    }
+
+    /// Reads the joined table `T` at this message's key, from the local copy of the same
+    /// partition.
+    pub fn join<T>(&self) -> Result<Option<T::Value>, CallbackError>
+    where
+        T: Table<Key = P::Key>,
+        P: Joins<T>,
+    {
+        let storage =
+            self.resources.joins.get(T::NAME).ok_or_else(|| {
+                CallbackError::from(format!("joined table {} is not open", T::NAME))
+            })?;
+        let raw = storage.get(&self.message.key).map_err(storage_error)?;
+        raw.map(|raw| T::decode_value(&raw).map_err(codec_error))
+            .transpose()
+    }
+
+    fn send(
+        &mut self,
+        kind: OutgoingKind,
+        topic: &'static str,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        headers: Option<Headers>,
+    ) {
+        let partition = match kind {
+            OutgoingKind::Changelog => self.message.partition,
+            _ => {
+                let count = self
+                    .resources
+                    .partition_counts
+                    .get(topic)
+                    .copied()
+                    .unwrap_or(1);
+                self.resources.partitioner.partition(&key, count)
+            }
+        };
+        self.outgoing.push(Outgoing {
+            kind,
+            topic,
+            partition,
+            key,
+            value,
+            headers,
+        });
+    }
+
+    fn table(&self) -> Result<&Arc<dyn Storage>, CallbackError> {
+        self.resources
+            .table
+            .as_ref()
+            .ok_or_else(|| CallbackError::from("the group table is not open"))
+    }
+}
+
+impl<P: Stateful> Context<'_, P> {
+    /// The group table's row at this message's key.
+    pub fn value(&self) -> Result<Option<<P as Stateful>::Value>, CallbackError> {
+        let raw = self
+            .table()?
+            .get(&self.message.key)
+            .map_err(storage_error)?;
+        raw.map(|raw| <P as Stateful>::ValueCodec::decode(&raw).map_err(codec_error))
+            .transpose()
+    }
+
+    /// Writes the group table's row at this message's key: locally now, and to the table's
+    /// changelog topic.
+    pub fn set_value(&mut self, value: &<P as Stateful>::Value) -> Result<(), CallbackError> {
+        let bytes = <P as Stateful>::ValueCodec::encode_to_vec(value).map_err(codec_error)?;
+        self.table()?
+            .set(&self.message.key, &bytes)
+            .map_err(storage_error)?;
+        let topic = table_topic::<P>();
+        self.send(
+            OutgoingKind::Changelog,
+            topic,
+            self.message.key.clone(),
+            Some(bytes),
+            None,
+        );
+        Ok(())
+    }
+
+    /// Deletes the group table's row at this message's key (a tombstone in the changelog).
+    pub fn delete(&mut self) -> Result<(), CallbackError> {
+        self.table()?
+            .delete(&self.message.key)
+            .map_err(storage_error)?;
+        let topic = table_topic::<P>();
+        self.send(
+            OutgoingKind::Changelog,
+            topic,
+            self.message.key.clone(),
+            None,
+            None,
+        );
+        Ok(())
+    }
+}
+
+impl<P: Loops> Context<'_, P> {
+    /// Sends `value` to `key` of this group through the loop topic; the loop handler gets it.
+    pub fn loopback(
+        &mut self,
+        key: &P::Key,
+        value: &<P as Loops>::Value,
+    ) -> Result<(), CallbackError> {
+        let key = P::KeyCodec::encode_to_vec(key).map_err(codec_error)?;
+        let value = <P as Loops>::ValueCodec::encode_to_vec(value).map_err(codec_error)?;
+        let topic = match P::GRAPH.loopback {
+            Some(edge) => edge.topic,
+            None => return Err(CallbackError::from("the group has no loop edge")),
+        };
+        self.send(OutgoingKind::Loop, topic, key, Some(value), None);
+        Ok(())
+    }
+}
+
+fn table_topic<P: Group>() -> &'static str {
+    match P::GRAPH.table {
+        Some(edge) => edge.topic,
+        None => "",
+    }
+}

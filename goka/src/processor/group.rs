@@ -1,0 +1,109 @@
+//! What a processor group is to the runtime: the [`Group`] trait the processor macro
+//! implements on the user's struct (or a user implements by hand), and the marker traits
+//! that gate the typed [`Context`](crate::context::Context).
+//!
+//! The runtime is generic over `Group`; everything it needs from the user's code is here: the
+//! const [`GroupGraph`], the key type, and a dispatch from an input topic to a handler.
+
+use std::marker::PhantomData;
+
+use futures::future::BoxFuture;
+
+use crate::codec::Codec;
+use crate::context::{CallbackError, Context};
+use crate::graph::GroupGraph;
+use crate::topic::{Stream, Table, Topic, TopicKind};
+
+/// A processor group: its graph and its handlers.
+pub trait Group: Send + Sync + Sized + 'static {
+    /// The edges of the group; validated before the processor starts.
+    const GRAPH: GroupGraph;
+
+    /// The key type of every input (co-partitioned topics share keys).
+    type Key: Send + Sync + 'static;
+    /// How keys are encoded.
+    type KeyCodec: Codec<Self::Key>;
+
+    /// Decodes the message in `ctx` (topic, value) and calls the handler of its topic. The
+    /// value is `None` for a tombstone that nil handling let through.
+    fn dispatch<'a>(
+        &'a self,
+        ctx: &'a mut Context<'_, Self>,
+        value: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<(), CallbackError>>;
+}
+
+/// A group with a group table (`#[persist(...)]`): handlers may read and write its row.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no group table",
+    label = "needs a persist edge",
+    note = "add `#[persist(value = ..., codec = ...)]` to `{Self}` to keep state"
+)]
+pub trait Stateful: Group {
+    /// The value type of a row.
+    type Value: Send + Sync + 'static;
+    /// How rows are encoded.
+    type ValueCodec: Codec<Self::Value>;
+}
+
+/// A group that may emit to the stream `T` (`#[output(topic = T)]`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not declare `{T}` as an output",
+    label = "not an output of this processor",
+    note = "add `#[output(topic = {T})]` to `{Self}`"
+)]
+pub trait Emits<T: Stream>: Group {}
+
+/// A group that joins the co-partitioned table `T` (`#[join(table = T)]`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not join `{T}`",
+    label = "not a joined table of this processor",
+    note = "add `#[join(table = {T})]` to `{Self}`"
+)]
+pub trait Joins<T: Table<Key = Self::Key>>: Group {}
+
+/// A group that looks up keys in the table `T` (`#[lookup(table = T)]`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not look up `{T}`",
+    label = "not a lookup table of this processor",
+    note = "add `#[lookup(table = {T})]` to `{Self}`"
+)]
+pub trait LooksUp<T: Table>: Group {}
+
+/// A group with a loop topic (`#[loopback(...)]`): handlers may send to other keys of the
+/// group.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no loopback",
+    label = "needs a loop edge",
+    note = "add `#[loopback(value = ..., codec = ..., handler = ...)]` to `{Self}`"
+)]
+pub trait Loops: Group {
+    /// The value type of loop messages.
+    type Value: Send + Sync + 'static;
+    /// How loop messages are encoded.
+    type ValueCodec: Codec<Self::Value>;
+}
+
+/// The group table of `P` as a table topic (`<group>-table`), so views of it are typed by
+/// the processor and cannot disagree with it.
+pub struct GroupTable<P>(PhantomData<fn() -> P>);
+
+impl<P> std::fmt::Debug for GroupTable<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupTable")
+    }
+}
+
+impl<P: Stateful> Topic for GroupTable<P> {
+    const NAME: &'static str = match P::GRAPH.table {
+        Some(edge) => edge.topic,
+        None => "",
+    };
+    const KIND: TopicKind = TopicKind::Table;
+    type Key = P::Key;
+    type Value = <P as Stateful>::Value;
+    type KeyCodec = P::KeyCodec;
+    type ValueCodec = <P as Stateful>::ValueCodec;
+}
+
+impl<P: Stateful> Table for GroupTable<P> {}

@@ -1,0 +1,537 @@
+//! Running a processor group (goka's `Processor`).
+//!
+//! [`Processor::run`] validates the [`GroupGraph`](crate::graph::GroupGraph), checks and
+//! creates topics, joins the consumer group and, for every assigned partition, starts a
+//! partition task that recovers the group table and joined tables and then handles the
+//! partition's messages in order (see `partition.rs`). The consumer group member is polled
+//! on a thread of its own (`consumer.rs`); it routes messages to the partition tasks through
+//! bounded queues, pausing partitions whose queue is full, and commits the offsets the tasks
+//! report done: at-least-once, never ahead of the work.
+
+mod consumer;
+pub mod group;
+mod partition;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use self::group::{Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
+use crate::graph::GraphError;
+use crate::kafka::{Client, KafkaError, Producer, TopicPartitionOffset};
+use crate::partitioner::{DefaultPartitioner, Partitioner};
+use crate::storage::{MemoryBuilder, Storage, StorageBuilder, StorageError};
+use crate::topic_manager::{TopicManager, TopicManagerConfig, TopicManagerError};
+use crate::view::DecodeErrorPolicy;
+
+/// What a message with a null value (a tombstone) on an input means (goka's `NilHandling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NilHandling {
+    /// Drop the message without calling the handler (goka's default).
+    #[default]
+    Ignore,
+    /// Call the handler with no value.
+    Process,
+    /// Delete the group table's row at the key.
+    Restore,
+}
+
+/// The state of a processor or of one of its partitions (goka's `ProcessorState` and
+/// `PartitionStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PartitionState {
+    /// Not started.
+    Idle,
+    /// Checking topics and joining the group.
+    Starting,
+    /// Loading tables from their changelogs.
+    Recovering,
+    /// Handling messages.
+    Running,
+    /// Finishing in-flight work.
+    Stopping,
+    /// Done.
+    Stopped,
+}
+
+/// Errors of a processor, with the coordinates of what failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessorError {
+    /// The group graph breaks a rule.
+    #[error("processor {group:?}: invalid group graph: {source}")]
+    Graph {
+        /// The group.
+        group: &'static str,
+        /// The broken rule.
+        source: GraphError,
+    },
+    /// Topics are missing, not co-partitioned or could not be created.
+    #[error("processor {group:?}: {source}")]
+    Topics {
+        /// The group.
+        group: &'static str,
+        /// What is wrong.
+        source: TopicManagerError,
+    },
+    /// A handler failed, panicked, or its message did not decode.
+    #[error(
+        "processor {group:?}: message at topic {topic:?} partition {partition} offset {offset} \
+         (key {key:?}): {message}"
+    )]
+    Callback {
+        /// The group.
+        group: &'static str,
+        /// Topic of the message.
+        topic: String,
+        /// Partition of the message.
+        partition: i32,
+        /// Offset of the message.
+        offset: i64,
+        /// Key of the message, lossy UTF-8.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A produce (emit, loopback, changelog write) failed.
+    #[error("processor {group:?}: {source}")]
+    Produce {
+        /// The group.
+        group: &'static str,
+        /// The client's error, naming topic and partition.
+        source: KafkaError,
+    },
+    /// Consuming failed for good.
+    #[error("processor {group:?}: topic {topic:?}: {source}")]
+    Kafka {
+        /// The group.
+        group: &'static str,
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// Local storage failed.
+    #[error("processor {group:?}: {source}")]
+    Storage {
+        /// The group.
+        group: &'static str,
+        /// The storage's error, naming topic, partition and path.
+        source: StorageError,
+    },
+    /// `run` was called while running.
+    #[error("processor {group:?} is running already")]
+    AlreadyRunning {
+        /// The group.
+        group: &'static str,
+    },
+}
+
+/// How a processor runs (goka's processor options).
+#[derive(Clone)]
+pub struct ProcessorConfig {
+    /// Where table partitions are stored (goka's `WithStorageBuilder`). Default: in memory.
+    pub storage: Arc<dyn StorageBuilder>,
+    /// How keys map to partitions for emits and loopbacks (goka's `WithHasher`).
+    pub partitioner: Arc<dyn Partitioner>,
+    /// What tombstones on inputs mean (goka's `WithNilHandling`).
+    pub nil_handling: NilHandling,
+    /// What to do with inputs that do not decode.
+    pub decode_errors: DecodeErrorPolicy,
+    /// How topics are created and checked (goka's `WithTopicManagerBuilder`).
+    pub topics: TopicManagerConfig,
+    /// Messages queued per partition before its partition is paused
+    /// (goka's `WithPartitionChannelSize`).
+    pub partition_queue: usize,
+    /// How often done offsets are committed.
+    pub commit_interval: Duration,
+}
+
+impl std::fmt::Debug for ProcessorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorConfig")
+            .field("nil_handling", &self.nil_handling)
+            .field("decode_errors", &self.decode_errors)
+            .field("topics", &self.topics)
+            .field("partition_queue", &self.partition_queue)
+            .field("commit_interval", &self.commit_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            storage: Arc::new(MemoryBuilder),
+            partitioner: Arc::new(DefaultPartitioner::default()),
+            nil_handling: NilHandling::Ignore,
+            decode_errors: DecodeErrorPolicy::Fail,
+            topics: TopicManagerConfig::default(),
+            partition_queue: 2_000,
+            commit_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Counters of a processor (goka's `ProcessorStats`, summed over partitions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessorStats {
+    /// Input and loop messages handled.
+    pub messages_in: u64,
+    /// Messages produced (emits, loopbacks, changelog writes).
+    pub messages_out: u64,
+    /// Key and value bytes produced.
+    pub bytes_out: u64,
+    /// Messages skipped because they did not decode.
+    pub decode_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
+    decode_errors: AtomicU64,
+}
+
+/// Offsets the partition tasks report done, waiting to be committed.
+#[derive(Debug, Default)]
+struct OffsetTable {
+    /// Per topic partition: the next offset to commit, and whether it changed since the
+    /// last commit.
+    next: Mutex<HashMap<TopicPartition, (i64, bool)>>,
+}
+
+type TopicPartition = (Arc<str>, i32);
+
+impl OffsetTable {
+    /// Input message `offset` of `topic`/`partition` and everything before it are done.
+    fn done(&self, topic: &Arc<str>, partition: i32, offset: i64) {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        next.insert((topic.clone(), partition), (offset + 1, true));
+    }
+
+    /// Offsets changed since the last call.
+    fn take_changed(&self) -> Vec<TopicPartitionOffset> {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        next.iter_mut()
+            .filter(|(_, (_, changed))| *changed)
+            .map(|((topic, partition), (offset, changed))| {
+                *changed = false;
+                TopicPartitionOffset {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    offset: *offset,
+                }
+            })
+            .collect()
+    }
+
+    /// Removes and returns the offsets of `partitions` (when they are revoked).
+    fn remove(&self, partitions: &[(String, i32)]) -> Vec<TopicPartitionOffset> {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        partitions
+            .iter()
+            .filter_map(|(topic, partition)| {
+                let key = (Arc::<str>::from(topic.as_str()), *partition);
+                next.remove(&key).map(|(offset, _)| TopicPartitionOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What the processor's threads and tasks share.
+struct Shared {
+    group: &'static str,
+    client: Arc<dyn Client>,
+    config: ProcessorConfig,
+    producer: Arc<dyn Producer>,
+    partition_counts: HashMap<&'static str, u32>,
+    offsets: OffsetTable,
+    stats: Counters,
+    /// Group table storage of each running partition, for `Processor::get`.
+    tables: Mutex<HashMap<i32, Arc<dyn Storage>>>,
+    states: Mutex<HashMap<i32, PartitionState>>,
+    state: watch::Sender<PartitionState>,
+    /// Fires on shutdown and on the first error.
+    cancel: CancellationToken,
+    failure: Mutex<Option<ProcessorError>>,
+}
+
+impl Shared {
+    fn set_partition_state(&self, partition: i32, state: PartitionState) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if state == PartitionState::Stopped {
+            states.remove(&partition);
+        } else {
+            states.insert(partition, state);
+        }
+        let overall = if states.values().any(|s| *s == PartitionState::Recovering) {
+            PartitionState::Recovering
+        } else {
+            PartitionState::Running
+        };
+        drop(states);
+        self.state.send_if_modified(|s| {
+            let update = matches!(
+                *s,
+                PartitionState::Starting | PartitionState::Recovering | PartitionState::Running
+            ) && *s != overall;
+            if update {
+                *s = overall;
+            }
+            update
+        });
+    }
+
+    /// Records the first error and stops everything.
+    fn fail(&self, error: ProcessorError) {
+        tracing::error!(group = self.group, %error, "processor stops");
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_none() {
+            *failure = Some(error);
+        }
+        self.cancel.cancel();
+    }
+}
+
+/// A processor of the group `P`: the user's handlers plus the runtime that feeds them.
+pub struct Processor<P: Group> {
+    group: Arc<P>,
+    client: Arc<dyn Client>,
+    config: ProcessorConfig,
+    state: watch::Sender<PartitionState>,
+    shared: Mutex<Option<Arc<Shared>>>,
+}
+
+impl<P: Group> std::fmt::Debug for Processor<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor")
+            .field("group", &P::GRAPH.group)
+            .field("state", &*self.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Group> Processor<P> {
+    /// A processor running `group`'s handlers on `client`'s cluster.
+    pub fn new(group: P, client: Arc<dyn Client>, config: ProcessorConfig) -> Self {
+        let (state, _) = watch::channel(PartitionState::Idle);
+        Self {
+            group: Arc::new(group),
+            client,
+            config,
+            state,
+            shared: Mutex::new(None),
+        }
+    }
+
+    /// Runs until `cancel` fires or something fails; then finishes in-flight work, commits
+    /// what is done, closes storage and leaves the group. Returns the first error, with its
+    /// coordinates.
+    pub async fn run(&self, cancel: CancellationToken) -> Result<(), ProcessorError> {
+        let group = P::GRAPH.group;
+        if matches!(
+            *self.state.borrow(),
+            PartitionState::Starting
+                | PartitionState::Recovering
+                | PartitionState::Running
+                | PartitionState::Stopping
+        ) {
+            return Err(ProcessorError::AlreadyRunning { group });
+        }
+        self.state.send_replace(PartitionState::Starting);
+        let result = self.run_inner(cancel).await;
+        self.state.send_replace(PartitionState::Stopped);
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        result
+    }
+
+    async fn run_inner(&self, cancel: CancellationToken) -> Result<(), ProcessorError> {
+        let group = P::GRAPH.group;
+        P::GRAPH
+            .validate()
+            .map_err(|source| ProcessorError::Graph { group, source })?;
+        let topics_error = |source| ProcessorError::Topics { group, source };
+        let manager =
+            TopicManager::new(&*self.client, self.config.topics.clone()).map_err(topics_error)?;
+        let copartitioned: Vec<&str> = P::GRAPH
+            .inputs
+            .iter()
+            .chain(P::GRAPH.joins)
+            .map(|e| e.topic)
+            .collect();
+        let partitions = manager
+            .check_copartitioned(&copartitioned)
+            .await
+            .map_err(topics_error)?;
+        let mut partition_counts = HashMap::new();
+        if let Some(table) = P::GRAPH.table {
+            manager
+                .ensure_table(table.topic, partitions)
+                .await
+                .map_err(topics_error)?;
+            partition_counts.insert(table.topic, partitions);
+        }
+        if let Some(edge) = P::GRAPH.loopback {
+            manager
+                .ensure_stream(edge.topic, partitions)
+                .await
+                .map_err(topics_error)?;
+            partition_counts.insert(edge.topic, partitions);
+        }
+        for edge in P::GRAPH.outputs {
+            let count = match manager
+                .partitions_if_exists(edge.topic)
+                .await
+                .map_err(topics_error)?
+            {
+                Some(count) => count,
+                None => manager
+                    .ensure_stream(edge.topic, partitions)
+                    .await
+                    .map_err(topics_error)?,
+            };
+            partition_counts.insert(edge.topic, count);
+        }
+        let producer = self
+            .client
+            .producer()
+            .map_err(|source| ProcessorError::Produce { group, source })?;
+        let internal = cancel.child_token();
+        let shared = Arc::new(Shared {
+            group,
+            client: self.client.clone(),
+            config: self.config.clone(),
+            producer,
+            partition_counts,
+            offsets: OffsetTable::default(),
+            stats: Counters::default(),
+            tables: Mutex::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
+            state: self.state.clone(),
+            cancel: internal,
+            failure: Mutex::new(None),
+        });
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
+        consumer::run::<P>(self.group.clone(), shared.clone()).await;
+        // Everything the partitions produced is acknowledged by now; a failure wins.
+        let failure = shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// The processor's state: `Running` once every assigned partition recovered.
+    pub fn state(&self) -> PartitionState {
+        *self.state.borrow()
+    }
+
+    /// Waits until every assigned partition recovered (or the processor stopped).
+    pub async fn recovered(&self) -> PartitionState {
+        let mut states = self.state.subscribe();
+        states
+            .wait_for(|s| matches!(s, PartitionState::Running | PartitionState::Stopped))
+            .await
+            .map(|s| *s)
+            .unwrap_or(PartitionState::Stopped)
+    }
+
+    /// Partitions this instance owns, with their states.
+    pub fn partitions(&self) -> HashMap<i32, PartitionState> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|shared| {
+                shared
+                    .states
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Counters since `run` started.
+    pub fn stats(&self) -> ProcessorStats {
+        let shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        shared.map_or_else(ProcessorStats::default, |s| ProcessorStats {
+            messages_in: s.stats.messages_in.load(Ordering::Relaxed),
+            messages_out: s.stats.messages_out.load(Ordering::Relaxed),
+            bytes_out: s.stats.bytes_out.load(Ordering::Relaxed),
+            decode_errors: s.stats.decode_errors.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl<P: Stateful> Processor<P> {
+    /// Reads the group table at `key` from a partition this instance owns (goka's
+    /// `Processor.Get`). `Ok(None)` when the row is missing or the partition is not local.
+    pub fn get(&self, key: &P::Key) -> Result<Option<<P as Stateful>::Value>, ProcessorError> {
+        use crate::codec::Codec;
+        let group = P::GRAPH.group;
+        let Some(shared) = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return Ok(None);
+        };
+        let bytes = P::KeyCodec::encode_to_vec(key).map_err(|e| ProcessorError::Callback {
+            group,
+            topic: String::new(),
+            partition: -1,
+            offset: -1,
+            key: String::new(),
+            message: format!("key does not encode: {e}"),
+        })?;
+        let count = shared
+            .partition_counts
+            .get(P::GRAPH.table.map_or("", |e| e.topic))
+            .copied()
+            .unwrap_or_else(|| shared.tables.lock().map(|t| t.len() as u32).unwrap_or(1));
+        let partition = shared.config.partitioner.partition(&bytes, count.max(1));
+        let storage = shared
+            .tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+            .cloned();
+        let Some(storage) = storage else {
+            return Ok(None);
+        };
+        let raw = storage
+            .get(&bytes)
+            .map_err(|source| ProcessorError::Storage { group, source })?;
+        raw.map(|raw| {
+            <P as Stateful>::ValueCodec::decode(&raw).map_err(|e| ProcessorError::Callback {
+                group,
+                topic: P::GRAPH.table.map_or("", |e| e.topic).to_owned(),
+                partition,
+                offset: -1,
+                key: String::from_utf8_lossy(&bytes).into_owned(),
+                message: format!("stored row does not decode: {e}"),
+            })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,472 @@
+//! One partition of a running processor (goka's `PartitionProcessor`): recovers the group
+//! table and joined tables of the partition, then handles the partition's input and loop
+//! messages one at a time, in order, and reports each input offset as done only when every
+//! message its handler produced was acknowledged, in offset order.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::group::Group;
+use super::{NilHandling, ProcessorError, Shared};
+use crate::context::{Context, OutgoingKind, PartitionResources};
+use crate::kafka::{
+    ConsumedMessage, ConsumerEvent, OutgoingRecord, PartitionConsumer, StartOffset,
+};
+use crate::storage::{Storage, WriteBatch};
+use crate::view::DecodeErrorPolicy;
+
+/// Input messages whose acknowledgements may be outstanding at once, per partition.
+const MAX_IN_FLIGHT: usize = 10_000;
+/// Changelog rows per storage write during recovery.
+const RECOVERY_BATCH: usize = 5_000;
+
+/// A joined table partition: its topic, local copy and the consumer following its changelog.
+type JoinedTable = (&'static str, Arc<dyn Storage>, Box<dyn PartitionConsumer>);
+
+/// An input message whose handler ran; done when its produces are acknowledged.
+struct Done {
+    topic: Arc<str>,
+    offset: i64,
+    /// Highest acknowledged changelog offset of the group table, if the handler wrote it.
+    changelog: Option<i64>,
+}
+
+pub(super) struct PartitionTask<P: Group> {
+    pub(super) group: Arc<P>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) partition: i32,
+    pub(super) input: mpsc::Receiver<ConsumedMessage>,
+    pub(super) stop: CancellationToken,
+}
+
+impl<P: Group> PartitionTask<P> {
+    /// Runs until stopped; finishes in-flight work before returning.
+    pub(super) async fn run(mut self) -> Result<(), ProcessorError> {
+        let shared = self.shared.clone();
+        let partition = self.partition;
+        shared.set_partition_state(partition, super::PartitionState::Recovering);
+        let mut resources = self.open_storages()?;
+        let mut join_consumers = Vec::new();
+        if let Some(table) = resources.table.clone() {
+            let topic = P::GRAPH.table.map_or("", |e| e.topic);
+            tokio::select! {
+                result = recover(&shared, topic, partition, &table) => { result?; }
+                _ = self.stop.cancelled() => return self.close(&resources),
+            }
+        }
+        for (&topic, storage) in &resources.joins {
+            let consumer = tokio::select! {
+                result = recover(&shared, topic, partition, storage) => result?,
+                _ = self.stop.cancelled() => return self.close(&resources),
+            };
+            join_consumers.push((topic, storage.clone(), consumer));
+        }
+        shared.set_partition_state(partition, super::PartitionState::Running);
+        tracing::info!(
+            group = P::GRAPH.group,
+            partition,
+            "partition recovered; processing"
+        );
+        resources.cancel = shared.cancel.clone();
+
+        let result = self.process_loop(&resources, &mut join_consumers).await;
+        let closed = self.close(&resources);
+        result.and(closed)
+    }
+
+    fn open_storages(&self) -> Result<PartitionResources, ProcessorError> {
+        let shared = &self.shared;
+        let storage_error = |source| ProcessorError::Storage {
+            group: P::GRAPH.group,
+            source,
+        };
+        let table = match P::GRAPH.table {
+            Some(edge) => {
+                let storage: Arc<dyn Storage> = shared
+                    .config
+                    .storage
+                    .build(edge.topic, self.partition)
+                    .map_err(storage_error)?
+                    .into();
+                shared
+                    .tables
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(self.partition, storage.clone());
+                Some(storage)
+            }
+            None => None,
+        };
+        let mut joins = HashMap::new();
+        for edge in P::GRAPH.joins {
+            let storage: Arc<dyn Storage> = shared
+                .config
+                .storage
+                .build(edge.topic, self.partition)
+                .map_err(storage_error)?
+                .into();
+            joins.insert(edge.topic, storage);
+        }
+        Ok(PartitionResources {
+            group: P::GRAPH.group,
+            table,
+            joins,
+            partition_counts: shared.partition_counts.clone(),
+            partitioner: shared.config.partitioner.clone(),
+            cancel: shared.cancel.clone(),
+        })
+    }
+
+    async fn process_loop(
+        &mut self,
+        resources: &PartitionResources,
+        joins: &mut [JoinedTable],
+    ) -> Result<(), ProcessorError> {
+        let mut pending: FuturesOrdered<BoxFuture<'static, Result<Done, ProcessorError>>> =
+            FuturesOrdered::new();
+        let mut failure = None;
+        loop {
+            let join_update = next_join_update(joins);
+            let step = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                Some(done) = pending.next(), if !pending.is_empty() => done.and_then(|done| self.complete(resources, done)),
+                message = self.input.recv(), if pending.len() < MAX_IN_FLIGHT => match message {
+                    Some(message) => self.process(resources, message).await.map(|done| {
+                        if let Some(done) = done {
+                            pending.push_back(done);
+                        }
+                    }),
+                    None => break,
+                },
+                update = join_update => update,
+            };
+            if let Err(error) = step {
+                failure = Some(error);
+                break;
+            }
+        }
+        // Finish what is in flight, also after a failure: every message whose produces were
+        // acknowledged is reported done, so a restart does not handle it twice.
+        while let Some(done) = pending.next().await {
+            if let Err(error) = done.and_then(|done| self.complete(resources, done)) {
+                failure.get_or_insert(error);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn complete(&self, resources: &PartitionResources, done: Done) -> Result<(), ProcessorError> {
+        if let (Some(offset), Some(table)) = (done.changelog, &resources.table) {
+            table
+                .set_offset(offset)
+                .map_err(|source| ProcessorError::Storage {
+                    group: P::GRAPH.group,
+                    source,
+                })?;
+        }
+        self.shared
+            .offsets
+            .done(&done.topic, self.partition, done.offset);
+        Ok(())
+    }
+
+    /// Handles one message; returns the future of its acknowledgements.
+    async fn process(
+        &self,
+        resources: &PartitionResources,
+        message: ConsumedMessage,
+    ) -> Result<Option<BoxFuture<'static, Result<Done, ProcessorError>>>, ProcessorError> {
+        let shared = &self.shared;
+        shared
+            .stats
+            .messages_in
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let finished = |topic: Arc<str>, offset| {
+            Some(
+                async move {
+                    Ok(Done {
+                        topic,
+                        offset,
+                        changelog: None,
+                    })
+                }
+                .boxed(),
+            )
+        };
+        if message.value.is_none() {
+            match shared.config.nil_handling {
+                NilHandling::Ignore => return Ok(finished(message.topic.clone(), message.offset)),
+                NilHandling::Process => {}
+                NilHandling::Restore => {
+                    return self.restore(resources, message).await.map(Some);
+                }
+            }
+        }
+        let callback_error = |message: &ConsumedMessage, error: String| ProcessorError::Callback {
+            group: P::GRAPH.group,
+            topic: message.topic.to_string(),
+            partition: message.partition,
+            offset: message.offset,
+            key: String::from_utf8_lossy(&message.key).into_owned(),
+            message: error,
+        };
+        let mut ctx = match Context::<P>::new(resources, &message) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                if shared.config.decode_errors == DecodeErrorPolicy::SkipAndCount {
+                    shared
+                        .stats
+                        .decode_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose key does not decode");
+                    return Ok(finished(message.topic.clone(), message.offset));
+                }
+                return Err(callback_error(
+                    &message,
+                    format!("key does not decode: {e}"),
+                ));
+            }
+        };
+        let outcome = AssertUnwindSafe(self.group.dispatch(&mut ctx, message.value.as_deref()))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e))
+                if e.is_decode()
+                    && shared.config.decode_errors == DecodeErrorPolicy::SkipAndCount =>
+            {
+                shared
+                    .stats
+                    .decode_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose value does not decode");
+                return Ok(finished(message.topic.clone(), message.offset));
+            }
+            Ok(Err(e)) => return Err(callback_error(&message, e.to_string())),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(callback_error(
+                    &message,
+                    format!("handler panicked: {what}"),
+                ));
+            }
+        }
+        let outgoing = std::mem::take(&mut ctx.outgoing);
+        drop(ctx);
+        self.send(message.topic.clone(), message.offset, outgoing)
+            .await
+            .map(Some)
+    }
+
+    /// goka's `NilRestore`: a tombstone on an input deletes the row.
+    async fn restore(
+        &self,
+        resources: &PartitionResources,
+        message: ConsumedMessage,
+    ) -> Result<BoxFuture<'static, Result<Done, ProcessorError>>, ProcessorError> {
+        let mut outgoing = Vec::new();
+        if let (Some(table), Some(edge)) = (&resources.table, P::GRAPH.table) {
+            table
+                .delete(&message.key)
+                .map_err(|source| ProcessorError::Storage {
+                    group: P::GRAPH.group,
+                    source,
+                })?;
+            outgoing.push(crate::context::Outgoing {
+                kind: OutgoingKind::Changelog,
+                topic: edge.topic,
+                partition: message.partition,
+                key: message.key.clone(),
+                value: None,
+                headers: None,
+            });
+        }
+        self.send(message.topic.clone(), message.offset, outgoing)
+            .await
+    }
+
+    /// Produces what a handler wrote, in order, and returns the future of all acks.
+    async fn send(
+        &self,
+        topic: Arc<str>,
+        offset: i64,
+        outgoing: Vec<crate::context::Outgoing>,
+    ) -> Result<BoxFuture<'static, Result<Done, ProcessorError>>, ProcessorError> {
+        let shared = self.shared.clone();
+        let mut acks = Vec::with_capacity(outgoing.len());
+        for out in &outgoing {
+            let record = OutgoingRecord {
+                topic: out.topic,
+                partition: out.partition,
+                key: &out.key,
+                value: out.value.as_deref(),
+                headers: out.headers.as_ref(),
+            };
+            let ack =
+                shared
+                    .producer
+                    .send(record)
+                    .await
+                    .map_err(|source| ProcessorError::Produce {
+                        group: P::GRAPH.group,
+                        source,
+                    })?;
+            let bytes = out.key.len() + out.value.as_ref().map_or(0, Vec::len);
+            shared
+                .stats
+                .messages_out
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .stats
+                .bytes_out
+                .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+            acks.push((out.kind, ack));
+        }
+        Ok(async move {
+            let mut changelog = None;
+            for (kind, ack) in acks {
+                let delivery = ack.await.map_err(|source| ProcessorError::Produce {
+                    group: P::GRAPH.group,
+                    source,
+                })?;
+                if kind == OutgoingKind::Changelog {
+                    changelog = changelog.max(Some(delivery.offset));
+                }
+            }
+            Ok(Done {
+                topic,
+                offset,
+                changelog,
+            })
+        }
+        .boxed())
+    }
+
+    fn close(&self, resources: &PartitionResources) -> Result<(), ProcessorError> {
+        let storage_error = |source| ProcessorError::Storage {
+            group: P::GRAPH.group,
+            source,
+        };
+        self.shared
+            .tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.partition);
+        self.shared
+            .set_partition_state(self.partition, super::PartitionState::Stopped);
+        if let Some(table) = &resources.table {
+            table.close().map_err(storage_error)?;
+        }
+        for storage in resources.joins.values() {
+            storage.close().map_err(storage_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the next update of any joined table and applies it; pending forever if there
+/// are no joins.
+async fn next_join_update(joins: &mut [JoinedTable]) -> Result<(), ProcessorError> {
+    if joins.is_empty() {
+        return futures::future::pending().await;
+    }
+    let nexts = joins.iter_mut().map(|(topic, storage, consumer)| {
+        let topic = *topic;
+        let storage = storage.clone();
+        async move { (topic, storage, consumer.next().await) }.boxed()
+    });
+    let ((topic, storage, event), _, _) = futures::future::select_all(nexts).await;
+    match event {
+        Some(Ok(ConsumerEvent::Message(m))) => {
+            let mut batch = WriteBatch::new();
+            match m.value {
+                Some(value) => batch.set(m.key, value),
+                None => batch.delete(m.key),
+            }
+            storage
+                .apply(&batch, Some(m.offset))
+                .map_err(|source| ProcessorError::Storage {
+                    group: "join",
+                    source,
+                })
+        }
+        Some(Ok(_)) => Ok(()),
+        Some(Err(source)) => Err(ProcessorError::Kafka {
+            group: "join",
+            topic: topic.to_owned(),
+            source,
+        }),
+        None => futures::future::pending().await,
+    }
+}
+
+/// Loads a table partition from its changelog, from the stored offset + 1 to the end, in bulk
+/// mode. Returns the consumer, positioned after the end, to keep following the changelog.
+async fn recover(
+    shared: &Shared,
+    topic: &'static str,
+    partition: i32,
+    storage: &Arc<dyn Storage>,
+) -> Result<Box<dyn PartitionConsumer>, ProcessorError> {
+    let group = shared.group;
+    let storage_error = |source| ProcessorError::Storage { group, source };
+    let kafka_error = |source| ProcessorError::Kafka {
+        group,
+        topic: topic.to_owned(),
+        source,
+    };
+    let start = match storage.offset().map_err(storage_error)? {
+        Some(offset) => StartOffset::At(offset + 1),
+        None => StartOffset::Beginning,
+    };
+    let started = std::time::Instant::now();
+    let mut consumer = shared
+        .client
+        .consume(topic, &[(partition, start)])
+        .map_err(kafka_error)?;
+    storage.begin_recovery().map_err(storage_error)?;
+    let mut batch = WriteBatch::with_capacity(RECOVERY_BATCH);
+    let mut last = None;
+    let mut rows = 0u64;
+    loop {
+        match consumer.next().await {
+            Some(Ok(ConsumerEvent::Message(m))) => {
+                match m.value {
+                    Some(value) => batch.set(m.key, value),
+                    None => batch.delete(m.key),
+                }
+                last = Some(m.offset);
+                rows += 1;
+                if batch.len() >= RECOVERY_BATCH {
+                    storage.apply(&batch, last).map_err(storage_error)?;
+                    batch.clear();
+                }
+            }
+            Some(Ok(ConsumerEvent::EndOfPartition { .. })) => break,
+            Some(Ok(ConsumerEvent::Transient(e))) => {
+                tracing::warn!(group, topic, partition, error = %e, "recovery lost its connection; retrying");
+            }
+            Some(Err(source)) => return Err(kafka_error(source)),
+            None => break,
+        }
+    }
+    if last.is_some() {
+        storage.apply(&batch, last).map_err(storage_error)?;
+    }
+    storage.mark_recovered().map_err(storage_error)?;
+    tracing::info!(group, topic, partition, rows, elapsed = ?started.elapsed(), "table partition recovered");
+    Ok(consumer)
+}

@@ -1,0 +1,365 @@
+//! A counting processor (hand-written `Group`, the same trait the macro implements) keeps
+//! exact counts end to end, commits what it did so a restart does not count twice, and
+//! stops with the coordinates of a failing or undecodable message.
+
+// Test helpers unwrap: a failure is a loud test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use goka::codec::{Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+use goka::emitter::Emitter;
+use goka::graph::{Edge, EdgeKind, GroupGraph};
+use goka::processor::{Group, GroupTable, Processor, ProcessorConfig, ProcessorError, Stateful};
+use goka::topic::Topic;
+use goka::topic_manager::{TopicManager, TopicManagerConfig};
+use goka::view::{DecodeErrorPolicy, View, ViewState};
+use goka_tests::{client, produce_raw, TestBroker, TestClient};
+use tokio_util::sync::CancellationToken;
+
+goka::stream!(Clicks = "clicks": String as StringCodec);
+
+/// Counts clicks per user; fails on the click "boom".
+struct Counter;
+
+const fn edge(kind: EdgeKind, topic: &'static str, value_codec: &'static str) -> Edge {
+    Edge {
+        kind,
+        topic,
+        key_codec: "string",
+        value_codec,
+    }
+}
+
+impl Group for Counter {
+    const GRAPH: GroupGraph = GroupGraph {
+        group: "counter",
+        inputs: &[edge(EdgeKind::Input, "clicks", "string")],
+        joins: &[],
+        lookups: &[],
+        outputs: &[],
+        loopback: None,
+        table: Some(edge(EdgeKind::Persist, "counter-table", "int64")),
+    };
+    type Key = String;
+    type KeyCodec = StringCodec;
+
+    fn dispatch<'a>(
+        &'a self,
+        ctx: &'a mut Context<'_, Self>,
+        value: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<(), CallbackError>> {
+        Box::pin(async move {
+            match ctx.topic() {
+                "clicks" => {
+                    let click = Clicks::decode_value(value.unwrap_or_default())
+                        .map_err(CallbackError::decode)?;
+                    self.on_click(ctx, click)
+                }
+                other => Err(CallbackError::no_handler(other)),
+            }
+        })
+    }
+}
+
+impl Stateful for Counter {
+    type Value = i64;
+    type ValueCodec = Int64Codec;
+}
+
+impl Counter {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, click: String) -> Result<(), CallbackError> {
+        if click == "boom" {
+            return Err("the click went boom".into());
+        }
+        let count = ctx.value()?.unwrap_or(0);
+        ctx.set_value(&(count + 1))
+    }
+}
+
+const PARTITIONS: u32 = 4;
+
+async fn setup(broker: &TestBroker) -> (TestClient, Emitter<Clicks>) {
+    let client = client(broker);
+    let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
+    let emitter = Emitter::<Clicks>::ensuring(&*client, &manager, PARTITIONS)
+        .await
+        .unwrap();
+    (client, emitter)
+}
+
+async fn emit(
+    emitter: &Emitter<Clicks>,
+    range: std::ops::Range<u32>,
+    keys: u32,
+) -> HashMap<String, i64> {
+    let mut expected = HashMap::new();
+    let mut pending = Vec::new();
+    for i in range {
+        let key = format!("user-{}", i % keys);
+        *expected.entry(key.clone()).or_insert(0) += 1;
+        pending.push(emitter.emit(&key, &format!("click-{i}")).await.unwrap());
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    expected
+}
+
+fn start(
+    processor: &Arc<Processor<Counter>>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), ProcessorError>>,
+) {
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let (processor, cancel) = (processor.clone(), cancel.clone());
+        async move { processor.run(cancel).await }
+    });
+    (cancel, task)
+}
+
+/// Waits until the view of the group table holds `expected`.
+async fn wait_for_counts(view: &View<GroupTable<Counter>>, expected: &HashMap<String, i64>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows: HashMap<String, i64> = view.iter().map(Result::unwrap).collect();
+        if &rows == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counts did not converge: {} of {} keys, e.g. {:?}",
+            rows.len(),
+            expected.len(),
+            expected.iter().find(|(k, v)| rows.get(*k) != Some(v))
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_are_exact_and_survive_a_restart() {
+    let broker = TestBroker::start();
+    let (client, emitter) = setup(&broker).await;
+    let mut expected = emit(&emitter, 0..2_000, 50).await;
+
+    let processor = Arc::new(Processor::new(
+        Counter,
+        client.clone(),
+        ProcessorConfig::default(),
+    ));
+    let (cancel, task) = start(&processor);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(60), processor.recovered())
+            .await
+            .unwrap(),
+        goka::processor::PartitionState::Running
+    );
+    let view = View::<GroupTable<Counter>>::builder(client.clone())
+        .build::<GroupTable<Counter>>()
+        .await
+        .unwrap();
+    assert_eq!(GroupTable::<Counter>::NAME, "counter-table");
+    let view_cancel = CancellationToken::new();
+    let view_task = tokio::spawn({
+        let (view, cancel) = (view.clone(), view_cancel.clone());
+        async move { view.run(cancel).await }
+    });
+    assert_eq!(view.recovered().await, ViewState::Running);
+    wait_for_counts(&view, &expected).await;
+    assert_eq!(
+        processor.get(&"user-7".to_string()).unwrap(),
+        Some(40),
+        "Processor::get reads local state"
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+
+    // A new instance (fresh in-memory storage) recovers the table from its changelog and
+    // resumes after the committed offsets: nothing is counted twice.
+    let more = emit(&emitter, 2_000..2_300, 50).await;
+    for (k, v) in more {
+        *expected.get_mut(&k).unwrap() += v;
+    }
+    let processor = Arc::new(Processor::new(
+        Counter,
+        client.clone(),
+        ProcessorConfig::default(),
+    ));
+    let (cancel, task) = start(&processor);
+    wait_for_counts(&view, &expected).await;
+    assert_eq!(
+        processor.stats().messages_in,
+        300,
+        "only the new messages were handled"
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    view_cancel.cancel();
+    view_task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_handler_stops_run_with_coordinates() {
+    let broker = TestBroker::start();
+    let (client, emitter) = setup(&broker).await;
+    emitter
+        .emit_sync(&"alice".to_string(), &"fine".to_string())
+        .await
+        .unwrap();
+    let boom = emitter
+        .emit_sync(&"bob".to_string(), &"boom".to_string())
+        .await
+        .unwrap();
+
+    let processor = Processor::new(Counter, client.clone(), ProcessorConfig::default());
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        processor.run(CancellationToken::new()),
+    )
+    .await
+    .expect("run stops by itself")
+    .unwrap_err();
+    let text = err.to_string();
+    for part in [
+        "counter".to_string(),
+        "clicks".to_string(),
+        format!("partition {}", boom.partition),
+        format!("offset {}", boom.offset),
+        "\"bob\"".to_string(),
+        "went boom".to_string(),
+    ] {
+        assert!(text.contains(&part), "{part} in {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_value_stops_run_or_is_skipped_and_counted() {
+    let broker = TestBroker::start();
+    let (client, emitter) = setup(&broker).await;
+    let partition = goka::topic::partition_of::<Clicks>(
+        &"carol".to_string(),
+        PARTITIONS,
+        &goka::partitioner::GokaPartitioner,
+    )
+    .unwrap();
+    produce_raw(&broker, "clicks", partition, &[("carol", Some("ok"))]).await;
+    {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = goka_tests::rdkafka_config(&broker).create().unwrap();
+        producer
+            .send(
+                FutureRecord::to("clicks")
+                    .partition(partition)
+                    .key("carol")
+                    .payload(&[0xffu8, 0xfe][..]),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    emitter
+        .emit_sync(&"carol".to_string(), &"ok again".to_string())
+        .await
+        .unwrap();
+
+    let processor = Processor::new(Counter, client.clone(), ProcessorConfig::default());
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        processor.run(CancellationToken::new()),
+    )
+    .await
+    .expect("run stops by itself")
+    .unwrap_err();
+    let text = err.to_string();
+    for part in [
+        "clicks",
+        &format!("partition {partition}"),
+        "offset 1",
+        "\"carol\"",
+        "does not decode",
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+
+    let config = ProcessorConfig {
+        decode_errors: DecodeErrorPolicy::SkipAndCount,
+        ..Default::default()
+    };
+    let processor = Arc::new(Processor::new(Counter, client.clone(), config));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let (processor, cancel) = (processor.clone(), cancel.clone());
+        async move { processor.run(cancel).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while processor.get(&"carol".to_string()).unwrap() != Some(2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "carol was not counted twice: {:?}, {:?}, {:?}",
+            processor.get(&"carol".to_string()),
+            processor.stats(),
+            processor.partitions()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(processor.stats().decode_errors, 1);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// Joins a table with a different partition count than its input.
+struct Mismatched;
+
+goka::table!(Profiles = "profiles": String as StringCodec);
+
+impl Group for Mismatched {
+    const GRAPH: GroupGraph = GroupGraph {
+        group: "mismatched",
+        inputs: &[edge(EdgeKind::Input, "clicks", "string")],
+        joins: &[edge(EdgeKind::Join, "profiles", "string")],
+        lookups: &[],
+        outputs: &[],
+        loopback: None,
+        table: None,
+    };
+    type Key = String;
+    type KeyCodec = StringCodec;
+
+    fn dispatch<'a>(
+        &'a self,
+        _ctx: &'a mut Context<'_, Self>,
+        _value: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<(), CallbackError>> {
+        Box::pin(async { Err("no message may reach this processor".into()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copartitioning_mismatch_is_reported_before_consuming() {
+    let broker = TestBroker::start();
+    let (client, emitter) = setup(&broker).await;
+    emitter
+        .emit_sync(&"alice".to_string(), &"x".to_string())
+        .await
+        .unwrap();
+    TopicManager::new(&*client, TopicManagerConfig::default())
+        .unwrap()
+        .ensure_table(Profiles::NAME, 3)
+        .await
+        .unwrap();
+    let processor = Processor::new(Mismatched, client.clone(), ProcessorConfig::default());
+    let err = processor.run(CancellationToken::new()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("\"clicks\" has 4") && text.contains("\"profiles\" has 3"),
+        "{text}"
+    );
+    assert_eq!(processor.stats().messages_in, 0);
+}
