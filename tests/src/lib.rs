@@ -32,6 +32,8 @@ pub fn config(broker: &TestBroker) -> KafkaConfig {
         .set("message.timeout.ms", "10000")
         .set("reconnect.backoff.max.ms", "500")
         .set("topic.metadata.refresh.interval.ms", "1000")
+        // The broker's minimum: groups form and take over in about 3 s.
+        .set("session.timeout.ms", "6000")
 }
 
 /// A plain rdkafka configuration for `broker`, for checks that bypass goka.

@@ -97,9 +97,15 @@ impl RdGroupConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("partition.assignment.strategy", "range");
-        // A new group starts at the oldest message unless the user chose otherwise.
-        if config.get("auto.offset.reset").is_none() {
-            config.set("auto.offset.reset", "earliest");
+        // A new group starts at the oldest message, and a member that died is noticed within
+        // 10 s (goka's default), unless the user chose otherwise.
+        for (key, value) in [
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "10000"),
+        ] {
+            if config.get(key).is_none() {
+                config.set(key, value);
+            }
         }
         let context = GroupContext {
             listener,
