@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -121,7 +121,7 @@ impl Client for RdKafkaClient {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("allow.auto.create.topics", "false");
-        let consumer: StreamConsumer = config.create().map_err(|e| consume_error(e.to_string()))?;
+        let consumer: BaseConsumer = config.create().map_err(|e| consume_error(e.to_string()))?;
         let mut assignment = TopicPartitionList::new();
         for &(partition, start) in partitions {
             let offset = match start {
@@ -135,10 +135,10 @@ impl Client for RdKafkaClient {
         consumer
             .assign(&assignment)
             .map_err(|e| consume_error(e.to_string()))?;
-        Ok(Box::new(RdPartitionConsumer {
+        Ok(Box::new(RdPartitionConsumer::start(
             consumer,
-            topic: topic.into(),
-        }))
+            topic.into(),
+        )?))
     }
 
     fn join_group(
@@ -407,32 +407,99 @@ impl Admin for RdAdmin {
     }
 }
 
+/// Events handed from the polling thread to the async side at once.
+const EVENT_BATCH: usize = 1_024;
+/// Batches in flight between the polling thread and the async side: bounds memory.
+const EVENT_BATCHES: usize = 16;
+
+/// Reads partitions with a `BaseConsumer` polled on a thread of its own, handing events over
+/// in batches: an async wake-up per message would cost more than the message itself.
 struct RdPartitionConsumer {
-    consumer: StreamConsumer,
+    batches: tokio::sync::mpsc::Receiver<Vec<Result<ConsumerEvent, KafkaError>>>,
+    current: std::collections::VecDeque<Result<ConsumerEvent, KafkaError>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RdPartitionConsumer {
+    fn start(consumer: BaseConsumer, topic: Arc<str>) -> Result<Self, KafkaError> {
+        let (sender, batches) = tokio::sync::mpsc::channel(EVENT_BATCHES);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("goka-read-{topic}"))
+            .spawn(move || poll_loop(consumer, topic, sender, thread_stop))
+            .map_err(|e| KafkaError::Config(format!("cannot start a consumer thread: {e}")))?;
+        Ok(Self {
+            batches,
+            current: std::collections::VecDeque::new(),
+            stop,
+        })
+    }
+}
+
+impl Drop for RdPartitionConsumer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+fn poll_loop(
+    consumer: BaseConsumer,
     topic: Arc<str>,
+    sender: tokio::sync::mpsc::Sender<Vec<Result<ConsumerEvent, KafkaError>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        // Block briefly for the first event, then take what is ready without waiting.
+        let timeout = if batch.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        let event = consumer.poll(timeout).map(|polled| match polled {
+            Ok(message) => Ok(ConsumerEvent::Message(detach(&topic, &message))),
+            Err(RdError::PartitionEOF(partition)) => {
+                Ok(ConsumerEvent::EndOfPartition { partition })
+            }
+            Err(e) => {
+                let error = KafkaError::Consume {
+                    topic: topic.to_string(),
+                    message: e.to_string(),
+                };
+                if is_fatal(&e) {
+                    Err(error)
+                } else {
+                    Ok(ConsumerEvent::Transient(error))
+                }
+            }
+        });
+        match event {
+            Some(event) => {
+                batch.push(event);
+                if batch.len() < EVENT_BATCH {
+                    continue;
+                }
+            }
+            None if batch.is_empty() => continue,
+            None => {}
+        }
+        let full = std::mem::replace(&mut batch, Vec::with_capacity(EVENT_BATCH));
+        if sender.blocking_send(full).is_err() {
+            return;
+        }
+    }
 }
 
 impl PartitionConsumer for RdPartitionConsumer {
     fn next(&mut self) -> BoxFuture<'_, Option<Result<ConsumerEvent, KafkaError>>> {
         async move {
-            let event = match self.consumer.recv().await {
-                Ok(message) => Ok(ConsumerEvent::Message(detach(&self.topic, &message))),
-                Err(RdError::PartitionEOF(partition)) => {
-                    Ok(ConsumerEvent::EndOfPartition { partition })
+            loop {
+                if let Some(event) = self.current.pop_front() {
+                    return Some(event);
                 }
-                Err(e) => {
-                    let error = KafkaError::Consume {
-                        topic: self.topic.to_string(),
-                        message: e.to_string(),
-                    };
-                    if is_fatal(&e) {
-                        Err(error)
-                    } else {
-                        Ok(ConsumerEvent::Transient(error))
-                    }
-                }
-            };
-            Some(event)
+                self.current = self.batches.recv().await?.into();
+            }
         }
         .boxed()
     }
