@@ -1,0 +1,195 @@
+//! A processor with every edge kind the runtime supports today: it joins a co-partitioned
+//! table, emits to an output stream and loops back to another key of its own group, whose
+//! loop handler keeps a count in the group table. Each edge is checked end to end.
+
+// Test helpers unwrap: a failure is a loud test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use goka::codec::{Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+use goka::emitter::Emitter;
+use goka::graph::{Edge, EdgeKind, GroupGraph};
+use goka::partitioner::{GokaPartitioner, Partitioner};
+use goka::processor::{Emits, Group, Joins, Loops, Processor, ProcessorConfig, Stateful};
+use goka::topic::Topic;
+use goka::topic_manager::{TopicManager, TopicManagerConfig};
+use goka_tests::{client, produce_raw, read_all, TestBroker};
+use tokio_util::sync::CancellationToken;
+
+goka::stream!(Orders = "orders": String as StringCodec);
+goka::stream!(Shipments = "shipments": String as StringCodec);
+goka::table!(Customers = "customers": String as StringCodec);
+
+const PARTITIONS: u32 = 3;
+const TOTAL_KEY: &str = "all-orders";
+
+/// Ships orders to the joined customer's city and counts orders through its loop.
+struct Router;
+
+const fn edge(kind: EdgeKind, topic: &'static str, value_codec: &'static str) -> Edge {
+    Edge {
+        kind,
+        topic,
+        key_codec: "string",
+        value_codec,
+    }
+}
+
+impl Group for Router {
+    const GRAPH: GroupGraph = GroupGraph {
+        group: "router",
+        inputs: &[edge(EdgeKind::Input, "orders", "string")],
+        joins: &[edge(EdgeKind::Join, "customers", "string")],
+        lookups: &[],
+        outputs: &[edge(EdgeKind::Output, "shipments", "string")],
+        loopback: Some(edge(EdgeKind::Loop, "router-loop", "string")),
+        table: Some(edge(EdgeKind::Persist, "router-table", "int64")),
+    };
+    type Key = String;
+    type KeyCodec = StringCodec;
+
+    fn dispatch<'a>(
+        &'a self,
+        ctx: &'a mut Context<'_, Self>,
+        value: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<(), CallbackError>> {
+        Box::pin(async move {
+            let bytes = value.unwrap_or_default();
+            match ctx.topic() {
+                "orders" => {
+                    let order = Orders::decode_value(bytes).map_err(CallbackError::decode)?;
+                    self.on_order(ctx, order).await
+                }
+                "router-loop" => {
+                    let order = <<Self as Loops>::ValueCodec as goka::Codec<String>>::decode(bytes)
+                        .map_err(CallbackError::decode)?;
+                    self.on_loop(ctx, order)
+                }
+                other => Err(CallbackError::no_handler(other)),
+            }
+        })
+    }
+}
+
+impl Stateful for Router {
+    type Value = i64;
+    type ValueCodec = Int64Codec;
+}
+impl Emits<Shipments> for Router {}
+impl Joins<Customers> for Router {}
+impl Loops for Router {
+    type Value = String;
+    type ValueCodec = StringCodec;
+}
+
+impl Router {
+    /// An async handler: it may await, and its partition's messages stay in order.
+    async fn on_order(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        order: String,
+    ) -> Result<(), CallbackError> {
+        tokio::task::yield_now().await;
+        let city = ctx.join::<Customers>()?.unwrap_or_else(|| "nowhere".into());
+        let customer = ctx.key().clone();
+        ctx.emit::<Shipments>(&customer, &format!("{order} -> {city}"))?;
+        ctx.loopback(&TOTAL_KEY.to_string(), &order)
+    }
+
+    fn on_loop(&self, ctx: &mut Context<'_, Self>, _order: String) -> Result<(), CallbackError> {
+        let count = ctx.value()?.unwrap_or(0);
+        ctx.set_value(&(count + 1))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_emits_and_loopbacks_work_end_to_end() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
+    manager
+        .ensure_table(Customers::NAME, PARTITIONS)
+        .await
+        .unwrap();
+    manager
+        .ensure_stream(Shipments::NAME, PARTITIONS)
+        .await
+        .unwrap();
+    for (customer, city) in [("alice", "Paris"), ("bob", "Oslo")] {
+        let p = GokaPartitioner.partition(customer.as_bytes(), PARTITIONS);
+        produce_raw(&broker, Customers::NAME, p, &[(customer, Some(city))]).await;
+    }
+    let orders = Emitter::<Orders>::ensuring(&*client, &manager, PARTITIONS)
+        .await
+        .unwrap();
+    let sent = [
+        ("alice", "book"),
+        ("bob", "lamp"),
+        ("carol", "tea"),
+        ("alice", "pen"),
+    ];
+    for (customer, order) in sent {
+        orders
+            .emit_sync(&customer.to_string(), &order.to_string())
+            .await
+            .unwrap();
+    }
+
+    let processor = Arc::new(Processor::new(
+        Router,
+        client.clone(),
+        ProcessorConfig::default(),
+    ));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let (processor, cancel) = (processor.clone(), cancel.clone());
+        async move { processor.run(cancel).await }
+    });
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while processor.get(&TOTAL_KEY.to_string()).unwrap() != Some(sent.len() as i64) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loop did not count every order: {:?}",
+            processor.get(&TOTAL_KEY.to_string())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let shipments = read_all(&broker, Shipments::NAME, PARTITIONS as i32, sent.len());
+    let mut got: Vec<(String, String)> = shipments
+        .iter()
+        .map(|m| {
+            assert_eq!(
+                m.partition,
+                GokaPartitioner.partition(&m.key, PARTITIONS),
+                "emits use goka's partitioner"
+            );
+            (
+                String::from_utf8(m.key.clone()).unwrap(),
+                String::from_utf8(m.value.clone().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("alice".into(), "book -> Paris".into()),
+            ("alice".into(), "pen -> Paris".into()),
+            ("bob".into(), "lamp -> Oslo".into()),
+            ("carol".into(), "tea -> nowhere".into()),
+        ]
+    );
+    let stats = processor.stats();
+    assert_eq!(
+        stats.messages_in, 8,
+        "four orders and four loop messages: {stats:?}"
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
