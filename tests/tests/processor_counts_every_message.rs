@@ -363,3 +363,54 @@ async fn a_copartitioning_mismatch_is_reported_before_consuming() {
     );
     assert_eq!(processor.stats().messages_in, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_split_partitions_and_one_takes_over() {
+    let broker = TestBroker::start();
+    let (client, emitter) = setup(&broker).await;
+    let mut expected = emit(&emitter, 0..1_000, 40).await;
+
+    let first = Arc::new(Processor::new(Counter, client.clone(), ProcessorConfig::default()));
+    let (first_cancel, first_task) = start(&first);
+    tokio::time::timeout(Duration::from_secs(60), first.recovered()).await.unwrap();
+    let second = Arc::new(Processor::new(Counter, client.clone(), ProcessorConfig::default()));
+    let (second_cancel, second_task) = start(&second);
+
+    // After the rebalance each instance owns part of the partitions, none twice.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (a, b) = (first.partitions(), second.partitions());
+        if !a.is_empty() && !b.is_empty() && a.len() + b.len() == PARTITIONS as usize {
+            assert!(a.keys().all(|p| !b.contains_key(p)), "{a:?} and {b:?} overlap");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no split: {a:?} / {b:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let view = View::<GroupTable<Counter>>::builder(client.clone())
+        .build::<GroupTable<Counter>>()
+        .await
+        .unwrap();
+    let view_cancel = CancellationToken::new();
+    let view_task = tokio::spawn({
+        let (view, cancel) = (view.clone(), view_cancel.clone());
+        async move { view.run(cancel).await }
+    });
+    wait_for_counts(&view, &expected).await;
+
+    // Stop the first instance; the second takes over every partition and keeps counting.
+    first_cancel.cancel();
+    first_task.await.unwrap().unwrap();
+    let more = emit(&emitter, 1_000..1_500, 40).await;
+    for (k, v) in more {
+        *expected.get_mut(&k).unwrap() += v;
+    }
+    wait_for_counts(&view, &expected).await;
+    assert_eq!(second.partitions().len(), PARTITIONS as usize, "the survivor owns everything");
+
+    second_cancel.cancel();
+    second_task.await.unwrap().unwrap();
+    view_cancel.cancel();
+    view_task.await.unwrap().unwrap();
+}
