@@ -370,10 +370,20 @@ async fn two_instances_split_partitions_and_one_takes_over() {
     let (client, emitter) = setup(&broker).await;
     let mut expected = emit(&emitter, 0..1_000, 40).await;
 
-    let first = Arc::new(Processor::new(Counter, client.clone(), ProcessorConfig::default()));
+    let first = Arc::new(Processor::new(
+        Counter,
+        client.clone(),
+        ProcessorConfig::default(),
+    ));
     let (first_cancel, first_task) = start(&first);
-    tokio::time::timeout(Duration::from_secs(60), first.recovered()).await.unwrap();
-    let second = Arc::new(Processor::new(Counter, client.clone(), ProcessorConfig::default()));
+    tokio::time::timeout(Duration::from_secs(60), first.recovered())
+        .await
+        .unwrap();
+    let second = Arc::new(Processor::new(
+        Counter,
+        client.clone(),
+        ProcessorConfig::default(),
+    ));
     let (second_cancel, second_task) = start(&second);
 
     // After the rebalance each instance owns part of the partitions, none twice.
@@ -381,10 +391,16 @@ async fn two_instances_split_partitions_and_one_takes_over() {
     loop {
         let (a, b) = (first.partitions(), second.partitions());
         if !a.is_empty() && !b.is_empty() && a.len() + b.len() == PARTITIONS as usize {
-            assert!(a.keys().all(|p| !b.contains_key(p)), "{a:?} and {b:?} overlap");
+            assert!(
+                a.keys().all(|p| !b.contains_key(p)),
+                "{a:?} and {b:?} overlap"
+            );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no split: {a:?} / {b:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no split: {a:?} / {b:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -407,10 +423,79 @@ async fn two_instances_split_partitions_and_one_takes_over() {
         *expected.get_mut(&k).unwrap() += v;
     }
     wait_for_counts(&view, &expected).await;
-    assert_eq!(second.partitions().len(), PARTITIONS as usize, "the survivor owns everything");
+    assert_eq!(
+        second.partitions().len(),
+        PARTITIONS as usize,
+        "the survivor owns everything"
+    );
 
     second_cancel.cancel();
     second_task.await.unwrap().unwrap();
     view_cancel.cancel();
     view_task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cuts_do_not_stop_the_processor_or_lose_messages() {
+    let broker = TestBroker::start_behind_proxy();
+    let proxy = broker.proxy().unwrap();
+    let (client, emitter) = setup(&broker).await;
+    let processor = Arc::new(Processor::new(
+        Counter,
+        client.clone(),
+        ProcessorConfig::default(),
+    ));
+    let (cancel, task) = start(&processor);
+    tokio::time::timeout(Duration::from_secs(60), processor.recovered())
+        .await
+        .unwrap();
+
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    for round in 0..4u32 {
+        for (k, v) in emit(&emitter, round * 500..(round + 1) * 500, 30).await {
+            *expected.entry(k).or_insert(0) += v;
+        }
+        proxy.cut();
+        if round == 2 {
+            proxy.set_mode(goka_tests::ProxyMode::Refuse);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            proxy.set_mode(goka_tests::ProxyMode::Forward);
+        }
+    }
+    assert!(
+        proxy.accepted() > 4,
+        "clients reconnected through the proxy"
+    );
+
+    // Every emitted message is counted; producer retries may add duplicates, never losses.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let short: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| processor.get(k).unwrap().unwrap_or(0) < **v)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if short.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "keys still short after the cuts: {short:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !task.is_finished(),
+        "the processor kept running through the cuts"
+    );
+    let counted: i64 = expected
+        .keys()
+        .map(|k| processor.get(k).unwrap().unwrap_or(0))
+        .sum();
+    println!(
+        "2000 emitted, {counted} counted, {} duplicates",
+        counted - 2000
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
 }
