@@ -499,3 +499,98 @@ async fn connection_cuts_do_not_stop_the_processor_or_lose_messages() {
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
+
+const CHILD_BROKERS: &str = "GOKA_COUNTER_CHILD_BROKERS";
+const CHILD_STORAGE: &str = "GOKA_COUNTER_CHILD_STORAGE";
+
+/// Run by `killed_instances_lose_nothing` in a child process: counts until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of killed_instances_lose_nothing"]
+async fn counter_child_runs_until_killed() {
+    let (Ok(brokers), Ok(storage)) = (std::env::var(CHILD_BROKERS), std::env::var(CHILD_STORAGE))
+    else {
+        panic!("run by killed_instances_lose_nothing only");
+    };
+    let config = goka::kafka::KafkaConfig::new(brokers).set("session.timeout.ms", "6000");
+    let client = Arc::new(goka::kafka::rdkafka_client::RdKafkaClient::new(config));
+    let processor = Processor::new(
+        Counter,
+        client,
+        ProcessorConfig {
+            storage: Arc::new(goka::storage::RocksDbBuilder::new(storage)),
+            ..Default::default()
+        },
+    );
+    processor.run(CancellationToken::new()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_instances_lose_nothing() {
+    let broker = TestBroker::start();
+    let (client, emitter) = setup(&broker).await;
+    let storage = tempfile::tempdir().unwrap();
+    let spawn_child = || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "counter_child_runs_until_killed"])
+            .env(CHILD_BROKERS, broker.bootstrap())
+            .env(CHILD_STORAGE, storage.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    // Emit in the background while the child is killed at points that fall mid-stream.
+    let emitting = tokio::spawn(async move {
+        let mut expected: HashMap<String, i64> = HashMap::new();
+        for chunk in 0..40u32 {
+            for (k, v) in emit(&emitter, chunk * 100..(chunk + 1) * 100, 25).await {
+                *expected.entry(k).or_insert(0) += v;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        expected
+    });
+    let mut child = spawn_child();
+    for kill in 0..5u64 {
+        tokio::time::sleep(Duration::from_millis(4_000 + 700 * kill)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = spawn_child();
+    }
+    let expected = emitting.await.unwrap();
+
+    let view = View::<GroupTable<Counter>>::builder(client.clone())
+        .build::<GroupTable<Counter>>()
+        .await
+        .unwrap();
+    let view_cancel = CancellationToken::new();
+    let view_task = tokio::spawn({
+        let (view, cancel) = (view.clone(), view_cancel.clone());
+        async move { view.run(cancel).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let counted = loop {
+        let rows: HashMap<String, i64> = view.iter().map(Result::unwrap).collect();
+        let short: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| rows.get(*k).copied().unwrap_or(0) < **v)
+            .collect();
+        if short.is_empty() {
+            break rows.values().sum::<i64>();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lost messages: {short:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    println!(
+        "4000 emitted, {counted} counted after 5 kills: {} duplicates",
+        counted - 4000
+    );
+    view_cancel.cancel();
+    view_task.await.unwrap().unwrap();
+}
