@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{Codec, CodecError};
 use crate::kafka::{ConsumedMessage, Headers};
 use crate::partitioner::Partitioner;
-use crate::processor::group::{Emits, Group, Joins, Loops, Stateful};
+use crate::processor::group::{Emits, Group, Joins, LooksUp, Loops, Stateful};
 use crate::storage::{Storage, StorageError};
 use crate::topic::{Stream, Table};
 
@@ -121,6 +121,7 @@ pub(crate) struct PartitionResources {
     pub(crate) group: &'static str,
     pub(crate) table: Option<Arc<dyn Storage>>,
     pub(crate) joins: HashMap<&'static str, Arc<dyn Storage>>,
+    pub(crate) lookups: HashMap<&'static str, Arc<crate::view::ViewInner>>,
     pub(crate) partition_counts: HashMap<&'static str, u32>,
     pub(crate) partitioner: Arc<dyn Partitioner>,
     pub(crate) cancel: CancellationToken,
@@ -235,6 +236,22 @@ impl<'c, P: Group> Context<'c, P> {
                 CallbackError::from(format!("joined table {} is not open", T::NAME))
             })?;
         let raw = storage.get(&self.message.key).map_err(storage_error)?;
+        raw.map(|raw| T::decode_value(&raw).map_err(codec_error))
+            .transpose()
+    }
+
+    /// Reads `key` of the lookup table `T` from the processor's view of it (any partition).
+    pub fn lookup<T>(&self, key: &T::Key) -> Result<Option<T::Value>, CallbackError>
+    where
+        T: Table,
+        P: LooksUp<T>,
+    {
+        let view =
+            self.resources.lookups.get(T::NAME).ok_or_else(|| {
+                CallbackError::from(format!("lookup table {} is not open", T::NAME))
+            })?;
+        let key = T::encode_key(key).map_err(codec_error)?;
+        let raw = view.get_raw(&key).map_err(storage_error)?;
         raw.map(|raw| T::decode_value(&raw).map_err(codec_error))
             .transpose()
     }

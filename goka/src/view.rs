@@ -200,6 +200,11 @@ impl ViewBuilder {
         self
     }
 
+    pub(crate) fn shared_partitioner(mut self, partitioner: Arc<dyn Partitioner>) -> Self {
+        self.partitioner = partitioner;
+        self
+    }
+
     /// How a changelog message is applied to storage (goka's `WithViewCallback`).
     pub fn update_callback(
         mut self,
@@ -220,44 +225,50 @@ impl ViewBuilder {
 
     /// Reads the table's partition count and opens the storage of every partition.
     pub async fn build<T: Table>(self) -> Result<View<T>, ViewError> {
-        let setup = |source| ViewError::Setup {
-            topic: T::NAME,
-            source,
-        };
-        let manager = TopicManager::new(&*self.client, Default::default()).map_err(setup)?;
-        let count = manager.partitions(T::NAME).await.map_err(setup)?;
-        let mut partitions = Vec::with_capacity(count as usize);
-        for partition in 0..count as i32 {
-            let storage: Arc<dyn Storage> = self
-                .storage
-                .build(T::NAME, partition)
-                .map_err(|source| ViewError::Storage {
-                    topic: T::NAME,
-                    source,
-                })?
-                .into();
-            let offset = storage.offset().map_err(|source| ViewError::Storage {
-                topic: T::NAME,
-                source,
-            })?;
-            partitions.push(PartitionTable::new(partition, storage, offset));
-        }
-        let (state, _) = watch::channel(ViewState::Idle);
         Ok(View {
-            inner: Arc::new(ViewInner {
-                topic: T::NAME,
-                client: self.client,
-                partitioner: self.partitioner,
-                update: self.update,
-                decode_errors: self.decode_errors,
-                partitions,
-                state,
-                running: AtomicBool::new(false),
-            }),
+            inner: Arc::new(self.open(T::NAME, T::ValueCodec::validate).await?),
             _table: PhantomData,
         })
     }
+
+    /// Opens a view of `topic` whose values are checked with `validate`: the untyped core
+    /// that [`View<T>`] wraps, and that processors use for lookup tables.
+    pub(crate) async fn open(
+        self,
+        topic: &'static str,
+        validate: Validate,
+    ) -> Result<ViewInner, ViewError> {
+        let setup = |source| ViewError::Setup { topic, source };
+        let manager = TopicManager::new(&*self.client, Default::default()).map_err(setup)?;
+        let count = manager.partitions(topic).await.map_err(setup)?;
+        let mut partitions = Vec::with_capacity(count as usize);
+        for partition in 0..count as i32 {
+            let storage_error = |source| ViewError::Storage { topic, source };
+            let storage: Arc<dyn Storage> = self
+                .storage
+                .build(topic, partition)
+                .map_err(storage_error)?
+                .into();
+            let offset = storage.offset().map_err(storage_error)?;
+            partitions.push(PartitionTable::new(partition, storage, offset));
+        }
+        let (state, _) = watch::channel(ViewState::Idle);
+        Ok(ViewInner {
+            topic,
+            client: self.client,
+            partitioner: self.partitioner,
+            update: self.update,
+            decode_errors: self.decode_errors,
+            validate,
+            partitions,
+            state,
+            running: AtomicBool::new(false),
+        })
+    }
 }
+
+/// Checks that a changelog value decodes ([`Codec::validate`] of the table's value codec).
+pub(crate) type Validate = fn(&[u8]) -> Result<(), CodecError>;
 
 /// A local, read-only, always-catching-up copy of the table `T`. Cheap to clone; clones share
 /// the copy.
@@ -284,8 +295,9 @@ impl<T: Table> std::fmt::Debug for View<T> {
     }
 }
 
-struct ViewInner {
+pub(crate) struct ViewInner {
     topic: &'static str,
+    validate: Validate,
     client: Arc<dyn Client>,
     partitioner: Arc<dyn Partitioner>,
     update: Option<Arc<UpdateCallback>>,
@@ -293,6 +305,45 @@ struct ViewInner {
     partitions: Vec<PartitionTable>,
     state: watch::Sender<ViewState>,
     running: AtomicBool,
+}
+
+impl ViewInner {
+    pub(crate) async fn run(&self, cancel: CancellationToken) -> Result<(), ViewError> {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return Err(ViewError::AlreadyRunning { topic: self.topic });
+        }
+        let result = Runner::new(self).run(cancel).await;
+        for p in &self.partitions {
+            p.set_state(ViewState::Stopped);
+        }
+        self.state.send_replace(ViewState::Stopped);
+        self.running.store(false, Ordering::Release);
+        result
+    }
+
+    /// Waits until every partition caught up once (or the view stopped).
+    pub(crate) async fn recovered(&self) -> ViewState {
+        let mut states = self.state.subscribe();
+        states
+            .wait_for(|s| matches!(s, ViewState::Running | ViewState::Stopped))
+            .await
+            .map(|s| *s)
+            .unwrap_or(ViewState::Stopped)
+    }
+
+    /// The raw value at an encoded key, from the partition the partitioner picks.
+    pub(crate) fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let p = self
+            .partitioner
+            .partition(key, self.partitions.len() as u32);
+        self.partitions[p as usize % self.partitions.len()]
+            .storage
+            .get(key)
+    }
+
+    pub(crate) fn topic(&self) -> &'static str {
+        self.topic
+    }
 }
 
 /// One partition of a view: its storage and figures.
@@ -362,17 +413,7 @@ impl<T: Table> View<T> {
     /// [`DecodeErrorPolicy::Fail`]) or the topic becomes unreadable; a lost connection is
     /// retried by the client and shows as [`ViewState::Reconnecting`].
     pub async fn run(&self, cancel: CancellationToken) -> Result<(), ViewError> {
-        let inner = &self.inner;
-        if inner.running.swap(true, Ordering::AcqRel) {
-            return Err(ViewError::AlreadyRunning { topic: inner.topic });
-        }
-        let result = Runner::<T>::new(inner).run(cancel).await;
-        for p in &inner.partitions {
-            p.set_state(ViewState::Stopped);
-        }
-        inner.state.send_replace(ViewState::Stopped);
-        inner.running.store(false, Ordering::Release);
-        result
+        self.inner.run(cancel).await
     }
 
     /// The value of `key`, from the local copy.
@@ -428,13 +469,7 @@ impl<T: Table> View<T> {
 
     /// Waits until every partition caught up with its changelog once (or the view stopped).
     pub async fn recovered(&self) -> ViewState {
-        let mut states = self.inner.state.subscribe();
-        let state = states
-            .wait_for(|s| matches!(s, ViewState::Running | ViewState::Stopped))
-            .await
-            .map(|s| *s)
-            .unwrap_or(ViewState::Stopped);
-        state
+        self.inner.recovered().await
     }
 
     /// Figures of the view and each partition.
@@ -531,13 +566,12 @@ impl<T: Table> Iterator for ViewIter<'_, T> {
 }
 
 /// The loop of [`View::run`]: one consumer for all partitions, one write batch per partition.
-struct Runner<'a, T> {
+struct Runner<'a> {
     inner: &'a ViewInner,
     batches: Vec<(WriteBatch, Option<i64>)>,
-    _table: PhantomData<fn() -> T>,
 }
 
-impl<'a, T: Table> Runner<'a, T> {
+impl<'a> Runner<'a> {
     fn new(inner: &'a ViewInner) -> Self {
         Self {
             inner,
@@ -546,7 +580,6 @@ impl<'a, T: Table> Runner<'a, T> {
                 .iter()
                 .map(|_| (WriteBatch::new(), None))
                 .collect(),
-            _table: PhantomData,
         }
     }
 
@@ -660,7 +693,7 @@ impl<'a, T: Table> Runner<'a, T> {
             self.update_view_state();
         }
         if let Some(value) = &message.value {
-            if let Err(source) = T::ValueCodec::validate(value) {
+            if let Err(source) = (self.inner.validate)(value) {
                 match self.inner.decode_errors {
                     DecodeErrorPolicy::Fail => {
                         self.flush(index)?;

@@ -597,16 +597,27 @@ async fn killed_instances_lose_nothing() {
 
 /// Emits three clicks, a tombstone and one more click for "alice", and a click with an empty
 /// key; returns what the processor counted for "alice" and for "" under `nil_handling`.
-async fn count_with_nil_handling(nil_handling: goka::processor::NilHandling) -> (Option<i64>, Option<i64>) {
+async fn count_with_nil_handling(
+    nil_handling: goka::processor::NilHandling,
+) -> (Option<i64>, Option<i64>) {
     let broker = TestBroker::start();
     let (client, emitter) = setup(&broker).await;
     let alice = "alice".to_string();
     for _ in 0..3 {
-        emitter.emit_sync(&alice, &"click".to_string()).await.unwrap();
+        emitter
+            .emit_sync(&alice, &"click".to_string())
+            .await
+            .unwrap();
     }
     emitter.emit_tombstone(&alice).await.unwrap().await.unwrap();
-    emitter.emit_sync(&alice, &"click".to_string()).await.unwrap();
-    emitter.emit_sync(&String::new(), &"anonymous".to_string()).await.unwrap();
+    emitter
+        .emit_sync(&alice, &"click".to_string())
+        .await
+        .unwrap();
+    emitter
+        .emit_sync(&String::new(), &"anonymous".to_string())
+        .await
+        .unwrap();
 
     let config = ProcessorConfig {
         nil_handling,
@@ -617,10 +628,17 @@ async fn count_with_nil_handling(nil_handling: goka::processor::NilHandling) -> 
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     // Five messages on alice's partition (four with a value), one on the empty key's.
     while processor.stats().messages_in < 6 {
-        assert!(std::time::Instant::now() < deadline, "not every message was handled: {:?}", processor.stats());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every message was handled: {:?}",
+            processor.stats()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let counts = (processor.get(&alice).unwrap(), processor.get(&String::new()).unwrap());
+    let counts = (
+        processor.get(&alice).unwrap(),
+        processor.get(&String::new()).unwrap(),
+    );
     cancel.cancel();
     task.await.unwrap().unwrap();
     counts
@@ -629,8 +647,20 @@ async fn count_with_nil_handling(nil_handling: goka::processor::NilHandling) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_on_inputs_follow_the_nil_handling_and_empty_keys_are_keys() {
     use goka::processor::NilHandling;
-    assert_eq!(count_with_nil_handling(NilHandling::Ignore).await, (Some(4), Some(1)), "ignored");
+    assert_eq!(
+        count_with_nil_handling(NilHandling::Ignore).await,
+        (Some(4), Some(1)),
+        "ignored"
+    );
     // Process hands the handler no value; this handler counts it like any click.
-    assert_eq!(count_with_nil_handling(NilHandling::Process).await, (Some(5), Some(1)), "processed");
-    assert_eq!(count_with_nil_handling(NilHandling::Restore).await, (Some(1), Some(1)), "row deleted");
+    assert_eq!(
+        count_with_nil_handling(NilHandling::Process).await,
+        (Some(5), Some(1)),
+        "processed"
+    );
+    assert_eq!(
+        count_with_nil_handling(NilHandling::Restore).await,
+        (Some(1), Some(1)),
+        "row deleted"
+    );
 }

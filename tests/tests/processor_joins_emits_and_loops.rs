@@ -1,6 +1,6 @@
-//! A processor with every edge kind the runtime supports today: it joins a co-partitioned
-//! table, emits to an output stream and loops back to another key of its own group, whose
-//! loop handler keeps a count in the group table. Each edge is checked end to end.
+//! A processor with every edge kind: it joins a co-partitioned table, looks up a table that
+//! is not co-partitioned, emits to an output stream and loops back to another key of its own
+//! group, whose loop handler keeps a count in the group table. Each edge is checked end to end.
 
 // Test helpers unwrap: a failure is a loud test failure.
 #![allow(clippy::unwrap_used)]
@@ -14,7 +14,7 @@ use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
 use goka::graph::{Edge, EdgeKind, GroupGraph};
 use goka::partitioner::{GokaPartitioner, Partitioner};
-use goka::processor::{Emits, Group, Joins, Loops, Processor, ProcessorConfig, Stateful};
+use goka::processor::{Emits, Group, Joins, LooksUp, Loops, Processor, ProcessorConfig, Stateful};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka_tests::{client, produce_raw, read_all, TestBroker};
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 goka::stream!(Orders = "orders": String as StringCodec);
 goka::stream!(Shipments = "shipments": String as StringCodec);
 goka::table!(Customers = "customers": String as StringCodec);
+goka::table!(Rates = "rates": String as StringCodec);
 
 const PARTITIONS: u32 = 3;
 const TOTAL_KEY: &str = "all-orders";
@@ -44,7 +45,7 @@ impl Group for Router {
         group: "router",
         inputs: &[edge(EdgeKind::Input, "orders", "string")],
         joins: &[edge(EdgeKind::Join, "customers", "string")],
-        lookups: &[],
+        lookups: &[edge(EdgeKind::Lookup, "rates", "string")],
         outputs: &[edge(EdgeKind::Output, "shipments", "string")],
         loopback: Some(edge(EdgeKind::Loop, "router-loop", "string")),
         table: Some(edge(EdgeKind::Persist, "router-table", "int64")),
@@ -81,6 +82,7 @@ impl Stateful for Router {
 }
 impl Emits<Shipments> for Router {}
 impl Joins<Customers> for Router {}
+impl LooksUp<Rates> for Router {}
 impl Loops for Router {
     type Value = String;
     type ValueCodec = StringCodec;
@@ -95,8 +97,10 @@ impl Router {
     ) -> Result<(), CallbackError> {
         tokio::task::yield_now().await;
         let city = ctx.join::<Customers>()?.unwrap_or_else(|| "nowhere".into());
+        // A lookup reads any key of a table that is not co-partitioned.
+        let rate = ctx.lookup::<Rates>(&city)?.unwrap_or_else(|| "?".into());
         let customer = ctx.key().clone();
-        ctx.emit::<Shipments>(&customer, &format!("{order} -> {city}"))?;
+        ctx.emit::<Shipments>(&customer, &format!("{order} -> {city} ({rate})"))?;
         ctx.loopback(&TOTAL_KEY.to_string(), &order)
     }
 
@@ -123,6 +127,15 @@ async fn joins_emits_and_loopbacks_work_end_to_end() {
         let p = GokaPartitioner.partition(customer.as_bytes(), PARTITIONS);
         produce_raw(&broker, Customers::NAME, p, &[(customer, Some(city))]).await;
     }
+    // One partition: lookup tables need not be co-partitioned with the inputs.
+    manager.ensure_table(Rates::NAME, 1).await.unwrap();
+    produce_raw(
+        &broker,
+        Rates::NAME,
+        0,
+        &[("Paris", Some("5")), ("Oslo", Some("9"))],
+    )
+    .await;
     let orders = Emitter::<Orders>::ensuring(&*client, &manager, PARTITIONS)
         .await
         .unwrap();
@@ -179,10 +192,10 @@ async fn joins_emits_and_loopbacks_work_end_to_end() {
     assert_eq!(
         got,
         vec![
-            ("alice".into(), "book -> Paris".into()),
-            ("alice".into(), "pen -> Paris".into()),
-            ("bob".into(), "lamp -> Oslo".into()),
-            ("carol".into(), "tea -> nowhere".into()),
+            ("alice".into(), "book -> Paris (5)".into()),
+            ("alice".into(), "pen -> Paris (5)".into()),
+            ("bob".into(), "lamp -> Oslo (9)".into()),
+            ("carol".into(), "tea -> nowhere (?)".into()),
         ]
     );
     let stats = processor.stats();

@@ -58,6 +58,8 @@ pub enum PartitionState {
     Stopped,
 }
 
+type LookupViews = HashMap<&'static str, Arc<crate::view::ViewInner>>;
+
 /// Errors of a processor, with the coordinates of what failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -122,6 +124,14 @@ pub enum ProcessorError {
         group: &'static str,
         /// The storage's error, naming topic, partition and path.
         source: StorageError,
+    },
+    /// A lookup table's view failed.
+    #[error("processor {group:?}: lookup {source}")]
+    Lookup {
+        /// The group.
+        group: &'static str,
+        /// The view's error, naming the table.
+        source: crate::view::ViewError,
     },
     /// `run` was called while running.
     #[error("processor {group:?} is running already")]
@@ -255,6 +265,8 @@ struct Shared {
     config: ProcessorConfig,
     producer: Arc<dyn Producer>,
     partition_counts: HashMap<&'static str, u32>,
+    /// Views of the lookup tables, shared by every partition of this instance.
+    lookups: HashMap<&'static str, Arc<crate::view::ViewInner>>,
     offsets: OffsetTable,
     stats: Counters,
     /// Group table storage of each running partition, for `Processor::get`.
@@ -407,12 +419,14 @@ impl<P: Group> Processor<P> {
             .producer()
             .map_err(|source| ProcessorError::Produce { group, source })?;
         let internal = cancel.child_token();
+        let (lookups, lookup_tasks) = self.start_lookups(&internal).await?;
         let shared = Arc::new(Shared {
             group,
             client: self.client.clone(),
             config: self.config.clone(),
             producer,
             partition_counts,
+            lookups,
             offsets: OffsetTable::default(),
             stats: Counters::default(),
             tables: Mutex::new(HashMap::new()),
@@ -423,6 +437,12 @@ impl<P: Group> Processor<P> {
         });
         *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
         consumer::run::<P>(self.group.clone(), shared.clone()).await;
+        shared.cancel.cancel();
+        for task in lookup_tasks {
+            if let Ok(Err(source)) = task.await {
+                shared.fail(ProcessorError::Lookup { group, source });
+            }
+        }
         // Everything the partitions produced is acknowledged by now; a failure wins.
         let failure = shared
             .failure
@@ -433,6 +453,42 @@ impl<P: Group> Processor<P> {
             Some(error) => Err(error),
             None => Ok(()),
         }
+    }
+
+    /// Starts a view of every lookup table and waits until each recovered (goka waits too:
+    /// a lookup must not miss rows that are already in the table).
+    async fn start_lookups(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<
+        (
+            LookupViews,
+            Vec<tokio::task::JoinHandle<Result<(), crate::view::ViewError>>>,
+        ),
+        ProcessorError,
+    > {
+        let group = P::GRAPH.group;
+        let mut views = HashMap::new();
+        let mut tasks = Vec::new();
+        for edge in P::GRAPH.lookups {
+            let view = crate::view::ViewBuilder::new(self.client.clone())
+                .storage(self.config.storage.clone())
+                .shared_partitioner(self.config.partitioner.clone())
+                .open(edge.topic, |_| Ok(()))
+                .await
+                .map_err(|source| ProcessorError::Lookup { group, source })?;
+            let view = Arc::new(view);
+            tasks.push(tokio::spawn({
+                let (view, cancel) = (view.clone(), cancel.clone());
+                async move { view.run(cancel).await }
+            }));
+            views.insert(edge.topic, view);
+        }
+        for view in views.values() {
+            view.recovered().await;
+            tracing::info!(group, table = view.topic(), "lookup table recovered");
+        }
+        Ok((views, tasks))
     }
 
     /// The processor's state: `Running` once every assigned partition recovered.

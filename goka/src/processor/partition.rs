@@ -118,6 +118,7 @@ impl<P: Group> PartitionTask<P> {
             group: P::GRAPH.group,
             table,
             joins,
+            lookups: shared.lookups.clone(),
             partition_counts: shared.partition_counts.clone(),
             partitioner: shared.config.partitioner.clone(),
             cancel: shared.cancel.clone(),

@@ -158,6 +158,12 @@ where
     }
 }
 
+impl StorageBuilder for Arc<dyn StorageBuilder> {
+    fn build(&self, topic: &str, partition: i32) -> Result<Box<dyn Storage>, StorageError> {
+        (**self).build(topic, partition)
+    }
+}
+
 /// A set of row writes and deletes, applied atomically by [`Storage::apply`]. Reusable:
 /// [`clear`](WriteBatch::clear) keeps the allocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
