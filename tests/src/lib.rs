@@ -134,3 +134,51 @@ pub async fn produce_raw(
             .unwrap_or_else(|(e, _)| panic!("produce {key} to {topic}/{partition}: {e}"));
     }
 }
+
+/// A `run(cancel)` loop (of a view or processor) running in a task, stopped on demand.
+#[derive(Debug)]
+pub struct Running<E> {
+    cancel: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), E>>,
+}
+
+impl<E: std::fmt::Debug + Send + 'static> Running<E> {
+    /// Spawns `run` with a fresh cancellation token.
+    pub fn spawn<F, Fut>(run: F) -> Self
+    where
+        F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run(cancel.clone()));
+        Self { cancel, task }
+    }
+
+    /// Whether the loop ended by itself.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Cancels the loop and panics unless it then ends cleanly.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let result = self.task.await.expect("the run task panicked");
+        if let Err(e) = result {
+            panic!("run ended with an error: {e:?}");
+        }
+    }
+}
+
+/// An edge with string keys, for hand-written group graphs in tests.
+pub const fn string_edge(
+    kind: goka::graph::EdgeKind,
+    topic: &'static str,
+    value_codec: &'static str,
+) -> goka::graph::Edge {
+    goka::graph::Edge {
+        kind,
+        topic,
+        key_codec: "string",
+        value_codec,
+    }
+}

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use goka::codec::{Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
-use goka::graph::{Edge, EdgeKind, GroupGraph};
+use goka::graph::{EdgeKind, GroupGraph};
 use goka::processor::{Group, GroupTable, Processor, ProcessorConfig, ProcessorError, Stateful};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
@@ -26,14 +26,7 @@ goka::stream!(Clicks = "clicks": String as StringCodec);
 /// Counts clicks per user; fails on the click "boom".
 struct Counter;
 
-const fn edge(kind: EdgeKind, topic: &'static str, value_codec: &'static str) -> Edge {
-    Edge {
-        kind,
-        topic,
-        key_codec: "string",
-        value_codec,
-    }
-}
+use goka_tests::string_edge as edge;
 
 impl Group for Counter {
     const GRAPH: GroupGraph = GroupGraph {
@@ -166,10 +159,9 @@ async fn counts_are_exact_and_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(GroupTable::<Counter>::NAME, "counter-table");
-    let view_cancel = CancellationToken::new();
-    let view_task = tokio::spawn({
-        let (view, cancel) = (view.clone(), view_cancel.clone());
-        async move { view.run(cancel).await }
+    let view_running = goka_tests::Running::spawn({
+        let view = view.clone();
+        move |cancel| async move { view.run(cancel).await }
     });
     assert_eq!(view.recovered().await, ViewState::Running);
     wait_for_counts(&view, &expected).await;
@@ -201,8 +193,7 @@ async fn counts_are_exact_and_survive_a_restart() {
     );
     cancel.cancel();
     task.await.unwrap().unwrap();
-    view_cancel.cancel();
-    view_task.await.unwrap().unwrap();
+    view_running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,10 +399,9 @@ async fn two_instances_split_partitions_and_one_takes_over() {
         .build::<GroupTable<Counter>>()
         .await
         .unwrap();
-    let view_cancel = CancellationToken::new();
-    let view_task = tokio::spawn({
-        let (view, cancel) = (view.clone(), view_cancel.clone());
-        async move { view.run(cancel).await }
+    let view_running = goka_tests::Running::spawn({
+        let view = view.clone();
+        move |cancel| async move { view.run(cancel).await }
     });
     wait_for_counts(&view, &expected).await;
 
@@ -431,8 +421,7 @@ async fn two_instances_split_partitions_and_one_takes_over() {
 
     second_cancel.cancel();
     second_task.await.unwrap().unwrap();
-    view_cancel.cancel();
-    view_task.await.unwrap().unwrap();
+    view_running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,10 +553,9 @@ async fn killed_instances_lose_nothing() {
         .build::<GroupTable<Counter>>()
         .await
         .unwrap();
-    let view_cancel = CancellationToken::new();
-    let view_task = tokio::spawn({
-        let (view, cancel) = (view.clone(), view_cancel.clone());
-        async move { view.run(cancel).await }
+    let view_running = goka_tests::Running::spawn({
+        let view = view.clone();
+        move |cancel| async move { view.run(cancel).await }
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let counted = loop {
@@ -591,8 +579,7 @@ async fn killed_instances_lose_nothing() {
         "4000 emitted, {counted} counted after 5 kills: {} duplicates",
         counted - 4000
     );
-    view_cancel.cancel();
-    view_task.await.unwrap().unwrap();
+    view_running.stop().await;
 }
 
 /// Emits three clicks, a tombstone and one more click for "alice", and a click with an empty

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use goka::codec::{Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
-use goka::graph::{Edge, EdgeKind, GroupGraph};
+use goka::graph::{EdgeKind, GroupGraph};
 use goka::partitioner::{GokaPartitioner, Partitioner};
 use goka::processor::{Emits, Group, Joins, LooksUp, Loops, Processor, ProcessorConfig, Stateful};
 use goka::topic::Topic;
@@ -31,14 +31,7 @@ const TOTAL_KEY: &str = "all-orders";
 /// Ships orders to the joined customer's city and counts orders through its loop.
 struct Router;
 
-const fn edge(kind: EdgeKind, topic: &'static str, value_codec: &'static str) -> Edge {
-    Edge {
-        kind,
-        topic,
-        key_codec: "string",
-        value_codec,
-    }
-}
+use goka_tests::string_edge as edge;
 
 impl Group for Router {
     const GRAPH: GroupGraph = GroupGraph {
