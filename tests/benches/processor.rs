@@ -1,0 +1,202 @@
+//! Stateful count through one processor instance (read-modify-write of one row per message,
+//! changelog write, commit) side by side with a bare rdkafka loop that consumes the same input
+//! and produces one message per input message. Target ratio: 0.8.
+//!
+//! `cargo bench -p goka-tests --bench processor` (1,000,000 messages, 100-byte values, 10,000
+//! keys, 8 partitions; `-- --messages N` for another size). Under `cargo test --all-targets`
+//! it runs a small smoke size.
+
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use goka::codec::{BytesCodec, Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+use goka::graph::{EdgeKind, GroupGraph};
+use goka::partitioner::{GokaPartitioner, Partitioner};
+use goka::processor::{Group, PartitionState, Processor, ProcessorConfig, Stateful};
+use goka::storage::RocksDbBuilder;
+use goka::topic::Topic;
+use goka::topic_manager::{TopicManager, TopicManagerConfig};
+use goka_tests::{client, rdkafka_config, string_edge as edge, Running, TestBroker};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::Message;
+
+goka::stream!(Input = "bench-input": Vec<u8> as BytesCodec);
+
+const PARTITIONS: u32 = 8;
+const KEYS: usize = 10_000;
+
+struct Count;
+
+impl Group for Count {
+    const GRAPH: GroupGraph = GroupGraph {
+        group: "bench-count",
+        inputs: &[edge(EdgeKind::Input, "bench-input", "bytes")],
+        joins: &[],
+        lookups: &[],
+        outputs: &[],
+        loopback: None,
+        table: Some(edge(EdgeKind::Persist, "bench-count-table", "int64")),
+    };
+    type Key = String;
+    type KeyCodec = StringCodec;
+
+    fn dispatch<'a>(
+        &'a self,
+        ctx: &'a mut Context<'_, Self>,
+        _value: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<(), CallbackError>> {
+        Box::pin(async move {
+            let count = ctx.value()?.unwrap_or(0);
+            ctx.set_value(&(count + 1))
+        })
+    }
+}
+
+impl Stateful for Count {
+    type Value = i64;
+    type ValueCodec = Int64Codec;
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let messages = args
+        .iter()
+        .position(|a| a == "--messages")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if args.iter().any(|a| a == "--bench") {
+            1_000_000
+        } else {
+            20_000
+        });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(messages));
+}
+
+async fn run(messages: usize) {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let manager =
+        TopicManager::new(&*client, TopicManagerConfig::default()).expect("topic manager");
+    manager
+        .ensure_stream(Input::NAME, PARTITIONS)
+        .await
+        .expect("input topic");
+    manager
+        .ensure_stream("bench-bare-out", PARTITIONS)
+        .await
+        .expect("output topic");
+    fill_input(&broker, messages);
+    println!("processor bench: {messages} messages, 100-byte values, {KEYS} keys, {PARTITIONS} partitions");
+    println!("{:<48} {:>12} {:>9}", "", "messages/s", "seconds");
+
+    let bare = bare_loop(&broker, messages);
+    report("bare rdkafka consume -> produce loop", messages, bare);
+    let ours = processor_count(client, messages).await;
+    report(
+        "Processor: stateful count (RocksDB, commits)",
+        messages,
+        ours,
+    );
+    println!(
+        "{:<48} {:>12.2}",
+        "ratio Processor / bare (target >= 0.8)",
+        bare.as_secs_f64() / ours.as_secs_f64()
+    );
+}
+
+fn report(name: &str, messages: usize, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    println!("{name:<48} {:>12.0} {secs:>9.2}", messages as f64 / secs);
+}
+
+fn fill_input(broker: &TestBroker, messages: usize) {
+    let producer: BaseProducer = rdkafka_config(broker).create().expect("producer");
+    let value = vec![b'v'; 100];
+    for i in 0..messages {
+        let key = format!("key-{}", i % KEYS);
+        let partition = GokaPartitioner.partition(key.as_bytes(), PARTITIONS);
+        let mut record = BaseRecord::to(Input::NAME)
+            .partition(partition)
+            .key(&key)
+            .payload(&value);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            producer.poll(Duration::from_millis(1));
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+}
+
+/// Consumes every input message and produces one message per input, then flushes.
+fn bare_loop(broker: &TestBroker, messages: usize) -> Duration {
+    let consumer: BaseConsumer = rdkafka_config(broker)
+        .set("group.id", "bench-bare-loop")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let producer: BaseProducer = rdkafka_config(broker).create().expect("producer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS as i32 {
+        assignment
+            .add_partition_offset(Input::NAME, p, rdkafka::Offset::Beginning)
+            .expect("assignment");
+    }
+    let start = Instant::now();
+    consumer.assign(&assignment).expect("assign");
+    let mut seen = 0;
+    while seen < messages {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.expect("bare consume");
+        let key = message.key().unwrap_or_default();
+        let mut record = BaseRecord::to("bench-bare-out")
+            .partition(message.partition())
+            .key(key)
+            .payload(message.payload().unwrap_or_default());
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            producer.poll(Duration::from_millis(1));
+        }
+        producer.poll(Duration::ZERO);
+        seen += 1;
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    start.elapsed()
+}
+
+async fn processor_count(client: goka_tests::TestClient, messages: usize) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = ProcessorConfig {
+        storage: std::sync::Arc::new(RocksDbBuilder::new(dir.path())),
+        ..Default::default()
+    };
+    let processor = std::sync::Arc::new(Processor::new(Count, client, config));
+    let start = Instant::now();
+    let running = Running::spawn({
+        let processor = processor.clone();
+        move |cancel| async move { processor.run(cancel).await }
+    });
+    // Time from start (joining the group included, about 3 s on the test broker) until every
+    // message was handled and its changelog write handed to the producer.
+    while processor.stats().messages_in < messages as u64
+        || processor.state() != PartitionState::Running
+    {
+        assert!(!running.is_finished(), "the processor stopped early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while processor.stats().messages_out < messages as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = start.elapsed();
+    running.stop().await;
+    elapsed
+}
