@@ -72,6 +72,8 @@ impl<P: Group> Listener<P> {
             partition,
             input,
             stop: stop.clone(),
+            unsaved_offset: std::sync::atomic::AtomicI64::new(-1),
+            unsaved: std::sync::atomic::AtomicU32::new(0),
         };
         let shared = self.shared.clone();
         let handle = self.runtime.spawn(async move {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -24,6 +25,8 @@ use crate::view::DecodeErrorPolicy;
 
 /// Input messages whose acknowledgements may be outstanding at once, per partition.
 const MAX_IN_FLIGHT: usize = 10_000;
+/// Changelog acknowledgements between two writes of the table's stored offset.
+const OFFSET_EVERY: u32 = 1_000;
 /// Changelog rows per storage write during recovery.
 const RECOVERY_BATCH: usize = 5_000;
 
@@ -44,6 +47,10 @@ pub(super) struct PartitionTask<P: Group> {
     pub(super) partition: i32,
     pub(super) input: mpsc::Receiver<ConsumedMessage>,
     pub(super) stop: CancellationToken,
+    /// Highest acknowledged changelog offset not yet stored, -1 for none.
+    pub(super) unsaved_offset: AtomicI64,
+    /// Acknowledged changelog writes since the offset was last stored.
+    pub(super) unsaved: AtomicU32,
 }
 
 impl<P: Group> PartitionTask<P> {
@@ -165,13 +172,14 @@ impl<P: Group> PartitionTask<P> {
     }
 
     fn complete(&self, resources: &PartitionResources, done: Done) -> Result<(), ProcessorError> {
-        if let (Some(offset), Some(table)) = (done.changelog, &resources.table) {
-            table
-                .set_offset(offset)
-                .map_err(|source| ProcessorError::Storage {
-                    group: P::GRAPH.group,
-                    source,
-                })?;
+        if let Some(offset) = done.changelog {
+            // The table's stored offset follows the changelog acks, written every
+            // OFFSET_EVERY acks and on close: an older stored offset only means a longer,
+            // idempotent replay of the changelog after a crash.
+            self.unsaved_offset.store(offset, Ordering::Relaxed);
+            if self.unsaved.fetch_add(1, Ordering::Relaxed) + 1 >= OFFSET_EVERY {
+                self.save_offset(resources)?;
+            }
         }
         self.shared
             .offsets
@@ -186,10 +194,7 @@ impl<P: Group> PartitionTask<P> {
         message: ConsumedMessage,
     ) -> Result<Option<BoxFuture<'static, Result<Done, ProcessorError>>>, ProcessorError> {
         let shared = &self.shared;
-        shared
-            .stats
-            .messages_in
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         let finished = |topic: Arc<str>, offset| {
             Some(
                 async move {
@@ -223,10 +228,7 @@ impl<P: Group> PartitionTask<P> {
             Ok(ctx) => ctx,
             Err(e) => {
                 if shared.config.decode_errors == DecodeErrorPolicy::SkipAndCount {
-                    shared
-                        .stats
-                        .decode_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose key does not decode");
                     return Ok(finished(message.topic.clone(), message.offset));
                 }
@@ -245,10 +247,7 @@ impl<P: Group> PartitionTask<P> {
                 if e.is_decode()
                     && shared.config.decode_errors == DecodeErrorPolicy::SkipAndCount =>
             {
-                shared
-                    .stats
-                    .decode_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose value does not decode");
                 return Ok(finished(message.topic.clone(), message.offset));
             }
@@ -326,14 +325,11 @@ impl<P: Group> PartitionTask<P> {
                         source,
                     })?;
             let bytes = out.key.len() + out.value.as_ref().map_or(0, Vec::len);
-            shared
-                .stats
-                .messages_out
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.stats.messages_out.fetch_add(1, Ordering::Relaxed);
             shared
                 .stats
                 .bytes_out
-                .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(bytes as u64, Ordering::Relaxed);
             acks.push((out.kind, ack));
         }
         Ok(async move {
@@ -356,11 +352,28 @@ impl<P: Group> PartitionTask<P> {
         .boxed())
     }
 
+    fn save_offset(&self, resources: &PartitionResources) -> Result<(), ProcessorError> {
+        self.unsaved.store(0, Ordering::Relaxed);
+        let offset = self.unsaved_offset.swap(-1, Ordering::Relaxed);
+        match (&resources.table, offset >= 0) {
+            (Some(table), true) => {
+                table
+                    .set_offset(offset)
+                    .map_err(|source| ProcessorError::Storage {
+                        group: P::GRAPH.group,
+                        source,
+                    })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn close(&self, resources: &PartitionResources) -> Result<(), ProcessorError> {
         let storage_error = |source| ProcessorError::Storage {
             group: P::GRAPH.group,
             source,
         };
+        self.save_offset(resources)?;
         self.shared
             .tables
             .lock()
