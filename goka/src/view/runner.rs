@@ -1,0 +1,257 @@
+//! The loop of a running view: one consumer for all partitions of the table, one write batch
+//! per partition, written whenever the consumer has nothing ready.
+
+use std::sync::atomic::Ordering;
+
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{DecodeErrorPolicy, ViewError, ViewInner, ViewState, RECOVERY_BATCH};
+use crate::kafka::{ConsumedMessage, ConsumerEvent, PartitionConsumer, StartOffset};
+use crate::storage::{StorageError, WriteBatch};
+
+/// The loop of [`View::run`]: one consumer for all partitions, one write batch per partition.
+pub(super) struct Runner<'a> {
+    inner: &'a ViewInner,
+    batches: Vec<(WriteBatch, Option<i64>)>,
+}
+
+impl<'a> Runner<'a> {
+    pub(super) fn new(inner: &'a ViewInner) -> Self {
+        Self {
+            inner,
+            batches: inner
+                .partitions
+                .iter()
+                .map(|_| (WriteBatch::new(), None))
+                .collect(),
+        }
+    }
+
+    pub(super) async fn run(mut self, cancel: CancellationToken) -> Result<(), ViewError> {
+        let topic = self.inner.topic;
+        let kafka = |source| ViewError::Kafka { topic, source };
+        let mut starts = Vec::with_capacity(self.inner.partitions.len());
+        for p in &self.inner.partitions {
+            let offset = p.offset.load(Ordering::Relaxed);
+            starts.push((
+                p.partition,
+                if offset >= 0 {
+                    StartOffset::At(offset + 1)
+                } else {
+                    StartOffset::Beginning
+                },
+            ));
+            p.storage
+                .begin_recovery()
+                .map_err(|source| self.storage_error(source))?;
+            p.set_state(ViewState::Recovering);
+        }
+        self.inner.state.send_replace(ViewState::Recovering);
+        self.refresh_watermarks().await;
+        let mut consumer: Box<dyn PartitionConsumer> =
+            self.inner.client.consume(topic, &starts).map_err(kafka)?;
+
+        loop {
+            let mut next = consumer.next();
+            // Write what was gathered whenever the consumer has nothing ready right away, so
+            // reads lag the changelog by at most what arrived in one burst.
+            let event = match (&mut next).now_or_never() {
+                Some(event) => event,
+                None => {
+                    self.flush_all()?;
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        event = next => event,
+                    }
+                }
+            };
+            match event {
+                None => break,
+                Some(Err(source)) => {
+                    self.flush_all()?;
+                    return Err(kafka(source));
+                }
+                Some(Ok(event)) => self.handle(event)?,
+            }
+            if cancel.is_cancelled() {
+                break;
+            }
+        }
+        self.flush_all()?;
+        for p in &self.inner.partitions {
+            if p.state() == ViewState::Recovering {
+                p.storage
+                    .mark_recovered()
+                    .map_err(|source| self.storage_error(source))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, event: ConsumerEvent) -> Result<(), ViewError> {
+        match event {
+            ConsumerEvent::Message(message) => self.apply(message),
+            ConsumerEvent::EndOfPartition { partition } => {
+                let index = self.index(partition);
+                self.flush(index)?;
+                let table = &self.inner.partitions[index];
+                let offset = table.offset.load(Ordering::Relaxed);
+                table
+                    .high_watermark
+                    .fetch_max(offset + 1, Ordering::Relaxed);
+                if matches!(table.state(), ViewState::Recovering) {
+                    table
+                        .storage
+                        .mark_recovered()
+                        .map_err(|source| self.storage_error(source))?;
+                    tracing::info!(
+                        topic = self.inner.topic,
+                        partition,
+                        offset,
+                        "view partition recovered"
+                    );
+                }
+                table.set_state(ViewState::Running);
+                self.update_view_state();
+                Ok(())
+            }
+            ConsumerEvent::Transient(error) => {
+                tracing::warn!(topic = self.inner.topic, %error, "view lost its connection; retrying");
+                if self
+                    .inner
+                    .partitions
+                    .iter()
+                    .all(|p| p.state() != ViewState::Recovering)
+                {
+                    self.inner.state.send_replace(ViewState::Reconnecting);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, message: ConsumedMessage) -> Result<(), ViewError> {
+        let index = self.index(message.partition);
+        let table = &self.inner.partitions[index];
+        if *self.inner.state.borrow() == ViewState::Reconnecting {
+            self.update_view_state();
+        }
+        if let Some(value) = &message.value {
+            if let Err(source) = (self.inner.validate)(value) {
+                match self.inner.decode_errors {
+                    DecodeErrorPolicy::Fail => {
+                        self.flush(index)?;
+                        return Err(ViewError::Decode {
+                            topic: self.inner.topic,
+                            partition: message.partition,
+                            offset: message.offset,
+                            key: String::from_utf8_lossy(&message.key).into_owned(),
+                            source,
+                        });
+                    }
+                    DecodeErrorPolicy::SkipAndCount => {
+                        table.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            topic = self.inner.topic,
+                            partition = message.partition,
+                            offset = message.offset,
+                            key = %String::from_utf8_lossy(&message.key),
+                            %source,
+                            "skipping a changelog value that does not decode"
+                        );
+                        self.batches[index].1 = Some(message.offset);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        table.messages.fetch_add(1, Ordering::Relaxed);
+        let size = message.key.len() + message.value.as_ref().map_or(0, Vec::len);
+        table.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        if let Some(update) = &self.inner.update {
+            self.flush(index)?;
+            update(&*table.storage, &message).map_err(|source| self.storage_error(source))?;
+            table
+                .storage
+                .set_offset(message.offset)
+                .map_err(|source| self.storage_error(source))?;
+            table.offset.store(message.offset, Ordering::Relaxed);
+            return Ok(());
+        }
+        let (batch, offset) = &mut self.batches[index];
+        match message.value {
+            Some(value) => batch.set(message.key, value),
+            None => batch.delete(message.key),
+        }
+        *offset = Some(message.offset);
+        if batch.len() >= RECOVERY_BATCH {
+            self.flush(index)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, index: usize) -> Result<(), ViewError> {
+        let (batch, offset) = &mut self.batches[index];
+        let Some(last) = offset.take() else {
+            return Ok(());
+        };
+        let table = &self.inner.partitions[index];
+        table
+            .storage
+            .apply(batch, Some(last))
+            .map_err(|source| ViewError::Storage {
+                topic: self.inner.topic,
+                source,
+            })?;
+        batch.clear();
+        table.offset.store(last, Ordering::Relaxed);
+        table.high_watermark.fetch_max(last + 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn flush_all(&mut self) -> Result<(), ViewError> {
+        (0..self.batches.len()).try_for_each(|index| self.flush(index))
+    }
+
+    fn index(&self, partition: i32) -> usize {
+        // The consumer only returns assigned partitions, 0..n.
+        (partition.max(0) as usize).min(self.inner.partitions.len() - 1)
+    }
+
+    fn update_view_state(&self) {
+        let all_running = self
+            .inner
+            .partitions
+            .iter()
+            .all(|p| p.state() == ViewState::Running);
+        let state = if all_running {
+            ViewState::Running
+        } else {
+            ViewState::Recovering
+        };
+        self.inner.state.send_if_modified(|s| {
+            let changed = *s != state;
+            *s = state;
+            changed
+        });
+    }
+
+    async fn refresh_watermarks(&self) {
+        let Ok(admin) = self.inner.client.admin() else {
+            return;
+        };
+        for p in &self.inner.partitions {
+            if let Ok((_, high)) = admin.watermarks(self.inner.topic, p.partition).await {
+                p.high_watermark.fetch_max(high, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn storage_error(&self, source: StorageError) -> ViewError {
+        ViewError::Storage {
+            topic: self.inner.topic,
+            source,
+        }
+    }
+}
