@@ -29,23 +29,8 @@ goka::table!(BenchTable = "bench-bare": Vec<u8> as BytesCodec);
 const PARTITIONS: u32 = 8;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let records = args
-        .iter()
-        .position(|a| a == "--records")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if args.iter().any(|a| a == "--bench") {
-            1_000_000
-        } else {
-            20_000
-        });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run(records));
+    let records = goka_tests::bench_size("records", 1_000_000, 20_000);
+    goka_tests::bench_runtime(run(records));
 }
 
 fn key(i: usize) -> Vec<u8> {

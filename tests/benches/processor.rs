@@ -60,23 +60,8 @@ impl Stateful for Count {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let messages = args
-        .iter()
-        .position(|a| a == "--messages")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if args.iter().any(|a| a == "--bench") {
-            1_000_000
-        } else {
-            20_000
-        });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run(messages));
+    let messages = goka_tests::bench_size("messages", 1_000_000, 20_000);
+    goka_tests::bench_runtime(run(messages));
 }
 
 async fn run(messages: usize) {

@@ -182,3 +182,29 @@ pub const fn string_edge(
         value_codec,
     }
 }
+
+/// The size a benchmark runs at: `--<flag> N` if given, `full` under `cargo bench` (which
+/// passes `--bench`), and the small `smoke` size under `cargo test --all-targets`.
+pub fn bench_size(flag: &str, full: usize, smoke: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    let named = format!("--{flag}");
+    args.iter()
+        .position(|a| *a == named)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if args.iter().any(|a| a == "--bench") {
+            full
+        } else {
+            smoke
+        })
+}
+
+/// Runs a benchmark's async body on the two-worker runtime the benches share.
+pub fn bench_runtime<F: std::future::Future>(body: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("benchmark runtime")
+        .block_on(body)
+}

@@ -117,6 +117,20 @@ fn start(
     (cancel, task)
 }
 
+/// Runs a processor of `group` with the default config until it stops by itself; returns its
+/// error message.
+async fn run_until_error<P: Group>(group: P, client: &TestClient) -> String {
+    let processor = Processor::new(group, client.clone(), ProcessorConfig::default());
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        processor.run(CancellationToken::new()),
+    )
+    .await
+    .expect("run stops by itself")
+    .expect_err("run fails")
+    .to_string()
+}
+
 /// Waits until the view of the group table holds `expected`.
 async fn wait_for_counts(view: &View<GroupTable<Counter>>, expected: &HashMap<String, i64>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -209,15 +223,7 @@ async fn a_failing_handler_stops_run_with_coordinates() {
         .await
         .unwrap();
 
-    let processor = Processor::new(Counter, client.clone(), ProcessorConfig::default());
-    let err = tokio::time::timeout(
-        Duration::from_secs(60),
-        processor.run(CancellationToken::new()),
-    )
-    .await
-    .expect("run stops by itself")
-    .unwrap_err();
-    let text = err.to_string();
+    let text = run_until_error(Counter, &client).await;
     for part in [
         "counter".to_string(),
         "clicks".to_string(),
@@ -260,15 +266,7 @@ async fn an_undecodable_value_stops_run_or_is_skipped_and_counted() {
         .await
         .unwrap();
 
-    let processor = Processor::new(Counter, client.clone(), ProcessorConfig::default());
-    let err = tokio::time::timeout(
-        Duration::from_secs(60),
-        processor.run(CancellationToken::new()),
-    )
-    .await
-    .expect("run stops by itself")
-    .unwrap_err();
-    let text = err.to_string();
+    let text = run_until_error(Counter, &client).await;
     for part in [
         "clicks",
         &format!("partition {partition}"),
