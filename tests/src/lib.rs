@@ -43,13 +43,26 @@ pub fn rdkafka_config(broker: &TestBroker) -> rdkafka::ClientConfig {
     config
 }
 
-/// Reads every message currently in `topic` (all `partitions`), waiting up to 30 s for
-/// `expected` messages. Returns (partition, offset, key, value, headers) in arrival order.
+/// Reads `topic` (all `partitions`) from the beginning, waiting up to 30 s for `expected`
+/// messages. Returns them in arrival order.
 pub fn read_all(
     broker: &TestBroker,
     topic: &str,
     partitions: i32,
     expected: usize,
+) -> Vec<RawMessage> {
+    read_until(broker, topic, partitions, |messages| {
+        messages.len() >= expected
+    })
+}
+
+/// Reads `topic` (all `partitions`) from the beginning until `done` holds for what was read,
+/// or 30 s passed. Returns the messages in arrival order.
+pub fn read_until(
+    broker: &TestBroker,
+    topic: &str,
+    partitions: i32,
+    mut done: impl FnMut(&[RawMessage]) -> bool,
 ) -> Vec<RawMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Headers as _;
@@ -69,7 +82,7 @@ pub fn read_all(
     consumer.assign(&assignment).expect("assign");
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while out.len() < expected && std::time::Instant::now() < deadline {
+    while !done(&out) && std::time::Instant::now() < deadline {
         match consumer.poll(std::time::Duration::from_millis(100)) {
             Some(Ok(m)) => out.push(RawMessage {
                 partition: m.partition(),

@@ -10,7 +10,7 @@ use goka::emitter::{EmitError, Emitter};
 use goka::kafka::Headers;
 use goka::partitioner::{GokaPartitioner, Partitioner};
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
-use goka_tests::{client, read_all, TestBroker};
+use goka_tests::{client, read_all, read_until, TestBroker};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Event {
@@ -180,12 +180,20 @@ async fn cut_connections_lose_nothing_reported_delivered() {
         "most messages get through: {failed} failed"
     );
 
-    let messages = read_all(&broker, "events", 4, delivered.len());
-    let stored: HashSet<u32> = messages
-        .iter()
-        .filter_map(|m| m.value.as_ref())
-        .map(|v| serde_json::from_slice::<Event>(v).unwrap().n)
-        .collect();
+    // Retries after a cut may store a message twice, so read until every delivered value is
+    // there (or time runs out), not just as many messages as were delivered.
+    let decode = |m: &goka_tests::RawMessage| {
+        m.value
+            .as_ref()
+            .map(|v| serde_json::from_slice::<Event>(v).unwrap().n)
+    };
+    let messages = read_until(&broker, "events", 4, |read| {
+        read.len() >= delivered.len() && {
+            let stored: HashSet<u32> = read.iter().filter_map(decode).collect();
+            delivered.is_subset(&stored)
+        }
+    });
+    let stored: HashSet<u32> = messages.iter().filter_map(decode).collect();
     let lost: Vec<_> = delivered.difference(&stored).take(10).collect();
     assert!(
         lost.is_empty(),
