@@ -649,3 +649,48 @@ async fn tombstones_on_inputs_follow_the_nil_handling_and_empty_keys_are_keys() 
         "row deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_partition_queues_pause_and_resume_without_losing_messages() {
+    let broker = TestBroker::start();
+    let (client, emitter) = setup(&broker).await;
+    let expected = emit(&emitter, 0..3_000, 20).await;
+    // A queue of a few messages: the member pauses and resumes partitions all the time.
+    let config = ProcessorConfig {
+        partition_queue: 50,
+        ..Default::default()
+    };
+    let processor = Arc::new(Processor::new(Counter, client.clone(), config));
+    let running = goka_tests::Running::spawn({
+        let processor = processor.clone();
+        move |cancel| async move { processor.run(cancel).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let counted: HashMap<String, i64> = expected
+            .keys()
+            .filter_map(|k| processor.get(k).unwrap().map(|v| (k.clone(), v)))
+            .collect();
+        if counted == expected {
+            break;
+        }
+        assert!(
+            !running.is_finished(),
+            "the processor stopped: {:?}",
+            processor.state()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counts did not converge: {counted:?}, {:?}, {:?}",
+            processor.stats(),
+            processor.partitions()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        processor.stats().messages_in,
+        3_000,
+        "every message handled exactly once"
+    );
+    running.stop().await;
+}

@@ -3,7 +3,7 @@
 //! partition's bounded queue (pausing the partition while the queue is full), and commits
 //! the offsets the tasks report done.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,13 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::group::Group;
 use super::partition::PartitionTask;
-use super::{PartitionState, ProcessorError, Shared};
+use super::{PartitionState, ProcessorError, Shared, TopicPartition};
 use crate::kafka::{
     ConsumedMessage, ConsumerEvent, GroupConsumer, RebalanceListener, TopicPartitionOffset,
 };
 
 /// How long one poll of the group member may block.
 const POLL: Duration = Duration::from_millis(100);
+/// How long one poll may block while partitions are paused for lack of queue room.
+const POLL_WHILE_PAUSED: Duration = Duration::from_millis(2);
 
 /// Runs the member until the processor is cancelled or fails; returns when every partition
 /// task finished and the done offsets are committed.
@@ -52,14 +54,23 @@ struct Task {
     handle: tokio::task::JoinHandle<()>,
 }
 
+/// Messages of one topic partition waiting for room in its queue.
+#[derive(Default)]
+struct Stashed {
+    waiting: VecDeque<ConsumedMessage>,
+    /// Fetching was paused because as many messages wait as the queue holds.
+    paused: bool,
+}
+
 /// Starts and stops partition tasks on rebalances; holds messages that did not fit a queue.
 struct Listener<P: Group> {
     group: Arc<P>,
     shared: Arc<Shared>,
     runtime: Handle,
     tasks: Mutex<HashMap<i32, Task>>,
-    /// One message per paused topic partition: the one that found its queue full.
-    stash: Mutex<HashMap<(Arc<str>, i32), ConsumedMessage>>,
+    /// Messages that found their partition's queue full, in order; later messages of the
+    /// same partition wait behind them, never around them.
+    stash: Mutex<HashMap<TopicPartition, Stashed>>,
 }
 
 impl<P: Group> Listener<P> {
@@ -167,7 +178,13 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
     let mut last_commit = Instant::now();
     while !shared.cancel.is_cancelled() {
         retry_stash(&listener, &mut *member);
-        match member.poll(POLL) {
+        // While partitions wait for room in their queues, come back soon to move them on.
+        let stashed = !listener
+            .stash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        match member.poll(if stashed { POLL_WHILE_PAUSED } else { POLL }) {
             None | Some(Ok(ConsumerEvent::EndOfPartition { .. })) => {}
             Some(Ok(ConsumerEvent::Message(message))) => route(&listener, &mut *member, message),
             Some(Ok(ConsumerEvent::Transient(error))) => {
@@ -209,60 +226,78 @@ fn route<P: Group>(
     member: &mut dyn GroupConsumer,
     message: ConsumedMessage,
 ) {
-    let queue = {
-        let tasks = listener.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        tasks.get(&message.partition).map(|t| t.queue.clone())
-    };
-    let Some(queue) = queue else {
-        // Not ours (any more): not committed here, so its next owner reads it.
-        return;
-    };
-    match queue.try_send(message) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(message)) => {
-            let (topic, partition) = (message.topic.clone(), message.partition);
-            if let Err(error) = member.pause(&topic, partition) {
-                tracing::warn!(group = listener.shared.group, %error, "cannot pause a full partition");
-            }
-            listener
-                .stash
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((topic, partition), message);
+    let key = (message.topic.clone(), message.partition);
+    let mut stash = listener.stash.lock().unwrap_or_else(|p| p.into_inner());
+    let message = match stash.get_mut(&key) {
+        Some(stashed) => {
+            stashed.waiting.push_back(message);
+            None
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        None => match task_queue(listener, message.partition) {
+            // Not ours (any more): not committed here, so its next owner reads it.
+            None => return,
+            Some(queue) => match queue.try_send(message) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(message)) => Some(message),
+            },
+        },
+    };
+    let stashed = stash.entry(key.clone()).or_default();
+    stashed.waiting.extend(message);
+    // Pause only when as much waits as the queue holds: pausing and resuming cost a fetch
+    // round trip, and the stash stays bounded by the queue size plus one fetch.
+    if !stashed.paused && stashed.waiting.len() >= listener.shared.config.partition_queue.max(1) {
+        match member.pause(&key.0, key.1) {
+            Ok(()) => stashed.paused = true,
+            Err(error) => {
+                tracing::warn!(group = listener.shared.group, %error, "cannot pause a full partition")
+            }
+        }
     }
 }
 
+/// Moves stashed messages into their queues as room appears; resumes a paused partition once
+/// none of its messages wait any more.
 fn retry_stash<P: Group>(listener: &Listener<P>, member: &mut dyn GroupConsumer) {
-    let stashed: Vec<ConsumedMessage> = {
-        let mut stash = listener.stash.lock().unwrap_or_else(|p| p.into_inner());
-        if stash.is_empty() {
-            return;
-        }
-        stash.drain().map(|(_, m)| m).collect()
-    };
-    for message in stashed {
-        let queue = {
-            let tasks = listener.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            tasks.get(&message.partition).map(|t| t.queue.clone())
-        };
-        let Some(queue) = queue else { continue };
-        let (topic, partition) = (message.topic.clone(), message.partition);
-        match queue.try_send(message) {
-            Ok(()) => {
-                if let Err(error) = member.resume(&topic, partition) {
-                    tracing::warn!(group = listener.shared.group, %error, "cannot resume a partition");
+    let mut stash = listener.stash.lock().unwrap_or_else(|p| p.into_inner());
+    if stash.is_empty() {
+        return;
+    }
+    let mut drained = Vec::new();
+    for (key, stashed) in stash.iter_mut() {
+        match task_queue(listener, key.1) {
+            None => stashed.waiting.clear(),
+            Some(queue) => {
+                while let Some(message) = stashed.waiting.pop_front() {
+                    match queue.try_send(message) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(message)) => {
+                            stashed.waiting.push_front(message);
+                            break;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => stashed.waiting.clear(),
+                    }
                 }
             }
-            Err(mpsc::error::TrySendError::Full(message)) => {
-                listener
-                    .stash
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((topic, partition), message);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+        if stashed.waiting.is_empty() {
+            drained.push((key.clone(), stashed.paused));
         }
     }
+    for (key, paused) in drained {
+        stash.remove(&key);
+        if paused {
+            if let Err(error) = member.resume(&key.0, key.1) {
+                tracing::warn!(group = listener.shared.group, %error, "cannot resume a partition");
+            }
+        }
+    }
+}
+
+fn task_queue<P: Group>(
+    listener: &Listener<P>,
+    partition: i32,
+) -> Option<mpsc::Sender<ConsumedMessage>> {
+    let tasks = listener.tasks.lock().unwrap_or_else(|p| p.into_inner());
+    tasks.get(&partition).map(|t| t.queue.clone())
 }
