@@ -133,6 +133,16 @@ pub enum ProcessorError {
         /// The view's error, naming the table.
         source: crate::view::ViewError,
     },
+    /// `Processor::get` failed: the key does not encode or the stored row does not decode.
+    #[error("processor {group:?}: get of key {key:?}: {message}")]
+    Get {
+        /// The group.
+        group: &'static str,
+        /// The key, lossy UTF-8.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
     /// `run` was called while running.
     #[error("processor {group:?} is running already")]
     AlreadyRunning {
@@ -552,20 +562,17 @@ impl<P: Stateful> Processor<P> {
         else {
             return Ok(None);
         };
-        let bytes = P::KeyCodec::encode_to_vec(key).map_err(|e| ProcessorError::Callback {
+        let table = P::GRAPH.table.map_or("", |e| e.topic);
+        let bytes = P::KeyCodec::encode_to_vec(key).map_err(|e| ProcessorError::Get {
             group,
-            topic: String::new(),
-            partition: -1,
-            offset: -1,
-            key: String::new(),
-            message: format!("key does not encode: {e}"),
+            key: "<key does not encode>".into(),
+            message: e.to_string(),
         })?;
-        let count = shared
-            .partition_counts
-            .get(P::GRAPH.table.map_or("", |e| e.topic))
-            .copied()
-            .unwrap_or_else(|| shared.tables.lock().map(|t| t.len() as u32).unwrap_or(1));
-        let partition = shared.config.partitioner.partition(&bytes, count.max(1));
+        // `run` records the table's partition count before any partition starts.
+        let Some(&count) = shared.partition_counts.get(table) else {
+            return Ok(None);
+        };
+        let partition = shared.config.partitioner.partition(&bytes, count);
         let storage = shared
             .tables
             .lock()
@@ -579,13 +586,10 @@ impl<P: Stateful> Processor<P> {
             .get(&bytes)
             .map_err(|source| ProcessorError::Storage { group, source })?;
         raw.map(|raw| {
-            <P as Stateful>::ValueCodec::decode(&raw).map_err(|e| ProcessorError::Callback {
+            <P as Stateful>::ValueCodec::decode(&raw).map_err(|e| ProcessorError::Get {
                 group,
-                topic: P::GRAPH.table.map_or("", |e| e.topic).to_owned(),
-                partition,
-                offset: -1,
                 key: String::from_utf8_lossy(&bytes).into_owned(),
-                message: format!("stored row does not decode: {e}"),
+                message: format!("the row in {table} partition {partition} does not decode: {e}"),
             })
         })
         .transpose()
