@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{Codec, CodecError};
 use crate::kafka::{ConsumedMessage, Headers};
 use crate::partitioner::Partitioner;
-use crate::processor::group::{Emits, Group, Joins, LooksUp, Loops, Stateful};
+use crate::processor::group::{Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
 use crate::storage::{Storage, StorageError};
-use crate::topic::{Stream, Table};
+use crate::topic::{Stream, Table, Topic};
 
 /// Why a handler failed. Handlers return `Result<(), E>` for any error type `E` that
 /// converts into this (every `std::error::Error + Send + Sync + 'static` does, and so do
@@ -309,31 +309,28 @@ impl<P: Stateful> Context<'_, P> {
     /// changelog topic.
     pub fn set_value(&mut self, value: &<P as Stateful>::Value) -> Result<(), CallbackError> {
         let bytes = <P as Stateful>::ValueCodec::encode_to_vec(value).map_err(codec_error)?;
-        self.table()?
-            .set(&self.message.key, &bytes)
-            .map_err(storage_error)?;
-        let topic = table_topic::<P>();
-        self.send(
-            OutgoingKind::Changelog,
-            topic,
-            self.message.key.clone(),
-            Some(bytes),
-            None,
-        );
-        Ok(())
+        self.write_row(Some(bytes))
     }
 
     /// Deletes the group table's row at this message's key (a tombstone in the changelog).
     pub fn delete(&mut self) -> Result<(), CallbackError> {
-        self.table()?
-            .delete(&self.message.key)
-            .map_err(storage_error)?;
-        let topic = table_topic::<P>();
+        self.write_row(None)
+    }
+
+    /// Applies a row write (`None` deletes) to local storage and queues it for the changelog.
+    fn write_row(&mut self, value: Option<Vec<u8>>) -> Result<(), CallbackError> {
+        let table = self.table()?;
+        match &value {
+            Some(bytes) => table.set(&self.message.key, bytes),
+            None => table.delete(&self.message.key),
+        }
+        .map_err(storage_error)?;
+        let topic = <GroupTable<P> as Topic>::NAME;
         self.send(
             OutgoingKind::Changelog,
             topic,
             self.message.key.clone(),
-            None,
+            value,
             None,
         );
         Ok(())
@@ -355,12 +352,5 @@ impl<P: Loops> Context<'_, P> {
         };
         self.send(OutgoingKind::Loop, topic, key, Some(value), None);
         Ok(())
-    }
-}
-
-fn table_topic<P: Group>() -> &'static str {
-    match P::GRAPH.table {
-        Some(edge) => edge.topic,
-        None => "",
     }
 }

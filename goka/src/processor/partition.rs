@@ -94,14 +94,17 @@ impl<P: Group> PartitionTask<P> {
             group: P::GRAPH.group,
             source,
         };
+        let open = |topic: &str| -> Result<Arc<dyn Storage>, ProcessorError> {
+            Ok(shared
+                .config
+                .storage
+                .build(topic, self.partition)
+                .map_err(storage_error)?
+                .into())
+        };
         let table = match P::GRAPH.table {
             Some(edge) => {
-                let storage: Arc<dyn Storage> = shared
-                    .config
-                    .storage
-                    .build(edge.topic, self.partition)
-                    .map_err(storage_error)?
-                    .into();
+                let storage = open(edge.topic)?;
                 shared
                     .tables
                     .lock()
@@ -113,13 +116,7 @@ impl<P: Group> PartitionTask<P> {
         };
         let mut joins = HashMap::new();
         for edge in P::GRAPH.joins {
-            let storage: Arc<dyn Storage> = shared
-                .config
-                .storage
-                .build(edge.topic, self.partition)
-                .map_err(storage_error)?
-                .into();
-            joins.insert(edge.topic, storage);
+            joins.insert(edge.topic, open(edge.topic)?);
         }
         Ok(PartitionResources {
             group: P::GRAPH.group,
