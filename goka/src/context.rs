@@ -294,9 +294,15 @@ impl<'c, P: Group> Context<'c, P> {
     }
 }
 
-impl<P: Stateful> Context<'_, P> {
-    /// The group table's row at this message's key.
-    pub fn value(&self) -> Result<Option<<P as Stateful>::Value>, CallbackError> {
+/// State and loopback: methods whose bounds name the attribute that enables them, so a
+/// missing edge is reported with that attribute's name.
+impl<P: Group> Context<'_, P> {
+    /// The group table's row at this message's key. (`V` is always `P`'s table value type;
+    /// the parameter only lets the compiler name the missing `#[persist]` when there is none.)
+    pub fn value<V>(&self) -> Result<Option<V>, CallbackError>
+    where
+        P: Stateful<Value = V>,
+    {
         let raw = self
             .table()?
             .get(&self.message.key)
@@ -307,18 +313,27 @@ impl<P: Stateful> Context<'_, P> {
 
     /// Writes the group table's row at this message's key: locally now, and to the table's
     /// changelog topic.
-    pub fn set_value(&mut self, value: &<P as Stateful>::Value) -> Result<(), CallbackError> {
+    pub fn set_value(&mut self, value: &<P as Stateful>::Value) -> Result<(), CallbackError>
+    where
+        P: Stateful,
+    {
         let bytes = <P as Stateful>::ValueCodec::encode_to_vec(value).map_err(codec_error)?;
         self.write_row(Some(bytes))
     }
 
     /// Deletes the group table's row at this message's key (a tombstone in the changelog).
-    pub fn delete(&mut self) -> Result<(), CallbackError> {
+    pub fn delete(&mut self) -> Result<(), CallbackError>
+    where
+        P: Stateful,
+    {
         self.write_row(None)
     }
 
     /// Applies a row write (`None` deletes) to local storage and queues it for the changelog.
-    fn write_row(&mut self, value: Option<Vec<u8>>) -> Result<(), CallbackError> {
+    fn write_row(&mut self, value: Option<Vec<u8>>) -> Result<(), CallbackError>
+    where
+        P: Stateful,
+    {
         let table = self.table()?;
         match &value {
             Some(bytes) => table.set(&self.message.key, bytes),
@@ -335,15 +350,16 @@ impl<P: Stateful> Context<'_, P> {
         );
         Ok(())
     }
-}
 
-impl<P: Loops> Context<'_, P> {
     /// Sends `value` to `key` of this group through the loop topic; the loop handler gets it.
     pub fn loopback(
         &mut self,
         key: &P::Key,
         value: &<P as Loops>::Value,
-    ) -> Result<(), CallbackError> {
+    ) -> Result<(), CallbackError>
+    where
+        P: Loops,
+    {
         let key = P::KeyCodec::encode_to_vec(key).map_err(codec_error)?;
         let value = <P as Loops>::ValueCodec::encode_to_vec(value).map_err(codec_error)?;
         let topic = match P::GRAPH.loopback {

@@ -21,6 +21,8 @@
 //! | [`storage`] | the local state of a table partition (memory, RocksDB) |
 //! | [`error`] | the error type of each layer |
 
+#[doc(hidden)]
+pub mod __private;
 pub mod codec;
 pub mod context;
 pub mod emitter;
@@ -36,6 +38,32 @@ pub mod view;
 
 pub use codec::Codec;
 pub use error::Error;
+/// Turns a struct into a processor group; see the README's "Processors" section.
+///
+/// ```text
+/// #[goka::processor(group = "click-counter")]   // first, above the helper attributes
+/// #[input(topic = Clicks, handler = Self::on_click)]
+/// #[persist(value = u64, codec = Json)]
+/// struct ClickCounter;
+/// ```
+///
+/// | attribute | meaning | goka |
+/// |---|---|---|
+/// | `#[processor(group = "g")]` | the group: consumer group id, `g-table`, `g-loop` | `DefineGroup` |
+/// | `crate = "path"` | where the `goka` crate is, when renamed | |
+/// | `nil_handling = "ignore" \| "process" \| "restore"` | tombstones on inputs; with `"process"` handlers take `Option<V>` | `WithNilHandling` |
+/// | `decode_errors = "fail" \| "skip"` | inputs that do not decode stop the processor or are skipped and counted | |
+/// | `#[input(topic = T, handler = h)]` | consume `T`; `h(&self, &mut Context<'_, Self>, T::Value)` | `Input` |
+/// | `#[input(topics = [A, B], handler = h)]` | several topics, one handler | `Inputs` |
+/// | `#[persist(value = V, codec = C)]` | the group table | `Persist` |
+/// | `#[join(table = T)]` | read `T` at the message's key: `ctx.join::<T>()` | `Join` |
+/// | `#[lookup(table = T)]` | read any key of `T`: `ctx.lookup::<T>(key)` | `Lookup` |
+/// | `#[output(topic = T)]` | `ctx.emit::<T>(key, value)` | `Output` |
+/// | `#[loopback(value = V, codec = C, handler = h)]` | `ctx.loopback(key, value)`, handled by `h` | `Loop` |
+///
+/// Handlers are methods (sync or `async`) returning `()` or `Result<(), E>` for any error
+/// `E` that converts into [`CallbackError`](context::CallbackError).
+pub use goka_macros::processor;
 pub use partitioner::Partitioner;
 pub use topic::{Stream, Table, Topic};
 

@@ -278,7 +278,7 @@ async fn an_undecodable_value_stops_run_or_is_skipped_and_counted() {
     }
 
     let config = ProcessorConfig {
-        decode_errors: DecodeErrorPolicy::SkipAndCount,
+        decode_errors: Some(DecodeErrorPolicy::SkipAndCount),
         ..Default::default()
     };
     let processor = Arc::new(Processor::new(Counter, client.clone(), config));
@@ -605,7 +605,7 @@ async fn count_with_nil_handling(
         .unwrap();
 
     let config = ProcessorConfig {
-        nil_handling,
+        nil_handling: Some(nil_handling),
         ..Default::default()
     };
     let processor = Arc::new(Processor::new(Counter, client.clone(), config));

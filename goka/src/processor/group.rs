@@ -12,7 +12,9 @@ use futures::future::BoxFuture;
 use crate::codec::Codec;
 use crate::context::{CallbackError, Context};
 use crate::graph::GroupGraph;
+use crate::processor::NilHandling;
 use crate::topic::{Stream, Table, Topic, TopicKind};
+use crate::view::DecodeErrorPolicy;
 
 /// A processor group: its graph and its handlers.
 pub trait Group: Send + Sync + Sized + 'static {
@@ -24,6 +26,15 @@ pub trait Group: Send + Sync + Sized + 'static {
     /// How keys are encoded.
     type KeyCodec: Codec<Self::Key>;
 
+    /// What tombstones on inputs mean (`#[processor(nil_handling = "...")]`); with
+    /// [`NilHandling::Process`] generated handlers take `Option<V>`.
+    /// [`ProcessorConfig::nil_handling`](crate::processor::ProcessorConfig) overrides it.
+    const NIL_HANDLING: NilHandling = NilHandling::Ignore;
+
+    /// What to do with inputs that do not decode (`#[processor(decode_errors = "...")]`).
+    /// [`ProcessorConfig::decode_errors`](crate::processor::ProcessorConfig) overrides it.
+    const DECODE_ERRORS: DecodeErrorPolicy = DecodeErrorPolicy::Fail;
+
     /// Decodes the message in `ctx` (topic, value) and calls the handler of its topic. The
     /// value is `None` for a tombstone that nil handling let through.
     fn dispatch<'a>(
@@ -32,6 +43,15 @@ pub trait Group: Send + Sync + Sized + 'static {
         value: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<(), CallbackError>>;
 }
+
+/// A group that consumes the topic `T` with a handler (`#[input(topic = T, ...)]`). Every
+/// input has the group's key type: inputs are co-partitioned, so their keys must agree.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not consume `{T}`",
+    label = "not an input of this processor",
+    note = "add `#[input(topic = {T}, handler = ...)]` to `{Self}`"
+)]
+pub trait Consumes<T: Topic<Key = Self::Key>>: Group {}
 
 /// A group with a group table (`#[persist(...)]`): handlers may read and write its row.
 #[diagnostic::on_unimplemented(

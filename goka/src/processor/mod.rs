@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use self::group::{Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
+pub use self::group::{Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
 use crate::graph::GraphError;
 use crate::kafka::{Client, KafkaError, Producer, TopicPartitionOffset};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
@@ -158,10 +158,13 @@ pub struct ProcessorConfig {
     pub storage: Arc<dyn StorageBuilder>,
     /// How keys map to partitions for emits and loopbacks (goka's `WithHasher`).
     pub partitioner: Arc<dyn Partitioner>,
-    /// What tombstones on inputs mean (goka's `WithNilHandling`).
-    pub nil_handling: NilHandling,
-    /// What to do with inputs that do not decode.
-    pub decode_errors: DecodeErrorPolicy,
+    /// What tombstones on inputs mean (goka's `WithNilHandling`). `None` (the default) takes
+    /// the group's declaration ([`Group::NIL_HANDLING`]). Forcing `Process` on a group whose
+    /// handlers take a value (not an `Option`) makes each tombstone a decode error.
+    pub nil_handling: Option<NilHandling>,
+    /// What to do with inputs that do not decode. `None` (the default) takes the group's
+    /// declaration ([`Group::DECODE_ERRORS`]).
+    pub decode_errors: Option<DecodeErrorPolicy>,
     /// How topics are created and checked (goka's `WithTopicManagerBuilder`).
     pub topics: TopicManagerConfig,
     /// Messages queued per partition before its partition is paused
@@ -188,8 +191,8 @@ impl Default for ProcessorConfig {
         Self {
             storage: Arc::new(MemoryBuilder),
             partitioner: Arc::new(DefaultPartitioner::default()),
-            nil_handling: NilHandling::Ignore,
-            decode_errors: DecodeErrorPolicy::Fail,
+            nil_handling: None,
+            decode_errors: None,
             topics: TopicManagerConfig::default(),
             partition_queue: 2_000,
             commit_interval: Duration::from_millis(500),

@@ -205,7 +205,7 @@ impl<P: Group> PartitionTask<P> {
             )
         };
         if message.value.is_none() {
-            match shared.config.nil_handling {
+            match shared.config.nil_handling.unwrap_or(P::NIL_HANDLING) {
                 NilHandling::Ignore => return Ok(finished(message.topic.clone(), message.offset)),
                 NilHandling::Process => {}
                 NilHandling::Restore => {
@@ -224,7 +224,9 @@ impl<P: Group> PartitionTask<P> {
         let mut ctx = match Context::<P>::new(resources, &message) {
             Ok(ctx) => ctx,
             Err(e) => {
-                if shared.config.decode_errors == DecodeErrorPolicy::SkipAndCount {
+                if shared.config.decode_errors.unwrap_or(P::DECODE_ERRORS)
+                    == DecodeErrorPolicy::SkipAndCount
+                {
                     shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose key does not decode");
                     return Ok(finished(message.topic.clone(), message.offset));
@@ -242,7 +244,8 @@ impl<P: Group> PartitionTask<P> {
             Ok(Ok(())) => {}
             Ok(Err(e))
                 if e.is_decode()
-                    && shared.config.decode_errors == DecodeErrorPolicy::SkipAndCount =>
+                    && shared.config.decode_errors.unwrap_or(P::DECODE_ERRORS)
+                        == DecodeErrorPolicy::SkipAndCount =>
             {
                 shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose value does not decode");

@@ -419,6 +419,7 @@ impl PartitionId {
         }
     }
 
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
     pub(crate) fn backend(&self, operation: &'static str, message: impl ToString) -> StorageError {
         StorageError::Backend {
             topic: self.topic.clone(),

@@ -1,0 +1,86 @@
+//! The typed model of an annotated processor struct, filled by `attr.rs`.
+
+use proc_macro2::Span;
+
+/// One `#[processor]` struct and its helper attributes.
+pub struct Processor {
+    /// The item with the helper attributes removed; re-emitted as it is.
+    pub item: syn::Item,
+    /// The struct's name.
+    pub ident: syn::Ident,
+    /// `crate = "..."`, or `::goka`.
+    pub krate: syn::Path,
+    /// `group = "..."` and where it was written.
+    pub group: Option<(String, Span)>,
+    /// `group` was given but malformed (and reported).
+    pub group_malformed: bool,
+    pub nil_handling: Option<Choice>,
+    pub decode_errors: Option<Choice>,
+    pub inputs: Vec<Input>,
+    pub persists: Vec<Persist>,
+    pub joins: Vec<TopicRef>,
+    pub lookups: Vec<TopicRef>,
+    pub outputs: Vec<TopicRef>,
+    pub loopbacks: Vec<Loopback>,
+}
+
+/// A value picked from a fixed list (`nil_handling = "process"`).
+pub struct Choice {
+    pub value: String,
+}
+
+/// `#[input(topic = T, handler = ...)]` or `#[input(topics = [A, B], handler = ...)]`.
+pub struct Input {
+    pub topics: Vec<syn::Type>,
+    pub handler: syn::Path,
+}
+
+/// `#[persist(value = V, codec = C)]`.
+pub struct Persist {
+    pub value: syn::Type,
+    pub codec: syn::Type,
+    /// The attribute, for "declared twice" errors.
+    pub attr: syn::Attribute,
+}
+
+/// `#[join(table = T)]`, `#[lookup(table = T)]`, `#[output(topic = T)]`.
+pub struct TopicRef {
+    pub topic: syn::Type,
+}
+
+/// `#[loopback(value = V, codec = C, handler = ...)]`.
+pub struct Loopback {
+    pub value: syn::Type,
+    pub codec: syn::Type,
+    pub handler: syn::Path,
+    pub attr: syn::Attribute,
+}
+
+impl Processor {
+    /// Every topic named by an edge, with what the edge does, in declaration order.
+    pub fn topic_uses(&self) -> impl Iterator<Item = (&'static str, &syn::Type)> {
+        let inputs = self
+            .inputs
+            .iter()
+            .flat_map(|i| i.topics.iter().map(|t| ("input", t)));
+        inputs
+            .chain(self.joins.iter().map(|j| ("join", &j.topic)))
+            .chain(self.lookups.iter().map(|l| ("lookup", &l.topic)))
+            .chain(self.outputs.iter().map(|o| ("output", &o.topic)))
+    }
+
+    /// The table and loop topic names, derived from the group.
+    pub fn table_topic(&self) -> String {
+        format!("{}-table", self.group_name())
+    }
+
+    pub fn loop_topic(&self) -> String {
+        format!("{}-loop", self.group_name())
+    }
+
+    /// The group name, or a placeholder after an error (the expansion goes on so that one
+    /// mistake does not cause a flood of others).
+    pub fn group_name(&self) -> &str {
+        self.group.as_ref().map_or("invalid-group", |(g, _)| g)
+    }
+}

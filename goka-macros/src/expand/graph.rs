@@ -1,0 +1,45 @@
+//! The `GroupGraph` const: the same value the runtime validates and users inspect.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::ast::Processor;
+
+pub fn graph(p: &Processor) -> TokenStream {
+    let pv = super::private(p);
+    let group = p.group_name();
+    let edges = |kind: TokenStream, topics: Vec<&syn::Type>| quote!(&[#(#pv::topic_edge::<#topics>(#pv::EdgeKind::#kind)),*]);
+    let inputs = edges(
+        quote!(Input),
+        super::unique_inputs(p).map(|(_, t)| t).collect(),
+    );
+    let joins = edges(quote!(Join), p.joins.iter().map(|t| &t.topic).collect());
+    let lookups = edges(quote!(Lookup), p.lookups.iter().map(|t| &t.topic).collect());
+    let outputs = edges(quote!(Output), p.outputs.iter().map(|t| &t.topic).collect());
+    // Value and codec through the marker impls, whose bounds already check that they fit.
+    let loopback = match p.loopbacks.first() {
+        Some(_) => {
+            let topic = p.loop_topic();
+            quote!(#pv::Option::Some(#pv::loop_edge::<Self>(#topic)))
+        }
+        None => quote!(#pv::Option::None),
+    };
+    let table = match p.persists.first() {
+        Some(_) => {
+            let topic = p.table_topic();
+            quote!(#pv::Option::Some(#pv::table_edge::<Self>(#topic)))
+        }
+        None => quote!(#pv::Option::None),
+    };
+    quote! {
+        #pv::GroupGraph {
+            group: #group,
+            inputs: #inputs,
+            joins: #joins,
+            lookups: #lookups,
+            outputs: #outputs,
+            loopback: #loopback,
+            table: #table,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Generates the code of a processor from its model: the `Group` impl (graph const,
+//! options, key type, dispatch), the marker impls that gate `Context`, and a const check
+//! of the graph. After an error the item is still emitted, with whatever impls the valid
+//! attributes allow, so one mistake reads as one error.
+
+mod dispatch;
+mod graph;
+mod markers;
+
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+
+use crate::ast::{Input, Processor, TopicRef};
+use crate::ctxt::Ctxt;
+
+pub fn expand(cx: Ctxt, p: &Processor) -> TokenStream {
+    let item = &p.item;
+    let has_generics = match item {
+        syn::Item::Struct(s) => !s.generics.params.is_empty(),
+        syn::Item::Enum(e) => !e.generics.params.is_empty(),
+        syn::Item::Union(u) => !u.generics.params.is_empty(),
+        _ => true,
+    };
+    let generated = if has_generics {
+        // An impl without the parameters would only add errors.
+        TokenStream::new()
+    } else if p.inputs.is_empty() {
+        stub(p)
+    } else {
+        full(p, !cx.has_errors())
+    };
+    let errors = cx.into_compile_errors();
+    quote! {
+        #item
+        #generated
+        #errors
+    }
+}
+
+/// Every input topic with its attribute, each topic once: a topic written twice is already
+/// reported, and generating it twice would only add conflicting impls.
+fn unique_inputs(p: &Processor) -> impl Iterator<Item = (&Input, &syn::Type)> {
+    let mut seen = Vec::new();
+    p.inputs
+        .iter()
+        .flat_map(|i| i.topics.iter().map(move |t| (i, t)))
+        .filter(move |(_, t)| {
+            let written = t.to_token_stream().to_string();
+            let new = !seen.contains(&written);
+            seen.push(written);
+            new
+        })
+}
+
+/// Each topic of `list` once (see [`unique_inputs`]).
+fn unique(list: &[TopicRef]) -> impl Iterator<Item = &syn::Type> {
+    let mut seen = Vec::new();
+    list.iter().map(|r| &r.topic).filter(move |t| {
+        let written = t.to_token_stream().to_string();
+        let new = !seen.contains(&written);
+        seen.push(written);
+        new
+    })
+}
+
+/// The path generated code names everything through.
+fn private(p: &Processor) -> TokenStream {
+    let krate = &p.krate;
+    quote!(#krate::__private)
+}
+
+/// The same path with every token at `span`, for code whose errors belong to the user's
+/// tokens: the compiler spans a bound in an impl header by its whole path, and the path's
+/// own tokens would otherwise point at the `#[processor]` attribute.
+fn private_at(p: &Processor, span: Span) -> TokenStream {
+    respan(private(p), span)
+}
+
+fn respan(stream: TokenStream, span: Span) -> TokenStream {
+    stream
+        .into_iter()
+        .map(|token| match token {
+            TokenTree::Group(group) => {
+                let mut respanned = Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(span);
+                TokenTree::Group(respanned)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
+}
+
+fn full(p: &Processor, check_graph: bool) -> TokenStream {
+    let pv = private(p);
+    let name = &p.ident;
+    let first = &p.inputs[0].topics[0];
+    let graph = graph::graph(p);
+    let options = options(p);
+    let dispatch = dispatch::dispatch(p);
+    let markers = markers::markers(p, true);
+    let key = {
+        let pv = private_at(p, first.span());
+        quote_spanned! {first.span()=>
+            type Key = <#first as #pv::Topic>::Key;
+            type KeyCodec = <#first as #pv::Topic>::KeyCodec;
+        }
+    };
+    let check = if check_graph {
+        let span = p.group.as_ref().map_or(name.span(), |(_, s)| *s);
+        let pv = private_at(p, span);
+        quote_spanned! {span=>
+            const _: () = #pv::check_graph(&<#name as #pv::Group>::GRAPH);
+        }
+    } else {
+        TokenStream::new()
+    };
+    quote! {
+        impl #pv::Group for #name {
+            const GRAPH: #pv::GroupGraph = #graph;
+            #options
+            #key
+            #dispatch
+        }
+        #markers
+        #check
+    }
+}
+
+/// `nil_handling` and `decode_errors`, when given.
+fn options(p: &Processor) -> TokenStream {
+    let pv = private(p);
+    let nil = p.nil_handling.as_ref().map(|c| {
+        let variant = match c.value.as_str() {
+            "process" => quote!(Process),
+            "restore" => quote!(Restore),
+            _ => quote!(Ignore),
+        };
+        quote!(const NIL_HANDLING: #pv::NilHandling = #pv::NilHandling::#variant;)
+    });
+    let decode = p.decode_errors.as_ref().map(|c| {
+        let variant = match c.value.as_str() {
+            "skip" => quote!(SkipAndCount),
+            _ => quote!(Fail),
+        };
+        quote!(const DECODE_ERRORS: #pv::DecodeErrorPolicy = #pv::DecodeErrorPolicy::#variant;)
+    });
+    quote!(#nil #decode)
+}
+
+/// A `Group` impl with no inputs and a placeholder key, for a processor whose inputs did
+/// not parse: handlers that use `Context<'_, Self>` still type-check.
+fn stub(p: &Processor) -> TokenStream {
+    let pv = private(p);
+    let name = &p.ident;
+    let group = p.group_name();
+    let markers = markers::markers(p, false);
+    quote! {
+        impl #pv::Group for #name {
+            const GRAPH: #pv::GroupGraph = #pv::GroupGraph {
+                group: #group,
+                inputs: &[],
+                joins: &[],
+                lookups: &[],
+                outputs: &[],
+                loopback: #pv::Option::None,
+                table: #pv::Option::None,
+            };
+            type Key = #pv::StubKey;
+            type KeyCodec = #pv::StubCodec;
+            fn dispatch<'a>(
+                &'a self,
+                _: &'a mut #pv::Context<'_, Self>,
+                _: #pv::Option<&'a [u8]>,
+            ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
+                #pv::stub_dispatch()
+            }
+        }
+        #markers
+    }
+}

@@ -1,0 +1,40 @@
+//! Every attribute and key name the macro understands, in one place.
+
+/// The struct attribute that starts it all: `#[goka::processor(...)]`.
+pub const PROCESSOR: &str = "processor";
+
+/// Helper attributes on the struct, below `#[processor]`.
+pub const INPUT: &str = "input";
+pub const PERSIST: &str = "persist";
+pub const JOIN: &str = "join";
+pub const LOOKUP: &str = "lookup";
+pub const OUTPUT: &str = "output";
+pub const LOOPBACK: &str = "loopback";
+
+/// All helper attributes, for "unknown attribute" hints and stripping.
+pub const HELPERS: &[&str] = &[INPUT, PERSIST, JOIN, LOOKUP, OUTPUT, LOOPBACK];
+
+/// Keys of `#[processor(...)]`.
+pub const GROUP: &str = "group";
+pub const CRATE: &str = "crate";
+pub const NIL_HANDLING: &str = "nil_handling";
+pub const DECODE_ERRORS: &str = "decode_errors";
+
+/// Keys of the helper attributes.
+pub const TOPIC: &str = "topic";
+pub const TOPICS: &str = "topics";
+pub const TABLE: &str = "table";
+pub const HANDLER: &str = "handler";
+pub const VALUE: &str = "value";
+pub const CODEC: &str = "codec";
+
+/// Values of `nil_handling` and `decode_errors`.
+pub const NIL_VALUES: &[&str] = &["ignore", "process", "restore"];
+pub const DECODE_VALUES: &[&str] = &["fail", "skip"];
+
+/// The default path of the runtime crate.
+pub const DEFAULT_CRATE: &str = "::goka";
+
+/// Group names become topic names (`<group>-table`): Kafka's characters, and room for the
+/// suffix.
+pub const MAX_GROUP_LEN: usize = 240;

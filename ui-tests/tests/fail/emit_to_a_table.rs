@@ -1,0 +1,22 @@
+// 2. Emitting to a table: tables are written only by their processor.
+#![allow(unused_imports, dead_code)]
+
+use goka::codec::{Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+
+goka::stream!(Clicks = "clicks": String as StringCodec);
+goka::stream!(Alerts = "alerts": String as StringCodec);
+goka::table!(Profiles = "profiles": String as StringCodec);
+
+#[goka::processor(group = "counter")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[output(topic = Profiles)]
+struct Counter;
+
+impl Counter {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, click: String) -> Result<(), CallbackError> {
+        ctx.emit::<Profiles>(&String::new(), &click)
+    }
+}
+
+fn main() {}

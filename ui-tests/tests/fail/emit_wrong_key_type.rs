@@ -1,0 +1,22 @@
+// 3. Emitting with a key whose type is not the topic's key type.
+#![allow(unused_imports, dead_code)]
+
+use goka::codec::{Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+
+goka::stream!(Clicks = "clicks": String as StringCodec);
+goka::stream!(Alerts = "alerts": String as StringCodec);
+goka::table!(Profiles = "profiles": String as StringCodec);
+
+#[goka::processor(group = "counter")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[output(topic = Alerts)]
+struct Counter;
+
+impl Counter {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, click: String) -> Result<(), CallbackError> {
+        ctx.emit::<Alerts>(&7_u32, &click)
+    }
+}
+
+fn main() {}

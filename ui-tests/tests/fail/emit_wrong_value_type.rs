@@ -1,0 +1,23 @@
+// 3. Emitting a value whose type is not the topic's value type.
+#![allow(unused_imports, dead_code)]
+
+use goka::codec::{Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+
+goka::stream!(Clicks = "clicks": String as StringCodec);
+goka::stream!(Alerts = "alerts": String as StringCodec);
+goka::table!(Profiles = "profiles": String as StringCodec);
+
+#[goka::processor(group = "counter")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[output(topic = Alerts)]
+struct Counter;
+
+impl Counter {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, click: String) -> Result<(), CallbackError> {
+        let _ = click;
+        ctx.emit::<Alerts>(&String::new(), &42_i64)
+    }
+}
+
+fn main() {}

@@ -1,0 +1,25 @@
+// 10. The macro on an enum.
+#![allow(unused_imports, dead_code)]
+
+use goka::codec::{Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+
+goka::stream!(Clicks = "clicks": String as StringCodec);
+goka::stream!(Alerts = "alerts": String as StringCodec);
+goka::table!(Profiles = "profiles": String as StringCodec);
+
+#[goka::processor(group = "counter")]
+#[input(topic = Clicks, handler = Self::on_click)]
+enum Counter {
+    Fast,
+}
+
+impl Counter {
+    fn on_click(&self, _ctx: &mut Context<'_, Self>, _click: String) -> Result<(), CallbackError> {
+        Ok(())
+    }
+}
+
+fn main() {
+    let _ = Counter::Fast;
+}
