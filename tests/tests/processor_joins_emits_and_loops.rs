@@ -8,13 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use goka::codec::{Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
-use goka::graph::{EdgeKind, GroupGraph};
 use goka::partitioner::{GokaPartitioner, Partitioner};
-use goka::processor::{Emits, Group, Joins, LooksUp, Loops, Processor, ProcessorConfig, Stateful};
+use goka::processor::{Processor, ProcessorConfig};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka_tests::{client, produce_raw, read_all, TestBroker};
@@ -29,57 +27,14 @@ const PARTITIONS: u32 = 3;
 const TOTAL_KEY: &str = "all-orders";
 
 /// Ships orders to the joined customer's city and counts orders through its loop.
+#[goka::processor(group = "router")]
+#[input(topic = Orders, handler = Self::on_order)]
+#[join(table = Customers)]
+#[lookup(table = Rates)]
+#[output(topic = Shipments)]
+#[loopback(value = String, codec = StringCodec, handler = Self::on_loop)]
+#[persist(value = i64, codec = Int64Codec)]
 struct Router;
-
-use goka_tests::string_edge as edge;
-
-impl Group for Router {
-    const GRAPH: GroupGraph = GroupGraph {
-        group: "router",
-        inputs: &[edge(EdgeKind::Input, "orders", "string")],
-        joins: &[edge(EdgeKind::Join, "customers", "string")],
-        lookups: &[edge(EdgeKind::Lookup, "rates", "string")],
-        outputs: &[edge(EdgeKind::Output, "shipments", "string")],
-        loopback: Some(edge(EdgeKind::Loop, "router-loop", "string")),
-        table: Some(edge(EdgeKind::Persist, "router-table", "int64")),
-    };
-    type Key = String;
-    type KeyCodec = StringCodec;
-
-    fn dispatch<'a>(
-        &'a self,
-        ctx: &'a mut Context<'_, Self>,
-        value: Option<&'a [u8]>,
-    ) -> BoxFuture<'a, Result<(), CallbackError>> {
-        Box::pin(async move {
-            let bytes = value.unwrap_or_default();
-            match ctx.topic() {
-                "orders" => {
-                    let order = Orders::decode_value(bytes).map_err(CallbackError::decode)?;
-                    self.on_order(ctx, order).await
-                }
-                "router-loop" => {
-                    let order = <<Self as Loops>::ValueCodec as goka::Codec<String>>::decode(bytes)
-                        .map_err(CallbackError::decode)?;
-                    self.on_loop(ctx, order)
-                }
-                other => Err(CallbackError::no_handler(other)),
-            }
-        })
-    }
-}
-
-impl Stateful for Router {
-    type Value = i64;
-    type ValueCodec = Int64Codec;
-}
-impl Emits<Shipments> for Router {}
-impl Joins<Customers> for Router {}
-impl LooksUp<Rates> for Router {}
-impl Loops for Router {
-    type Value = String;
-    type ValueCodec = StringCodec;
-}
 
 impl Router {
     /// An async handler: it may await, and its partition's messages stay in order.
