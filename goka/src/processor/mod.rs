@@ -10,6 +10,7 @@
 
 mod consumer;
 pub mod group;
+pub(crate) mod handle;
 mod partition;
 
 use std::collections::HashMap;
@@ -200,6 +201,62 @@ impl Default for ProcessorConfig {
     }
 }
 
+/// Validates the graph of `P`, checks that its inputs and joined tables are co-partitioned,
+/// and creates the table, loop and missing output topics. Returns the partition count of
+/// every topic the group writes to.
+pub(crate) async fn prepare_topics<P: Group>(
+    client: &dyn Client,
+    topics: &TopicManagerConfig,
+) -> Result<HashMap<&'static str, u32>, ProcessorError> {
+    let group = P::GRAPH.group;
+    P::GRAPH
+        .validate()
+        .map_err(|source| ProcessorError::Graph { group, source })?;
+    let topics_error = |source| ProcessorError::Topics { group, source };
+    let manager =
+        TopicManager::new(client, topics.clone()).map_err(topics_error)?;
+    let copartitioned: Vec<&str> = P::GRAPH
+        .inputs
+        .iter()
+        .chain(P::GRAPH.joins)
+        .map(|e| e.topic)
+        .collect();
+    let partitions = manager
+        .check_copartitioned(&copartitioned)
+        .await
+        .map_err(topics_error)?;
+    let mut partition_counts = HashMap::new();
+    if let Some(table) = P::GRAPH.table {
+        manager
+            .ensure_table(table.topic, partitions)
+            .await
+            .map_err(topics_error)?;
+        partition_counts.insert(table.topic, partitions);
+    }
+    if let Some(edge) = P::GRAPH.loopback {
+        manager
+            .ensure_stream(edge.topic, partitions)
+            .await
+            .map_err(topics_error)?;
+        partition_counts.insert(edge.topic, partitions);
+    }
+    for edge in P::GRAPH.outputs {
+        let count = match manager
+            .partitions_if_exists(edge.topic)
+            .await
+            .map_err(topics_error)?
+        {
+            Some(count) => count,
+            None => manager
+                .ensure_stream(edge.topic, partitions)
+                .await
+                .map_err(topics_error)?,
+        };
+        partition_counts.insert(edge.topic, count);
+    }
+    Ok(partition_counts)
+}
+
 /// Counters of a processor (goka's `ProcessorStats`, summed over partitions).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcessorStats {
@@ -382,51 +439,7 @@ impl<P: Group> Processor<P> {
 
     async fn run_inner(&self, cancel: CancellationToken) -> Result<(), ProcessorError> {
         let group = P::GRAPH.group;
-        P::GRAPH
-            .validate()
-            .map_err(|source| ProcessorError::Graph { group, source })?;
-        let topics_error = |source| ProcessorError::Topics { group, source };
-        let manager =
-            TopicManager::new(&*self.client, self.config.topics.clone()).map_err(topics_error)?;
-        let copartitioned: Vec<&str> = P::GRAPH
-            .inputs
-            .iter()
-            .chain(P::GRAPH.joins)
-            .map(|e| e.topic)
-            .collect();
-        let partitions = manager
-            .check_copartitioned(&copartitioned)
-            .await
-            .map_err(topics_error)?;
-        let mut partition_counts = HashMap::new();
-        if let Some(table) = P::GRAPH.table {
-            manager
-                .ensure_table(table.topic, partitions)
-                .await
-                .map_err(topics_error)?;
-            partition_counts.insert(table.topic, partitions);
-        }
-        if let Some(edge) = P::GRAPH.loopback {
-            manager
-                .ensure_stream(edge.topic, partitions)
-                .await
-                .map_err(topics_error)?;
-            partition_counts.insert(edge.topic, partitions);
-        }
-        for edge in P::GRAPH.outputs {
-            let count = match manager
-                .partitions_if_exists(edge.topic)
-                .await
-                .map_err(topics_error)?
-            {
-                Some(count) => count,
-                None => manager
-                    .ensure_stream(edge.topic, partitions)
-                    .await
-                    .map_err(topics_error)?,
-            };
-            partition_counts.insert(edge.topic, count);
-        }
+        let partition_counts = prepare_topics::<P>(&*self.client, &self.config.topics).await?;
         let producer = self
             .client
             .producer()

@@ -4,7 +4,6 @@
 //! message its handler produced was acknowledged, in offset order.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -15,13 +14,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::group::Group;
-use super::{NilHandling, ProcessorError, Shared};
-use crate::context::{Context, OutgoingKind, PartitionResources};
+use super::handle::{handle, Handled, Policies};
+use super::{ProcessorError, Shared};
+use crate::context::{OutgoingKind, PartitionResources};
 use crate::kafka::{
     ConsumedMessage, ConsumerEvent, OutgoingRecord, PartitionConsumer, StartOffset,
 };
 use crate::storage::{Storage, WriteBatch};
-use crate::view::DecodeErrorPolicy;
 
 /// Input messages whose acknowledgements may be outstanding at once, per partition.
 const MAX_IN_FLIGHT: usize = 10_000;
@@ -192,110 +191,21 @@ impl<P: Group> PartitionTask<P> {
     ) -> Result<Option<BoxFuture<'static, Result<Done, ProcessorError>>>, ProcessorError> {
         let shared = &self.shared;
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-        let finished = |topic: Arc<str>, offset| {
-            Some(
-                async move {
-                    Ok(Done {
-                        topic,
-                        offset,
-                        changelog: None,
-                    })
-                }
-                .boxed(),
-            )
+        let policies = Policies {
+            nil_handling: shared.config.nil_handling.unwrap_or(P::NIL_HANDLING),
+            decode_errors: shared.config.decode_errors.unwrap_or(P::DECODE_ERRORS),
         };
-        if message.value.is_none() {
-            match shared.config.nil_handling.unwrap_or(P::NIL_HANDLING) {
-                NilHandling::Ignore => return Ok(finished(message.topic.clone(), message.offset)),
-                NilHandling::Process => {}
-                NilHandling::Restore => {
-                    return self.restore(resources, message).await.map(Some);
-                }
-            }
-        }
-        let callback_error = |message: &ConsumedMessage, error: String| ProcessorError::Callback {
-            group: P::GRAPH.group,
-            topic: message.topic.to_string(),
-            partition: message.partition,
-            offset: message.offset,
-            key: String::from_utf8_lossy(&message.key).into_owned(),
-            message: error,
-        };
-        let mut ctx = match Context::<P>::new(resources, &message) {
-            Ok(ctx) => ctx,
-            Err(e) => {
-                if shared.config.decode_errors.unwrap_or(P::DECODE_ERRORS)
-                    == DecodeErrorPolicy::SkipAndCount
-                {
-                    shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose key does not decode");
-                    return Ok(finished(message.topic.clone(), message.offset));
-                }
-                return Err(callback_error(
-                    &message,
-                    format!("key does not decode: {e}"),
-                ));
-            }
-        };
-        let outcome = AssertUnwindSafe(self.group.dispatch(&mut ctx, message.value.as_deref()))
-            .catch_unwind()
-            .await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e))
-                if e.is_decode()
-                    && shared.config.decode_errors.unwrap_or(P::DECODE_ERRORS)
-                        == DecodeErrorPolicy::SkipAndCount =>
-            {
+        let outgoing = match handle(&*self.group, resources, &message, policies).await? {
+            Handled::Produced(outgoing) => outgoing,
+            Handled::Ignored => Vec::new(),
+            Handled::Undecodable => {
                 shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose value does not decode");
-                return Ok(finished(message.topic.clone(), message.offset));
+                Vec::new()
             }
-            Ok(Err(e)) => return Err(callback_error(&message, e.to_string())),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                return Err(callback_error(
-                    &message,
-                    format!("handler panicked: {what}"),
-                ));
-            }
-        }
-        let outgoing = std::mem::take(&mut ctx.outgoing);
-        drop(ctx);
-        self.send(message.topic.clone(), message.offset, outgoing)
+        };
+        self.send(message.topic, message.offset, outgoing)
             .await
             .map(Some)
-    }
-
-    /// goka's `NilRestore`: a tombstone on an input deletes the row.
-    async fn restore(
-        &self,
-        resources: &PartitionResources,
-        message: ConsumedMessage,
-    ) -> Result<BoxFuture<'static, Result<Done, ProcessorError>>, ProcessorError> {
-        let mut outgoing = Vec::new();
-        if let (Some(table), Some(edge)) = (&resources.table, P::GRAPH.table) {
-            table
-                .delete(&message.key)
-                .map_err(|source| ProcessorError::Storage {
-                    group: P::GRAPH.group,
-                    source,
-                })?;
-            outgoing.push(crate::context::Outgoing {
-                kind: OutgoingKind::Changelog,
-                topic: edge.topic,
-                partition: message.partition,
-                key: message.key.clone(),
-                value: None,
-                headers: None,
-            });
-        }
-        self.send(message.topic.clone(), message.offset, outgoing)
-            .await
     }
 
     /// Produces what a handler wrote, in order, and returns the future of all acks.
