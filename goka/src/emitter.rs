@@ -161,6 +161,11 @@ impl<T: Stream> Emitter<T> {
         self
     }
 
+    pub(crate) fn with_shared_partitioner(mut self, partitioner: Arc<dyn Partitioner>) -> Self {
+        self.partitioner = partitioner;
+        self
+    }
+
     fn with_parts(
         client: &dyn Client,
         partitions: u32,

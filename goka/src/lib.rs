@@ -19,6 +19,7 @@
 //! | [`emitter`] | [`Emitter`](emitter::Emitter): typed producer of a stream topic |
 //! | [`view`] | [`View`](view::View): local, always-catching-up copy of a table |
 //! | [`storage`] | the local state of a table partition (memory, RocksDB) |
+//! | [`tester`] | deterministic in-memory tests of processors, views and emitters |
 //! | [`error`] | the error type of each layer |
 
 #[doc(hidden)]
@@ -32,6 +33,7 @@ pub mod kafka;
 pub mod partitioner;
 pub mod processor;
 pub mod storage;
+pub mod tester;
 pub mod topic;
 pub mod topic_manager;
 pub mod view;

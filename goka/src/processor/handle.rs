@@ -52,7 +52,12 @@ pub(crate) async fn handle<P: Group>(
             tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose key does not decode");
             return Ok(Handled::Undecodable);
         }
-        Err(e) => return Err(callback_error::<P>(message, format!("key does not decode: {e}"))),
+        Err(e) => {
+            return Err(callback_error::<P>(
+                message,
+                format!("key does not decode: {e}"),
+            ))
+        }
     };
     let outcome = AssertUnwindSafe(group.dispatch(&mut ctx, message.value.as_deref()))
         .catch_unwind()

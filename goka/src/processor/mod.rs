@@ -213,8 +213,7 @@ pub(crate) async fn prepare_topics<P: Group>(
         .validate()
         .map_err(|source| ProcessorError::Graph { group, source })?;
     let topics_error = |source| ProcessorError::Topics { group, source };
-    let manager =
-        TopicManager::new(client, topics.clone()).map_err(topics_error)?;
+    let manager = TopicManager::new(client, topics.clone()).map_err(topics_error)?;
     let copartitioned: Vec<&str> = P::GRAPH
         .inputs
         .iter()

@@ -1,0 +1,393 @@
+//! Deterministic, in-memory testing of processors, views and emitters (goka's `tester`).
+//!
+//! A [`Tester`] replaces the Kafka cluster and local storage with in-memory ones and runs
+//! registered processors through the same code as production: key and value decoding, the
+//! handlers, nil handling and decode-error policies, state writes, emits, loopback, joins
+//! and lookups. [`Tester::consume`] writes a typed message to a topic and handles it and
+//! everything it causes (emits consumed by other registered processors, loopbacks) before
+//! it returns. Nothing runs in the background, so tests are deterministic.
+//!
+//! The API is async (handlers may be async): use it from `#[tokio::test]`.
+//!
+//! ```
+//! use goka::codec::{Int64Codec, StringCodec};
+//! use goka::context::{CallbackError, Context};
+//! use goka::processor::GroupTable;
+//! use goka::tester::Tester;
+//!
+//! goka::stream!(pub Clicks = "clicks": String as StringCodec);
+//!
+//! #[goka::processor(group = "click-counter")]
+//! #[input(topic = Clicks, handler = Self::on_click)]
+//! #[persist(value = i64, codec = Int64Codec)]
+//! pub struct ClickCounter;
+//!
+//! impl ClickCounter {
+//!     fn on_click(&self, ctx: &mut Context<'_, Self>, _page: String) -> Result<(), CallbackError> {
+//!         let count = ctx.value()?.unwrap_or(0);
+//!         ctx.set_value(&(count + 1))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut tester = Tester::new();
+//! tester.register(ClickCounter).await?;
+//! let alice = "alice".to_string();
+//! tester.consume::<Clicks>(&alice, &"/home".to_string()).await?;
+//! tester.consume::<Clicks>(&alice, &"/cart".to_string()).await?;
+//! assert_eq!(tester.table::<GroupTable<ClickCounter>>().get(&alice)?, Some(2));
+//! # Ok(()) }
+//! ```
+
+mod broker;
+mod processor;
+mod tracker;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use self::broker::{now_millis, Broker, BrokerClient, Record};
+use self::processor::{table_storages, Driven, Tested};
+pub use self::tracker::{QueueTracker, TrackedMessage};
+use crate::codec::CodecError;
+use crate::context::OutgoingKind;
+use crate::emitter::{EmitError, Emitter};
+use crate::kafka::{Client, Headers, KafkaError};
+use crate::partitioner::{DefaultPartitioner, Partitioner};
+use crate::processor::{Group, ProcessorError};
+use crate::storage::{MemoryStorage, Storage, StorageError};
+use crate::topic::{Stream, Table, Topic};
+use crate::view::{View, ViewBuilder, ViewError};
+
+/// Errors of the tester's own operations (seeding tables, reading them, tracking topics).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TesterError {
+    /// A key or value did not encode or decode.
+    #[error("topic {topic:?}: {source}")]
+    Codec {
+        /// The topic.
+        topic: &'static str,
+        /// The codec's error.
+        source: CodecError,
+    },
+    /// Writing to a topic failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// Reading a table failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// An in-memory cluster with processors on it. See the [module docs](self).
+pub struct Tester {
+    broker: Arc<Broker>,
+    partitioner: Arc<dyn Partitioner>,
+    processors: Vec<Registered>,
+    cancel: CancellationToken,
+}
+
+struct Registered {
+    driven: Box<dyn Driven>,
+    /// Next offset to handle, per consumed topic (in graph order) and partition.
+    cursors: Vec<Vec<i64>>,
+}
+
+impl std::fmt::Debug for Tester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tester")
+            .field(
+                "processors",
+                &self
+                    .processors
+                    .iter()
+                    .map(|p| p.driven.graph().group)
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Tester {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Tester {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Tester {
+    /// A tester whose topics have one partition unless told otherwise (as goka's).
+    pub fn new() -> Self {
+        Self::with_partitions(1)
+    }
+
+    /// A tester whose topics have `partitions` partitions unless told otherwise.
+    pub fn with_partitions(partitions: u32) -> Self {
+        Self {
+            broker: Arc::new(Broker::new(partitions.max(1))),
+            partitioner: Arc::new(DefaultPartitioner::default()),
+            processors: Vec::new(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Uses `partitioner` for consumed messages, emits and loopbacks (default: goka's).
+    pub fn partitioner(mut self, partitioner: impl Partitioner) -> Self {
+        self.partitioner = Arc::new(partitioner);
+        self
+    }
+
+    /// Gives `T` `partitions` partitions; call it before `T` is first used.
+    pub fn set_partitions<T: Topic>(&self, partitions: u32) {
+        self.broker.set_partitions(T::NAME, partitions);
+    }
+
+    /// A Kafka client of the tester's topics, for emitters, views and the topic manager.
+    pub fn client(&self) -> Arc<dyn Client> {
+        Arc::new(BrokerClient(self.broker.clone()))
+    }
+
+    /// An emitter of `T` writing to the tester. What it emits is handled by the next
+    /// [`consume`](Self::consume) or [`run_until_idle`](Self::run_until_idle).
+    pub async fn emitter<T: Stream>(&self) -> Result<Emitter<T>, EmitError> {
+        Ok(Emitter::<T>::new(&*self.client())
+            .await?
+            .with_shared_partitioner(self.partitioner.clone()))
+    }
+
+    /// A view of `T` over the tester's tables: it sees every write as soon as it is made,
+    /// without being run.
+    pub async fn view<T: Table>(&self) -> Result<View<T>, ViewError> {
+        ViewBuilder::new(self.client())
+            .storage(table_storages(self.broker.clone()))
+            .shared_partitioner(self.partitioner.clone())
+            .build::<T>()
+            .await
+    }
+
+    /// Registers a processor group: checks its graph and topics as `Processor::run` does,
+    /// and opens its partitions over the tester's tables. Messages already in its input
+    /// topics are handled by the next `consume` or `run_until_idle` (a new group starts at
+    /// the beginning).
+    pub async fn register<P: Group>(&mut self, group: P) -> Result<(), ProcessorError> {
+        let tested = Tested::new(
+            group,
+            &self.broker,
+            self.partitioner.clone(),
+            self.cancel.clone(),
+        )
+        .await?;
+        self.processors.push(Registered {
+            driven: Box::new(tested),
+            cursors: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Writes `value` at `key` to `T`, then handles it and everything it causes.
+    /// A failing handler's error is returned with its coordinates, as in production.
+    pub async fn consume<T: Topic>(
+        &mut self,
+        key: &T::Key,
+        value: &T::Value,
+    ) -> Result<(), ProcessorError> {
+        self.consume_with_headers::<T>(key, Some(value), Headers::new())
+            .await
+    }
+
+    /// Writes a tombstone at `key` to `T`, then handles it (by the group's nil handling).
+    pub async fn consume_tombstone<T: Topic>(
+        &mut self,
+        key: &T::Key,
+    ) -> Result<(), ProcessorError> {
+        self.consume_with_headers::<T>(key, None, Headers::new())
+            .await
+    }
+
+    /// [`consume`](Self::consume) with headers, and `None` for a tombstone.
+    pub async fn consume_with_headers<T: Topic>(
+        &mut self,
+        key: &T::Key,
+        value: Option<&T::Value>,
+        headers: Headers,
+    ) -> Result<(), ProcessorError> {
+        let input_error = |message: String| ProcessorError::Callback {
+            group: "tester",
+            topic: T::NAME.to_owned(),
+            partition: -1,
+            offset: -1,
+            key: String::new(),
+            message,
+        };
+        self.write::<T>(key, value, headers)
+            .map_err(|e| input_error(e.to_string()))?;
+        self.run_until_idle().await
+    }
+
+    /// Handles every message that is not handled yet, in every registered processor, until
+    /// none is left (emits and loopbacks are handled too).
+    pub async fn run_until_idle(&mut self) -> Result<(), ProcessorError> {
+        loop {
+            let mut progressed = false;
+            for registered in &mut self.processors {
+                let graph = registered.driven.graph();
+                for (t, topic) in graph.consumed_topics().enumerate() {
+                    if registered.cursors.len() <= t {
+                        let partitions = self.broker.ensure(topic, false);
+                        registered.cursors.push(vec![0; partitions as usize]);
+                    }
+                    for (partition, cursor) in registered.cursors[t].iter_mut().enumerate() {
+                        let partition = partition as i32;
+                        while let Some(message) = self.broker.read(topic, partition, *cursor) {
+                            *cursor += 1;
+                            progressed = true;
+                            let outgoing = registered.driven.handle(&message).await?;
+                            for out in outgoing {
+                                // What a handler writes carries its input's timestamp, so
+                                // runs are repeatable.
+                                let record = Record {
+                                    key: out.key,
+                                    value: out.value,
+                                    headers: out.headers.unwrap_or_default(),
+                                    timestamp: message.timestamp.unwrap_or_default(),
+                                };
+                                // The handler wrote its own table already.
+                                let applied = out.kind == OutgoingKind::Changelog;
+                                self.broker
+                                    .append(out.topic, out.partition, record, applied)
+                                    .map_err(|source| ProcessorError::Produce {
+                                        group: graph.group,
+                                        source,
+                                    })?;
+                            }
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Seeds the table `T` (a joined or looked-up table, or a group table) with a row, as if
+    /// its changelog had it.
+    pub fn set_table_value<T: Table>(
+        &self,
+        key: &T::Key,
+        value: &T::Value,
+    ) -> Result<(), TesterError> {
+        self.broker.ensure(T::NAME, true);
+        self.write::<T>(key, Some(value), Headers::new())
+    }
+
+    /// Deletes a row of the table `T` (a tombstone in its changelog).
+    pub fn delete_table_value<T: Table>(&self, key: &T::Key) -> Result<(), TesterError> {
+        self.broker.ensure(T::NAME, true);
+        self.write::<T>(key, None, Headers::new())
+    }
+
+    /// The current rows of the table `T`.
+    pub fn table<T: Table>(&self) -> TableReader<T> {
+        TableReader {
+            tables: self.broker.table(T::NAME).unwrap_or_default(),
+            partitioner: self.partitioner.clone(),
+            _table: PhantomData,
+        }
+    }
+
+    /// Tracks what is written to `T` from now on (goka's `QueueTracker`), e.g. a
+    /// processor's emits.
+    pub fn track<T: Topic>(&self) -> QueueTracker<T> {
+        QueueTracker::new(self.broker.clone())
+    }
+
+    fn write<T: Topic>(
+        &self,
+        key: &T::Key,
+        value: Option<&T::Value>,
+        headers: Headers,
+    ) -> Result<(), TesterError> {
+        let codec = |source| TesterError::Codec {
+            topic: T::NAME,
+            source,
+        };
+        let key = T::encode_key(key).map_err(codec)?;
+        let value = value.map(T::encode_value).transpose().map_err(codec)?;
+        let partitions = self
+            .broker
+            .ensure(T::NAME, T::KIND == crate::topic::TopicKind::Table);
+        let partition = self.partitioner.partition(&key, partitions);
+        let record = Record {
+            key,
+            value,
+            headers,
+            timestamp: now_millis(),
+        };
+        self.broker.append(T::NAME, partition, record, false)?;
+        Ok(())
+    }
+}
+
+/// A decoded row of the table `T`.
+pub type Row<T> = (<T as Topic>::Key, <T as Topic>::Value);
+
+/// The current rows of a table in a tester.
+pub struct TableReader<T: Table> {
+    tables: Vec<Arc<MemoryStorage>>,
+    partitioner: Arc<dyn Partitioner>,
+    _table: PhantomData<fn() -> T>,
+}
+
+impl<T: Table> std::fmt::Debug for TableReader<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableReader")
+            .field("topic", &T::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Table> TableReader<T> {
+    /// The row at `key`.
+    pub fn get(&self, key: &T::Key) -> Result<Option<T::Value>, TesterError> {
+        let codec = |source| TesterError::Codec {
+            topic: T::NAME,
+            source,
+        };
+        if self.tables.is_empty() {
+            return Ok(None);
+        }
+        let key = T::encode_key(key).map_err(codec)?;
+        let partition = self.partitioner.partition(&key, self.tables.len() as u32) as usize;
+        let raw = self.tables[partition % self.tables.len()].get(&key)?;
+        raw.map(|raw| T::decode_value(&raw).map_err(codec))
+            .transpose()
+    }
+
+    /// Every row, partition by partition, each in key order.
+    pub fn rows(&self) -> Result<Vec<Row<T>>, TesterError> {
+        let codec = |source| TesterError::Codec {
+            topic: T::NAME,
+            source,
+        };
+        let mut rows = Vec::new();
+        for table in &self.tables {
+            for row in table.iter()? {
+                let (key, value) = row?;
+                rows.push((
+                    T::decode_key(&key).map_err(codec)?,
+                    T::decode_value(&value).map_err(codec)?,
+                ));
+            }
+        }
+        Ok(rows)
+    }
+}

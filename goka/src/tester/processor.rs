@@ -1,0 +1,198 @@
+//! A processor group registered with a tester: its partitions' resources over the tester's
+//! tables, and the production handling of one message ([`handle`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use super::broker::{Broker, BrokerClient};
+use crate::context::{Outgoing, PartitionResources};
+use crate::graph::GroupGraph;
+use crate::kafka::ConsumedMessage;
+use crate::partitioner::Partitioner;
+use crate::processor::handle::{handle, Handled, Policies};
+use crate::processor::{prepare_topics, Group, ProcessorError};
+use crate::storage::{Storage, StorageError};
+use crate::topic_manager::TopicManagerConfig;
+use crate::view::ViewBuilder;
+
+/// What the tester needs from a registered group, whatever its type.
+pub(crate) trait Driven: Send + Sync {
+    fn graph(&self) -> &'static GroupGraph;
+
+    /// Handles one message of an input or the loop topic; returns what it produced.
+    fn handle<'a>(
+        &'a self,
+        message: &'a ConsumedMessage,
+    ) -> BoxFuture<'a, Result<Vec<Outgoing>, ProcessorError>>;
+}
+
+pub(crate) struct Tested<P: Group> {
+    group: P,
+    /// Indexed by partition.
+    partitions: Vec<PartitionResources>,
+    policies: Policies,
+}
+
+impl<P: Group> Tested<P> {
+    /// Prepares topics as a running processor does (graph validation, co-partitioning, table
+    /// and loop topics) and opens every partition over the tester's tables.
+    pub(crate) async fn new(
+        group: P,
+        broker: &Arc<Broker>,
+        partitioner: Arc<dyn Partitioner>,
+        cancel: CancellationToken,
+    ) -> Result<Self, ProcessorError> {
+        let name = P::GRAPH.group;
+        let client = BrokerClient(broker.clone());
+        for edge in P::GRAPH.joins.iter().chain(P::GRAPH.lookups) {
+            broker.ensure(edge.topic, true);
+        }
+        // Topics exist on first use in the tester; the group table must be a compacted one
+        // with the inputs' partition count, as `prepare_topics` creates it.
+        if let (Some(table), Some(input)) = (P::GRAPH.table, P::GRAPH.inputs.first()) {
+            broker.set_partitions(table.topic, broker.ensure(input.topic, false));
+            broker.ensure(table.topic, true);
+        }
+        let partition_counts = prepare_topics::<P>(&client, &TopicManagerConfig::default()).await?;
+        let tables = |topic: &str| {
+            broker.table(topic).map_err(|source| ProcessorError::Kafka {
+                group: name,
+                topic: topic.to_owned(),
+                source,
+            })
+        };
+        let table = P::GRAPH.table.map(|edge| tables(edge.topic)).transpose()?;
+        let mut joins = HashMap::new();
+        for edge in P::GRAPH.joins {
+            joins.insert(edge.topic, tables(edge.topic)?);
+        }
+        let mut lookups = HashMap::new();
+        for edge in P::GRAPH.lookups {
+            let view = ViewBuilder::new(Arc::new(client.clone()))
+                .storage(table_storages(broker.clone()))
+                .shared_partitioner(partitioner.clone())
+                .open(edge.topic, |_| Ok(()))
+                .await
+                .map_err(|source| ProcessorError::Lookup {
+                    group: name,
+                    source,
+                })?;
+            lookups.insert(edge.topic, Arc::new(view));
+        }
+        let count = P::GRAPH
+            .inputs
+            .first()
+            .map_or(1, |edge| broker.ensure(edge.topic, false));
+        let partitions = (0..count as usize)
+            .map(|p| PartitionResources {
+                group: name,
+                table: table.as_ref().map(|t| t[p].clone() as Arc<dyn Storage>),
+                joins: joins
+                    .iter()
+                    .map(|(&topic, tables)| (topic, tables[p].clone() as Arc<dyn Storage>))
+                    .collect(),
+                lookups: lookups.clone(),
+                partition_counts: partition_counts.clone(),
+                partitioner: partitioner.clone(),
+                cancel: cancel.clone(),
+            })
+            .collect();
+        Ok(Self {
+            group,
+            partitions,
+            policies: Policies {
+                nil_handling: P::NIL_HANDLING,
+                decode_errors: P::DECODE_ERRORS,
+            },
+        })
+    }
+}
+
+impl<P: Group> Driven for Tested<P> {
+    fn graph(&self) -> &'static GroupGraph {
+        &P::GRAPH
+    }
+
+    fn handle<'a>(
+        &'a self,
+        message: &'a ConsumedMessage,
+    ) -> BoxFuture<'a, Result<Vec<Outgoing>, ProcessorError>> {
+        async move {
+            let Some(resources) = self.partitions.get(message.partition as usize) else {
+                return Err(ProcessorError::Callback {
+                    group: P::GRAPH.group,
+                    topic: message.topic.to_string(),
+                    partition: message.partition,
+                    offset: message.offset,
+                    key: String::from_utf8_lossy(&message.key).into_owned(),
+                    message: "the partition does not exist: is the topic co-partitioned?".into(),
+                });
+            };
+            match handle(&self.group, resources, message, self.policies).await? {
+                Handled::Produced(outgoing) => Ok(outgoing),
+                Handled::Ignored | Handled::Undecodable => Ok(Vec::new()),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// A storage builder that hands out the tester's live table partitions, so views built on
+/// the tester see every write at once, without running.
+pub(crate) fn table_storages(broker: Arc<Broker>) -> impl crate::storage::StorageBuilder {
+    move |topic: &str, partition: i32| -> Result<Box<dyn Storage>, StorageError> {
+        let tables = broker.table(topic).map_err(|e| StorageError::Backend {
+            topic: topic.to_owned(),
+            partition,
+            operation: "open",
+            message: e.to_string(),
+        })?;
+        match tables.get(partition as usize) {
+            Some(table) => Ok(Box::new(Live(table.clone()))),
+            None => Err(StorageError::Backend {
+                topic: topic.to_owned(),
+                partition,
+                operation: "open",
+                message: "no such partition in the tester".into(),
+            }),
+        }
+    }
+}
+
+/// A tester table partition shared with a view: closing the view leaves it open.
+struct Live(Arc<crate::storage::MemoryStorage>);
+
+impl Storage for Live {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.0.get(key)
+    }
+    fn set(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.0.set(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.0.delete(key)
+    }
+    fn apply(
+        &self,
+        batch: &crate::storage::WriteBatch,
+        offset: Option<i64>,
+    ) -> Result<(), StorageError> {
+        self.0.apply(batch, offset)
+    }
+    fn offset(&self) -> Result<Option<i64>, StorageError> {
+        self.0.offset()
+    }
+    fn range(
+        &self,
+        range: crate::storage::KeyRange,
+    ) -> Result<Box<dyn crate::storage::StorageIter + '_>, StorageError> {
+        self.0.range(range)
+    }
+    fn close(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
