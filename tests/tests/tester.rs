@@ -290,3 +290,45 @@ async fn topics_that_are_not_copartitioned_fail_registration() {
         "{text}"
     );
 }
+
+goka::table!(pub Languages = "languages": String as StringCodec);
+goka::stream!(pub Translated = "translated": String as StringCodec);
+
+/// Translates a word through a lookup table that is not co-partitioned with the input.
+#[goka::processor(group = "translator")]
+#[input(topic = Clicks, handler = Self::on_word)]
+#[lookup(table = Languages)]
+#[output(topic = Translated)]
+#[derive(Debug)]
+pub struct Translator;
+
+impl Translator {
+    fn on_word(&self, ctx: &mut Context<'_, Self>, word: String) -> Result<(), CallbackError> {
+        let translated = ctx.lookup::<Languages>(&word)?.unwrap_or(word);
+        let key = ctx.key().clone();
+        ctx.emit::<Translated>(&key, &translated)
+    }
+}
+
+#[tokio::test]
+async fn lookups_read_any_key_of_a_table_with_its_own_partition_count() {
+    let mut tester = Tester::with_partitions(4);
+    tester.set_partitions::<Languages>(1);
+    tester.register(Translator).await.unwrap();
+    tester.set_table_value::<Languages>(&s("hello"), &s("hallo")).unwrap();
+    let mut out = tester.track::<Translated>();
+    for (user, word) in [("alice", "hello"), ("bob", "world")] {
+        tester.consume::<Clicks>(&s(user), &s(word)).await.unwrap();
+    }
+    let mut got: Vec<(String, Option<String>)> = out
+        .drain()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.key, m.value))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![(s("alice"), Some(s("hallo"))), (s("bob"), Some(s("world")))]
+    );
+}
