@@ -1,34 +1,57 @@
-//! The main demo: declares a typed topic, emits a few typed messages into it with an
-//! `Emitter` (partitioned as goka would), and consumes them back.
+//! The main demo: an emitter writes typed clicks, a processor group counts them per user in
+//! its group table, and a view of that table serves the counts.
 //!
 //! Run it with `bash scripts/demo.sh` (starts a bundled broker) or
 //! `bash scripts/demo.sh --brokers HOST:PORT` (uses your cluster).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use goka::codec::Json;
+use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
-use goka::kafka::{rdkafka_client::RdKafkaClient, KafkaConfig};
-use goka::partitioner::{GokaPartitioner, Partitioner};
-use goka::topic::Topic;
+use goka::processor::GroupTable;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
-use goka_examples::Cluster;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use goka::view::View;
+use goka_examples::{wait_for, Cluster, Running};
 
 /// A user clicked on a page.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Click {
-    page: String,
+pub struct Click {
+    pub page: String,
+}
+
+/// What the counter keeps per user.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UserClicks {
+    pub clicks: u64,
+    pub last_page: String,
 }
 
 goka::stream!(
     /// Clicks, keyed by user id.
-    Clicks = "quickstart-clicks": Click as Json
+    pub Clicks = "quickstart-clicks": Click as Json
 );
 
-const PARTITIONS: i32 = 4;
+/// Counts each user's clicks in the group table `quickstart-counter-table`.
+#[goka::processor(group = "quickstart-counter")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[persist(value = UserClicks, codec = Json)]
+#[derive(Debug)]
+pub struct ClickCounter;
+
+impl ClickCounter {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, click: Click) -> Result<(), CallbackError> {
+        let clicks = ctx.value()?.map_or(0, |row| row.clicks) + 1;
+        ctx.set_value(&UserClicks {
+            clicks,
+            last_page: click.page,
+        })
+    }
+}
+
+const PARTITIONS: u32 = 4;
 const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+const CLICKS: usize = 20;
 
 #[tokio::main]
 async fn main() {
@@ -40,79 +63,65 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     let cluster = Cluster::from_args()?;
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", cluster.brokers());
-
-    let client = RdKafkaClient::new(KafkaConfig::new(cluster.brokers()).client_id("quickstart"));
+    let client = cluster.client("quickstart");
     let topics =
-        TopicManager::new(&client, TopicManagerConfig::default()).map_err(|e| e.to_string())?;
-    let emitter = Emitter::<Clicks>::ensuring(&client, &topics, PARTITIONS as u32)
+        TopicManager::new(&*client, TopicManagerConfig::default()).map_err(|e| e.to_string())?;
+    let emitter = Emitter::<Clicks>::ensuring(&*client, &topics, PARTITIONS)
         .await
         .map_err(|e| e.to_string())?;
-    println!(
-        "topic {} is ready with {} partitions",
-        Clicks::NAME,
-        emitter.partitions()
-    );
-
-    for (i, user) in USERS.iter().cycle().take(8).enumerate() {
+    for i in 0..CLICKS {
+        let user = USERS[i % USERS.len()].to_string();
         let click = Click {
             page: format!("/article/{i}"),
         };
         let delivery = emitter
-            .emit_sync(&user.to_string(), &click)
+            .emit_sync(&user, &click)
             .await
             .map_err(|e| e.to_string())?;
         println!(
-            "emitted {user:>5} -> {:<12} partition {} offset {}",
+            "emitted  {user:>5} -> {:<12} partition {} offset {}",
             click.page, delivery.partition, delivery.offset
         );
     }
     emitter.finish().await.map_err(|e| e.to_string())?;
 
-    // Read the topic back with a plain consumer: the keys sit in goka's partitions.
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", cluster.brokers());
-    let consumer: BaseConsumer = config
-        .clone()
-        .set("group.id", "quickstart")
-        .create()
+    println!("starting processor group {:?}", "quickstart-counter");
+    let counter = Running::start(ClickCounter, client.clone());
+    // The table topic exists once the processor created it.
+    let view = wait_for("the group table", Duration::from_secs(60), || async {
+        View::<GroupTable<ClickCounter>>::builder(client.clone())
+            .build::<GroupTable<ClickCounter>>()
+            .await
+            .ok()
+    })
+    .await?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let view_task = tokio::spawn({
+        let (view, cancel) = (view.clone(), cancel.clone());
+        async move { view.run(cancel).await }
+    });
+    let per_user = (CLICKS / USERS.len()) as u64;
+    wait_for("every click to be counted", Duration::from_secs(60), || async {
+        let all = USERS.iter().all(|user| {
+            matches!(view.get(&user.to_string()), Ok(Some(row)) if row.clicks == per_user)
+        });
+        all.then_some(())
+    })
+    .await?;
+    for user in USERS {
+        if let Ok(Some(row)) = view.get(&user.to_string()) {
+            println!(
+                "view     {user:>5}: {} clicks, last on {}",
+                row.clicks, row.last_page
+            );
+        }
+    }
+    cancel.cancel();
+    view_task
+        .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(Clicks::NAME, p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
-    }
-    consumer.assign(&assignment).map_err(|e| e.to_string())?;
-    let mut seen = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while seen < 8 {
-        if Instant::now() > deadline {
-            return Err(format!("only {seen} of 8 messages came back within 30 s"));
-        }
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let msg = msg.map_err(|e| format!("consume: {e}"))?;
-        let user = Clicks::decode_key(msg.key().unwrap_or_default()).map_err(|e| e.to_string())?;
-        let click = Clicks::decode_value(msg.payload().unwrap_or_default())
-            .map_err(|e| format!("partition {} offset {}: {e}", msg.partition(), msg.offset()))?;
-        let expected = GokaPartitioner.partition(user.as_bytes(), PARTITIONS as u32);
-        if msg.partition() != expected {
-            return Err(format!(
-                "{user} is in partition {}, goka expects {expected}",
-                msg.partition()
-            ));
-        }
-        println!(
-            "consumed {user:>5} <- {:<12} partition {} offset {}",
-            click.page,
-            msg.partition(),
-            msg.offset()
-        );
-        seen += 1;
-    }
-    println!("round trip complete: 8 typed messages emitted and consumed");
+    counter.stop().await?;
+    println!("quickstart complete: {CLICKS} clicks emitted, counted by the processor, read from the view");
     Ok(())
 }

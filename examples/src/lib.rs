@@ -4,7 +4,16 @@
 //! the project's bundled test broker (Tansu, memory storage) on a free port and stops it at
 //! the end, so an example runs on a machine with nothing installed.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use goka::kafka::rdkafka_client::RdKafkaClient;
+use goka::kafka::{Client, KafkaConfig};
+use goka::processor::{Group, Processor, ProcessorConfig, ProcessorError};
 use goka_tests::TestBroker;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The cluster an example talks to: a real one given by the user, or a bundled test broker
 /// that lives as long as this value.
@@ -17,6 +26,13 @@ pub struct Cluster {
 impl Cluster {
     /// Reads `--brokers` / `KAFKA_BROKERS`, or starts a local test broker.
     pub fn from_args() -> Result<Self, String> {
+        Self::from_args_and(&[]).map(|(cluster, _)| cluster)
+    }
+
+    /// Like [`from_args`](Self::from_args), also accepting the example's own `flags`;
+    /// returns those that were given.
+    pub fn from_args_and(flags: &[&str]) -> Result<(Self, Vec<String>), String> {
+        let mut given = Vec::new();
         let mut args = std::env::args().skip(1);
         let mut brokers = std::env::var("KAFKA_BROKERS")
             .ok()
@@ -29,19 +45,24 @@ impl Cluster {
                 );
             } else if let Some(value) = arg.strip_prefix("--brokers=") {
                 brokers = Some(value.to_owned());
+            } else if flags.contains(&arg.as_str()) {
+                given.push(arg);
             } else {
-                return Err(format!(
-                    "unknown argument {arg:?}; usage: [--brokers HOST:PORT[,...]]"
-                ));
+                let mut usage = String::from("[--brokers HOST:PORT[,...]]");
+                for flag in flags {
+                    usage.push_str(&format!(" [{flag}]"));
+                }
+                return Err(format!("unknown argument {arg:?}; usage: {usage}"));
             }
         }
         match brokers {
             Some(brokers) => {
                 println!("using the Kafka cluster at {brokers}");
-                Ok(Self {
+                let cluster = Self {
                     brokers,
                     _local: None,
-                })
+                };
+                Ok((cluster, given))
             }
             None => {
                 let broker = TestBroker::try_start().map_err(|e| e.to_string())?;
@@ -49,10 +70,11 @@ impl Cluster {
                     "started the bundled test broker (Tansu) at {}",
                     broker.bootstrap()
                 );
-                Ok(Self {
+                let cluster = Self {
                     brokers: broker.bootstrap(),
                     _local: Some(broker),
-                })
+                };
+                Ok((cluster, given))
             }
         }
     }
@@ -60,5 +82,72 @@ impl Cluster {
     /// The bootstrap servers.
     pub fn brokers(&self) -> &str {
         &self.brokers
+    }
+
+    /// A client of the cluster named `id`.
+    pub fn client(&self, id: &str) -> Arc<dyn Client> {
+        Arc::new(RdKafkaClient::new(
+            KafkaConfig::new(self.brokers()).client_id(id),
+        ))
+    }
+}
+
+/// A processor running in the background until [`Running::stop`].
+#[derive(Debug)]
+pub struct Running<P: Group> {
+    /// The processor, for state and table reads.
+    pub processor: Arc<Processor<P>>,
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), ProcessorError>>,
+}
+
+impl<P: Group> Running<P> {
+    /// Starts `group` on `client` with the default configuration.
+    pub fn start(group: P, client: Arc<dyn Client>) -> Self {
+        let processor = Arc::new(Processor::new(group, client, ProcessorConfig::default()));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn({
+            let (processor, cancel) = (processor.clone(), cancel.clone());
+            async move { processor.run(cancel).await }
+        });
+        Self {
+            processor,
+            cancel,
+            task,
+        }
+    }
+
+    /// Stops the processor and returns how its run ended.
+    pub async fn stop(self) -> Result<(), String> {
+        self.cancel.cancel();
+        match self.task.await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the processor task failed: {e}")),
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resolves on Ctrl-C, or never if the signal cannot be watched.
+pub async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
