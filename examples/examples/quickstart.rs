@@ -101,12 +101,16 @@ async fn run() -> Result<(), String> {
         async move { view.run(cancel).await }
     });
     let per_user = (CLICKS / USERS.len()) as u64;
-    wait_for("every click to be counted", Duration::from_secs(60), || async {
-        let all = USERS.iter().all(|user| {
+    wait_for(
+        "every click to be counted",
+        Duration::from_secs(60),
+        || async {
+            let all = USERS.iter().all(|user| {
             matches!(view.get(&user.to_string()), Ok(Some(row)) if row.clicks == per_user)
         });
-        all.then_some(())
-    })
+            all.then_some(())
+        },
+    )
     .await?;
     for user in USERS {
         if let Ok(Some(row)) = view.get(&user.to_string()) {

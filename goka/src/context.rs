@@ -1,7 +1,7 @@
 //! What a handler can do with the message it handles (goka's `Context`).
 //!
 //! [`Context<'_, P>`] is typed by its processor group `P`: its methods exist only where `P`
-//! declared the edge (the marker traits of [`processor`](crate::processor)), so emitting to
+//! declared the edge (the marker traits of [`processor`](mod@crate::processor)), so emitting to
 //! an undeclared topic or reading state without a group table does not compile. Writes are
 //! collected and produced after the handler returns, in order; the input message counts as
 //! done (and its offset may be committed) only when every one of them was acknowledged.

@@ -8,11 +8,11 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`topic`] | topics as types: [`Stream`](topic::Stream) and [`Table`](topic::Table) |
+//! | [`topic`] | topics as types: [`Stream`] and [`Table`] |
 //! | [`codec`] | bytes ↔ values, byte-compatible with goka's codecs |
 //! | [`partitioner`] | which partition a key lives in (goka's FNV-1a, Java's murmur2) |
 //! | [`graph`] | [`GroupGraph`](graph::GroupGraph): the edges of a processor group, and goka's rules |
-//! | [`processor`] | running a processor group: consumer group, recovery, handlers, commits |
+//! | [`processor`](mod@processor) | running a processor group: consumer group, recovery, handlers, commits |
 //! | [`context`] | [`Context`](context::Context): what a handler can do, typed by its group |
 //! | [`kafka`] | the seam to the Kafka client, and its librdkafka implementation |
 //! | [`topic_manager`] | creating and checking topics |
@@ -21,6 +21,8 @@
 //! | [`storage`] | the local state of a table partition (memory, RocksDB) |
 //! | [`tester`] | deterministic in-memory tests of processors, views and emitters |
 //! | [`error`] | the error type of each layer |
+
+#![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod __private;

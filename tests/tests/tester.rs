@@ -315,7 +315,9 @@ async fn lookups_read_any_key_of_a_table_with_its_own_partition_count() {
     let mut tester = Tester::with_partitions(4);
     tester.set_partitions::<Languages>(1);
     tester.register(Translator).await.unwrap();
-    tester.set_table_value::<Languages>(&s("hello"), &s("hallo")).unwrap();
+    tester
+        .set_table_value::<Languages>(&s("hello"), &s("hallo"))
+        .unwrap();
     let mut out = tester.track::<Translated>();
     for (user, word) in [("alice", "hello"), ("bob", "world")] {
         tester.consume::<Clicks>(&s(user), &s(word)).await.unwrap();

@@ -1,6 +1,6 @@
 //! What a processor group is to the runtime: the [`Group`] trait the processor macro
 //! implements on the user's struct (or a user implements by hand), and the marker traits
-//! that gate the typed [`Context`](crate::context::Context).
+//! that gate the typed [`Context`].
 //!
 //! The runtime is generic over `Group`; everything it needs from the user's code is here: the
 //! const [`GroupGraph`], the key type, and a dispatch from an input topic to a handler.
