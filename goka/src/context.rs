@@ -128,6 +128,30 @@ pub(crate) struct PartitionResources {
 }
 
 /// The handler's view of the message it handles. See the [module docs](self).
+///
+/// ```
+/// use goka::codec::{Int64Codec, StringCodec};
+/// use goka::context::{CallbackError, Context};
+///
+/// goka::stream!(pub Payments = "payments": i64 as Int64Codec);
+/// goka::stream!(pub Receipts = "receipts": String as StringCodec);
+///
+/// #[goka::processor(group = "ledger")]
+/// #[input(topic = Payments, handler = Self::on_payment)]
+/// #[persist(value = i64, codec = Int64Codec)]
+/// #[output(topic = Receipts)]
+/// pub struct Ledger;
+///
+/// impl Ledger {
+///     fn on_payment(&self, ctx: &mut Context<'_, Self>, amount: i64) -> Result<(), CallbackError> {
+///         let balance = ctx.value()?.unwrap_or(0) + amount;   // the row at this message's key
+///         ctx.set_value(&balance)?;                           // local now, changelog after
+///         let account = ctx.key().clone();
+///         let receipt = format!("offset {}: balance {balance}", ctx.offset());
+///         ctx.emit::<Receipts>(&account, &receipt)            // sent after the handler returns
+///     }
+/// }
+/// ```
 pub struct Context<'c, P: Group> {
     resources: &'c PartitionResources,
     message: &'c ConsumedMessage,

@@ -385,6 +385,48 @@ impl Shared {
 }
 
 /// A processor of the group `P`: the user's handlers plus the runtime that feeds them.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use goka::codec::{Int64Codec, StringCodec};
+/// use goka::context::{CallbackError, Context};
+/// use goka::kafka::{rdkafka_client::RdKafkaClient, KafkaConfig};
+/// use goka::processor::{Processor, ProcessorConfig};
+/// use goka::storage::{default_processor_storage_path, RocksDbBuilder};
+///
+/// goka::stream!(pub Clicks = "clicks": String as StringCodec);
+///
+/// #[goka::processor(group = "click-counter")]
+/// #[input(topic = Clicks, handler = Self::on_click)]
+/// #[persist(value = i64, codec = Int64Codec)]
+/// pub struct ClickCounter;
+///
+/// impl ClickCounter {
+///     fn on_click(&self, ctx: &mut Context<'_, Self>, _page: String) -> Result<(), CallbackError> {
+///         let count = ctx.value()?.unwrap_or(0);
+///         ctx.set_value(&(count + 1))
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Arc::new(RdKafkaClient::new(KafkaConfig::new("localhost:9092")));
+/// let config = ProcessorConfig {
+///     // State on disk: a restart resumes from the stored offset instead of the changelog's start.
+///     storage: Arc::new(RocksDbBuilder::new(default_processor_storage_path("click-counter"))),
+///     ..ProcessorConfig::default()
+/// };
+/// let processor = Arc::new(Processor::new(ClickCounter, client, config));
+/// let cancel = tokio_util::sync::CancellationToken::new();
+/// let running = tokio::spawn({
+///     let (processor, cancel) = (processor.clone(), cancel.clone());
+///     async move { processor.run(cancel).await }
+/// });
+/// processor.recovered().await;
+/// println!("alice clicked {:?} times", processor.get(&"alice".to_string())?);
+/// cancel.cancel(); // finishes in-flight work, commits, leaves the group
+/// running.await??;
+/// # Ok(()) }
+/// ```
 pub struct Processor<P: Group> {
     group: Arc<P>,
     client: Arc<dyn Client>,

@@ -270,6 +270,31 @@ pub(crate) type Validate = fn(&[u8]) -> Result<(), CodecError>;
 
 /// A local, read-only, always-catching-up copy of the table `T`. Cheap to clone; clones share
 /// the copy.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use goka::codec::{Int64Codec, StringCodec};
+/// use goka::kafka::{rdkafka_client::RdKafkaClient, KafkaConfig};
+/// use goka::view::View;
+///
+/// goka::table!(pub Balances = "balances": i64 as Int64Codec);
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Arc::new(RdKafkaClient::new(KafkaConfig::new("localhost:9092")));
+/// let view = View::<Balances>::builder(client).build::<Balances>().await?;
+/// let cancel = tokio_util::sync::CancellationToken::new();
+/// tokio::spawn({
+///     let (view, cancel) = (view.clone(), cancel.clone());
+///     async move { view.run(cancel).await }
+/// });
+/// view.recovered().await; // every partition caught up once
+/// let balance: Option<i64> = view.get(&"alice".to_string())?;
+/// for row in view.iter() {
+///     let (account, balance) = row?;
+///     println!("{account}: {balance}");
+/// }
+/// # let _ = balance; Ok(()) }
+/// ```
 pub struct View<T: Table> {
     inner: Arc<ViewInner>,
     _table: PhantomData<fn() -> T>,
