@@ -172,11 +172,29 @@ async fn processor_count(client: goka_tests::TestClient, messages: usize) -> Dur
     });
     // Time from start (joining the group included, about 3 s on the test broker) until every
     // message was handled and its changelog write handed to the producer.
+    let mut joined = None;
     while processor.stats().messages_in < messages as u64
         || processor.state() != PartitionState::Running
     {
         assert!(!running.is_finished(), "the processor stopped early");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if joined.is_none() && processor.stats().messages_in > 0 {
+            joined = Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(joined) = joined {
+        let handling = start.elapsed().saturating_sub(joined).as_secs_f64();
+        println!(
+            "{:<48} {:>12} {:>9.2}",
+            "  Processor: joining the group (first message)",
+            "",
+            joined.as_secs_f64()
+        );
+        println!(
+            "{:<48} {:>12.0} {handling:>9.2}",
+            "  Processor: handling, after the first message",
+            messages as f64 / handling
+        );
     }
     while processor.stats().messages_out < messages as u64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
