@@ -20,6 +20,7 @@
 //! | [`view`] | [`View`](view::View): local, always-catching-up copy of a table |
 //! | [`storage`] | the local state of a table partition (memory, RocksDB) |
 //! | [`tester`] | deterministic in-memory tests of processors, views and emitters |
+//! | `web` | the web monitor, query page, JSON API and Prometheus metrics (feature `web`) |
 //! | [`error`] | the error type of each layer |
 
 #![warn(missing_docs)]
@@ -39,6 +40,8 @@ pub mod tester;
 pub mod topic;
 pub mod topic_manager;
 pub mod view;
+#[cfg(feature = "web")]
+pub mod web;
 
 pub use codec::Codec;
 pub use error::Error;

@@ -1,0 +1,147 @@
+//! The web monitor (goka's `web` package): an overview of every registered processor, view
+//! and emitter with its state, partitions and counters, a query page that looks a key up in
+//! a table, a JSON API behind both (`/api/...`) and Prometheus metrics (`/metrics`).
+//!
+//! ```no_run
+//! # async fn run(
+//! #     processor: std::sync::Arc<goka::processor::Processor<impl goka::processor::Stateful>>,
+//! # ) -> std::io::Result<()>
+//! # where <impl goka::processor::Stateful as goka::processor::Stateful>::Value: serde::Serialize {
+//! let monitor = goka::web::Monitor::new();
+//! monitor.processor(&processor);       // state, partitions, counters, and its table to query
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9095").await?;
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! monitor.serve(listener, cancel).await
+//! # }
+//! ```
+//!
+//! Pages are rendered on the server and refresh themselves; `monitor.router()` returns the
+//! axum router to mount under an application's own server instead.
+
+mod api;
+mod metrics;
+mod pages;
+mod registry;
+
+use std::sync::{Arc, RwLock};
+
+use tokio_util::sync::CancellationToken;
+
+use self::registry::{Component, Queryable};
+pub use self::registry::{ComponentKind, ComponentStats, PartitionRow, QueryError};
+
+/// Keys longer than this are refused by the query endpoints.
+pub const MAX_KEY_LEN: usize = 4096;
+
+/// The registered components. Cheap to clone; clones share the registrations.
+#[derive(Clone, Default)]
+pub struct Monitor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    components: RwLock<Vec<Arc<dyn Component>>>,
+    tables: RwLock<Vec<Arc<dyn Queryable>>>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("components", &self.stats().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Monitor {
+    /// An empty monitor.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add(&self, component: Arc<dyn Component>) {
+        self.inner
+            .components
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(component);
+    }
+
+    fn add_table(&self, table: Arc<dyn Queryable>) {
+        self.inner
+            .tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(table);
+    }
+
+    /// The figures of every registered component, in registration order.
+    pub fn stats(&self) -> Vec<ComponentStats> {
+        self.inner
+            .components
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|c| c.stats())
+            .collect()
+    }
+
+    /// The names of the tables the query page can read.
+    pub fn tables(&self) -> Vec<&'static str> {
+        self.inner
+            .tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|t| t.table())
+            .collect()
+    }
+
+    /// Looks `key` (its text, decoded with the table's key codec) up in `table`, rendering
+    /// the value as JSON.
+    pub fn query(&self, table: &str, key: &str) -> Result<Option<serde_json::Value>, QueryError> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(QueryError::KeyTooLong {
+                len: key.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
+        let source = self
+            .inner
+            .tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|t| t.table() == table)
+            .cloned()
+            .ok_or_else(|| QueryError::UnknownTable {
+                table: table.to_owned(),
+                known: self.tables().join(", "),
+            })?;
+        source.query(key)
+    }
+
+    /// The axum router of the pages, the API and the metrics.
+    pub fn router(&self) -> axum::Router {
+        use axum::routing::get;
+        axum::Router::new()
+            .route("/", get(pages::overview))
+            .route("/components/{name}", get(pages::detail))
+            .route("/query", get(pages::query))
+            .route("/api/components", get(api::components))
+            .route("/api/query", get(api::query))
+            .route("/metrics", get(metrics::metrics))
+            .with_state(self.clone())
+    }
+
+    /// Serves [`router`](Self::router) on `listener` until `cancel` fires.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        cancel: CancellationToken,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+    }
+}

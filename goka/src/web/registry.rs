@@ -1,0 +1,297 @@
+//! What the monitor knows of a component: type-erased figures and table queries, built from
+//! the typed processors, views and emitters at registration.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::Monitor;
+use crate::codec::Codec;
+use crate::emitter::Emitter;
+use crate::processor::{Group, Processor, Stateful};
+use crate::topic::{Stream, Table, Topic};
+use crate::view::View;
+
+/// What a component is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentKind {
+    /// A processor group instance.
+    Processor,
+    /// A view of a table.
+    View,
+    /// An emitter of a stream.
+    Emitter,
+}
+
+/// The figures of one component, as the pages and `/api/components` show them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentStats {
+    /// What it is.
+    pub kind: ComponentKind,
+    /// Group name (processors) or topic (views, emitters).
+    pub name: String,
+    /// Its state, e.g. `Running`.
+    pub state: String,
+    /// Counters by name (`messages_in`, `bytes_out`, ...).
+    pub counters: Vec<(&'static str, u64)>,
+    /// Each partition, where the component has partitions.
+    pub partitions: Vec<PartitionRow>,
+}
+
+/// One partition of a component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionRow {
+    /// The partition.
+    pub partition: i32,
+    /// Its state.
+    pub state: String,
+    /// Next offset to read, where known.
+    pub offset: Option<i64>,
+    /// High watermark, where known.
+    pub high_watermark: Option<i64>,
+    /// Messages behind the high watermark, where known.
+    pub lag: Option<i64>,
+    /// Messages read, where counted.
+    pub messages: Option<u64>,
+}
+
+/// Why a query failed; each maps to a 4xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// No registered table has this name.
+    #[error("unknown table {table:?}; tables: {known}")]
+    UnknownTable {
+        /// What was asked.
+        table: String,
+        /// What exists.
+        known: String,
+    },
+    /// The key is longer than [`MAX_KEY_LEN`](super::MAX_KEY_LEN).
+    #[error("the key has {len} bytes; at most {max} are accepted")]
+    KeyTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The table's key codec does not accept the key's text.
+    #[error("key {key:?} is not a key of table {table:?}: {message}")]
+    BadKey {
+        /// The table.
+        table: &'static str,
+        /// The key.
+        key: String,
+        /// The codec's explanation.
+        message: String,
+    },
+    /// Reading or decoding the row failed.
+    #[error("reading key {key:?} of table {table:?} failed: {message}")]
+    Read {
+        /// The table.
+        table: &'static str,
+        /// The key.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+pub(super) trait Component: Send + Sync {
+    fn stats(&self) -> ComponentStats;
+}
+
+pub(super) trait Queryable: Send + Sync {
+    fn table(&self) -> &'static str;
+    fn query(&self, key: &str) -> Result<Option<serde_json::Value>, QueryError>;
+}
+
+/// Decodes a key typed as text: goka's key codecs (string, int64 as decimal text) take the
+/// text's bytes as they are.
+fn key_from_text<T: Topic>(table: &'static str, key: &str) -> Result<T::Key, QueryError> {
+    T::KeyCodec::decode(key.as_bytes()).map_err(|e| QueryError::BadKey {
+        table,
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn to_json<V: Serialize>(
+    table: &'static str,
+    key: &str,
+    value: Option<V>,
+) -> Result<Option<serde_json::Value>, QueryError> {
+    value
+        .map(|v| serde_json::to_value(v))
+        .transpose()
+        .map_err(|e| QueryError::Read {
+            table,
+            key: key.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+struct ProcessorComponent<P: Group>(Arc<Processor<P>>);
+
+impl<P: Group> Component for ProcessorComponent<P> {
+    fn stats(&self) -> ComponentStats {
+        let stats = self.0.stats();
+        let mut partitions: Vec<PartitionRow> = self
+            .0
+            .partitions()
+            .into_iter()
+            .map(|(partition, state)| PartitionRow {
+                partition,
+                state: format!("{state:?}"),
+                offset: None,
+                high_watermark: None,
+                lag: None,
+                messages: None,
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        ComponentStats {
+            kind: ComponentKind::Processor,
+            name: P::GRAPH.group.to_owned(),
+            state: format!("{:?}", self.0.state()),
+            counters: vec![
+                ("messages_in", stats.messages_in),
+                ("messages_out", stats.messages_out),
+                ("bytes_out", stats.bytes_out),
+                ("decode_errors", stats.decode_errors),
+            ],
+            partitions,
+        }
+    }
+}
+
+struct ProcessorTable<P: Stateful>(Arc<Processor<P>>);
+
+impl<P: Stateful> Queryable for ProcessorTable<P>
+where
+    <P as Stateful>::Value: Serialize,
+{
+    fn table(&self) -> &'static str {
+        P::GRAPH.table.map_or("", |e| e.topic)
+    }
+
+    fn query(&self, key: &str) -> Result<Option<serde_json::Value>, QueryError> {
+        let table = self.table();
+        let typed = P::KeyCodec::decode(key.as_bytes()).map_err(|e| QueryError::BadKey {
+            table,
+            key: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        let value = self.0.get(&typed).map_err(|e| QueryError::Read {
+            table,
+            key: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        to_json(table, key, value)
+    }
+}
+
+struct ViewComponent<T: Table>(View<T>);
+
+impl<T: Table> Component for ViewComponent<T> {
+    fn stats(&self) -> ComponentStats {
+        let stats = self.0.stats();
+        let partitions: Vec<PartitionRow> = stats
+            .partitions
+            .iter()
+            .map(|p| PartitionRow {
+                partition: p.partition,
+                state: format!("{:?}", p.state),
+                offset: p.offset,
+                high_watermark: p.high_watermark,
+                lag: Some(p.lag),
+                messages: Some(p.messages),
+            })
+            .collect();
+        let sum = |f: fn(&crate::view::PartitionStats) -> u64| stats.partitions.iter().map(f).sum();
+        ComponentStats {
+            kind: ComponentKind::View,
+            name: T::NAME.to_owned(),
+            state: format!("{:?}", stats.state),
+            counters: vec![
+                ("messages", sum(|p| p.messages)),
+                ("bytes", sum(|p| p.bytes)),
+                ("decode_errors", sum(|p| p.decode_errors)),
+                ("lag", sum(|p| p.lag.max(0) as u64)),
+            ],
+            partitions,
+        }
+    }
+}
+
+impl<T: Table> Queryable for ViewComponent<T>
+where
+    T::Value: Serialize,
+{
+    fn table(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn query(&self, key: &str) -> Result<Option<serde_json::Value>, QueryError> {
+        let typed = key_from_text::<T>(T::NAME, key)?;
+        let value = self.0.get(&typed).map_err(|e| QueryError::Read {
+            table: T::NAME,
+            key: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        to_json(T::NAME, key, value)
+    }
+}
+
+struct EmitterComponent<T: Stream>(Emitter<T>);
+
+impl<T: Stream> Component for EmitterComponent<T> {
+    fn stats(&self) -> ComponentStats {
+        let stats = self.0.stats();
+        ComponentStats {
+            kind: ComponentKind::Emitter,
+            name: T::NAME.to_owned(),
+            state: "Running".to_owned(),
+            counters: vec![
+                ("messages", stats.messages),
+                ("bytes", stats.bytes),
+                ("errors", stats.errors),
+                ("pending", stats.pending),
+            ],
+            partitions: Vec::new(),
+        }
+    }
+}
+
+impl Monitor {
+    /// Registers a processor: its state, partitions and counters, and its group table on
+    /// the query page (values rendered as JSON).
+    pub fn processor<P: Stateful>(&self, processor: &Arc<Processor<P>>)
+    where
+        <P as Stateful>::Value: Serialize,
+    {
+        self.add(Arc::new(ProcessorComponent(processor.clone())));
+        self.add_table(Arc::new(ProcessorTable(processor.clone())));
+    }
+
+    /// Registers a processor without a group table (or whose values are not `Serialize`).
+    pub fn stateless_processor<P: Group>(&self, processor: &Arc<Processor<P>>) {
+        self.add(Arc::new(ProcessorComponent(processor.clone())));
+    }
+
+    /// Registers a view: its state and partitions, and its table on the query page.
+    pub fn view<T: Table>(&self, view: &View<T>)
+    where
+        T::Value: Serialize,
+    {
+        let component = Arc::new(ViewComponent(view.clone()));
+        self.add(component.clone());
+        self.add_table(component);
+    }
+
+    /// Registers an emitter: its counters.
+    pub fn emitter<T: Stream>(&self, emitter: &Emitter<T>) {
+        self.add(Arc::new(EmitterComponent(emitter.clone())));
+    }
+}

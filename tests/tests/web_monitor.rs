@@ -1,0 +1,208 @@
+//! The web monitor against a running processor, view and emitter on the test broker: the
+//! JSON API, `/metrics`, the pages, and clear 4xx answers to malformed queries.
+
+// Test helpers unwrap: a failure is a loud test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use goka::codec::{Int64Codec, Json, StringCodec};
+use goka::context::{CallbackError, Context};
+use goka::emitter::Emitter;
+use goka::processor::{PartitionState, Processor, ProcessorConfig};
+use goka::topic_manager::{TopicManager, TopicManagerConfig};
+use goka::view::View;
+use goka::web::Monitor;
+use goka_tests::{client, http_get, TestBroker};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Visits {
+    pub count: u64,
+    pub last: String,
+}
+
+goka::stream!(pub Pages = "web-pages": String as StringCodec);
+goka::table!(pub Scores = "web-scores": i64 as Int64Codec, key: i64 as Int64Codec);
+
+#[goka::processor(group = "web-counter")]
+#[input(topic = Pages, handler = Self::on_page)]
+#[persist(value = Visits, codec = Json)]
+#[derive(Debug)]
+pub struct Counter;
+
+impl Counter {
+    fn on_page(&self, ctx: &mut Context<'_, Self>, page: String) -> Result<(), CallbackError> {
+        let count = ctx.value()?.map_or(0, |v| v.count) + 1;
+        ctx.set_value(&Visits { count, last: page })
+    }
+}
+
+const PARTITIONS: u32 = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_shows_components_serves_queries_and_metrics() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
+    manager
+        .ensure_table("web-scores", PARTITIONS)
+        .await
+        .unwrap();
+    let emitter = Emitter::<Pages>::ensuring(&*client, &manager, PARTITIONS)
+        .await
+        .unwrap();
+    for (user, page) in [("alice", "/a"), ("bob", "/b"), ("alice", "/c")] {
+        emitter.emit_sync(&user.into(), &page.into()).await.unwrap();
+    }
+    let processor = Arc::new(Processor::new(
+        Counter,
+        client.clone(),
+        ProcessorConfig::default(),
+    ));
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (processor, cancel) = (processor.clone(), cancel.clone());
+        async move { processor.run(cancel).await }
+    });
+    let scores = View::<Scores>::builder(client.clone())
+        .build::<Scores>()
+        .await
+        .unwrap();
+    let view_run = tokio::spawn({
+        let (scores, cancel) = (scores.clone(), cancel.clone());
+        async move { scores.run(cancel).await }
+    });
+
+    let monitor = Monitor::new();
+    monitor.processor(&processor);
+    monitor.view(&scores);
+    monitor.emitter(&emitter);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn({
+        let (monitor, cancel) = (monitor.clone(), cancel.clone());
+        async move { monitor.serve(listener, cancel).await }
+    });
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while processor.get(&"alice".into()).unwrap().map(|v| v.count) != Some(2)
+        || processor.state() != PartitionState::Running
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the processor did not count"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The JSON API: each component with its state, partitions and counters.
+    let (status, body) = http_get(address, "/api/components").await;
+    assert_eq!(status, 200, "{body}");
+    let components: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let counter = &components[0];
+    assert_eq!(counter["kind"], "processor");
+    assert_eq!(counter["name"], "web-counter");
+    assert_eq!(counter["state"], "Running");
+    assert_eq!(
+        counter["partitions"].as_array().unwrap().len(),
+        PARTITIONS as usize
+    );
+    assert_eq!(
+        counter["counters"][0],
+        serde_json::json!(["messages_in", 3])
+    );
+    assert_eq!(components[1]["kind"], "view");
+    assert_eq!(components[1]["name"], "web-scores");
+    assert_eq!(components[2]["kind"], "emitter");
+    assert_eq!(
+        components[2]["counters"][0],
+        serde_json::json!(["messages", 3])
+    );
+
+    // Queries: a found row, a missing one, and malformed input with clear 4xx answers.
+    let (status, body) = http_get(address, "/api/query?table=web-counter-table&key=alice").await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["found"], true);
+    assert_eq!(
+        answer["value"],
+        serde_json::json!({"count": 2, "last": "/c"})
+    );
+    let (status, body) = http_get(address, "/api/query?table=web-counter-table&key=carol").await;
+    assert_eq!(
+        (status, body.contains(r#""found":false"#)),
+        (200, true),
+        "{body}"
+    );
+    let (status, body) = http_get(address, "/api/query?table=nope&key=a").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("unknown table") && body.contains("web-counter-table"),
+        "{body}"
+    );
+    let (status, body) = http_get(address, "/api/query?table=web-scores&key=not-a-number").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("is not a key of table"), "{body}");
+    let long = "k".repeat(5000);
+    let (status, body) = http_get(
+        address,
+        &format!("/api/query?table=web-counter-table&key={long}"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 4096"), "{body}");
+    let (status, body) = http_get(address, "/api/query?table=web-counter-table").await;
+    assert_eq!(status, 400, "{body}");
+
+    // Prometheus metrics.
+    let (status, metrics) = http_get(address, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(
+            r#"goka_component_counter{kind="processor",name="web-counter",counter="messages_in"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"goka_component_state{kind="view",name="web-scores",state="Running"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+
+    // The pages.
+    let (status, html) = http_get(address, "/").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("web-counter") && html.contains("2/2 running"),
+        "{html}"
+    );
+    assert!(
+        html.contains("http-equiv=\"refresh\""),
+        "the overview refreshes itself"
+    );
+    let (status, html) = http_get(address, "/components/web-counter").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("<td>1</td><td class=\"Running\">Running</td>"),
+        "{html}"
+    );
+    let (status, _) = http_get(address, "/components/nope").await;
+    assert_eq!(status, 404);
+    let (status, html) = http_get(address, "/query?table=web-counter-table&key=alice").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("&quot;last&quot;: &quot;/c&quot;"), "{html}");
+    let (status, html) = http_get(address, "/query?table=web-counter-table&key=%3Cscript%3E").await;
+    assert_eq!(status, 200);
+    assert!(
+        !html.contains("<script>") && html.contains("&lt;script&gt;"),
+        "keys are escaped"
+    );
+
+    cancel.cancel();
+    server.await.unwrap().unwrap();
+    view_run.await.unwrap().unwrap();
+    run.await.unwrap().unwrap();
+}
