@@ -2,9 +2,13 @@
 # Installs what the native builds need on a fresh Debian machine (librocksdb-sys needs
 # libclang for bindgen; librdkafka builds with make, a C/C++ compiler, zlib and pkg-config).
 # Skips everything that is already there, so a warm machine pays nothing.
+# `--browser` adds Chromium, which the web monitor's browser test drives headless.
 set -euo pipefail
 
 packages=(libclang-dev zlib1g-dev pkg-config make g++)
+if [ "${1:-}" = "--browser" ]; then
+  packages+=(chromium)
+fi
 missing=()
 for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
-bash scripts/prerequisites.sh
+bash scripts/prerequisites.sh --browser
 GOKA_TANSU_BIN="$(bash scripts/tansu.sh)"
 export GOKA_TANSU_BIN
 trap stop_test_brokers EXIT

@@ -41,62 +41,95 @@ impl Counter {
 
 const PARTITIONS: u32 = 2;
 
+/// A processor that counted three page views, a view and an emitter, all registered with a
+/// monitor served on a free port.
+struct Monitored {
+    address: std::net::SocketAddr,
+    cancel: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _broker: TestBroker,
+}
+
+impl Monitored {
+    async fn start() -> Self {
+        let broker = TestBroker::start();
+        let client = client(&broker);
+        let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
+        manager
+            .ensure_table("web-scores", PARTITIONS)
+            .await
+            .unwrap();
+        let emitter = Emitter::<Pages>::ensuring(&*client, &manager, PARTITIONS)
+            .await
+            .unwrap();
+        for (user, page) in [("alice", "/a"), ("bob", "/b"), ("alice", "/c")] {
+            emitter.emit_sync(&user.into(), &page.into()).await.unwrap();
+        }
+        let processor = Arc::new(Processor::new(
+            Counter,
+            client.clone(),
+            ProcessorConfig::default(),
+        ));
+        let cancel = CancellationToken::new();
+        let run = tokio::spawn({
+            let (processor, cancel) = (processor.clone(), cancel.clone());
+            async move { processor.run(cancel).await }
+        });
+        let scores = View::<Scores>::builder(client.clone())
+            .build::<Scores>()
+            .await
+            .unwrap();
+        let view_run = tokio::spawn({
+            let (scores, cancel) = (scores.clone(), cancel.clone());
+            async move { scores.run(cancel).await }
+        });
+
+        let monitor = Monitor::new();
+        monitor.processor(&processor);
+        monitor.view(&scores);
+        monitor.emitter(&emitter);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn({
+            let (monitor, cancel) = (monitor.clone(), cancel.clone());
+            async move { monitor.serve(listener, cancel).await }
+        });
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while processor.get(&"alice".into()).unwrap().map(|v| v.count) != Some(2)
+            || processor.state() != PartitionState::Running
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the processor did not count"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let tasks = vec![
+            tokio::spawn(async move { server.await.unwrap().unwrap() }),
+            tokio::spawn(async move { view_run.await.unwrap().unwrap() }),
+            tokio::spawn(async move { run.await.unwrap().unwrap() }),
+        ];
+        Self {
+            address,
+            cancel,
+            tasks,
+            _broker: broker,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_shows_components_serves_queries_and_metrics() {
-    let broker = TestBroker::start();
-    let client = client(&broker);
-    let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
-    manager
-        .ensure_table("web-scores", PARTITIONS)
-        .await
-        .unwrap();
-    let emitter = Emitter::<Pages>::ensuring(&*client, &manager, PARTITIONS)
-        .await
-        .unwrap();
-    for (user, page) in [("alice", "/a"), ("bob", "/b"), ("alice", "/c")] {
-        emitter.emit_sync(&user.into(), &page.into()).await.unwrap();
-    }
-    let processor = Arc::new(Processor::new(
-        Counter,
-        client.clone(),
-        ProcessorConfig::default(),
-    ));
-    let cancel = CancellationToken::new();
-    let run = tokio::spawn({
-        let (processor, cancel) = (processor.clone(), cancel.clone());
-        async move { processor.run(cancel).await }
-    });
-    let scores = View::<Scores>::builder(client.clone())
-        .build::<Scores>()
-        .await
-        .unwrap();
-    let view_run = tokio::spawn({
-        let (scores, cancel) = (scores.clone(), cancel.clone());
-        async move { scores.run(cancel).await }
-    });
-
-    let monitor = Monitor::new();
-    monitor.processor(&processor);
-    monitor.view(&scores);
-    monitor.emitter(&emitter);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = tokio::spawn({
-        let (monitor, cancel) = (monitor.clone(), cancel.clone());
-        async move { monitor.serve(listener, cancel).await }
-    });
-
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while processor.get(&"alice".into()).unwrap().map(|v| v.count) != Some(2)
-        || processor.state() != PartitionState::Running
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the processor did not count"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
+    let monitored = Monitored::start().await;
+    let address = monitored.address;
     // The JSON API: each component with its state, partitions and counters.
     let (status, body) = http_get(address, "/api/components").await;
     assert_eq!(status, 200, "{body}");
@@ -201,8 +234,77 @@ async fn the_monitor_shows_components_serves_queries_and_metrics() {
         "keys are escaped"
     );
 
-    cancel.cancel();
-    server.await.unwrap().unwrap();
-    view_run.await.unwrap().unwrap();
-    run.await.unwrap().unwrap();
+    monitored.stop().await;
+}
+
+/// Runs headless Chromium on `url`: `--dump-dom` returns the rendered DOM, or with
+/// `screenshot` a PNG is written there.
+fn chromium(url: &str, screenshot: Option<&std::path::Path>) -> String {
+    let binary = std::env::var("GOKA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut command = std::process::Command::new(&binary);
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,700",
+    ]);
+    match screenshot {
+        Some(path) => command.arg(format!("--screenshot={}", path.display())),
+        None => command.arg("--dump-dom"),
+    };
+    let output = command.arg(url).output().unwrap_or_else(|e| {
+        panic!("cannot run {binary} (scripts/prerequisites.sh --browser installs it): {e}")
+    });
+    assert!(
+        output.status.success(),
+        "chromium failed on {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_render_in_a_browser() {
+    let monitored = Monitored::start().await;
+    let base = format!("http://{}", monitored.address);
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let pages = [
+        ("monitor", format!("{base}/")),
+        ("processor", format!("{base}/components/web-counter")),
+        (
+            "query",
+            format!("{base}/query?table=web-counter-table&key=alice"),
+        ),
+    ];
+    let mut rendered = Vec::new();
+    for (name, url) in &pages {
+        let dom = tokio::task::block_in_place(|| chromium(url, None));
+        let png = shots.join(format!("{name}.png"));
+        let _ = std::fs::remove_file(&png);
+        tokio::task::block_in_place(|| chromium(url, Some(&png)));
+        let bytes = std::fs::read(&png).unwrap();
+        assert!(
+            bytes.len() > 1000 && bytes.starts_with(b"\x89PNG"),
+            "{name}: no screenshot at {}",
+            png.display()
+        );
+        rendered.push(dom);
+    }
+    let [monitor, processor, query] = rendered.try_into().unwrap();
+    assert!(
+        monitor.contains(">web-counter</a>") && monitor.contains("2/2 running"),
+        "the monitor lists the processor and its running partitions:\n{monitor}"
+    );
+    assert!(
+        processor.contains("<td>0</td><td class=\"Running\">Running</td>")
+            && processor.contains("<td>1</td><td class=\"Running\">Running</td>"),
+        "the detail page shows each partition:\n{processor}"
+    );
+    assert!(
+        query.contains("\"count\": 2") && query.contains("\"last\": \"/c\""),
+        "the query page shows the queried value:\n{query}"
+    );
+    monitored.stop().await;
 }

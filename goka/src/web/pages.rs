@@ -100,15 +100,19 @@ pub(super) async fn overview(State(monitor): State<Monitor>) -> Html<String> {
             .iter()
             .filter(|p| p.state == "Running")
             .count();
+        let partitions = if stats.partitions.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{running}/{} running", stats.partitions.len())
+        };
         let _ = write!(
             body,
             "<tr><td>{kind:?}</td><td><a href=\"/components/{link}\">{name}</a></td>\
-             <td class=\"{state}\">{state}</td><td>{running}/{total} running</td><td>{counters}</td></tr>",
+             <td class=\"{state}\">{state}</td><td>{partitions}</td><td>{counters}</td></tr>",
             kind = stats.kind,
             link = url(&stats.name),
             name = esc(&stats.name),
             state = esc(&stats.state),
-            total = stats.partitions.len(),
             counters = esc(&counters(&stats)),
         );
     }
