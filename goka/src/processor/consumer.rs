@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::group::Group;
 use super::partition::PartitionTask;
@@ -87,11 +88,17 @@ impl<P: Group> Listener<P> {
             unsaved: std::sync::atomic::AtomicU32::new(0),
         };
         let shared = self.shared.clone();
-        let handle = self.runtime.spawn(async move {
-            if let Err(error) = task.run().await {
-                shared.fail(error);
+        // Every event of the task carries its group and partition.
+        let span = tracing::info_span!("partition", group = shared.group, partition);
+        let handle = self.runtime.spawn(
+            async move {
+                if let Err(error) = task.run().await {
+                    tracing::error!(%error, "partition task failed");
+                    shared.fail(error);
+                }
             }
-        });
+            .instrument(span),
+        );
         Task {
             queue,
             stop,
@@ -215,9 +222,10 @@ fn commit(shared: &Shared, member: &mut dyn GroupConsumer, sync: bool) {
     if offsets.is_empty() {
         return;
     }
-    if let Err(error) = member.commit(&offsets, sync) {
+    match member.commit(&offsets, sync) {
+        Ok(()) => tracing::debug!(group = shared.group, ?offsets, sync, "committed"),
         // The offsets stay done; a later commit or the next owner's replay covers them.
-        tracing::warn!(group = shared.group, %error, "commit failed");
+        Err(error) => tracing::warn!(group = shared.group, %error, "commit failed"),
     }
 }
 

@@ -357,6 +357,13 @@ async fn recover(
         None => StartOffset::Beginning,
     };
     let started = std::time::Instant::now();
+    tracing::info!(
+        group,
+        topic,
+        partition,
+        ?start,
+        "recovering table partition"
+    );
     let mut consumer = shared
         .client
         .consume(topic, &[(partition, start)])
