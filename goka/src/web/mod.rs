@@ -3,10 +3,10 @@
 //! a table, a JSON API behind both (`/api/...`) and Prometheus metrics (`/metrics`).
 //!
 //! ```no_run
-//! # async fn run(
-//! #     processor: std::sync::Arc<goka::processor::Processor<impl goka::processor::Stateful>>,
+//! # async fn run<P: goka::processor::Stateful>(
+//! #     processor: std::sync::Arc<goka::processor::Processor<P>>,
 //! # ) -> std::io::Result<()>
-//! # where <impl goka::processor::Stateful as goka::processor::Stateful>::Value: serde::Serialize {
+//! # where <P as goka::processor::Stateful>::Value: serde::Serialize {
 //! let monitor = goka::web::Monitor::new();
 //! monitor.processor(&processor);       // state, partitions, counters, and its table to query
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9095").await?;
