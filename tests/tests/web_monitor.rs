@@ -146,6 +146,24 @@ async fn the_monitor_shows_components_serves_queries_and_metrics() {
         counter["counters"][0],
         serde_json::json!(["messages_in", 3])
     );
+    // Each partition shows the next input offset to commit (once the acknowledgements of
+    // its messages arrived): three messages in all.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = http_get(address, "/api/components").await;
+        let components: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let done: i64 = components[0]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["offset"].as_i64().unwrap_or(0))
+            .sum();
+        if done == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "offsets: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(components[1]["kind"], "view");
     assert_eq!(components[1]["name"], "web-scores");
     assert_eq!(components[2]["kind"], "emitter");

@@ -589,6 +589,35 @@ impl<P: Group> Processor<P> {
             .unwrap_or_default()
     }
 
+    /// Per consumed topic and partition of this instance: the offset of the next message
+    /// whose handling is not done yet (what the next commit stores). Partitions without a
+    /// finished message yet are absent.
+    pub fn done_offsets(&self) -> Vec<TopicPartitionOffset> {
+        let Some(shared) = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return Vec::new();
+        };
+        let next = shared
+            .offsets
+            .next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut offsets: Vec<TopicPartitionOffset> = next
+            .iter()
+            .map(|((topic, partition), (offset, _))| TopicPartitionOffset {
+                topic: topic.to_string(),
+                partition: *partition,
+                offset: *offset,
+            })
+            .collect();
+        offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        offsets
+    }
+
     /// Counters since `run` started.
     pub fn stats(&self) -> ProcessorStats {
         let shared = self

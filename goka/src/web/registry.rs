@@ -137,6 +137,9 @@ struct ProcessorComponent<P: Group>(Arc<Processor<P>>);
 impl<P: Group> Component for ProcessorComponent<P> {
     fn stats(&self) -> ComponentStats {
         let stats = self.0.stats();
+        let done = self.0.done_offsets();
+        // The offset shown is the input's (the first input topic); loop offsets differ.
+        let input = P::GRAPH.inputs.first().map_or("", |e| e.topic);
         let mut partitions: Vec<PartitionRow> = self
             .0
             .partitions()
@@ -144,7 +147,10 @@ impl<P: Group> Component for ProcessorComponent<P> {
             .map(|(partition, state)| PartitionRow {
                 partition,
                 state: format!("{state:?}"),
-                offset: None,
+                offset: done
+                    .iter()
+                    .find(|o| o.topic == input && o.partition == partition)
+                    .map(|o| o.offset),
                 high_watermark: None,
                 lag: None,
                 messages: None,
