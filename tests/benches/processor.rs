@@ -161,7 +161,8 @@ fn bare_loop(broker: &TestBroker, messages: usize) -> Duration {
 async fn processor_count(client: goka_tests::TestClient, messages: usize) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = ProcessorConfig {
-        storage: std::sync::Arc::new(RocksDbBuilder::new(dir.path())),
+        // The changelog is the table's source of truth: no WAL needed (as Kafka Streams).
+        storage: std::sync::Arc::new(RocksDbBuilder::new(dir.path()).without_wal()),
         ..Default::default()
     };
     let processor = std::sync::Arc::new(Processor::new(Count, client, config));

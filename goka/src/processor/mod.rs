@@ -169,7 +169,10 @@ pub struct ProcessorConfig {
     /// How topics are created and checked (goka's `WithTopicManagerBuilder`).
     pub topics: TopicManagerConfig,
     /// Messages queued per partition before its partition is paused
-    /// (goka's `WithPartitionChannelSize`).
+    /// (goka's `WithPartitionChannelSize`; default 10,000). Up to twice this many wait per
+    /// partition. Pausing makes the client drop what it prefetched and fetch it again on
+    /// resume, so a small queue costs throughput: in the processor bench 2,000 handled about
+    /// 62k messages/s and 10,000 about 116k.
     pub partition_queue: usize,
     /// How often done offsets are committed.
     pub commit_interval: Duration,
@@ -195,7 +198,7 @@ impl Default for ProcessorConfig {
             nil_handling: None,
             decode_errors: None,
             topics: TopicManagerConfig::default(),
-            partition_queue: 2_000,
+            partition_queue: 10_000,
             commit_interval: Duration::from_millis(500),
         }
     }

@@ -274,7 +274,9 @@ impl Storage for RocksDbStorage {
 
     fn close(&self) -> Result<(), StorageError> {
         self.check_open()?;
-        if self.recovering.load(Ordering::Acquire) {
+        // Without the WAL, only a flush makes the last writes durable: a clean close should
+        // not cost the next start a replay.
+        if self.recovering.load(Ordering::Acquire) || !self.wal {
             self.flush_all()?;
         } else {
             self.db
