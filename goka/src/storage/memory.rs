@@ -92,7 +92,17 @@ impl Storage for MemoryStorage {
     }
 
     fn set(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.write()?.rows.insert(key.to_vec(), value.to_vec());
+        let mut state = self.write()?;
+        // An existing row keeps its key and reuses its buffer: no allocation per update.
+        match state.rows.get_mut(key) {
+            Some(row) => {
+                row.clear();
+                row.extend_from_slice(value);
+            }
+            None => {
+                state.rows.insert(key.to_vec(), value.to_vec());
+            }
+        }
         Ok(())
     }
 

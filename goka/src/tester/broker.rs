@@ -32,7 +32,8 @@ pub(crate) struct Record {
 
 struct Topic {
     name: Arc<str>,
-    partitions: Vec<Vec<Record>>,
+    /// Each partition's log, as consumers get it: reading shares, never copies.
+    partitions: Vec<Vec<Arc<ConsumedMessage>>>,
     config: BTreeMap<String, String>,
     /// Present for table topics: the current rows of each partition.
     tables: Option<Vec<Arc<MemoryStorage>>>,
@@ -151,8 +152,17 @@ impl Broker {
             if let (Some(tables), false) = (&t.tables, applied) {
                 apply(&tables[partition as usize], &record, topic, partition)?;
             }
-            log.push(record);
-            (log.len() - 1) as i64
+            let offset = log.len() as i64;
+            log.push(Arc::new(ConsumedMessage {
+                topic: t.name.clone(),
+                partition,
+                offset,
+                key: record.key,
+                value: record.value,
+                timestamp: Some(record.timestamp),
+                headers: record.headers,
+            }));
+            offset
         };
         // Consumers check the logs before they wait, so a wake-up is needed only for those
         // that wait already.
@@ -163,23 +173,19 @@ impl Broker {
     }
 
     /// The message at `offset`, as a consumer gets it.
-    pub(crate) fn read(&self, topic: &str, partition: i32, offset: i64) -> Option<ConsumedMessage> {
+    pub(crate) fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Option<Arc<ConsumedMessage>> {
         let topics = self.topics();
-        let t = topics.get(topic)?;
-        let record = t
+        topics
+            .get(topic)?
             .partitions
             .get(partition as usize)?
-            .get(usize::try_from(offset).ok()?)?
-            .clone();
-        Some(ConsumedMessage {
-            topic: t.name.clone(),
-            partition,
-            offset,
-            key: record.key,
-            value: record.value,
-            timestamp: Some(record.timestamp),
-            headers: record.headers,
-        })
+            .get(usize::try_from(offset).ok()?)
+            .cloned()
     }
 
     /// The next offset of a partition (its high watermark).
@@ -203,8 +209,8 @@ impl Broker {
         let mut tables = Vec::with_capacity(t.partitions.len());
         for (partition, log) in t.partitions.iter().enumerate() {
             let storage = Arc::new(MemoryStorage::new(topic, partition as i32));
-            for record in log {
-                apply(&storage, record, topic, partition as i32)?;
+            for message in log {
+                apply_message(&storage, message, topic, partition as i32)?;
             }
             tables.push(storage);
         }
@@ -223,10 +229,41 @@ fn apply(
     topic: &str,
     partition: i32,
 ) -> Result<(), KafkaError> {
+    write_row(
+        storage,
+        &record.key,
+        record.value.as_deref(),
+        topic,
+        partition,
+    )
+}
+
+fn apply_message(
+    storage: &MemoryStorage,
+    message: &ConsumedMessage,
+    topic: &str,
+    partition: i32,
+) -> Result<(), KafkaError> {
+    write_row(
+        storage,
+        &message.key,
+        message.value.as_deref(),
+        topic,
+        partition,
+    )
+}
+
+fn write_row(
+    storage: &MemoryStorage,
+    key: &[u8],
+    value: Option<&[u8]>,
+    topic: &str,
+    partition: i32,
+) -> Result<(), KafkaError> {
     let mut batch = WriteBatch::new();
-    match &record.value {
-        Some(value) => batch.set(record.key.clone(), value.clone()),
-        None => batch.delete(record.key.clone()),
+    match value {
+        Some(value) => batch.set(key.to_vec(), value.to_vec()),
+        None => batch.delete(key.to_vec()),
     }
     storage
         .apply(&batch, None)
@@ -376,7 +413,7 @@ impl PartitionConsumer for BrokerConsumer {
                     if let Some(message) = self.broker.read(&self.topic, *partition, *next) {
                         *next += 1;
                         *at_end = false;
-                        return Some(Ok(ConsumerEvent::Message(message)));
+                        return Some(Ok(ConsumerEvent::Message((*message).clone())));
                     }
                     if !*at_end {
                         *at_end = true;

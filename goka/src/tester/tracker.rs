@@ -92,7 +92,7 @@ impl<T: Topic> QueueTracker<T> {
                     .map_err(codec)?,
                 partition: message.partition,
                 offset: message.offset,
-                headers: message.headers,
+                headers: message.headers.clone(),
             }));
         }
         Ok(None)
