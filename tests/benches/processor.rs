@@ -67,8 +67,12 @@ fn main() {
 async fn run(messages: usize) {
     let broker = TestBroker::start();
     let client = client(&broker);
-    let manager =
-        TopicManager::new(&*client, TopicManagerConfig::default()).expect("topic manager");
+    // Quix Streams reads `retention.ms` back from the topic's configs: set it explicitly.
+    let mut topics = TopicManagerConfig::default();
+    topics
+        .stream_config
+        .insert("retention.ms".into(), "604800000".into());
+    let manager = TopicManager::new(&*client, topics).expect("topic manager");
     manager
         .ensure_stream(Input::NAME, PARTITIONS)
         .await
@@ -111,6 +115,70 @@ async fn run(messages: usize) {
         "ratio after the first message, each side",
         (bare - bare_joined).as_secs_f64() / (ours - ours_joined).as_secs_f64()
     );
+    let mut figures = vec![
+        ("messages", messages as f64),
+        ("bare_per_s", messages as f64 / bare.as_secs_f64()),
+        ("processor_per_s", messages as f64 / ours.as_secs_f64()),
+        ("ratio", bare.as_secs_f64() / ours.as_secs_f64()),
+    ];
+    if let Some((quix, quix_first)) = quix_count(&broker, messages) {
+        report("Quix Streams 3.28.1: stateful count", messages, quix);
+        report("  Quix: after the first message", messages, quix_first);
+        let ratio = quix.as_secs_f64() / ours.as_secs_f64();
+        let ratio_first = quix_first.as_secs_f64() / (ours - ours_joined).as_secs_f64();
+        println!(
+            "{:<48} {:>12.2}",
+            "ratio Processor / Quix Streams (target >= 5)", ratio
+        );
+        println!(
+            "{:<48} {:>12.2}",
+            "  the same, after the first message each", ratio_first
+        );
+        figures.push(("quix_per_s", messages as f64 / quix.as_secs_f64()));
+        figures.push(("ratio_quix", ratio));
+        figures.push(("ratio_quix_after_first", ratio_first));
+    }
+    goka_tests::bench_json("processor", &figures);
+}
+
+/// The same count in Quix Streams, when `GOKA_QUIX_PYTHON` names a Python with
+/// `quixstreams` installed (`scripts/bench.sh` sets one up).
+fn quix_count(broker: &TestBroker, messages: usize) -> Option<(Duration, Duration)> {
+    let python = std::env::var("GOKA_QUIX_PYTHON").ok()?;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/bench/quix_count.py"
+    );
+    let state = tempfile::tempdir().expect("quix state dir");
+    let output = std::process::Command::new(&python)
+        .arg(script)
+        .arg(broker.bootstrap())
+        .arg(Input::NAME)
+        .arg(messages.to_string())
+        .arg(state.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Quix Streams count failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    let figures: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("quix printed {line:?}: {e}"));
+    assert_eq!(
+        figures["messages"].as_u64(),
+        Some(messages as u64),
+        "{line}"
+    );
+    let seconds = |name: &str| {
+        figures[name]
+            .as_f64()
+            .map(Duration::from_secs_f64)
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    Some((seconds("seconds"), seconds("after_first")))
 }
 
 fn report(name: &str, messages: usize, elapsed: Duration) {

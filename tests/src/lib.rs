@@ -250,3 +250,13 @@ pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String
         .unwrap_or_default();
     (status, body)
 }
+
+/// Prints a bench's figures as one `BENCH-JSON {...}` line, which `scripts/bench.sh`
+/// collects into its JSON report.
+pub fn bench_json(bench: &str, figures: &[(&str, f64)]) {
+    let fields: Vec<String> = figures
+        .iter()
+        .map(|(name, value)| format!("\"{name}\":{value:.3}"))
+        .collect();
+    println!("BENCH-JSON {{\"bench\":\"{bench}\",{}}}", fields.join(","));
+}
