@@ -22,25 +22,37 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let recovered = RocksDbStorage::open(dir.path().join("recovery"), "bench", 0).expect("open");
-    let elapsed = load_recovery(&recovered, rows);
-    report("recovery mode (batches of 10,000)", rows, elapsed);
+    let recovery = load_recovery(&recovered, rows);
+    report("recovery mode (batches of 10,000)", rows, recovery);
 
     let normal = RocksDbStorage::open(dir.path().join("normal"), "bench", 0).expect("open");
-    let elapsed = load_normal(&normal, rows);
-    report("normal mode (one row + offset)", rows, elapsed);
+    let normal_load = load_normal(&normal, rows);
+    report("normal mode (one row + offset)", rows, normal_load);
 
     println!();
     println!(
         "{:<34} {:>10} {:>10} {:>10}",
         "point get after load", "p50", "p99", "gets/s"
     );
+    let mut gets = Vec::new();
     for (name, storage) in [
         ("recovered storage", &recovered),
         ("normally loaded storage", &normal),
     ] {
         let (p50, p99, rate) = point_gets(storage, rows);
         println!("{name:<34} {p50:>10.2?} {p99:>10.2?} {rate:>10.0}");
+        gets.push((p50, p99));
     }
+    // One line of figures for `scripts/bench.sh`.
+    let per_s = |d: std::time::Duration| rows as f64 / d.as_secs_f64();
+    println!(
+        "BENCH-JSON {{\"bench\":\"storage\",\"rows\":{rows},\"recovery_rows_per_s\":{:.0},\
+         \"normal_rows_per_s\":{:.0},\"get_p50_us\":{:.2},\"get_p99_us\":{:.2}}}",
+        per_s(recovery),
+        per_s(normal_load),
+        gets[0].0.as_secs_f64() * 1e6,
+        gets[0].1.as_secs_f64() * 1e6,
+    );
 }
 
 fn parse_rows() -> usize {

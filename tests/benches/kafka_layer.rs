@@ -60,7 +60,8 @@ async fn run(records: usize) {
     println!("kafka-layer bench: {records} records, 10-byte keys, 100-byte values, {PARTITIONS} partitions");
     println!("{:<44} {:>12} {:>9}", "", "records/s", "seconds");
 
-    let bare = bare_produce(&broker, records);
+    let bare_producer = bare_produce(&broker, records);
+    let bare = bare_producer;
     report("bare rdkafka producer", records, bare);
     let emitter = emitter_produce(&client, records).await;
     report("Emitter", records, emitter);
@@ -78,6 +79,19 @@ async fn run(records: usize) {
         "{:<44} {:>12.2}",
         "ratio View recovery / bare (target >= 0.7)",
         ratio(bare, view)
+    );
+    let per_s = |d: Duration| records as f64 / d.as_secs_f64();
+    goka_tests::bench_json(
+        "kafka_layer",
+        &[
+            ("records", records as f64),
+            ("bare_producer_per_s", per_s(bare_producer)),
+            ("emitter_per_s", per_s(emitter)),
+            ("ratio_emitter", ratio(bare_producer, emitter)),
+            ("bare_consumer_per_s", per_s(bare)),
+            ("view_recovery_per_s", per_s(view)),
+            ("ratio_view", ratio(bare, view)),
+        ],
     );
 }
 

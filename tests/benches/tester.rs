@@ -78,4 +78,12 @@ fn main() {
         "ratio tester/bare",
         tester_rate / bare_rate
     );
+    goka_tests::bench_json(
+        "tester",
+        &[
+            ("messages", messages as f64),
+            ("tester_per_s", tester_rate),
+            ("bare_per_s", bare_rate),
+        ],
+    );
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Every benchmark, side by side on the bundled test broker, in one run: storage load and
+# point gets, Emitter and View recovery against bare rdkafka, the stateful count of a
+# Processor against a bare consume -> produce loop and against Quix Streams (installed into a
+# virtual environment, pinned), and the tester. Prints each bench's table and writes the
+# figures, the machine and the date to target/bench-report.json.
+#
+#   bash scripts/bench.sh              # full sizes (1,000,000 messages; several minutes)
+#   bash scripts/bench.sh --quick      # small sizes, to check the runner
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+QUIX_VERSION=3.28.1
+sizes=()
+if [ "${1:-}" = "--quick" ]; then
+  sizes=(--messages 100000)
+fi
+
+bash scripts/prerequisites.sh
+GOKA_TANSU_BIN="$(bash scripts/tansu.sh)"
+export GOKA_TANSU_BIN
+trap stop_test_brokers EXIT
+
+venv="$HOME/.cache/goka-rs/quix-$QUIX_VERSION"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import quixstreams" 2>/dev/null; then
+  echo "bench: installing quixstreams==$QUIX_VERSION into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "quixstreams==$QUIX_VERSION"
+fi
+export GOKA_QUIX_PYTHON="$venv/bin/python"
+
+log="$(mktemp)"
+run() {
+  echo
+  cargo bench --quiet "$@" 2>&1 | tee -a "$log"
+}
+if [ "${#sizes[@]}" -gt 0 ]; then
+  run -p goka --bench storage -- --rows 100000
+  run -p goka-tests --bench kafka_layer -- --records 100000
+  run -p goka-tests --bench processor -- "${sizes[@]}"
+  run -p goka-tests --bench tester -- "${sizes[@]}"
+else
+  run -p goka --bench storage
+  run -p goka-tests --bench kafka_layer
+  run -p goka-tests --bench processor
+  run -p goka-tests --bench tester
+fi
+
+mkdir -p "$CARGO_TARGET_DIR"
+report="$CARGO_TARGET_DIR/../bench-report.json"
+python3 - "$log" "$report" <<'PY'
+import datetime, json, os, sys
+log, report = sys.argv[1], sys.argv[2]
+benches = [json.loads(line.split(" ", 1)[1]) for line in open(log) if line.startswith("BENCH-JSON ")]
+with open("/proc/meminfo") as meminfo:
+    mem_kb = int(meminfo.readline().split()[1])
+out = {
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "machine": {"cores": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1)},
+    "benches": benches,
+}
+with open(report, "w") as f:
+    json.dump(out, f, indent=2)
+print(f"\nfigures of {len(benches)} benches written to {os.path.normpath(report)}")
+PY
+rm -f "$log"
