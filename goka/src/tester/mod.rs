@@ -235,8 +235,14 @@ impl Tester {
     /// Handles every message that is not handled yet, in every registered processor, until
     /// none is left (emits and loopbacks are handled too).
     pub async fn run_until_idle(&mut self) -> Result<(), ProcessorError> {
+        // Topics some registered processor consumes: only writes to those need another pass.
+        let consumed: Vec<&'static str> = self
+            .processors
+            .iter()
+            .flat_map(|r| r.driven.graph().consumed_topics())
+            .collect();
         loop {
-            let mut progressed = false;
+            let mut fed = false;
             for registered in &mut self.processors {
                 let graph = registered.driven.graph();
                 for (t, topic) in graph.consumed_topics().enumerate() {
@@ -248,7 +254,6 @@ impl Tester {
                         let partition = partition as i32;
                         while let Some(message) = self.broker.read(topic, partition, *cursor) {
                             *cursor += 1;
-                            progressed = true;
                             let outgoing = registered.driven.handle(&message).await?;
                             for out in outgoing {
                                 // What a handler writes carries its input's timestamp, so
@@ -261,6 +266,7 @@ impl Tester {
                                 };
                                 // The handler wrote its own table already.
                                 let applied = out.kind == OutgoingKind::Changelog;
+                                fed |= consumed.contains(&out.topic);
                                 self.broker
                                     .append(out.topic, out.partition, record, applied)
                                     .map_err(|source| ProcessorError::Produce {
@@ -272,7 +278,7 @@ impl Tester {
                     }
                 }
             }
-            if !progressed {
+            if !fed {
                 return Ok(());
             }
         }
