@@ -192,6 +192,10 @@ where
     }
 }
 
+/// The most a [`Bincode`] decode may allocate, in bytes.
+#[cfg(feature = "bincode")]
+pub const BINCODE_DECODE_LIMIT: usize = 64 * 1024 * 1024;
+
 /// Any serde type in bincode's standard (varint) encoding. Behind the `bincode` feature.
 #[cfg(feature = "bincode")]
 #[derive(Debug, Clone, Copy, Default)]
@@ -210,7 +214,10 @@ where
     }
 
     fn decode(bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+        // A hostile length prefix must not make bincode reserve petabytes: cap what a decode
+        // may claim (far above Kafka's default message size). Found by the fuzz tests.
+        let config = bincode::config::standard().with_limit::<BINCODE_DECODE_LIMIT>();
+        let (value, read) = bincode::serde::decode_from_slice(bytes, config)?;
         if read != bytes.len() {
             return Err(CodecError::custom(
                 "bincode",
