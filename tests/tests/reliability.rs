@@ -1,0 +1,337 @@
+//! Reliability scenarios with figures: a counting processor killed with SIGKILL again and
+//! again while input flows, and a rebalance storm of four instances joining and leaving.
+//! Nothing reported delivered may be lost (counts >= emitted per key); each scenario prints
+//! one summary line. CI runs reduced sizes; `GOKA_RELIABILITY=full` runs the full ones
+//! (200,000 messages and 20 kills; 100,000 messages and 12 membership changes).
+
+// Test helpers unwrap: a failure is a loud test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use goka::codec::{Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+use goka::emitter::Emitter;
+use goka::processor::{GroupTable, PartitionState, Processor, ProcessorConfig};
+use goka::topic_manager::{TopicManager, TopicManagerConfig};
+use goka::view::View;
+use goka_tests::{client, TestBroker, TestClient};
+use tokio_util::sync::CancellationToken;
+
+goka::stream!(pub Events = "reliability-events": String as StringCodec);
+
+#[goka::processor(group = "reliability-counter")]
+#[input(topic = Events, handler = Self::on_event)]
+#[persist(value = i64, codec = Int64Codec)]
+#[derive(Debug)]
+pub struct Counter;
+
+impl Counter {
+    fn on_event(&self, ctx: &mut Context<'_, Self>, _event: String) -> Result<(), CallbackError> {
+        let count = ctx.value()?.unwrap_or(0);
+        ctx.set_value(&(count + 1))
+    }
+}
+
+const PARTITIONS: u32 = 4;
+const KEYS: u32 = 1_000;
+
+fn full() -> bool {
+    std::env::var("GOKA_RELIABILITY").is_ok_and(|v| v == "full")
+}
+
+/// A small deterministic generator for kill points, seeded from the clock (printed, so a
+/// failing run can be replayed by setting `GOKA_RELIABILITY_SEED`).
+struct Lcg(u64);
+
+impl Lcg {
+    fn seeded() -> Self {
+        let seed = std::env::var("GOKA_RELIABILITY_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        println!("seed {seed}");
+        Self(seed)
+    }
+
+    /// A number in `low..high`.
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        low + (self.0 >> 33) % (high - low).max(1)
+    }
+}
+
+async fn emitter(client: &TestClient) -> Emitter<Events> {
+    let manager = TopicManager::new(&**client, TopicManagerConfig::default()).unwrap();
+    Emitter::<Events>::ensuring(&**client, &manager, PARTITIONS)
+        .await
+        .unwrap()
+}
+
+/// Emits `total` events over `KEYS` keys in chunks, pausing between chunks so that the
+/// stream lasts through the scenario; returns how many each key got.
+fn emit_in_background(
+    emitter: Emitter<Events>,
+    total: u32,
+    chunks: u32,
+    pause: Duration,
+) -> tokio::task::JoinHandle<HashMap<String, i64>> {
+    tokio::spawn(async move {
+        let mut expected: HashMap<String, i64> = HashMap::new();
+        let per_chunk = total / chunks;
+        for chunk in 0..chunks {
+            let mut pending = Vec::with_capacity(per_chunk as usize);
+            for i in chunk * per_chunk..(chunk + 1) * per_chunk {
+                let key = format!("key-{}", i % KEYS);
+                *expected.entry(key.clone()).or_insert(0) += 1;
+                pending.push(emitter.emit(&key, &format!("event-{i}")).await.unwrap());
+            }
+            for delivery in pending {
+                delivery.await.unwrap();
+            }
+            tokio::time::sleep(pause).await;
+        }
+        expected
+    })
+}
+
+/// Waits until every key's count in the group table reaches what was emitted; returns the
+/// total counted (>= emitted; the surplus are at-least-once replays).
+async fn wait_for_nothing_lost(client: &TestClient, expected: &HashMap<String, i64>) -> i64 {
+    let view = View::<GroupTable<Counter>>::builder(client.clone())
+        .build::<GroupTable<Counter>>()
+        .await
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn({
+        let (view, cancel) = (view.clone(), cancel.clone());
+        async move { view.run(cancel).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let counted = loop {
+        let rows: HashMap<String, i64> = view.iter().map(Result::unwrap).collect();
+        let short: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| rows.get(*k).copied().unwrap_or(0) < **v)
+            .map(|(k, v)| (k, *v, rows.get(k).copied()))
+            .collect();
+        if short.is_empty() {
+            break rows.values().sum::<i64>();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lost messages at {} of {} keys, (key, emitted, counted) e.g. {:?}",
+            short.len(),
+            expected.len(),
+            &short[..short.len().min(8)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    cancel.cancel();
+    running.await.unwrap().unwrap();
+    counted
+}
+
+const CHILD_BROKERS: &str = "GOKA_RELIABILITY_CHILD_BROKERS";
+const CHILD_STORAGE: &str = "GOKA_RELIABILITY_CHILD_STORAGE";
+
+/// Run by `the_kill_loop_loses_nothing` in a child process: counts until killed, printing
+/// `READY` once every assigned partition recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of the_kill_loop_loses_nothing"]
+async fn reliability_child_counts_until_killed() {
+    let (Ok(brokers), Ok(storage)) = (std::env::var(CHILD_BROKERS), std::env::var(CHILD_STORAGE))
+    else {
+        panic!("run by the_kill_loop_loses_nothing only");
+    };
+    let config = goka::kafka::KafkaConfig::new(brokers).set("session.timeout.ms", "6000");
+    let client = Arc::new(goka::kafka::rdkafka_client::RdKafkaClient::new(config));
+    let processor = Arc::new(Processor::new(
+        Counter,
+        client,
+        ProcessorConfig {
+            storage: Arc::new(goka::storage::RocksDbBuilder::new(storage).without_wal()),
+            ..Default::default()
+        },
+    ));
+    let running = tokio::spawn({
+        let processor = processor.clone();
+        async move { processor.run(CancellationToken::new()).await }
+    });
+    processor.recovered().await;
+    println!("READY");
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_loop_loses_nothing() {
+    let (total, kills) = if full() { (200_000, 20) } else { (20_000, 6) };
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let emitter = emitter(&client).await;
+    let storage = tempfile::tempdir().unwrap();
+    let mut random = Lcg::seeded();
+    // A child and a thread that reports when it printed READY.
+    let spawn_child = || {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "reliability_child_counts_until_killed",
+                "--nocapture",
+            ])
+            .env(CHILD_BROKERS, broker.bootstrap())
+            .env(CHILD_STORAGE, storage.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                if line.is_ok_and(|l| l.contains("READY")) {
+                    let _ = ready_tx.send(Instant::now());
+                }
+            }
+        });
+        (child, ready_rx, Instant::now())
+    };
+
+    let chunks = if full() { 200 } else { 40 };
+    let emitting = emit_in_background(emitter, total, chunks, Duration::from_millis(100));
+    let mut recoveries = Vec::new();
+    let (mut child, mut ready, mut started) = spawn_child();
+    for _ in 0..kills {
+        // Wait for the child to be up, then kill it at a random point of its work.
+        let up = tokio::task::block_in_place(|| ready.recv_timeout(Duration::from_secs(60)))
+            .expect("the child recovered and runs");
+        recoveries.push(up - started);
+        tokio::time::sleep(Duration::from_millis(random.between(200, 2_500))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        (child, ready, started) = spawn_child();
+    }
+    let expected = emitting.await.unwrap();
+    let counted = wait_for_nothing_lost(&client, &expected).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let emitted: i64 = expected.values().sum();
+    let max = recoveries.iter().max().copied().unwrap_or_default();
+    println!(
+        "kill loop: {emitted} messages, {kills} SIGKILLs, lost 0, duplicates {}, \
+         recovery (start to running) max {:.1} s, mean {:.1} s",
+        counted - emitted,
+        max.as_secs_f64(),
+        recoveries.iter().map(Duration::as_secs_f64).sum::<f64>() / recoveries.len().max(1) as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_storm_loses_nothing_and_never_shares_a_partition() {
+    let (total, changes) = if full() { (100_000, 12) } else { (12_000, 5) };
+    let broker = TestBroker::start();
+    let client: TestClient = Arc::new(goka::kafka::rdkafka_client::RdKafkaClient::new(
+        goka_tests::config(&broker).set("max.poll.interval.ms", "20000"),
+    ));
+    let emitter = emitter(&client).await;
+    let mut random = Lcg::seeded();
+    let chunks = if full() { 100 } else { 30 };
+    let emitting = emit_in_background(emitter, total, chunks, Duration::from_millis(150));
+
+    let start = |client: &TestClient| {
+        let processor = Arc::new(Processor::new(
+            Counter,
+            client.clone(),
+            ProcessorConfig::default(),
+        ));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn({
+            let (processor, cancel) = (processor.clone(), cancel.clone());
+            async move { processor.run(cancel).await }
+        });
+        (processor, cancel, task)
+    };
+    let mut instances = vec![start(&client)];
+    // Every 100 ms, no partition may be owned (running or recovering) by two instances.
+    let watch = |instances: &[(Arc<Processor<Counter>>, _, _)]| {
+        let mut owners: HashMap<i32, usize> = HashMap::new();
+        for (i, (processor, _, _)) in instances.iter().enumerate() {
+            for (partition, state) in processor.partitions() {
+                if matches!(state, PartitionState::Running | PartitionState::Recovering) {
+                    if let Some(other) = owners.insert(partition, i) {
+                        panic!("partition {partition} owned by instances {other} and {i}");
+                    }
+                }
+            }
+        }
+    };
+    // Changes come at random intervals, but each after the group settled (every instance
+    // running): on the test broker, a member that leaves while the group is still forming
+    // leaves the others waiting for an assignment indefinitely.
+    let settle = |instances: &[(Arc<Processor<Counter>>, _, _)]| {
+        instances
+            .iter()
+            .all(|(p, _, _)| p.state() == PartitionState::Running)
+    };
+    let mut samples = 0u64;
+    for change in 0..changes {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !settle(&instances) {
+            assert!(
+                Instant::now() < deadline,
+                "the group did not settle after change {change}"
+            );
+            watch(&instances);
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let until = Instant::now() + Duration::from_millis(random.between(500, 3_000));
+        while Instant::now() < until {
+            watch(&instances);
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Join while fewer than four run (and always at the start); otherwise leave.
+        if instances.len() < 4 && (instances.len() < 2 || random.between(0, 2) == 0) {
+            instances.push(start(&client));
+        } else {
+            let (_, cancel, task) =
+                instances.remove(random.between(0, instances.len() as u64) as usize);
+            cancel.cancel();
+            task.await.unwrap().unwrap();
+        }
+        println!("change {change}: {} instances", instances.len());
+    }
+    let expected = emitting.await.unwrap();
+    for (i, (processor, _, task)) in instances.iter().enumerate() {
+        println!(
+            "instance {i}: state {:?}, finished {}, partitions {:?}, {:?}",
+            processor.state(),
+            task.is_finished(),
+            processor.partitions(),
+            processor.stats()
+        );
+    }
+    let counted = wait_for_nothing_lost(&client, &expected).await;
+    for (_, cancel, task) in instances {
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+    }
+    let emitted: i64 = expected.values().sum();
+    println!(
+        "rebalance storm: {emitted} messages, {changes} membership changes, lost 0, \
+         duplicates {}, {samples} ownership samples without a shared partition",
+        counted - emitted
+    );
+}
