@@ -147,18 +147,21 @@ async fn the_monitor_shows_components_serves_queries_and_metrics() {
         serde_json::json!(["messages_in", 3])
     );
     // Each partition shows the next input offset to commit (once the acknowledgements of
-    // its messages arrived): three messages in all.
+    // its messages arrived), the high watermark and the lag: three messages in all.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, body) = http_get(address, "/api/components").await;
         let components: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let done: i64 = components[0]["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["offset"].as_i64().unwrap_or(0))
-            .sum();
-        if done == 3 {
+        let sum = |field: &str| -> i64 {
+            components[0]["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[field].as_i64().unwrap_or(-100))
+                .sum()
+        };
+        // Offsets of done messages, high watermarks (read every 2 s) and no lag left.
+        if sum("offset") == 3 && sum("high_watermark") == 3 && sum("lag") == 0 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "offsets: {body}");

@@ -12,6 +12,7 @@ mod consumer;
 pub mod group;
 pub(crate) mod handle;
 mod partition;
+mod watermarks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -259,6 +260,23 @@ pub(crate) async fn prepare_topics<P: Group>(
     Ok(partition_counts)
 }
 
+/// One partition of a processor instance (goka's `PartitionProcessorStats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorPartitionStats {
+    /// The partition.
+    pub partition: i32,
+    /// Its state.
+    pub state: PartitionState,
+    /// The input topic the figures are of (the first input).
+    pub topic: &'static str,
+    /// The next offset to commit, once a message of the partition is done.
+    pub offset: Option<i64>,
+    /// The partition's high watermark, once read.
+    pub high_watermark: Option<i64>,
+    /// Messages between the two (a partition without a done message counts from 0).
+    pub lag: Option<i64>,
+}
+
 /// Counters of a processor (goka's `ProcessorStats`, summed over partitions).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcessorStats {
@@ -344,6 +362,8 @@ struct Shared {
     /// Group table storage of each running partition, for `Processor::get`.
     tables: Mutex<HashMap<i32, Arc<dyn Storage>>>,
     states: Mutex<HashMap<i32, PartitionState>>,
+    /// Last read high watermark per input topic and partition.
+    high_watermarks: Mutex<HashMap<(&'static str, i32), i64>>,
     state: watch::Sender<PartitionState>,
     /// Fires on shutdown and on the first error.
     cancel: CancellationToken,
@@ -501,13 +521,16 @@ impl<P: Group> Processor<P> {
             stats: Counters::default(),
             tables: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
+            high_watermarks: Mutex::new(HashMap::new()),
             state: self.state.clone(),
             cancel: internal,
             failure: Mutex::new(None),
         });
         *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
+        let watermarks = tokio::spawn(watermarks::follow::<P>(shared.clone()));
         consumer::run::<P>(self.group.clone(), shared.clone()).await;
         shared.cancel.cancel();
+        let _ = watermarks.await;
         for task in lookup_tasks {
             if let Ok(Err(source)) = task.await {
                 shared.fail(ProcessorError::Lookup { group, source });
@@ -619,6 +642,50 @@ impl<P: Group> Processor<P> {
             .collect();
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         offsets
+    }
+
+    /// Each partition this instance runs, with its first input's next offset to commit,
+    /// high watermark (read every 2 s) and the lag between them, where known.
+    pub fn partition_stats(&self) -> Vec<ProcessorPartitionStats> {
+        let Some(shared) = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return Vec::new();
+        };
+        let Some(input) = P::GRAPH.inputs.first().map(|e| e.topic) else {
+            return Vec::new();
+        };
+        let done = self.done_offsets();
+        let highs = shared
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut stats: Vec<ProcessorPartitionStats> = self
+            .partitions()
+            .into_iter()
+            .map(|(partition, state)| {
+                let offset = done
+                    .iter()
+                    .find(|o| o.topic == input && o.partition == partition)
+                    .map(|o| o.offset);
+                let high_watermark = highs.get(&(input, partition)).copied();
+                let lag = high_watermark.map(|high| (high - offset.unwrap_or(0)).max(0));
+                ProcessorPartitionStats {
+                    partition,
+                    state,
+                    topic: input,
+                    offset,
+                    high_watermark,
+                    lag,
+                }
+            })
+            .collect();
+        stats.sort_by_key(|s| s.partition);
+        stats
     }
 
     /// Counters since `run` started.

@@ -137,22 +137,16 @@ struct ProcessorComponent<P: Group>(Arc<Processor<P>>);
 impl<P: Group> Component for ProcessorComponent<P> {
     fn stats(&self) -> ComponentStats {
         let stats = self.0.stats();
-        let done = self.0.done_offsets();
-        // The offset shown is the input's (the first input topic); loop offsets differ.
-        let input = P::GRAPH.inputs.first().map_or("", |e| e.topic);
         let mut partitions: Vec<PartitionRow> = self
             .0
-            .partitions()
+            .partition_stats()
             .into_iter()
-            .map(|(partition, state)| PartitionRow {
-                partition,
-                state: format!("{state:?}"),
-                offset: done
-                    .iter()
-                    .find(|o| o.topic == input && o.partition == partition)
-                    .map(|o| o.offset),
-                high_watermark: None,
-                lag: None,
+            .map(|p| PartitionRow {
+                partition: p.partition,
+                state: format!("{:?}", p.state),
+                offset: p.offset,
+                high_watermark: p.high_watermark,
+                lag: p.lag,
                 messages: None,
             })
             .collect();

@@ -1,0 +1,53 @@
+//! Follows the high watermarks of the partitions a processor instance owns, so its monitor
+//! can show lag (high watermark minus the next offset to commit) per partition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::group::Group;
+use super::Shared;
+
+/// How often the high watermarks are read.
+const EVERY: Duration = Duration::from_secs(2);
+
+/// Reads the high watermark of every input partition this instance runs, every [`EVERY`],
+/// until the processor stops. Failures are logged and retried: lag is information, not a
+/// reason to stop.
+pub(super) async fn follow<P: Group>(shared: Arc<Shared>) {
+    let admin = match shared.client.admin() {
+        Ok(admin) => admin,
+        Err(error) => {
+            tracing::warn!(group = shared.group, %error, "cannot read high watermarks");
+            return;
+        }
+    };
+    loop {
+        let partitions: Vec<i32> = shared
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for edge in P::GRAPH.inputs {
+            for &partition in &partitions {
+                match admin.watermarks(edge.topic, partition).await {
+                    Ok((_, high)) => {
+                        shared
+                            .high_watermarks
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert((edge.topic, partition), high);
+                    }
+                    Err(error) => {
+                        tracing::debug!(group = shared.group, topic = edge.topic, partition, %error, "high watermark not read");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
