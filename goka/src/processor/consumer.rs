@@ -183,6 +183,7 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
         }
     };
     let mut last_commit = Instant::now();
+    let mut unassigned = Unassigned::new();
     while !shared.cancel.is_cancelled() {
         retry_stash(&listener, &mut *member);
         // While partitions wait for room in their queues, come back soon to move them on.
@@ -209,12 +210,56 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
         if last_commit.elapsed() >= shared.config.commit_interval {
             commit(&shared, &mut *member, false);
             last_commit = Instant::now();
+            let assigned = !listener
+                .tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            unassigned.check(shared.group, assigned);
         }
     }
     shared.state.send_replace(PartitionState::Stopping);
     listener.stop_all();
     commit(&shared, &mut *member, true);
     member.close();
+}
+
+/// How long a member may go without partitions before it says so.
+const UNASSIGNED_WARNING: Duration = Duration::from_secs(30);
+
+/// Tracks how long the member has had no partition, to warn about a group that does not
+/// form (seen on a test broker when a member left while the group was forming). Having no
+/// partition can be legitimate (more instances than partitions), so this warns, not fails.
+struct Unassigned {
+    since: Option<Instant>,
+    warned: Instant,
+}
+
+impl Unassigned {
+    fn new() -> Self {
+        Self {
+            since: Some(Instant::now()),
+            warned: Instant::now(),
+        }
+    }
+
+    fn check(&mut self, group: &str, assigned: bool) {
+        if assigned {
+            self.since = None;
+            return;
+        }
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let waited = since.elapsed();
+        if waited >= UNASSIGNED_WARNING && self.warned.elapsed() >= UNASSIGNED_WARNING {
+            self.warned = Instant::now();
+            tracing::warn!(
+                group,
+                waited_s = waited.as_secs(),
+                "no partition assigned to this member yet: the consumer group may not be forming \
+                 (or there are more instances than partitions)"
+            );
+        }
+    }
 }
 
 fn commit(shared: &Shared, member: &mut dyn GroupConsumer, sync: bool) {
