@@ -1,5 +1,6 @@
 //! Reliability scenarios with figures: a counting processor killed with SIGKILL again and
-//! again while input flows, and a rebalance storm of four instances joining and leaving.
+//! again while input flows, a rebalance storm of four instances joining and leaving, and a
+//! processor, view and emitter behind a fault proxy that cuts, stalls and refuses.
 //! Nothing reported delivered may be lost (counts >= emitted per key); each scenario prints
 //! one summary line. CI runs reduced sizes; `GOKA_RELIABILITY=full` runs the full ones
 //! (200,000 messages and 20 kills; 100,000 messages and 12 membership changes).
@@ -334,4 +335,120 @@ async fn a_rebalance_storm_loses_nothing_and_never_shares_a_partition() {
          duplicates {}, {samples} ownership samples without a shared partition",
         counted - emitted
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_faults_leave_processor_view_and_emitter_whole() {
+    let broker = TestBroker::start_behind_proxy();
+    let proxy = broker.proxy().unwrap();
+    let client = client(&broker);
+    let emitter = emitter(&client).await;
+    let processor = Arc::new(Processor::new(
+        Counter,
+        client.clone(),
+        ProcessorConfig::default(),
+    ));
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (processor, cancel) = (processor.clone(), cancel.clone());
+        async move { processor.run(cancel).await }
+    });
+    tokio::time::timeout(Duration::from_secs(60), processor.recovered())
+        .await
+        .unwrap();
+    let view = View::<GroupTable<Counter>>::builder(client.clone())
+        .build::<GroupTable<Counter>>()
+        .await
+        .unwrap();
+    let view_run = tokio::spawn({
+        let (view, cancel) = (view.clone(), cancel.clone());
+        async move { view.run(cancel).await }
+    });
+
+    // Emit through the faults; only what the broker acknowledged counts as delivered.
+    let emitting = tokio::spawn(async move {
+        let mut delivered: HashMap<String, i64> = HashMap::new();
+        let mut failed = 0u64;
+        for chunk in 0..60u32 {
+            let mut pending = Vec::new();
+            for i in chunk * 100..(chunk + 1) * 100 {
+                let key = format!("key-{}", i % 200);
+                match emitter.emit(&key, &format!("event-{i}")).await {
+                    Ok(delivery) => pending.push((key, delivery)),
+                    Err(_) => failed += 1,
+                }
+            }
+            for (key, delivery) in pending {
+                match delivery.await {
+                    Ok(_) => *delivered.entry(key).or_insert(0) += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (delivered, failed)
+    });
+
+    // Five cuts with a few seconds of refused reconnects, one stall, one refusal.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.set_mode(goka_tests::ProxyMode::Refuse);
+        proxy.cut();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        proxy.set_mode(goka_tests::ProxyMode::Forward);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set_mode(goka_tests::ProxyMode::Stall);
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.set_mode(goka_tests::ProxyMode::Forward);
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set_mode(goka_tests::ProxyMode::Refuse);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.set_mode(goka_tests::ProxyMode::Forward);
+
+    let (delivered, failed) = emitting.await.unwrap();
+    // Every delivered message is counted, and the view converges to the processor's table.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let short = delivered
+            .iter()
+            .filter(|(k, v)| processor.get(k).unwrap().unwrap_or(0) < **v)
+            .count();
+        let behind = delivered
+            .keys()
+            .filter(|k| view.get(k).unwrap() != processor.get(k).unwrap())
+            .count();
+        if short == 0 && behind == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{short} keys short of what was delivered, the view differs at {behind}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !run.is_finished(),
+        "the processor kept running through the faults"
+    );
+    assert!(
+        !view_run.is_finished(),
+        "the view kept running through the faults"
+    );
+    let emitted: i64 = delivered.values().sum();
+    let counted: i64 = delivered
+        .keys()
+        .map(|k| processor.get(k).unwrap().unwrap_or(0))
+        .sum();
+    println!(
+        "connection faults: {emitted} delivered ({failed} reported failed), 5 cuts, 1 stall, \
+         1 refusal, {} reconnects, lost 0, duplicates {}, the view converged",
+        proxy.accepted(),
+        counted - emitted
+    );
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    view_run.await.unwrap().unwrap();
 }
