@@ -242,9 +242,7 @@ async fn the_kill_loop_loses_nothing() {
 async fn a_rebalance_storm_loses_nothing_and_never_shares_a_partition() {
     let (total, changes) = if full() { (100_000, 12) } else { (12_000, 5) };
     let broker = TestBroker::start();
-    let client: TestClient = Arc::new(goka::kafka::rdkafka_client::RdKafkaClient::new(
-        goka_tests::config(&broker).set("max.poll.interval.ms", "20000"),
-    ));
+    let client = client(&broker);
     let emitter = emitter(&client).await;
     let mut random = Lcg::seeded();
     let chunks = if full() { 100 } else { 30 };

@@ -599,12 +599,17 @@ impl<P: Group> Processor<P> {
             .unwrap_or(PartitionState::Stopped)
     }
 
-    /// Partitions this instance owns, with their states.
-    pub fn partitions(&self) -> HashMap<i32, PartitionState> {
+    /// What the current run shares with its tasks, while `run` runs.
+    fn running(&self) -> Option<Arc<Shared>> {
         self.shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
+            .clone()
+    }
+
+    /// Partitions this instance owns, with their states.
+    pub fn partitions(&self) -> HashMap<i32, PartitionState> {
+        self.running()
             .map(|shared| {
                 shared
                     .states
@@ -619,12 +624,7 @@ impl<P: Group> Processor<P> {
     /// whose handling is not done yet (what the next commit stores). Partitions without a
     /// finished message yet are absent.
     pub fn done_offsets(&self) -> Vec<TopicPartitionOffset> {
-        let Some(shared) = self
-            .shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
+        let Some(shared) = self.running() else {
             return Vec::new();
         };
         let next = shared
@@ -647,12 +647,7 @@ impl<P: Group> Processor<P> {
     /// Each partition this instance runs, with its first input's next offset to commit,
     /// high watermark (read every 2 s) and the lag between them, where known.
     pub fn partition_stats(&self) -> Vec<ProcessorPartitionStats> {
-        let Some(shared) = self
-            .shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
+        let Some(shared) = self.running() else {
             return Vec::new();
         };
         let Some(input) = P::GRAPH.inputs.first().map(|e| e.topic) else {
@@ -690,11 +685,7 @@ impl<P: Group> Processor<P> {
 
     /// Counters since `run` started.
     pub fn stats(&self) -> ProcessorStats {
-        let shared = self
-            .shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let shared = self.running();
         shared.map_or_else(ProcessorStats::default, |s| ProcessorStats {
             messages_in: s.stats.messages_in.load(Ordering::Relaxed),
             messages_out: s.stats.messages_out.load(Ordering::Relaxed),
@@ -710,12 +701,7 @@ impl<P: Stateful> Processor<P> {
     pub fn get(&self, key: &P::Key) -> Result<Option<<P as Stateful>::Value>, ProcessorError> {
         use crate::codec::Codec;
         let group = P::GRAPH.group;
-        let Some(shared) = self
-            .shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
+        let Some(shared) = self.running() else {
             return Ok(None);
         };
         let table = P::GRAPH.table.map_or("", |e| e.topic);
