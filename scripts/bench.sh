@@ -2,8 +2,9 @@
 # Every benchmark, side by side on the bundled test broker, in one run: storage load and
 # point gets, Emitter and View recovery against bare rdkafka, the stateful count of a
 # Processor against a bare consume -> produce loop and against Quix Streams (installed into a
-# virtual environment, pinned), and the tester. Prints each bench's table and writes the
-# figures, the machine and the date to target/bench-report.json.
+# virtual environment, pinned), the tester, the resident memory of a processor working
+# through a 3,000,000-message backlog, and end-to-end latency at a fixed rate. Prints each
+# bench's table and writes the figures, the machine and the date to bench-report.json beside the target directory.
 #
 #   bash scripts/bench.sh              # full sizes (1,000,000 messages; several minutes)
 #   bash scripts/bench.sh --quick      # small sizes, to check the runner
@@ -40,11 +41,15 @@ if [ "${#sizes[@]}" -gt 0 ]; then
   run -p goka-tests --bench kafka_layer -- --records 100000
   run -p goka-tests --bench processor -- "${sizes[@]}"
   run -p goka-tests --bench tester -- "${sizes[@]}"
+  run -p goka-tests --bench backlog -- "${sizes[@]}"
+  run -p goka-tests --bench latency -- --seconds 3
 else
   run -p goka --bench storage
   run -p goka-tests --bench kafka_layer
   run -p goka-tests --bench processor
   run -p goka-tests --bench tester
+  run -p goka-tests --bench backlog
+  run -p goka-tests --bench latency
 fi
 
 mkdir -p "$CARGO_TARGET_DIR"

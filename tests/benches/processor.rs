@@ -12,11 +12,11 @@ use futures::future::BoxFuture;
 use goka::codec::{BytesCodec, Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::graph::{EdgeKind, GroupGraph};
-use goka::partitioner::{GokaPartitioner, Partitioner};
 use goka::processor::{Group, PartitionState, Processor, ProcessorConfig, Stateful};
 use goka::storage::RocksDbBuilder;
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
+use goka_tests::bench::{mib, rss_bytes, RssSampler};
 use goka_tests::{client, rdkafka_config, string_edge as edge, Running, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -81,7 +81,7 @@ async fn run(messages: usize) {
         .ensure_stream("bench-bare-out", PARTITIONS)
         .await
         .expect("output topic");
-    fill_input(&broker, messages);
+    goka_tests::bench::fill_stream(&broker, Input::NAME, PARTITIONS, messages, KEYS);
     println!("processor bench: {messages} messages, 100-byte values, {KEYS} keys, {PARTITIONS} partitions");
     println!("{:<48} {:>12} {:>9}", "", "messages/s", "seconds");
 
@@ -99,7 +99,7 @@ async fn run(messages: usize) {
         "  bare: after the first message",
         messages as f64 / bare_handling
     );
-    let (ours, ours_joined) = processor_count(client, messages).await;
+    let (ours, ours_joined, rss) = processor_count(client, messages).await;
     report(
         "Processor: stateful count (RocksDB, commits)",
         messages,
@@ -115,8 +115,16 @@ async fn run(messages: usize) {
         "ratio after the first message, each side",
         (bare - bare_joined).as_secs_f64() / (ours - ours_joined).as_secs_f64()
     );
+    println!(
+        "{:<48} {:>12} {:>9}",
+        "Processor resident memory (MiB): before, peak",
+        format!("{:.0}", mib(rss.0)),
+        format!("{:.0}", mib(rss.1))
+    );
     let mut figures = vec![
         ("messages", messages as f64),
+        ("processor_rss_before_mib", mib(rss.0)),
+        ("processor_rss_peak_mib", mib(rss.1)),
         ("bare_per_s", messages as f64 / bare.as_secs_f64()),
         ("processor_per_s", messages as f64 / ours.as_secs_f64()),
         ("ratio", bare.as_secs_f64() / ours.as_secs_f64()),
@@ -186,25 +194,6 @@ fn report(name: &str, messages: usize, elapsed: Duration) {
     println!("{name:<48} {:>12.0} {secs:>9.2}", messages as f64 / secs);
 }
 
-fn fill_input(broker: &TestBroker, messages: usize) {
-    let producer: BaseProducer = rdkafka_config(broker).create().expect("producer");
-    let value = vec![b'v'; 100];
-    for i in 0..messages {
-        let key = format!("key-{}", i % KEYS);
-        let partition = GokaPartitioner.partition(key.as_bytes(), PARTITIONS);
-        let mut record = BaseRecord::to(Input::NAME)
-            .partition(partition)
-            .key(&key)
-            .payload(&value);
-        while let Err((_, back)) = producer.send(record) {
-            record = back;
-            producer.poll(Duration::from_millis(1));
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(120)).expect("flush");
-}
-
 /// Consumes every input message as a member of a consumer group (as a hand-written
 /// service would, paying the same group join as the processor) and produces one message per
 /// input, then flushes.
@@ -242,7 +231,12 @@ fn bare_loop(broker: &TestBroker, messages: usize) -> (Duration, Duration) {
     (start.elapsed(), joined.unwrap_or_default())
 }
 
-async fn processor_count(client: goka_tests::TestClient, messages: usize) -> (Duration, Duration) {
+/// Runs the count over the backlog; returns the total time, the time to the first message
+/// and the resident memory before the processor started and at its peak.
+async fn processor_count(
+    client: goka_tests::TestClient,
+    messages: usize,
+) -> (Duration, Duration, (u64, u64)) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = ProcessorConfig {
         // The changelog is the table's source of truth: no WAL needed (as Kafka Streams).
@@ -250,6 +244,8 @@ async fn processor_count(client: goka_tests::TestClient, messages: usize) -> (Du
         ..Default::default()
     };
     let processor = std::sync::Arc::new(Processor::new(Count, client, config));
+    let rss_before = rss_bytes();
+    let sampler = RssSampler::start();
     let start = Instant::now();
     let running = Running::spawn({
         let processor = processor.clone();
@@ -271,6 +267,7 @@ async fn processor_count(client: goka_tests::TestClient, messages: usize) -> (Du
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = start.elapsed();
+    let rss_peak = sampler.stop().into_iter().max().unwrap_or(rss_before);
     running.stop().await;
     let joined = joined.unwrap_or_default();
     let handling = elapsed.saturating_sub(joined).as_secs_f64();
@@ -285,5 +282,5 @@ async fn processor_count(client: goka_tests::TestClient, messages: usize) -> (Du
         "  Processor: after the first message",
         messages as f64 / handling
     );
-    (elapsed, joined)
+    (elapsed, joined, (rss_before, rss_peak))
 }

@@ -5,9 +5,11 @@
 //! A test that cannot start or reach the broker fails with a message saying why; nothing here
 //! skips.
 
+pub mod bench;
 pub mod broker;
 pub mod proxy;
 
+pub use bench::{bench_json, bench_runtime, bench_size};
 pub use broker::{BrokerError, TestBroker};
 pub use proxy::{FaultProxy, ProxyMode};
 
@@ -196,32 +198,6 @@ pub const fn string_edge(
     }
 }
 
-/// The size a benchmark runs at: `--<flag> N` if given, `full` under `cargo bench` (which
-/// passes `--bench`), and the small `smoke` size under `cargo test --all-targets`.
-pub fn bench_size(flag: &str, full: usize, smoke: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    let named = format!("--{flag}");
-    args.iter()
-        .position(|a| *a == named)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if args.iter().any(|a| a == "--bench") {
-            full
-        } else {
-            smoke
-        })
-}
-
-/// Runs a benchmark's async body on the two-worker runtime the benches share.
-pub fn bench_runtime<F: std::future::Future>(body: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("benchmark runtime")
-        .block_on(body)
-}
-
 /// A minimal HTTP/1.1 GET against `address`: the status code and the body.
 pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -249,14 +225,4 @@ pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
-}
-
-/// Prints a bench's figures as one `BENCH-JSON {...}` line, which `scripts/bench.sh`
-/// collects into its JSON report.
-pub fn bench_json(bench: &str, figures: &[(&str, f64)]) {
-    let fields: Vec<String> = figures
-        .iter()
-        .map(|(name, value)| format!("\"{name}\":{value:.3}"))
-        .collect();
-    println!("BENCH-JSON {{\"bench\":\"{bench}\",{}}}", fields.join(","));
 }

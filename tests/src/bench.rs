@@ -1,0 +1,145 @@
+//! Helpers the benchmarks share: sizes, the runtime, the JSON report line, filling an input
+//! topic with bare rdkafka, and sampling the process's resident memory.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use goka::partitioner::{GokaPartitioner, Partitioner};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use crate::TestBroker;
+
+/// The size a benchmark runs at: `--<flag> N` if given, `full` under `cargo bench` (which
+/// passes `--bench`), and the small `smoke` size under `cargo test --all-targets`.
+pub fn bench_size(flag: &str, full: usize, smoke: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    let named = format!("--{flag}");
+    args.iter()
+        .position(|a| *a == named)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if args.iter().any(|a| a == "--bench") {
+            full
+        } else {
+            smoke
+        })
+}
+
+/// Runs a benchmark's async body on the two-worker runtime the benches share.
+pub fn bench_runtime<F: std::future::Future>(body: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("benchmark runtime")
+        .block_on(body)
+}
+
+/// Prints a bench's figures as one `BENCH-JSON {...}` line, which `scripts/bench.sh`
+/// collects into its JSON report.
+pub fn bench_json(bench: &str, figures: &[(&str, f64)]) {
+    let fields: Vec<String> = figures
+        .iter()
+        .map(|(name, value)| format!("\"{name}\":{value:.3}"))
+        .collect();
+    println!("BENCH-JSON {{\"bench\":\"{bench}\",{}}}", fields.join(","));
+}
+
+/// Writes `messages` records of 100-byte values to `topic` with a bare producer, keys
+/// `key-0 .. key-{keys-1}` in turn, each in the partition goka's partitioner gives it.
+pub fn fill_stream(
+    broker: &TestBroker,
+    topic: &str,
+    partitions: u32,
+    messages: usize,
+    keys: usize,
+) {
+    let producer: BaseProducer = crate::rdkafka_config(broker)
+        .create()
+        .expect("fill producer");
+    let value = vec![b'v'; 100];
+    for i in 0..messages {
+        let key = format!("key-{}", i % keys);
+        let partition = GokaPartitioner.partition(key.as_bytes(), partitions);
+        let mut record = BaseRecord::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&value);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            producer.poll(Duration::from_millis(1));
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(300))
+        .expect("flush of the filled topic");
+}
+
+/// The resident set size of this process in bytes (`VmRSS` in `/proc/self/status`).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// Samples [`rss_bytes`] every 50 ms on a thread of its own until stopped.
+#[derive(Debug)]
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<u64>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RssSampler {
+    /// Starts sampling.
+    pub fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let thread = std::thread::spawn({
+            let (stop, samples) = (stop.clone(), samples.clone());
+            move || {
+                while !stop.load(Ordering::Acquire) {
+                    let rss = rss_bytes();
+                    samples.lock().expect("samples").push(rss);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        Self {
+            stop,
+            samples,
+            thread,
+        }
+    }
+
+    /// The highest sample so far.
+    pub fn peak(&self) -> u64 {
+        let samples = self.samples.lock().expect("samples");
+        samples.iter().copied().max().unwrap_or_else(rss_bytes)
+    }
+
+    /// Stops sampling; returns every sample in order.
+    pub fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().expect("the RSS sampler panicked");
+        let samples = self.samples.lock().expect("samples");
+        samples.clone()
+    }
+}
+
+/// The `q`-quantile (0.0..=1.0) of `sorted` (ascending, not empty), nearest rank.
+pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> T {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Bytes as MiB, for the printed tables.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
