@@ -205,6 +205,20 @@ async fn counts_are_exact_and_survive_a_restart() {
         300,
         "only the new messages were handled"
     );
+    // Each partition recovered its part of the 2,000 changelog writes.
+    let partitions = processor.partition_stats();
+    assert_eq!(partitions.len(), PARTITIONS as usize);
+    let mut recovered = 0;
+    for p in &partitions {
+        let [table] = p.recovery.as_slice() else {
+            panic!("one table recovered per partition: {p:?}");
+        };
+        assert_eq!(table.topic, "counter-table");
+        assert!(table.finished, "{p:?}");
+        assert_eq!(table.remaining(), Some(0));
+        recovered += table.messages;
+    }
+    assert_eq!(recovered, 2_000, "{partitions:?}");
     cancel.cancel();
     task.await.unwrap().unwrap();
     view_running.stop().await;

@@ -146,6 +146,18 @@ async fn the_monitor_shows_components_serves_queries_and_metrics() {
         counter["counters"][0],
         serde_json::json!(["messages_in", 3])
     );
+    // Key and value bytes of alice /a, bob /b, alice /c.
+    assert_eq!(counter["counters"][1], serde_json::json!(["bytes_in", 19]));
+    assert_eq!(
+        counter["callback_latency"]["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap())
+            .sum::<u64>(),
+        3,
+        "{body}"
+    );
     // Each partition shows the next input offset to commit (once the acknowledgements of
     // its messages arrived), the high watermark and the lag: three messages in all.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -167,6 +179,32 @@ async fn the_monitor_shows_components_serves_queries_and_metrics() {
         assert!(std::time::Instant::now() < deadline, "offsets: {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Rates appear once the monitor has looked a second apart: of flows, not of levels.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, body) = http_get(address, "/api/components").await;
+    let components: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rated: Vec<&str> = components[0]["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rated,
+        ["messages_in", "bytes_in", "messages_out", "bytes_out"],
+        "{body}"
+    );
+    let view_rated: Vec<&str> = components[1]["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        view_rated,
+        ["messages", "bytes"],
+        "no rate of the lag: {body}"
+    );
     assert_eq!(components[1]["kind"], "view");
     assert_eq!(components[1]["name"], "web-scores");
     assert_eq!(components[2]["kind"], "emitter");
@@ -222,6 +260,18 @@ async fn the_monitor_shows_components_serves_queries_and_metrics() {
     assert!(
         metrics
             .contains(r#"goka_component_state{kind="view",name="web-scores",state="Running"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"goka_callback_latency_seconds_count{kind="processor",name="web-counter"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"goka_callback_latency_seconds_bucket{le="+Inf",kind="processor",name="web-counter"} 3"#
+        ),
         "{metrics}"
     );
     assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");

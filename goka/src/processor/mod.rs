@@ -11,11 +11,12 @@
 mod consumer;
 pub mod group;
 pub(crate) mod handle;
+mod latency;
 mod partition;
+mod stats;
 mod watermarks;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::group::{Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
+pub use self::latency::{LatencyHistogram, LATENCY_BOUNDS_MICROS};
+use self::stats::{Counters, Recoveries};
+pub use self::stats::{ProcessorPartitionStats, ProcessorStats, RecoveryProgress};
 use crate::graph::GraphError;
 use crate::kafka::{Client, KafkaError, Producer, TopicPartitionOffset};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
@@ -260,44 +264,6 @@ pub(crate) async fn prepare_topics<P: Group>(
     Ok(partition_counts)
 }
 
-/// One partition of a processor instance (goka's `PartitionProcessorStats`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessorPartitionStats {
-    /// The partition.
-    pub partition: i32,
-    /// Its state.
-    pub state: PartitionState,
-    /// The input topic the figures are of (the first input).
-    pub topic: &'static str,
-    /// The next offset to commit, once a message of the partition is done.
-    pub offset: Option<i64>,
-    /// The partition's high watermark, once read.
-    pub high_watermark: Option<i64>,
-    /// Messages between the two (a partition without a done message counts from 0).
-    pub lag: Option<i64>,
-}
-
-/// Counters of a processor (goka's `ProcessorStats`, summed over partitions).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProcessorStats {
-    /// Input and loop messages handled.
-    pub messages_in: u64,
-    /// Messages produced (emits, loopbacks, changelog writes).
-    pub messages_out: u64,
-    /// Key and value bytes produced.
-    pub bytes_out: u64,
-    /// Messages skipped because they did not decode.
-    pub decode_errors: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    messages_in: AtomicU64,
-    messages_out: AtomicU64,
-    bytes_out: AtomicU64,
-    decode_errors: AtomicU64,
-}
-
 /// Offsets the partition tasks report done, waiting to be committed.
 #[derive(Debug, Default)]
 struct OffsetTable {
@@ -359,6 +325,7 @@ struct Shared {
     lookups: HashMap<&'static str, Arc<crate::view::ViewInner>>,
     offsets: OffsetTable,
     stats: Counters,
+    recoveries: Recoveries,
     /// Group table storage of each running partition, for `Processor::get`.
     tables: Mutex<HashMap<i32, Arc<dyn Storage>>>,
     states: Mutex<HashMap<i32, PartitionState>>,
@@ -375,6 +342,7 @@ impl Shared {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         if state == PartitionState::Stopped {
             states.remove(&partition);
+            self.recoveries.forget(partition);
         } else {
             states.insert(partition, state);
         }
@@ -519,6 +487,7 @@ impl<P: Group> Processor<P> {
             lookups,
             offsets: OffsetTable::default(),
             stats: Counters::default(),
+            recoveries: Recoveries::default(),
             tables: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
             high_watermarks: Mutex::new(HashMap::new()),
@@ -676,6 +645,7 @@ impl<P: Group> Processor<P> {
                     offset,
                     high_watermark,
                     lag,
+                    recovery: shared.recoveries.of(partition),
                 }
             })
             .collect();
@@ -686,12 +656,7 @@ impl<P: Group> Processor<P> {
     /// Counters since `run` started.
     pub fn stats(&self) -> ProcessorStats {
         let shared = self.running();
-        shared.map_or_else(ProcessorStats::default, |s| ProcessorStats {
-            messages_in: s.stats.messages_in.load(Ordering::Relaxed),
-            messages_out: s.stats.messages_out.load(Ordering::Relaxed),
-            bytes_out: s.stats.bytes_out.load(Ordering::Relaxed),
-            decode_errors: s.stats.decode_errors.load(Ordering::Relaxed),
-        })
+        shared.map_or_else(ProcessorStats::default, |s| s.stats.snapshot())
     }
 }
 

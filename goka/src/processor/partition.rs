@@ -191,11 +191,19 @@ impl<P: Group> PartitionTask<P> {
     ) -> Result<Option<BoxFuture<'static, Result<Done, ProcessorError>>>, ProcessorError> {
         let shared = &self.shared;
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        let size = message.key.len() + message.value.as_ref().map_or(0, Vec::len);
+        shared
+            .stats
+            .bytes_in
+            .fetch_add(size as u64, Ordering::Relaxed);
         let policies = Policies {
             nil_handling: shared.config.nil_handling.unwrap_or(P::NIL_HANDLING),
             decode_errors: shared.config.decode_errors.unwrap_or(P::DECODE_ERRORS),
         };
-        let outgoing = match handle(&*self.group, resources, &message, policies).await? {
+        let started = std::time::Instant::now();
+        let handled = handle(&*self.group, resources, &message, policies).await;
+        shared.stats.callback_latency.record(started.elapsed());
+        let outgoing = match handled? {
             Handled::Produced(outgoing) => outgoing,
             Handled::Ignored => Vec::new(),
             Handled::Undecodable => {
@@ -357,6 +365,18 @@ async fn recover(
         None => StartOffset::Beginning,
     };
     let started = std::time::Instant::now();
+    // The end recovery runs to, for progress figures only: without it recovery still runs.
+    let watermarks = match shared.client.admin() {
+        Ok(admin) => admin.watermarks(topic, partition).await.ok(),
+        Err(_) => None,
+    };
+    let position = match start {
+        StartOffset::At(offset) => offset,
+        StartOffset::Beginning => watermarks.map_or(0, |(low, _)| low),
+    };
+    shared
+        .recoveries
+        .start(topic, partition, position, watermarks.map(|(_, high)| high));
     tracing::info!(
         group,
         topic,
@@ -384,6 +404,9 @@ async fn recover(
                 if batch.len() >= RECOVERY_BATCH {
                     storage.apply(&batch, last).map_err(storage_error)?;
                     batch.clear();
+                    shared
+                        .recoveries
+                        .advance(topic, partition, rows, m.offset + 1);
                 }
             }
             Some(Ok(ConsumerEvent::EndOfPartition { .. })) => break,
@@ -398,6 +421,10 @@ async fn recover(
         storage.apply(&batch, last).map_err(storage_error)?;
     }
     storage.mark_recovered().map_err(storage_error)?;
+    if let Some(last) = last {
+        shared.recoveries.advance(topic, partition, rows, last + 1);
+    }
+    shared.recoveries.finish(topic, partition, rows);
     tracing::info!(group, topic, partition, rows, elapsed = ?started.elapsed(), "table partition recovered");
     Ok(consumer)
 }

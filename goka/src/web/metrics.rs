@@ -4,14 +4,55 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
+use std::sync::Mutex;
+
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use super::{ComponentKind, Monitor};
+use crate::processor::{LatencyHistogram, LATENCY_BOUNDS_MICROS};
 
 type Labels = Vec<(String, String)>;
+
+/// A processor's handler-latency histogram as read at this scrape, in seconds.
+#[derive(Debug, Default)]
+struct LatencySnapshot(Mutex<LatencyHistogram>);
+
+impl TypedMetric for LatencySnapshot {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencySnapshot {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let histogram = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // The encoder takes per-bucket counts and adds them up; the last bound is +Inf.
+        let buckets: Vec<(f64, u64)> = histogram
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, &count)| {
+                let bound = LATENCY_BOUNDS_MICROS
+                    .get(i)
+                    .map_or(f64::MAX, |&micros| micros as f64 / 1e6);
+                (bound, count)
+            })
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            histogram.sum_micros as f64 / 1e6,
+            histogram.count(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
 
 /// The metrics of `monitor` in the text format.
 pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
@@ -21,6 +62,8 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
     let partitions = Family::<Labels, Gauge>::default();
     let lag = Family::<Labels, Gauge>::default();
     let offset = Family::<Labels, Gauge>::default();
+    let recovery = Family::<Labels, Gauge>::default();
+    let latency = Family::<Labels, LatencySnapshot>::default();
     for stats in monitor.stats() {
         let kind = match stats.kind {
             ComponentKind::Processor => "processor",
@@ -38,6 +81,13 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
                 .get_or_create(&labels)
                 .set(i64::try_from(*value).unwrap_or(i64::MAX));
         }
+        if let Some(histogram) = stats.callback_latency {
+            *latency
+                .get_or_create(&base)
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = histogram;
+        }
         let mut state = base.clone();
         state.push(("state".to_owned(), stats.state.clone()));
         up.get_or_create(&state).set(1);
@@ -52,6 +102,9 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
             }
             if let Some(o) = p.offset {
                 offset.get_or_create(&labels).set(o);
+            }
+            if let Some(remaining) = p.recovery_remaining {
+                recovery.get_or_create(&labels).set(remaining);
             }
         }
     }
@@ -76,6 +129,16 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
         lag,
     );
     registry.register("partition_offset", "Next offset a partition reads", offset);
+    registry.register(
+        "partition_recovery_remaining",
+        "Changelog messages a recovering partition still has to read",
+        recovery,
+    );
+    registry.register(
+        "callback_latency_seconds",
+        "How long a processor's handlers took per message",
+        latency,
+    );
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)

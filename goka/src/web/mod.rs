@@ -21,9 +21,11 @@
 mod api;
 mod metrics;
 mod pages;
+mod rates;
 mod registry;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -41,8 +43,14 @@ pub struct Monitor {
 
 #[derive(Default)]
 struct Inner {
-    components: RwLock<Vec<Arc<dyn Component>>>,
+    components: RwLock<Vec<Registered>>,
     tables: RwLock<Vec<Arc<dyn Queryable>>>,
+}
+
+/// A component and the samples its rates are computed from.
+struct Registered {
+    component: Arc<dyn Component>,
+    rates: Mutex<rates::Rates>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -64,7 +72,10 @@ impl Monitor {
             .components
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(component);
+            .push(Registered {
+                component,
+                rates: Mutex::default(),
+            });
     }
 
     fn add_table(&self, table: Arc<dyn Queryable>) {
@@ -75,14 +86,24 @@ impl Monitor {
             .push(table);
     }
 
-    /// The figures of every registered component, in registration order.
+    /// The figures of every registered component, in registration order, with the rates
+    /// of their counters since the monitor last looked (over about ten seconds).
     pub fn stats(&self) -> Vec<ComponentStats> {
+        let now = Instant::now();
         self.inner
             .components
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|c| c.stats())
+            .map(|registered| {
+                let mut stats = registered.component.stats();
+                stats.rates = registered
+                    .rates
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .observe(now, &stats.counters);
+                stats
+            })
             .collect()
     }
 

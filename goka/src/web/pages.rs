@@ -58,30 +58,56 @@ fn page(title: &str, refresh: bool, body: &str) -> Html<String> {
     ))
 }
 
+/// Each counter, with its rate where the monitor has one (`messages_in 1200 (40.5/s)`).
 fn counters(stats: &ComponentStats) -> String {
     stats
         .counters
         .iter()
-        .map(|(name, value)| format!("{name} {value}"))
+        .map(
+            |(name, value)| match stats.rates.iter().find(|(rate, _)| rate == name) {
+                Some((_, per_s)) => format!("{name} {value} ({per_s:.1}/s)"),
+                None => format!("{name} {value}"),
+            },
+        )
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Handler latency as bucket bounds: `p50 <= 25µs, p99 <= 1ms, mean 12µs`.
+fn latency(stats: &ComponentStats) -> String {
+    let Some(histogram) = stats.callback_latency.filter(|h| h.count() > 0) else {
+        return String::new();
+    };
+    let bound = |q| {
+        histogram
+            .quantile_bound(q)
+            .map_or("> 10s".to_owned(), |d| format!("<= {d:?}"))
+    };
+    format!(
+        "<p>handler latency over {} calls: p50 {}, p99 {}, mean {:?}</p>",
+        histogram.count(),
+        esc(&bound(0.5)),
+        esc(&bound(0.99)),
+        histogram.mean().unwrap_or_default()
+    )
 }
 
 fn partitions_table(stats: &ComponentStats) -> String {
     let mut out = String::from(
         "<table><tr><th>partition</th><th>state</th><th>offset</th><th>high watermark</th>\
-         <th>lag</th><th>messages</th></tr>",
+         <th>lag</th><th>messages</th><th>recovery left</th></tr>",
     );
     let show = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
     for p in &stats.partitions {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td class=\"{state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"{state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             p.partition,
             show(p.offset),
             show(p.high_watermark),
             show(p.lag),
             p.messages.map_or("-".to_owned(), |m| m.to_string()),
+            show(p.recovery_remaining),
             state = esc(&p.state),
         );
     }
@@ -138,11 +164,12 @@ pub(super) async fn detail(
     for stats in &found {
         let _ = write!(
             body,
-            "<h2>{kind:?} {name}</h2><p>state <span class=\"{state}\">{state}</span>; {counters}</p>{partitions}",
+            "<h2>{kind:?} {name}</h2><p>state <span class=\"{state}\">{state}</span>; {counters}</p>{latency}{partitions}",
             kind = stats.kind,
             name = esc(&stats.name),
             state = esc(&stats.state),
             counters = esc(&counters(stats)),
+            latency = latency(stats),
             partitions = partitions_table(stats),
         );
     }

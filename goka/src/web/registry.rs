@@ -8,9 +8,9 @@ use serde::Serialize;
 use super::Monitor;
 use crate::codec::Codec;
 use crate::emitter::Emitter;
-use crate::processor::{Group, Processor, Stateful};
+use crate::processor::{Group, LatencyHistogram, PartitionState, Processor, Stateful};
 use crate::topic::{Stream, Table, Topic};
-use crate::view::View;
+use crate::view::{View, ViewState};
 
 /// What a component is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,6 +35,11 @@ pub struct ComponentStats {
     pub state: String,
     /// Counters by name (`messages_in`, `bytes_out`, ...).
     pub counters: Vec<(&'static str, u64)>,
+    /// Per-second rates of the message and byte counters over the last ten seconds or so
+    /// (empty until the monitor saw the component twice, a second apart).
+    pub rates: Vec<(&'static str, f64)>,
+    /// How long handlers took (processors).
+    pub callback_latency: Option<LatencyHistogram>,
     /// Each partition, where the component has partitions.
     pub partitions: Vec<PartitionRow>,
 }
@@ -54,6 +59,9 @@ pub struct PartitionRow {
     pub lag: Option<i64>,
     /// Messages read, where counted.
     pub messages: Option<u64>,
+    /// Changelog messages still to read before the partition's tables are recovered, while
+    /// it recovers and where the end is known.
+    pub recovery_remaining: Option<i64>,
 }
 
 /// Why a query failed; each maps to a 4xx answer.
@@ -148,6 +156,14 @@ impl<P: Group> Component for ProcessorComponent<P> {
                 high_watermark: p.high_watermark,
                 lag: p.lag,
                 messages: None,
+                recovery_remaining: (p.state == PartitionState::Recovering)
+                    .then(|| {
+                        p.recovery
+                            .iter()
+                            .map(|r| r.remaining())
+                            .sum::<Option<i64>>()
+                    })
+                    .flatten(),
             })
             .collect();
         partitions.sort_by_key(|p| p.partition);
@@ -157,10 +173,13 @@ impl<P: Group> Component for ProcessorComponent<P> {
             state: format!("{:?}", self.0.state()),
             counters: vec![
                 ("messages_in", stats.messages_in),
+                ("bytes_in", stats.bytes_in),
                 ("messages_out", stats.messages_out),
                 ("bytes_out", stats.bytes_out),
                 ("decode_errors", stats.decode_errors),
             ],
+            rates: Vec::new(),
+            callback_latency: Some(stats.callback_latency),
             partitions,
         }
     }
@@ -207,6 +226,7 @@ impl<T: Table> Component for ViewComponent<T> {
                 high_watermark: p.high_watermark,
                 lag: Some(p.lag),
                 messages: Some(p.messages),
+                recovery_remaining: (p.state == ViewState::Recovering).then_some(p.lag),
             })
             .collect();
         let sum = |f: fn(&crate::view::PartitionStats) -> u64| stats.partitions.iter().map(f).sum();
@@ -220,6 +240,8 @@ impl<T: Table> Component for ViewComponent<T> {
                 ("decode_errors", sum(|p| p.decode_errors)),
                 ("lag", sum(|p| p.lag.max(0) as u64)),
             ],
+            rates: Vec::new(),
+            callback_latency: None,
             partitions,
         }
     }
@@ -259,6 +281,8 @@ impl<T: Stream> Component for EmitterComponent<T> {
                 ("errors", stats.errors),
                 ("pending", stats.pending),
             ],
+            rates: Vec::new(),
+            callback_latency: None,
             partitions: Vec::new(),
         }
     }
