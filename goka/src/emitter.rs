@@ -265,7 +265,7 @@ impl<T: Stream> Emitter<T> {
             headers,
         };
         let size = (key_bytes.len() + value_bytes.as_ref().map_or(0, Vec::len)) as u64;
-        match self.producer.send(record).await {
+        match crate::kafka::send(&*self.producer, &record).await {
             Ok(ack) => {
                 self.counters.pending.fetch_add(1, Ordering::Relaxed);
                 Ok(PendingDelivery {
@@ -356,7 +356,7 @@ impl Future for PendingDelivery {
         let Some(ack) = self.ack.as_mut() else {
             panic!("PendingDelivery polled after it resolved");
         };
-        let result = std::task::ready!(ack.as_mut().poll(cx));
+        let result = std::task::ready!(Pin::new(ack).poll(cx));
         self.ack = None;
         Poll::Ready(self.settle(result))
     }

@@ -93,8 +93,64 @@ pub struct Delivery {
     pub offset: i64,
 }
 
-/// The broker's acknowledgement of one produced message.
-pub type Ack = BoxFuture<'static, Result<Delivery, KafkaError>>;
+/// The broker's acknowledgement of one produced message: resolves to where the message was
+/// stored, or why it was not. Clients that deliver through a callback hand out the sending
+/// half from [`Ack::channel`]; clients that store at once answer with [`Ack::ready`].
+#[must_use = "a produce can fail; await its acknowledgement"]
+#[derive(Debug)]
+pub struct Ack(AckState);
+
+#[derive(Debug)]
+enum AckState {
+    Waiting(tokio::sync::oneshot::Receiver<Result<Delivery, KafkaError>>),
+    Ready(Option<Result<Delivery, KafkaError>>),
+}
+
+/// The sending half of an [`Ack`], completed by the client's delivery callback.
+#[derive(Debug)]
+pub struct AckSender(tokio::sync::oneshot::Sender<Result<Delivery, KafkaError>>);
+
+impl AckSender {
+    /// Completes the acknowledgement (nobody may be waiting any more: that is fine).
+    pub fn send(self, result: Result<Delivery, KafkaError>) {
+        let _ = self.0.send(result);
+    }
+}
+
+impl Ack {
+    /// An acknowledgement completed later through its [`AckSender`]. If the sender is
+    /// dropped unused, the acknowledgement fails with [`KafkaError::Unacknowledged`].
+    pub fn channel() -> (AckSender, Ack) {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        (AckSender(sender), Ack(AckState::Waiting(receiver)))
+    }
+
+    /// An acknowledgement known already.
+    pub fn ready(result: Result<Delivery, KafkaError>) -> Self {
+        Ack(AckState::Ready(Some(result)))
+    }
+}
+
+impl std::future::Future for Ack {
+    type Output = Result<Delivery, KafkaError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        match &mut self.0 {
+            AckState::Waiting(receiver) => match std::pin::Pin::new(receiver).poll(cx) {
+                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                Poll::Ready(Err(_dropped)) => Poll::Ready(Err(KafkaError::Unacknowledged)),
+                Poll::Pending => Poll::Pending,
+            },
+            AckState::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or(Err(KafkaError::Unacknowledged)))
+            }
+        }
+    }
+}
 
 /// A message read from a partition. Owned: it outlives the client's buffers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,13 +209,39 @@ pub struct TopicSpec {
 }
 
 /// Produces messages (the client side of an emitter, of changelog writes, of loopbacks).
+///
+/// Queuing is synchronous: a produce costs no future of its own, and [`send`] adds the
+/// waiting while the client's queue is full.
 pub trait Producer: Send + Sync + 'static {
-    /// Queues `record`, waiting while the client's queue is full (backpressure). The returned
-    /// [`Ack`] resolves when the broker stored the message, or with why it did not.
-    fn send<'a>(&'a self, record: OutgoingRecord<'a>) -> BoxFuture<'a, Result<Ack, KafkaError>>;
+    /// Queues `record` if the client has room. The returned [`Ack`] resolves when the broker
+    /// stored the message, or with why it did not.
+    fn try_send(&self, record: &OutgoingRecord<'_>) -> Result<Ack, SendError>;
 
     /// Waits until every queued message was acknowledged or failed, at most `timeout`.
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), KafkaError>>;
+}
+
+/// Why [`Producer::try_send`] did not queue a record.
+#[derive(Debug)]
+pub enum SendError {
+    /// The client's queue is full: try again once acknowledgements made room.
+    Full,
+    /// The record cannot be produced.
+    Failed(KafkaError),
+}
+
+/// How long [`send`] waits before trying a full queue again.
+const FULL_QUEUE_RETRY: Duration = Duration::from_millis(1);
+
+/// Queues `record`, waiting while the client's queue is full (backpressure).
+pub async fn send(producer: &dyn Producer, record: &OutgoingRecord<'_>) -> Result<Ack, KafkaError> {
+    loop {
+        match producer.try_send(record) {
+            Ok(ack) => return Ok(ack),
+            Err(SendError::Full) => tokio::time::sleep(FULL_QUEUE_RETRY).await,
+            Err(SendError::Failed(error)) => return Err(error),
+        }
+    }
 }
 
 /// Reads given partitions of one topic from given offsets, without a consumer group.
@@ -298,6 +380,9 @@ pub enum KafkaError {
     /// The topic exists already.
     #[error("topic {0:?} exists already")]
     TopicExists(String),
+    /// The producer was closed before the broker acknowledged a message.
+    #[error("the producer was closed before the broker acknowledged the message")]
+    Unacknowledged,
     /// Waiting for the broker took too long.
     #[error("{operation} timed out after {timeout:?}")]
     Timeout {

@@ -11,12 +11,12 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::{
-    Ack, Admin, Client, ConsumedMessage, ConsumerEvent, Delivery, Headers, KafkaConfig, KafkaError,
-    OutgoingRecord, PartitionConsumer, Producer, StartOffset, TopicSpec,
+    Ack, AckSender, Admin, Client, ConsumedMessage, ConsumerEvent, Delivery, Headers, KafkaConfig,
+    KafkaError, OutgoingRecord, PartitionConsumer, Producer, SendError, StartOffset, TopicSpec,
 };
 
 /// How long metadata and admin requests may take.
@@ -75,13 +75,17 @@ impl Client for RdKafkaClient {
         if let Some(producer) = self.producer.get() {
             return Ok(producer.clone());
         }
-        let inner: FutureProducer = self
+        let inner: ThreadedProducer<AckContext> = self
             .client_config()
-            .create()
+            .create_with_context(AckContext)
             .map_err(|e| KafkaError::Config(format!("producer: {e}")))?;
         Ok(self
             .producer
-            .get_or_init(|| Arc::new(RdProducer { inner }))
+            .get_or_init(|| {
+                Arc::new(RdProducer {
+                    inner: Arc::new(inner),
+                })
+            })
             .clone())
     }
 
@@ -157,8 +161,33 @@ impl Client for RdKafkaClient {
     }
 }
 
+/// Completes each message's [`Ack`] from librdkafka's delivery report.
+struct AckContext;
+
+impl rdkafka::ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<AckSender>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<AckSender>) {
+        ack.send(match result {
+            Ok(message) => Ok(Delivery {
+                partition: message.partition(),
+                offset: message.offset(),
+            }),
+            Err((error, message)) => Err(KafkaError::Produce {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                message: error.to_string(),
+            }),
+        });
+    }
+}
+
+/// A producer whose delivery reports are served by a thread of its own (librdkafka's
+/// polling), each completing a oneshot: no future or allocation per message beyond that.
 struct RdProducer {
-    inner: FutureProducer,
+    inner: Arc<ThreadedProducer<AckContext>>,
 }
 
 impl std::fmt::Debug for RdProducer {
@@ -168,63 +197,35 @@ impl std::fmt::Debug for RdProducer {
 }
 
 impl Producer for RdProducer {
-    fn send<'a>(&'a self, record: OutgoingRecord<'a>) -> BoxFuture<'a, Result<Ack, KafkaError>> {
-        async move {
-            let produce_error = |message: String| KafkaError::Produce {
+    fn try_send(&self, record: &OutgoingRecord<'_>) -> Result<Ack, SendError> {
+        let (sender, ack) = Ack::channel();
+        let mut rd = BaseRecord::with_opaque_to(record.topic, Box::new(sender))
+            .partition(record.partition)
+            .key(record.key);
+        if let Some(value) = record.value {
+            rd = rd.payload(value);
+        }
+        if let Some(headers) = record.headers {
+            rd = rd.headers(owned_headers(headers));
+        }
+        match self.inner.send(rd) {
+            Ok(()) => Ok(ack),
+            Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(SendError::Full)
+            }
+            Err((e, _)) => Err(SendError::Failed(KafkaError::Produce {
                 topic: record.topic.to_owned(),
                 partition: record.partition,
-                message,
-            };
-            let mut rd = FutureRecord::to(record.topic)
-                .partition(record.partition)
-                .key(record.key);
-            if let Some(value) = record.value {
-                rd = rd.payload(value);
-            }
-            if let Some(headers) = record.headers {
-                rd = rd.headers(owned_headers(headers));
-            }
-            loop {
-                match self.inner.send_result(rd) {
-                    Ok(delivery) => {
-                        let topic = record.topic.to_owned();
-                        let partition = record.partition;
-                        let ack = delivery.map(move |result| match result {
-                            Ok(Ok(d)) => Ok(Delivery {
-                                partition: d.partition,
-                                offset: d.offset,
-                            }),
-                            Ok(Err((e, _))) => Err(KafkaError::Produce {
-                                topic,
-                                partition,
-                                message: e.to_string(),
-                            }),
-                            Err(_canceled) => Err(KafkaError::Produce {
-                                topic,
-                                partition,
-                                message: "the producer was closed before the broker acknowledged"
-                                    .into(),
-                            }),
-                        });
-                        return Ok(ack.boxed());
-                    }
-                    // The client's queue is full: wait for acknowledgements to make room.
-                    Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        rd = back;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err((e, _)) => return Err(produce_error(e.to_string())),
-                }
-            }
+                message: e.to_string(),
+            })),
         }
-        .boxed()
     }
 
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), KafkaError>> {
         let producer = self.inner.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                rdkafka::producer::Producer::flush(&producer, timeout)
+                rdkafka::producer::Producer::flush(&*producer, timeout)
             })
             .await
             .map_err(|e| KafkaError::Timeout {

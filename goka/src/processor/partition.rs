@@ -233,15 +233,12 @@ impl<P: Group> PartitionTask<P> {
                 value: out.value.as_deref(),
                 headers: out.headers.as_ref(),
             };
-            let ack =
-                shared
-                    .producer
-                    .send(record)
-                    .await
-                    .map_err(|source| ProcessorError::Produce {
-                        group: P::GRAPH.group,
-                        source,
-                    })?;
+            let ack = crate::kafka::send(&*shared.producer, &record)
+                .await
+                .map_err(|source| ProcessorError::Produce {
+                    group: P::GRAPH.group,
+                    source,
+                })?;
             let bytes = out.key.len() + out.value.as_ref().map_or(0, Vec::len);
             shared.stats.messages_out.fetch_add(1, Ordering::Relaxed);
             shared

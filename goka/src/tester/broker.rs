@@ -16,8 +16,8 @@ use tokio::sync::watch;
 
 use crate::kafka::{
     Ack, Admin, Client, ConsumedMessage, ConsumerEvent, Delivery, GroupConsumer, Headers,
-    KafkaError, OutgoingRecord, PartitionConsumer, Producer, RebalanceListener, StartOffset,
-    TopicSpec,
+    KafkaError, OutgoingRecord, PartitionConsumer, Producer, RebalanceListener, SendError,
+    StartOffset, TopicSpec,
 };
 use crate::storage::{MemoryStorage, Storage, WriteBatch};
 
@@ -330,24 +330,21 @@ impl Client for BrokerClient {
 }
 
 impl Producer for BrokerClient {
-    fn send<'a>(&'a self, record: OutgoingRecord<'a>) -> BoxFuture<'a, Result<Ack, KafkaError>> {
+    fn try_send(&self, record: &OutgoingRecord<'_>) -> Result<Ack, SendError> {
         let stored = Record {
             key: record.key.to_vec(),
             value: record.value.map(<[u8]>::to_vec),
             headers: record.headers.cloned().unwrap_or_default(),
             timestamp: now_millis(),
         };
-        let result = self
+        let offset = self
             .0
             .append(record.topic, record.partition, stored, false)
-            .map(|offset| {
-                let delivery = Delivery {
-                    partition: record.partition,
-                    offset,
-                };
-                async move { Ok(delivery) }.boxed()
-            });
-        async move { result }.boxed()
+            .map_err(SendError::Failed)?;
+        Ok(Ack::ready(Ok(Delivery {
+            partition: record.partition,
+            offset,
+        })))
     }
 
     fn flush(&self, _timeout: Duration) -> BoxFuture<'_, Result<(), KafkaError>> {
