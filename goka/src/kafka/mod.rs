@@ -102,27 +102,65 @@ pub struct Ack(AckState);
 
 #[derive(Debug)]
 enum AckState {
-    Waiting(tokio::sync::oneshot::Receiver<Result<Delivery, KafkaError>>),
+    Waiting(std::sync::Arc<AckCell>),
     Ready(Option<Result<Delivery, KafkaError>>),
 }
 
-/// The sending half of an [`Ack`], completed by the client's delivery callback.
+/// What an [`Ack`] and its sender share: one allocation per message, made and (normally)
+/// freed by the producing thread, so the delivery thread never frees memory it did not
+/// allocate.
+#[derive(Debug, Default)]
+pub(crate) struct AckCell {
+    result: std::sync::Mutex<Option<Result<Delivery, KafkaError>>>,
+    waker: futures::task::AtomicWaker,
+}
+
+impl AckCell {
+    pub(crate) fn complete(&self, result: Result<Delivery, KafkaError>) {
+        let mut slot = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        // The first answer counts: a late "unacknowledged" never replaces a delivery.
+        if slot.is_none() {
+            *slot = Some(result);
+        }
+        drop(slot);
+        self.waker.wake();
+    }
+
+    fn take(&self) -> Option<Result<Delivery, KafkaError>> {
+        self.result.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The sending half of an [`Ack`], completed by the client's delivery callback. Dropped
+/// unused, the acknowledgement fails with [`KafkaError::Unacknowledged`].
 #[derive(Debug)]
-pub struct AckSender(tokio::sync::oneshot::Sender<Result<Delivery, KafkaError>>);
+pub struct AckSender(std::sync::Arc<AckCell>);
 
 impl AckSender {
     /// Completes the acknowledgement (nobody may be waiting any more: that is fine).
     pub fn send(self, result: Result<Delivery, KafkaError>) {
-        let _ = self.0.send(result);
+        self.0.complete(result);
+    }
+}
+
+impl Drop for AckSender {
+    fn drop(&mut self) {
+        self.0.complete(Err(KafkaError::Unacknowledged));
     }
 }
 
 impl Ack {
-    /// An acknowledgement completed later through its [`AckSender`]. If the sender is
-    /// dropped unused, the acknowledgement fails with [`KafkaError::Unacknowledged`].
+    /// An acknowledgement completed later through its [`AckSender`].
     pub fn channel() -> (AckSender, Ack) {
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        (AckSender(sender), Ack(AckState::Waiting(receiver)))
+        let (cell, ack) = Self::shared();
+        (AckSender(cell), ack)
+    }
+
+    /// An acknowledgement and the cell a client completes it through with
+    /// [`AckCell::complete`].
+    pub(crate) fn shared() -> (std::sync::Arc<AckCell>, Ack) {
+        let cell = std::sync::Arc::new(AckCell::default());
+        (cell.clone(), Ack(AckState::Waiting(cell)))
     }
 
     /// An acknowledgement known already.
@@ -140,11 +178,17 @@ impl std::future::Future for Ack {
     ) -> std::task::Poll<Self::Output> {
         use std::task::Poll;
         match &mut self.0 {
-            AckState::Waiting(receiver) => match std::pin::Pin::new(receiver).poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(result),
-                Poll::Ready(Err(_dropped)) => Poll::Ready(Err(KafkaError::Unacknowledged)),
-                Poll::Pending => Poll::Pending,
-            },
+            AckState::Waiting(cell) => {
+                if let Some(result) = cell.take() {
+                    return Poll::Ready(result);
+                }
+                cell.waker.register(cx.waker());
+                // Completed between the check and the registration: do not miss it.
+                match cell.take() {
+                    Some(result) => Poll::Ready(result),
+                    None => Poll::Pending,
+                }
+            }
             AckState::Ready(result) => {
                 Poll::Ready(result.take().unwrap_or(Err(KafkaError::Unacknowledged)))
             }

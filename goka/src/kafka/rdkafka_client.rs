@@ -15,7 +15,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedPro
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::{
-    Ack, AckSender, Admin, Client, ConsumedMessage, ConsumerEvent, Delivery, Headers, KafkaConfig,
+    Ack, AckCell, Admin, Client, ConsumedMessage, ConsumerEvent, Delivery, Headers, KafkaConfig,
     KafkaError, OutgoingRecord, PartitionConsumer, Producer, SendError, StartOffset, TopicSpec,
 };
 
@@ -167,10 +167,10 @@ struct AckContext;
 impl rdkafka::ClientContext for AckContext {}
 
 impl ProducerContext for AckContext {
-    type DeliveryOpaque = Box<AckSender>;
+    type DeliveryOpaque = Arc<AckCell>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<AckSender>) {
-        ack.send(match result {
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<AckCell>) {
+        ack.complete(match result {
             Ok(message) => Ok(Delivery {
                 partition: message.partition(),
                 offset: message.offset(),
@@ -185,7 +185,7 @@ impl ProducerContext for AckContext {
 }
 
 /// A producer whose delivery reports are served by a thread of its own (librdkafka's
-/// polling), each completing a oneshot: no future or allocation per message beyond that.
+/// polling), each completing the message's [`Ack`]: one allocation per message, no future.
 struct RdProducer {
     inner: Arc<ThreadedProducer<AckContext>>,
 }
@@ -198,8 +198,8 @@ impl std::fmt::Debug for RdProducer {
 
 impl Producer for RdProducer {
     fn try_send(&self, record: &OutgoingRecord<'_>) -> Result<Ack, SendError> {
-        let (sender, ack) = Ack::channel();
-        let mut rd = BaseRecord::with_opaque_to(record.topic, Box::new(sender))
+        let (cell, ack) = Ack::shared();
+        let mut rd = BaseRecord::with_opaque_to(record.topic, cell)
             .partition(record.partition)
             .key(record.key);
         if let Some(value) = record.value {
