@@ -107,6 +107,7 @@ impl RdGroupConsumer {
                 config.set(key, value);
             }
         }
+        super::rdkafka_client::fetch_defaults(&mut config);
         let context = GroupContext {
             listener,
             group: group.to_owned(),
