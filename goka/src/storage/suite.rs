@@ -38,6 +38,25 @@ pub(crate) fn get_set_delete(s: &dyn Storage) {
     assert!(!s.has(b"a").unwrap());
 }
 
+/// A long batch (as recovery writes) with several writes of the same keys, interleaved with
+/// others: the last write of each key wins, whatever order a backend inserts in.
+pub(crate) fn long_batches_keep_the_last_write_of_each_key(s: &dyn Storage) {
+    let mut batch = WriteBatch::new();
+    for round in 0..5u8 {
+        for k in (0..100u8).rev() {
+            batch.set(vec![b'k', k], vec![round, k]);
+        }
+        batch.delete(vec![b'k', 7]);
+    }
+    batch.set(vec![b'k', 9], b"last".to_vec());
+    s.apply(&batch, Some(600)).unwrap();
+    assert_eq!(s.get(b"k\x07").unwrap(), None, "deleted last");
+    assert_eq!(s.get(b"k\x09").unwrap().as_deref(), Some(&b"last"[..]));
+    assert_eq!(s.get(b"k\x00").unwrap(), Some(vec![4, 0]));
+    assert_eq!(s.get(b"k\x63").unwrap(), Some(vec![4, 99]));
+    assert_eq!(s.offset().unwrap(), Some(600));
+}
+
 pub(crate) fn apply_writes_rows_and_offset_together(s: &dyn Storage) {
     assert_eq!(s.offset().unwrap(), None);
     s.set(b"gone", b"x").unwrap();
@@ -238,6 +257,10 @@ macro_rules! storage_suite {
             #[test]
             fn get_set_delete() {
                 with_storage(checks::get_set_delete);
+            }
+            #[test]
+            fn long_batches_keep_the_last_write_of_each_key() {
+                with_storage(checks::long_batches_keep_the_last_write_of_each_key);
             }
             #[test]
             fn apply_writes_rows_and_offset_together() {
