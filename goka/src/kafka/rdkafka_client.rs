@@ -447,7 +447,7 @@ impl Drop for RdPartitionConsumer {
 
 fn poll_loop(
     consumer: BaseConsumer,
-    topic: Arc<str>,
+    mut topic: Arc<str>,
     sender: tokio::sync::mpsc::Sender<Vec<Result<ConsumerEvent, KafkaError>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -490,6 +490,7 @@ fn poll_loop(
         if sender.blocking_send(full).is_err() {
             return;
         }
+        topic = fresh_topic(&topic);
     }
 }
 
@@ -519,6 +520,13 @@ pub(super) fn fetch_defaults(config: &mut ClientConfig) {
     if config.get("fetch.queue.backoff.ms").is_none() {
         config.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     }
+}
+
+/// A new allocation of the topic name for the next batch of messages. Every message holds the
+/// name; if all shared one `Arc`, this thread's increments and the reader's decrements of its
+/// count would pull one cache line between two cores for every message.
+pub(super) fn fresh_topic(topic: &Arc<str>) -> Arc<str> {
+    Arc::from(&**topic)
 }
 
 /// Errors the client does not recover from by retrying: the topic is gone or forbidden.

@@ -20,7 +20,12 @@ pub(super) struct RdGroupConsumer {
     consumer: Option<BaseConsumer<GroupContext>>,
     group: String,
     topics: HashMap<String, Arc<str>>,
+    /// Messages polled since the topic names were last allocated anew.
+    polled: usize,
 }
+
+/// Messages that share one allocation of their topic's name (see `fresh_topic`).
+const TOPIC_SHARED_BY: usize = 1_024;
 
 pub(super) struct GroupContext {
     listener: Arc<dyn RebalanceListener>,
@@ -125,6 +130,7 @@ impl RdGroupConsumer {
                 .iter()
                 .map(|t| ((*t).to_owned(), Arc::from(*t)))
                 .collect(),
+            polled: 0,
         })
     }
 
@@ -147,6 +153,13 @@ impl GroupConsumer for RdGroupConsumer {
         let consumer = self.consumer.as_ref()?;
         let event = match consumer.poll(timeout)? {
             Ok(message) => {
+                self.polled += 1;
+                if self.polled >= TOPIC_SHARED_BY {
+                    self.polled = 0;
+                    for name in self.topics.values_mut() {
+                        *name = super::rdkafka_client::fresh_topic(name);
+                    }
+                }
                 let topic = self
                     .topics
                     .get(rdkafka::Message::topic(&message))
