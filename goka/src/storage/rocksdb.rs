@@ -357,6 +357,7 @@ pub struct RocksDbBuilder {
     root: PathBuf,
     tune: Option<Arc<TuneOptions>>,
     wal: bool,
+    budget: Option<(usize, ::rocksdb::WriteBufferManager)>,
 }
 
 impl fmt::Debug for RocksDbBuilder {
@@ -365,6 +366,10 @@ impl fmt::Debug for RocksDbBuilder {
             .field("root", &self.root)
             .field("tuned", &self.tune.is_some())
             .field("wal", &self.wal)
+            .field(
+                "memtable_budget",
+                &self.budget.as_ref().map(|(bytes, _)| bytes),
+            )
             .finish()
     }
 }
@@ -376,7 +381,18 @@ impl RocksDbBuilder {
             root: root.into(),
             tune: None,
             wal: true,
+            budget: None,
         }
+    }
+
+    /// Bounds the memtables of every database this builder opens to `bytes` in total: when
+    /// they hold more, RocksDB flushes the largest. Without a budget each partition's
+    /// memtables grow to RocksDB's own limits (64 MiB, twice) before flushing, so resident
+    /// memory follows the number of partitions times that.
+    pub fn memtable_budget(mut self, bytes: usize) -> Self {
+        let manager = ::rocksdb::WriteBufferManager::new_write_buffer_manager(bytes, false);
+        self.budget = Some((bytes, manager));
+        self
     }
 
     /// Opens every storage [`without_wal`](RocksDbStorage::without_wal).
@@ -403,6 +419,9 @@ impl StorageBuilder for RocksDbBuilder {
         let path = partition_path(&self.root, topic, partition);
         let tune = self.tune.clone();
         let storage = RocksDbStorage::open_with(path, topic, partition, |opts| {
+            if let Some((_, manager)) = &self.budget {
+                opts.set_write_buffer_manager(manager);
+            }
             if let Some(tune) = tune {
                 tune(opts);
             }
