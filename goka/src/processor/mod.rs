@@ -105,7 +105,26 @@ pub enum ProcessorError {
         /// What went wrong.
         message: String,
     },
-    /// A produce (emit, loopback, changelog write) failed.
+    /// A produce a handler caused (emit, loopback, changelog write) failed.
+    #[error(
+        "processor {group:?}: message at topic {topic:?} partition {partition} offset {offset} \
+         (key {key:?}): {source}"
+    )]
+    HandlerProduce {
+        /// The group.
+        group: &'static str,
+        /// Topic of the input message.
+        topic: String,
+        /// Partition of the input message.
+        partition: i32,
+        /// Offset of the input message.
+        offset: i64,
+        /// Key of the input message, lossy UTF-8.
+        key: String,
+        /// The client's error, naming the topic and partition written to.
+        source: Box<KafkaError>,
+    },
+    /// The producer could not be created.
     #[error("processor {group:?}: {source}")]
     Produce {
         /// The group.

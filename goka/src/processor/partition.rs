@@ -211,19 +211,30 @@ impl<P: Group> PartitionTask<P> {
                 Vec::new()
             }
         };
-        self.send(message.topic, message.offset, outgoing)
+        self.send(message.topic, message.offset, message.key, outgoing)
             .await
             .map(Some)
     }
 
-    /// Produces what a handler wrote, in order, and returns the future of all acks.
+    /// Produces what a handler wrote, in order, and returns the future of all acks. A
+    /// failure names the input message (`topic`, `offset`, `key`) that caused the produce.
     async fn send(
         &self,
         topic: Arc<str>,
         offset: i64,
+        key: Vec<u8>,
         outgoing: Vec<crate::context::Outgoing>,
     ) -> Result<BoxFuture<'static, Result<Done, ProcessorError>>, ProcessorError> {
         let shared = self.shared.clone();
+        let partition = self.partition;
+        let failed = move |topic: &str, key: &[u8], source| ProcessorError::HandlerProduce {
+            group: P::GRAPH.group,
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            key: String::from_utf8_lossy(key).into_owned(),
+            source: Box::new(source),
+        };
         let mut acks = Vec::with_capacity(outgoing.len());
         for out in &outgoing {
             let record = OutgoingRecord {
@@ -235,10 +246,7 @@ impl<P: Group> PartitionTask<P> {
             };
             let ack = crate::kafka::send(&*shared.producer, &record)
                 .await
-                .map_err(|source| ProcessorError::Produce {
-                    group: P::GRAPH.group,
-                    source,
-                })?;
+                .map_err(|source| failed(&topic, &key, source))?;
             let bytes = out.key.len() + out.value.as_ref().map_or(0, Vec::len);
             shared.stats.messages_out.fetch_add(1, Ordering::Relaxed);
             shared
@@ -250,10 +258,7 @@ impl<P: Group> PartitionTask<P> {
         Ok(async move {
             let mut changelog = None;
             for (kind, ack) in acks {
-                let delivery = ack.await.map_err(|source| ProcessorError::Produce {
-                    group: P::GRAPH.group,
-                    source,
-                })?;
+                let delivery = ack.await.map_err(|source| failed(&topic, &key, source))?;
                 if kind == OutgoingKind::Changelog {
                     changelog = changelog.max(Some(delivery.offset));
                 }

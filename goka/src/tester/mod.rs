@@ -269,9 +269,13 @@ impl Tester {
                                 fed |= consumed.contains(&out.topic);
                                 self.broker
                                     .append(out.topic, out.partition, record, applied)
-                                    .map_err(|source| ProcessorError::Produce {
+                                    .map_err(|source| ProcessorError::HandlerProduce {
                                         group: graph.group,
-                                        source,
+                                        topic: message.topic.to_string(),
+                                        partition: message.partition,
+                                        offset: message.offset,
+                                        key: String::from_utf8_lossy(&message.key).into_owned(),
+                                        source: Box::new(source),
                                     })?;
                             }
                         }
