@@ -150,6 +150,21 @@ pub async fn produce_raw(
     }
 }
 
+/// Runs `processor` until it stops by itself (at most 60 s); returns its error message.
+/// Panics if it does not stop or stops without an error.
+pub async fn run_until_error<P: goka::processor::Group>(
+    processor: &goka::processor::Processor<P>,
+) -> String {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        processor.run(tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("run stops by itself")
+    .expect_err("run fails")
+    .to_string()
+}
+
 /// A `run(cancel)` loop (of a view or processor) running in a task, stopped on demand.
 #[derive(Debug)]
 pub struct Running<E> {

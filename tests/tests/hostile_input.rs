@@ -16,7 +16,7 @@ use goka::storage::{RocksDbBuilder, StorageBuilder};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::View;
-use goka_tests::{client, TestBroker, TestClient};
+use goka_tests::{client, run_until_error, TestBroker, TestClient};
 use tokio_util::sync::CancellationToken;
 
 goka::stream!(Blobs = "hostile-blobs": Vec<u8> as BytesCodec);
@@ -58,18 +58,6 @@ async fn setup(broker: &TestBroker) -> (TestClient, Emitter<Blobs>) {
         .await
         .unwrap();
     (client, emitter)
-}
-
-async fn run_until_error(processor: &Processor<Counter>) -> String {
-    // A failure must end run by itself, never hang.
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        processor.run(CancellationToken::new()),
-    )
-    .await
-    .expect("run stops by itself")
-    .expect_err("run fails")
-    .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

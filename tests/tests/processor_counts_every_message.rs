@@ -121,14 +121,7 @@ fn start(
 /// error message.
 async fn run_until_error<P: Group>(group: P, client: &TestClient) -> String {
     let processor = Processor::new(group, client.clone(), ProcessorConfig::default());
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        processor.run(CancellationToken::new()),
-    )
-    .await
-    .expect("run stops by itself")
-    .expect_err("run fails")
-    .to_string()
+    goka_tests::run_until_error(&processor).await
 }
 
 /// Waits until the view of the group table holds `expected`.

@@ -183,23 +183,20 @@ async fn the_monitor_shows_components_serves_queries_and_metrics() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, body) = http_get(address, "/api/components").await;
     let components: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let rated: Vec<&str> = components[0]["rates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r[0].as_str().unwrap())
-        .collect();
+    let rated = |component: &serde_json::Value| -> Vec<String> {
+        component["rates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[0].as_str().unwrap().to_owned())
+            .collect()
+    };
     assert_eq!(
-        rated,
+        rated(&components[0]),
         ["messages_in", "bytes_in", "messages_out", "bytes_out"],
         "{body}"
     );
-    let view_rated: Vec<&str> = components[1]["rates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r[0].as_str().unwrap())
-        .collect();
+    let view_rated = rated(&components[1]);
     assert_eq!(
         view_rated,
         ["messages", "bytes"],
