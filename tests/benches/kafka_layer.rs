@@ -17,6 +17,7 @@ use goka::partitioner::{GokaPartitioner, Partitioner};
 use goka::storage::RocksDbBuilder;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::{View, ViewState};
+use goka_tests::bench::verdict;
 use goka_tests::{client, rdkafka_config, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -66,9 +67,10 @@ async fn run(records: usize) {
     let emitter = emitter_produce(&client, records).await;
     report("Emitter", records, emitter);
     println!(
-        "{:<44} {:>12.2}",
+        "{:<44} {:>12.2}  {}",
         "ratio Emitter / bare (target >= 0.9)",
-        ratio(bare, emitter)
+        ratio(bare, emitter),
+        verdict(ratio(bare, emitter), 0.9)
     );
 
     let bare = bare_consume(&broker, records);
@@ -76,9 +78,10 @@ async fn run(records: usize) {
     let view = view_recover(client, records).await;
     report("View recovery into RocksDB", records, view);
     println!(
-        "{:<44} {:>12.2}",
+        "{:<44} {:>12.2}  {}",
         "ratio View recovery / bare (target >= 0.7)",
-        ratio(bare, view)
+        ratio(bare, view),
+        verdict(ratio(bare, view), 0.7)
     );
     let per_s = |d: Duration| records as f64 / d.as_secs_f64();
     goka_tests::bench_json(

@@ -16,7 +16,7 @@ use goka::processor::{Group, PartitionState, Processor, ProcessorConfig, Statefu
 use goka::storage::RocksDbBuilder;
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
-use goka_tests::bench::{mib, rss_bytes, RssSampler};
+use goka_tests::bench::{mib, rss_bytes, verdict, RssSampler};
 use goka_tests::{client, rdkafka_config, string_edge as edge, Running, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -105,10 +105,12 @@ async fn run(messages: usize) {
         messages,
         ours,
     );
+    let ratio_bare = bare.as_secs_f64() / ours.as_secs_f64();
     println!(
-        "{:<48} {:>12.2}",
+        "{:<48} {:>12.2}  {}",
         "ratio Processor / bare (target >= 0.8)",
-        bare.as_secs_f64() / ours.as_secs_f64()
+        ratio_bare,
+        verdict(ratio_bare, 0.8)
     );
     println!(
         "{:<48} {:>12.2}",
@@ -135,8 +137,10 @@ async fn run(messages: usize) {
         let ratio = quix.as_secs_f64() / ours.as_secs_f64();
         let ratio_first = quix_first.as_secs_f64() / (ours - ours_joined).as_secs_f64();
         println!(
-            "{:<48} {:>12.2}",
-            "ratio Processor / Quix Streams (target >= 5)", ratio
+            "{:<48} {:>12.2}  {}",
+            "ratio Processor / Quix Streams (target >= 5)",
+            ratio,
+            verdict(ratio, 5.0)
         );
         println!(
             "{:<48} {:>12.2}",

@@ -71,7 +71,11 @@ fn main() {
 
     println!("{messages} messages over {KEYS} keys through a counting processor");
     println!("{:<28} {:>14}", "", "messages/s");
-    println!("{:<28} {tester_rate:>14.0}", "tester");
+    println!(
+        "{:<28} {tester_rate:>14.0}  {} (about 1,000,000/s)",
+        "tester",
+        goka_tests::bench::verdict(tester_rate, 900_000.0)
+    );
     println!("{:<28} {bare_rate:>14.0}", "bare HashMap count");
     println!(
         "{:<28} {:>14.2}",

@@ -143,3 +143,13 @@ pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> T {
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
+
+/// Says whether a figure reached its target, for the printed tables: a missed target is
+/// reported, never hidden.
+pub fn verdict(figure: f64, target: f64) -> &'static str {
+    if figure >= target {
+        "meets the target"
+    } else {
+        "MISSES the target"
+    }
+}
