@@ -9,4 +9,5 @@ export ROOT
 # Kills Tansu brokers the test harness started and could not stop (a killed test process).
 stop_test_brokers() {
   pkill -f "tansu-0.6.0/tansu broker --listener-url tcp://127.0.0.1" 2>/dev/null || true
+  pkill -f "tansu-0.6.0-sqlite/bin/tansu broker --listener-url tcp://127.0.0.1" 2>/dev/null || true
 }

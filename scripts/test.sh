@@ -9,6 +9,9 @@ cd "$ROOT"
 bash scripts/prerequisites.sh --browser
 GOKA_TANSU_BIN="$(bash scripts/tansu.sh)"
 export GOKA_TANSU_BIN
+# The broker-restart scenario needs a broker that keeps its data: built once per machine.
+GOKA_TANSU_SQLITE_BIN="$(bash scripts/tansu-sqlite.sh)"
+export GOKA_TANSU_SQLITE_BIN
 trap stop_test_brokers EXIT
 
 cargo test --workspace --all-targets "$@"

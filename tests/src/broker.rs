@@ -51,7 +51,6 @@ pub enum BrokerError {
 #[derive(Debug)]
 pub struct TestBroker {
     child: Child,
-    listen: SocketAddr,
     advertised: SocketAddr,
     proxy: Option<FaultProxy>,
     log: PathBuf,
@@ -107,55 +106,15 @@ impl TestBroker {
     ) -> Result<Self, BrokerError> {
         let bin = tansu_binary()?;
         let log = std::env::temp_dir().join(format!("goka-tansu-{}.log", listen.port()));
-        let out = std::fs::File::create(&log)?;
-        let err = out.try_clone()?;
-        let child = Command::new(&bin)
-            .arg("broker")
-            .arg("--listener-url")
-            .arg(format!("tcp://{listen}"))
-            .arg("--advertised-listener-url")
-            .arg(format!("tcp://{advertised}"))
-            .arg("--storage-engine")
-            .arg("memory://tansu/")
-            .env(
-                "RUST_LOG",
-                std::env::var("GOKA_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| BrokerError::Spawn {
-                path: bin.clone(),
-                source,
-            })?;
+        let child = launch(&bin, listen, advertised, "memory://tansu/", None, &log)?;
         let mut broker = Self {
             child,
-            listen,
             advertised,
             proxy,
             log,
         };
-        broker.wait_ready()?;
+        wait_ready(&mut broker.child, listen, &broker.log)?;
         Ok(broker)
-    }
-
-    fn wait_ready(&mut self) -> Result<(), BrokerError> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if TcpStream::connect_timeout(&self.listen, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
-            if exited || Instant::now() >= deadline {
-                return Err(BrokerError::NotReady {
-                    addr: self.listen,
-                    timeout: START_TIMEOUT,
-                    output: self.output(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 
@@ -167,6 +126,143 @@ impl Drop for TestBroker {
     }
 }
 
+/// Starts a Tansu process listening on `listen` with `storage`, in `dir` if given (SQLite
+/// paths are relative to the working directory), its output going to `log`.
+fn launch(
+    bin: &Path,
+    listen: SocketAddr,
+    advertised: SocketAddr,
+    storage: &str,
+    dir: Option<&Path>,
+    log: &Path,
+) -> Result<Child, BrokerError> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let err = out.try_clone()?;
+    let mut command = Command::new(bin);
+    command
+        .arg("broker")
+        .arg("--listener-url")
+        .arg(format!("tcp://{listen}"))
+        .arg("--advertised-listener-url")
+        .arg(format!("tcp://{advertised}"))
+        .arg("--storage-engine")
+        .arg(storage)
+        .env(
+            "RUST_LOG",
+            std::env::var("GOKA_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    command.spawn().map_err(|source| BrokerError::Spawn {
+        path: bin.to_owned(),
+        source,
+    })
+}
+
+/// Waits until `child` accepts connections on `listen`.
+fn wait_ready(child: &mut Child, listen: SocketAddr, log: &Path) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        if exited || Instant::now() >= deadline {
+            return Err(BrokerError::NotReady {
+                addr: listen,
+                timeout: START_TIMEOUT,
+                output: read_log(log),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Tansu broker that keeps its data in SQLite (a build with the `libsql` feature, from
+/// `GOKA_TANSU_SQLITE_BIN` or `scripts/tansu-sqlite.sh`), so it can be stopped and started
+/// again on the same port with its topics, watermarks and committed offsets.
+#[derive(Debug)]
+pub struct PersistentBroker {
+    child: Option<Child>,
+    bin: PathBuf,
+    listen: SocketAddr,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl PersistentBroker {
+    /// Starts a broker with an empty database on a free port. Panics with the reason if it
+    /// cannot.
+    pub fn start() -> Self {
+        let bin = sqlite_binary().unwrap_or_else(|e| panic!("{e}"));
+        let port = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let log = dir.path().join("tansu.log");
+        let mut broker = Self {
+            child: None,
+            bin,
+            listen,
+            dir,
+            log,
+        };
+        broker.start_again();
+        broker
+    }
+
+    /// The bootstrap address for clients.
+    pub fn bootstrap(&self) -> String {
+        self.listen.to_string()
+    }
+
+    /// Kills the broker process (SIGKILL: nothing is flushed on the way out).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and database. Panics if it does not come up.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let storage = "sqlite://tansu.db";
+        let mut child = launch(
+            &self.bin,
+            self.listen,
+            self.listen,
+            storage,
+            Some(self.dir.path()),
+            &self.log,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        wait_ready(&mut child, self.listen, &self.log).unwrap_or_else(|e| panic!("{e}"));
+        self.child = Some(child);
+    }
+}
+
+impl Drop for PersistentBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The SQLite Tansu binary: `GOKA_TANSU_SQLITE_BIN`, or the one `scripts/tansu-sqlite.sh`
+/// builds (once per machine, several minutes).
+pub fn sqlite_binary() -> Result<PathBuf, BrokerError> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| find_binary("GOKA_TANSU_SQLITE_BIN", "tansu-sqlite.sh"))
+        .clone()
+        .map_err(BrokerError::Binary)
+}
+
 /// A port that was free a moment ago. The OS hands out ephemeral ports round-robin, so a
 /// port just released is unlikely to be handed to someone else before the broker binds it.
 pub fn free_port() -> std::io::Result<u16> {
@@ -176,21 +272,24 @@ pub fn free_port() -> std::io::Result<u16> {
 /// The Tansu binary: `GOKA_TANSU_BIN`, or the one `scripts/tansu.sh` fetches (once per cache).
 pub fn tansu_binary() -> Result<PathBuf, BrokerError> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(find_tansu)
+    BIN.get_or_init(|| find_binary("GOKA_TANSU_BIN", "tansu.sh"))
         .clone()
         .map_err(BrokerError::Binary)
 }
 
-fn find_tansu() -> Result<PathBuf, String> {
-    if let Ok(path) = std::env::var("GOKA_TANSU_BIN") {
+/// The binary named by the environment variable `var`, or the one `scripts/<script>` prints.
+fn find_binary(var: &str, script: &str) -> Result<PathBuf, String> {
+    if let Ok(path) = std::env::var(var) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(format!("GOKA_TANSU_BIN={} is not a file", path.display()))
+            Err(format!("{var}={} is not a file", path.display()))
         };
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/tansu.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(script);
     let output = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::piped())

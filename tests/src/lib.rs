@@ -10,7 +10,7 @@ pub mod broker;
 pub mod proxy;
 
 pub use bench::{bench_json, bench_runtime, bench_size};
-pub use broker::{BrokerError, TestBroker};
+pub use broker::{BrokerError, PersistentBroker, TestBroker};
 pub use proxy::{FaultProxy, ProxyMode};
 
 use std::sync::Arc;
@@ -29,7 +29,12 @@ pub fn client(broker: &TestBroker) -> TestClient {
 
 /// The configuration [`client`] uses, to extend.
 pub fn config(broker: &TestBroker) -> KafkaConfig {
-    KafkaConfig::new(broker.bootstrap())
+    config_for(&broker.bootstrap())
+}
+
+/// The configuration of [`config`] for the broker at `bootstrap`.
+pub fn config_for(bootstrap: &str) -> KafkaConfig {
+    KafkaConfig::new(bootstrap)
         .client_id("goka-tests")
         .set("message.timeout.ms", "10000")
         .set("reconnect.backoff.max.ms", "500")

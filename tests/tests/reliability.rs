@@ -1,6 +1,7 @@
 //! Reliability scenarios with figures: a counting processor killed with SIGKILL again and
-//! again while input flows, a rebalance storm of four instances joining and leaving, and a
-//! processor, view and emitter behind a fault proxy that cuts, stalls and refuses.
+//! again while input flows, a rebalance storm of four instances joining and leaving, a
+//! processor, view and emitter behind a fault proxy that cuts, stalls and refuses, and the
+//! same three while the broker itself is killed and restarted on its SQLite database.
 //! Nothing reported delivered may be lost (counts >= emitted per key); each scenario prints
 //! one summary line. CI runs reduced sizes; `GOKA_RELIABILITY=full` runs the full ones
 //! (200,000 messages and 20 kills; 100,000 messages and 12 membership changes).
@@ -444,6 +445,115 @@ async fn connection_faults_leave_processor_view_and_emitter_whole() {
         "connection faults: {emitted} delivered ({failed} reported failed), 5 cuts, 1 stall, \
          1 refusal, {} reconnects, lost 0, duplicates {}, the view converged",
         proxy.accepted(),
+        counted - emitted
+    );
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    view_run.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restarts_leave_processor_view_and_emitter_whole() {
+    let restarts = 5;
+    let mut broker = goka_tests::PersistentBroker::start();
+    let client: TestClient = Arc::new(goka::kafka::rdkafka_client::RdKafkaClient::new(
+        // Delivery may wait out a restart: give it more than the default of the tests.
+        goka_tests::config_for(&broker.bootstrap()).set("message.timeout.ms", "60000"),
+    ));
+    let emitter = emitter(&client).await;
+    let processor = Arc::new(Processor::new(
+        Counter,
+        client.clone(),
+        ProcessorConfig::default(),
+    ));
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (processor, cancel) = (processor.clone(), cancel.clone());
+        async move { processor.run(cancel).await }
+    });
+    tokio::time::timeout(Duration::from_secs(60), processor.recovered())
+        .await
+        .unwrap();
+    let view = View::<GroupTable<Counter>>::builder(client.clone())
+        .build::<GroupTable<Counter>>()
+        .await
+        .unwrap();
+    let view_run = tokio::spawn({
+        let (view, cancel) = (view.clone(), cancel.clone());
+        async move { view.run(cancel).await }
+    });
+
+    // Emit through the restarts; only what the broker acknowledged counts as delivered.
+    let emitting = tokio::spawn(async move {
+        let mut delivered: HashMap<String, i64> = HashMap::new();
+        let mut failed = 0u64;
+        for chunk in 0..40u32 {
+            let mut pending = Vec::new();
+            for i in chunk * 50..(chunk + 1) * 50 {
+                let key = format!("key-{}", i % 200);
+                match emitter.emit(&key, &format!("event-{i}")).await {
+                    Ok(delivery) => pending.push((key, delivery)),
+                    Err(_) => failed += 1,
+                }
+            }
+            for (key, delivery) in pending {
+                match delivery.await {
+                    Ok(_) => *delivered.entry(key).or_insert(0) += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        (delivered, failed)
+    });
+
+    // The broker process is killed and started again on its database, five times.
+    let mut downtime = Duration::ZERO;
+    for _ in 0..restarts {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stopped = Instant::now();
+        broker.stop();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        broker.start_again();
+        downtime += stopped.elapsed();
+    }
+
+    let (delivered, failed) = emitting.await.unwrap();
+    // Every delivered message is counted, and the view converges to the processor's table.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let short = delivered
+            .iter()
+            .filter(|(k, v)| processor.get(k).unwrap().unwrap_or(0) < **v)
+            .count();
+        let behind = delivered
+            .keys()
+            .filter(|k| view.get(k).unwrap() != processor.get(k).unwrap())
+            .count();
+        if short == 0 && behind == 0 {
+            break;
+        }
+        assert!(!run.is_finished(), "the processor stopped: {:?}", run.await);
+        assert!(
+            Instant::now() < deadline,
+            "{short} keys short of what was delivered, the view differs at {behind}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !view_run.is_finished(),
+        "the view kept running through the restarts"
+    );
+    let emitted: i64 = delivered.values().sum();
+    let counted: i64 = delivered
+        .keys()
+        .map(|k| processor.get(k).unwrap().unwrap_or(0))
+        .sum();
+    assert!(emitted > 0, "something was delivered");
+    println!(
+        "broker restarts: {emitted} delivered ({failed} reported failed), {restarts} restarts \
+         ({:.1} s down in all), lost 0, duplicates {}, the view converged",
+        downtime.as_secs_f64(),
         counted - emitted
     );
     cancel.cancel();
