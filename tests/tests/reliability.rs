@@ -336,41 +336,105 @@ async fn a_rebalance_storm_loses_nothing_and_never_shares_a_partition() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_faults_leave_processor_view_and_emitter_whole() {
-    let broker = TestBroker::start_behind_proxy();
-    let proxy = broker.proxy().unwrap();
-    let client = client(&broker);
-    let emitter = emitter(&client).await;
-    let processor = Arc::new(Processor::new(
-        Counter,
-        client.clone(),
-        ProcessorConfig::default(),
-    ));
-    let cancel = CancellationToken::new();
-    let run = tokio::spawn({
-        let (processor, cancel) = (processor.clone(), cancel.clone());
-        async move { processor.run(cancel).await }
-    });
-    tokio::time::timeout(Duration::from_secs(60), processor.recovered())
-        .await
-        .unwrap();
-    let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build::<GroupTable<Counter>>()
-        .await
-        .unwrap();
-    let view_run = tokio::spawn({
-        let (view, cancel) = (view.clone(), cancel.clone());
-        async move { view.run(cancel).await }
-    });
+/// A counting processor and a view of its table running on `client`, for the scenarios that
+/// disturb the broker underneath them.
+struct Whole {
+    processor: Arc<Processor<Counter>>,
+    view: View<GroupTable<Counter>>,
+    run: tokio::task::JoinHandle<Result<(), goka::processor::ProcessorError>>,
+    view_run: tokio::task::JoinHandle<Result<(), goka::view::ViewError>>,
+    cancel: CancellationToken,
+}
 
-    // Emit through the faults; only what the broker acknowledged counts as delivered.
-    let emitting = tokio::spawn(async move {
+impl Whole {
+    async fn start(client: &TestClient) -> Self {
+        let processor = Arc::new(Processor::new(
+            Counter,
+            client.clone(),
+            ProcessorConfig::default(),
+        ));
+        let cancel = CancellationToken::new();
+        let run = tokio::spawn({
+            let (processor, cancel) = (processor.clone(), cancel.clone());
+            async move { processor.run(cancel).await }
+        });
+        tokio::time::timeout(Duration::from_secs(60), processor.recovered())
+            .await
+            .unwrap();
+        let view = View::<GroupTable<Counter>>::builder(client.clone())
+            .build::<GroupTable<Counter>>()
+            .await
+            .unwrap();
+        let view_run = tokio::spawn({
+            let (view, cancel) = (view.clone(), cancel.clone());
+            async move { view.run(cancel).await }
+        });
+        Self {
+            processor,
+            view,
+            run,
+            view_run,
+            cancel,
+        }
+    }
+
+    /// Waits up to `within` until every delivered message is counted and the view equals the
+    /// processor's table, both still running; returns how many were counted.
+    async fn converge(&mut self, delivered: &HashMap<String, i64>, within: Duration) -> i64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let short = delivered
+                .iter()
+                .filter(|(k, v)| self.processor.get(k).unwrap().unwrap_or(0) < **v)
+                .count();
+            let behind = delivered
+                .keys()
+                .filter(|k| self.view.get(k).unwrap() != self.processor.get(k).unwrap())
+                .count();
+            if short == 0 && behind == 0 {
+                break;
+            }
+            assert!(
+                !self.run.is_finished(),
+                "the processor stopped: {:?}",
+                (&mut self.run).await
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{short} keys short of what was delivered, the view differs at {behind}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(!self.run.is_finished(), "the processor kept running");
+        assert!(!self.view_run.is_finished(), "the view kept running");
+        delivered
+            .keys()
+            .map(|k| self.processor.get(k).unwrap().unwrap_or(0))
+            .sum()
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.run.await.unwrap().unwrap();
+        self.view_run.await.unwrap().unwrap();
+    }
+}
+
+/// Emits `chunks` chunks of `per_chunk` events over 200 keys, waiting for each chunk's
+/// deliveries and `pause` between chunks; returns what the broker acknowledged per key (only
+/// that counts as delivered) and how many emits failed.
+fn emit_through_faults(
+    emitter: Emitter<Events>,
+    chunks: u32,
+    per_chunk: u32,
+    pause: Duration,
+) -> tokio::task::JoinHandle<(HashMap<String, i64>, u64)> {
+    tokio::spawn(async move {
         let mut delivered: HashMap<String, i64> = HashMap::new();
         let mut failed = 0u64;
-        for chunk in 0..60u32 {
+        for chunk in 0..chunks {
             let mut pending = Vec::new();
-            for i in chunk * 100..(chunk + 1) * 100 {
+            for i in chunk * per_chunk..(chunk + 1) * per_chunk {
                 let key = format!("key-{}", i % 200);
                 match emitter.emit(&key, &format!("event-{i}")).await {
                     Ok(delivery) => pending.push((key, delivery)),
@@ -383,10 +447,20 @@ async fn connection_faults_leave_processor_view_and_emitter_whole() {
                     Err(_) => failed += 1,
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(pause).await;
         }
         (delivered, failed)
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_faults_leave_processor_view_and_emitter_whole() {
+    let broker = TestBroker::start_behind_proxy();
+    let proxy = broker.proxy().unwrap();
+    let client = client(&broker);
+    let emitter = emitter(&client).await;
+    let mut whole = Whole::start(&client).await;
+    let emitting = emit_through_faults(emitter, 60, 100, Duration::from_millis(200));
 
     // Five cuts with a few seconds of refused reconnects, one stall, one refusal.
     for _ in 0..5 {
@@ -408,48 +482,15 @@ async fn connection_faults_leave_processor_view_and_emitter_whole() {
     proxy.set_mode(goka_tests::ProxyMode::Forward);
 
     let (delivered, failed) = emitting.await.unwrap();
-    // Every delivered message is counted, and the view converges to the processor's table.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let short = delivered
-            .iter()
-            .filter(|(k, v)| processor.get(k).unwrap().unwrap_or(0) < **v)
-            .count();
-        let behind = delivered
-            .keys()
-            .filter(|k| view.get(k).unwrap() != processor.get(k).unwrap())
-            .count();
-        if short == 0 && behind == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{short} keys short of what was delivered, the view differs at {behind}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        !run.is_finished(),
-        "the processor kept running through the faults"
-    );
-    assert!(
-        !view_run.is_finished(),
-        "the view kept running through the faults"
-    );
+    let counted = whole.converge(&delivered, Duration::from_secs(120)).await;
     let emitted: i64 = delivered.values().sum();
-    let counted: i64 = delivered
-        .keys()
-        .map(|k| processor.get(k).unwrap().unwrap_or(0))
-        .sum();
     println!(
         "connection faults: {emitted} delivered ({failed} reported failed), 5 cuts, 1 stall, \
          1 refusal, {} reconnects, lost 0, duplicates {}, the view converged",
         proxy.accepted(),
         counted - emitted
     );
-    cancel.cancel();
-    run.await.unwrap().unwrap();
-    view_run.await.unwrap().unwrap();
+    whole.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,51 +502,8 @@ async fn broker_restarts_leave_processor_view_and_emitter_whole() {
         goka_tests::config_for(&broker.bootstrap()).set("message.timeout.ms", "60000"),
     ));
     let emitter = emitter(&client).await;
-    let processor = Arc::new(Processor::new(
-        Counter,
-        client.clone(),
-        ProcessorConfig::default(),
-    ));
-    let cancel = CancellationToken::new();
-    let run = tokio::spawn({
-        let (processor, cancel) = (processor.clone(), cancel.clone());
-        async move { processor.run(cancel).await }
-    });
-    tokio::time::timeout(Duration::from_secs(60), processor.recovered())
-        .await
-        .unwrap();
-    let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build::<GroupTable<Counter>>()
-        .await
-        .unwrap();
-    let view_run = tokio::spawn({
-        let (view, cancel) = (view.clone(), cancel.clone());
-        async move { view.run(cancel).await }
-    });
-
-    // Emit through the restarts; only what the broker acknowledged counts as delivered.
-    let emitting = tokio::spawn(async move {
-        let mut delivered: HashMap<String, i64> = HashMap::new();
-        let mut failed = 0u64;
-        for chunk in 0..40u32 {
-            let mut pending = Vec::new();
-            for i in chunk * 50..(chunk + 1) * 50 {
-                let key = format!("key-{}", i % 200);
-                match emitter.emit(&key, &format!("event-{i}")).await {
-                    Ok(delivery) => pending.push((key, delivery)),
-                    Err(_) => failed += 1,
-                }
-            }
-            for (key, delivery) in pending {
-                match delivery.await {
-                    Ok(_) => *delivered.entry(key).or_insert(0) += 1,
-                    Err(_) => failed += 1,
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        (delivered, failed)
-    });
+    let mut whole = Whole::start(&client).await;
+    let emitting = emit_through_faults(emitter, 40, 50, Duration::from_millis(250));
 
     // The broker process is killed and started again on its database, five times.
     let mut downtime = Duration::ZERO;
@@ -519,36 +517,8 @@ async fn broker_restarts_leave_processor_view_and_emitter_whole() {
     }
 
     let (delivered, failed) = emitting.await.unwrap();
-    // Every delivered message is counted, and the view converges to the processor's table.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let short = delivered
-            .iter()
-            .filter(|(k, v)| processor.get(k).unwrap().unwrap_or(0) < **v)
-            .count();
-        let behind = delivered
-            .keys()
-            .filter(|k| view.get(k).unwrap() != processor.get(k).unwrap())
-            .count();
-        if short == 0 && behind == 0 {
-            break;
-        }
-        assert!(!run.is_finished(), "the processor stopped: {:?}", run.await);
-        assert!(
-            Instant::now() < deadline,
-            "{short} keys short of what was delivered, the view differs at {behind}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        !view_run.is_finished(),
-        "the view kept running through the restarts"
-    );
+    let counted = whole.converge(&delivered, Duration::from_secs(180)).await;
     let emitted: i64 = delivered.values().sum();
-    let counted: i64 = delivered
-        .keys()
-        .map(|k| processor.get(k).unwrap().unwrap_or(0))
-        .sum();
     assert!(emitted > 0, "something was delivered");
     println!(
         "broker restarts: {emitted} delivered ({failed} reported failed), {restarts} restarts \
@@ -556,7 +526,5 @@ async fn broker_restarts_leave_processor_view_and_emitter_whole() {
         downtime.as_secs_f64(),
         counted - emitted
     );
-    cancel.cancel();
-    run.await.unwrap().unwrap();
-    view_run.await.unwrap().unwrap();
+    whole.stop().await;
 }
