@@ -72,7 +72,7 @@ proptest! {
         // public API round-trips, and arbitrary bytes as a row never touch the offset.
         let storage = MemoryStorage::new("fuzz", 0);
         let mut batch = WriteBatch::new();
-        batch.set(b"__offset".to_vec(), raw.clone());
+        batch.set(b"__offset", raw.clone());
         storage.apply(&batch, None).unwrap();
         prop_assert_eq!(storage.offset().unwrap(), None);
         prop_assert_eq!(storage.get(b"__offset").unwrap(), Some(raw));

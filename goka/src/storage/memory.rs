@@ -116,7 +116,7 @@ impl Storage for MemoryStorage {
         for op in batch.ops() {
             match op {
                 BatchOp::Set { key, value } => {
-                    state.rows.insert(key.clone(), value.clone());
+                    state.rows.insert(key.to_vec(), value.to_vec());
                 }
                 BatchOp::Delete { key } => {
                     state.rows.remove(key);

@@ -63,7 +63,7 @@ mod tests {
         let s = NullBuilder.build("t", 0).unwrap();
         s.set(b"k", b"v").unwrap();
         let mut batch = WriteBatch::new();
-        batch.set(b"a".to_vec(), b"1".to_vec());
+        batch.set(b"a", b"1");
         s.apply(&batch, Some(9)).unwrap();
         assert_eq!(s.get(b"k").unwrap(), None);
         assert!(!s.has(b"a").unwrap());

@@ -48,7 +48,7 @@ pub(crate) fn long_batches_keep_the_last_write_of_each_key(s: &dyn Storage) {
         }
         batch.delete(vec![b'k', 7]);
     }
-    batch.set(vec![b'k', 9], b"last".to_vec());
+    batch.set(vec![b'k', 9], b"last");
     s.apply(&batch, Some(600)).unwrap();
     assert_eq!(s.get(b"k\x07").unwrap(), None, "deleted last");
     assert_eq!(s.get(b"k\x09").unwrap().as_deref(), Some(&b"last"[..]));
@@ -61,10 +61,10 @@ pub(crate) fn apply_writes_rows_and_offset_together(s: &dyn Storage) {
     assert_eq!(s.offset().unwrap(), None);
     s.set(b"gone", b"x").unwrap();
     let mut batch = WriteBatch::new();
-    batch.set(b"k1".to_vec(), b"v1".to_vec());
-    batch.set(b"k2".to_vec(), b"v2".to_vec());
-    batch.delete(b"gone".to_vec());
-    batch.set(b"k1".to_vec(), b"v1b".to_vec());
+    batch.set(b"k1", b"v1");
+    batch.set(b"k2", b"v2");
+    batch.delete(b"gone");
+    batch.set(b"k1", b"v1b");
     s.apply(&batch, Some(41)).unwrap();
     assert_eq!(s.offset().unwrap(), Some(41));
     assert_eq!(
