@@ -6,6 +6,7 @@
 //! `rdkafka` crate and tokio); [`KafkaConfig`] carries the brokers and any librdkafka
 //! property the user sets.
 
+mod batch;
 mod config;
 #[cfg(feature = "rdkafka")]
 pub mod rdkafka_client;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub use self::batch::{BatchEvent, ConsumedBatch, MessageRef};
 pub use self::config::KafkaConfig;
 
 /// Message headers, in order; keys may repeat, as in Kafka.
@@ -289,9 +291,11 @@ pub async fn send(producer: &dyn Producer, record: &OutgoingRecord<'_>) -> Resul
 }
 
 /// Reads given partitions of one topic from given offsets, without a consumer group.
+/// Events come in batches, each holding whatever the client had ready (at least one event):
+/// one hand-over per batch instead of one per message.
 pub trait PartitionConsumer: Send + 'static {
-    /// The next event; `None` once the consumer was closed.
-    fn next(&mut self) -> BoxFuture<'_, Option<Result<ConsumerEvent, KafkaError>>>;
+    /// The next events; `None` once the consumer was closed. An error ends the consumer.
+    fn next_batch(&mut self) -> BoxFuture<'_, Option<Result<ConsumedBatch, KafkaError>>>;
 }
 
 /// A topic partition and the offset of the next message to read from it (what a consumer

@@ -15,7 +15,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedPro
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::{
-    Ack, AckCell, Admin, Client, ConsumedMessage, ConsumerEvent, Delivery, Headers, KafkaConfig,
+    Ack, AckCell, Admin, Client, ConsumedBatch, ConsumedMessage, Delivery, Headers, KafkaConfig,
     KafkaError, OutgoingRecord, PartitionConsumer, Producer, SendError, StartOffset, TopicSpec,
 };
 
@@ -126,6 +126,9 @@ impl Client for RdKafkaClient {
             .set("enable.partition.eof", "true")
             .set("allow.auto.create.topics", "false");
         fetch_defaults(&mut config);
+        if config.get("fetch.wait.max.ms").is_none() {
+            config.set("fetch.wait.max.ms", TABLE_FETCH_WAIT_MS);
+        }
         let consumer: BaseConsumer = config.create().map_err(|e| consume_error(e.to_string()))?;
         let mut assignment = TopicPartitionList::new();
         for &(partition, start) in partitions {
@@ -409,16 +412,15 @@ impl Admin for RdAdmin {
     }
 }
 
-/// Events handed from the polling thread to the async side at once.
+/// Events handed from the polling thread to the async side at once, at most.
 const EVENT_BATCH: usize = 1_024;
 /// Batches in flight between the polling thread and the async side: bounds memory.
 const EVENT_BATCHES: usize = 16;
 
 /// Reads partitions with a `BaseConsumer` polled on a thread of its own, handing events over
-/// in batches: an async wake-up per message would cost more than the message itself.
+/// in batches: an async wake-up or an allocation per message would cost more than the message.
 struct RdPartitionConsumer {
-    batches: tokio::sync::mpsc::Receiver<Vec<Result<ConsumerEvent, KafkaError>>>,
-    current: std::collections::VecDeque<Result<ConsumerEvent, KafkaError>>,
+    batches: tokio::sync::mpsc::Receiver<Result<ConsumedBatch, KafkaError>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -431,11 +433,7 @@ impl RdPartitionConsumer {
             .name(format!("goka-read-{topic}"))
             .spawn(move || poll_loop(consumer, topic, sender, thread_stop))
             .map_err(|e| KafkaError::Config(format!("cannot start a consumer thread: {e}")))?;
-        Ok(Self {
-            batches,
-            current: std::collections::VecDeque::new(),
-            stop,
-        })
+        Ok(Self { batches, stop })
     }
 }
 
@@ -447,11 +445,12 @@ impl Drop for RdPartitionConsumer {
 
 fn poll_loop(
     consumer: BaseConsumer,
-    mut topic: Arc<str>,
-    sender: tokio::sync::mpsc::Sender<Vec<Result<ConsumerEvent, KafkaError>>>,
+    topic: Arc<str>,
+    sender: tokio::sync::mpsc::Sender<Result<ConsumedBatch, KafkaError>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let mut batch = Vec::with_capacity(EVENT_BATCH);
+    // The next batch reserves what the last one needed, so its buffers rarely grow.
+    let mut batch = ConsumedBatch::new(topic.clone(), 0, 0);
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
         // Block briefly for the first event, then take what is ready without waiting.
         let timeout = if batch.is_empty() {
@@ -459,52 +458,50 @@ fn poll_loop(
         } else {
             Duration::ZERO
         };
-        let event = consumer.poll(timeout).map(|polled| match polled {
-            Ok(message) => Ok(ConsumerEvent::Message(detach(&topic, &message))),
-            Err(RdError::PartitionEOF(partition)) => {
-                Ok(ConsumerEvent::EndOfPartition { partition })
+        let mut fatal = None;
+        let hand_over = match consumer.poll(timeout) {
+            Some(Ok(message)) => {
+                push_borrowed(&mut batch, &message);
+                batch.len() >= EVENT_BATCH
             }
-            Err(e) => {
+            Some(Err(RdError::PartitionEOF(partition))) => {
+                batch.push_end(partition);
+                batch.len() >= EVENT_BATCH
+            }
+            Some(Err(e)) => {
                 let error = KafkaError::Consume {
                     topic: topic.to_string(),
                     message: e.to_string(),
                 };
                 if is_fatal(&e) {
-                    Err(error)
+                    fatal = Some(error);
+                    true
                 } else {
-                    Ok(ConsumerEvent::Transient(error))
+                    batch.push_transient(error);
+                    batch.len() >= EVENT_BATCH
                 }
             }
-        });
-        match event {
-            Some(event) => {
-                batch.push(event);
-                if batch.len() < EVENT_BATCH {
-                    continue;
-                }
-            }
-            None if batch.is_empty() => continue,
-            None => {}
+            // Nothing more ready: hand over what there is.
+            None => !batch.is_empty(),
+        };
+        if !hand_over {
+            continue;
         }
-        let full = std::mem::replace(&mut batch, Vec::with_capacity(EVENT_BATCH));
-        if sender.blocking_send(full).is_err() {
+        let next = ConsumedBatch::new(topic.clone(), batch.len(), batch.bytes());
+        let full = std::mem::replace(&mut batch, next);
+        if !full.is_empty() && sender.blocking_send(Ok(full)).is_err() {
             return;
         }
-        topic = fresh_topic(&topic);
+        if let Some(error) = fatal {
+            let _ = sender.blocking_send(Err(error));
+            return;
+        }
     }
 }
 
 impl PartitionConsumer for RdPartitionConsumer {
-    fn next(&mut self) -> BoxFuture<'_, Option<Result<ConsumerEvent, KafkaError>>> {
-        async move {
-            loop {
-                if let Some(event) = self.current.pop_front() {
-                    return Some(event);
-                }
-                self.current = self.batches.recv().await?.into();
-            }
-        }
-        .boxed()
+    fn next_batch(&mut self) -> BoxFuture<'_, Option<Result<ConsumedBatch, KafkaError>>> {
+        self.batches.recv().boxed()
     }
 }
 
@@ -514,6 +511,13 @@ impl PartitionConsumer for RdPartitionConsumer {
 /// sits idle for a second (recovery ran at half speed with the default). The thresholds
 /// still bound memory; this only makes the next fetch come sooner.
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+/// How long a broker may hold a fetch of a partition reader (views, joined tables,
+/// recoveries) that found nothing new. A view serves reads, so it should see a table's
+/// updates soon; the cost is one empty fetch per broker this often while the table is quiet
+/// (goka's client waits 250 ms, librdkafka's default is 500 ms). Brokers that hold every
+/// fetch for part of this time, as the bundled test broker does, also answer sooner.
+const TABLE_FETCH_WAIT_MS: &str = "100";
 
 /// Consumer properties goka sets unless the user chose a value.
 pub(super) fn fetch_defaults(config: &mut ClientConfig) {
@@ -541,6 +545,22 @@ pub(super) fn is_fatal(error: &RdError) -> bool {
                 | RDKafkaErrorCode::Fatal
         )
     )
+}
+
+/// Copies a message of librdkafka's into a batch.
+fn push_borrowed(batch: &mut ConsumedBatch, message: &BorrowedMessage<'_>) {
+    let headers = message.headers();
+    batch.push_message(
+        message.partition(),
+        message.offset(),
+        message.timestamp().to_millis(),
+        message.key().unwrap_or_default(),
+        message.payload(),
+        headers
+            .iter()
+            .flat_map(|hs| hs.iter())
+            .map(|h| (h.key, h.value.unwrap_or_default())),
+    );
 }
 
 pub(super) fn detach(topic: &Arc<str>, message: &BorrowedMessage<'_>) -> ConsumedMessage {

@@ -18,7 +18,7 @@ use super::handle::{handle, Handled, Policies};
 use super::{ProcessorError, Shared};
 use crate::context::{OutgoingKind, PartitionResources};
 use crate::kafka::{
-    ConsumedMessage, ConsumerEvent, OutgoingRecord, PartitionConsumer, StartOffset,
+    BatchEvent, ConsumedBatch, ConsumedMessage, OutgoingRecord, PartitionConsumer, StartOffset,
 };
 use crate::storage::{Storage, WriteBatch};
 
@@ -137,7 +137,7 @@ impl<P: Group> PartitionTask<P> {
             FuturesOrdered::new();
         let mut failure = None;
         loop {
-            let join_update = next_join_update(joins);
+            let join_update = next_join_update(P::GRAPH.group, joins);
             let step = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
@@ -311,40 +311,55 @@ impl<P: Group> PartitionTask<P> {
     }
 }
 
-/// Waits for the next update of any joined table and applies it; pending forever if there
+/// Waits for the next updates of any joined table and applies them; pending forever if there
 /// are no joins.
-async fn next_join_update(joins: &mut [JoinedTable]) -> Result<(), ProcessorError> {
+async fn next_join_update(
+    group: &'static str,
+    joins: &mut [JoinedTable],
+) -> Result<(), ProcessorError> {
     if joins.is_empty() {
         return futures::future::pending().await;
     }
     let nexts = joins.iter_mut().map(|(topic, storage, consumer)| {
         let topic = *topic;
         let storage = storage.clone();
-        async move { (topic, storage, consumer.next().await) }.boxed()
+        async move { (topic, storage, consumer.next_batch().await) }.boxed()
     });
-    let ((topic, storage, event), _, _) = futures::future::select_all(nexts).await;
-    match event {
-        Some(Ok(ConsumerEvent::Message(m))) => {
+    let ((topic, storage, polled), _, _) = futures::future::select_all(nexts).await;
+    match polled {
+        Some(Ok(events)) => {
             let mut batch = WriteBatch::new();
-            match m.value {
-                Some(value) => batch.set(m.key, value),
-                None => batch.delete(m.key),
+            let last = fill_batch(&mut batch, &events);
+            if last.is_none() {
+                return Ok(());
             }
             storage
-                .apply(&batch, Some(m.offset))
-                .map_err(|source| ProcessorError::Storage {
-                    group: "join",
-                    source,
-                })
+                .apply(&batch, last)
+                .map_err(|source| ProcessorError::Storage { group, source })
         }
-        Some(Ok(_)) => Ok(()),
         Some(Err(source)) => Err(ProcessorError::Kafka {
-            group: "join",
+            group,
             topic: topic.to_owned(),
             source,
         }),
         None => futures::future::pending().await,
     }
+}
+
+/// Adds the changelog messages of `events` to `batch` (tombstones delete); returns the offset
+/// of the last one.
+fn fill_batch(batch: &mut WriteBatch, events: &ConsumedBatch) -> Option<i64> {
+    let mut last = None;
+    for event in events.events() {
+        if let BatchEvent::Message(m) = event {
+            match m.value() {
+                Some(value) => batch.set(m.key(), value),
+                None => batch.delete(m.key()),
+            }
+            last = Some(m.offset());
+        }
+    }
+    last
 }
 
 /// Loads a table partition from its changelog, from the stored offset + 1 to the end, in bulk
@@ -394,29 +409,37 @@ async fn recover(
     let mut batch = WriteBatch::with_capacity(RECOVERY_BATCH);
     let mut last = None;
     let mut rows = 0u64;
-    loop {
-        match consumer.next().await {
-            Some(Ok(ConsumerEvent::Message(m))) => {
-                match m.value {
-                    Some(value) => batch.set(m.key, value),
-                    None => batch.delete(m.key),
-                }
-                last = Some(m.offset);
-                rows += 1;
-                if batch.len() >= RECOVERY_BATCH {
-                    storage.apply(&batch, last).map_err(storage_error)?;
-                    batch.clear();
-                    shared
-                        .recoveries
-                        .advance(topic, partition, rows, m.offset + 1);
-                }
-            }
-            Some(Ok(ConsumerEvent::EndOfPartition { .. })) => break,
-            Some(Ok(ConsumerEvent::Transient(e))) => {
-                tracing::warn!(group, topic, partition, error = %e, "recovery lost its connection; retrying");
-            }
+    let mut caught_up = false;
+    while !caught_up {
+        let events = match consumer.next_batch().await {
+            Some(Ok(events)) => events,
             Some(Err(source)) => return Err(kafka_error(source)),
             None => break,
+        };
+        // Messages after the end in the same batch are newer writes: apply them too, the
+        // consumer is positioned after them.
+        for event in events.events() {
+            match event {
+                BatchEvent::Message(m) => {
+                    match m.value() {
+                        Some(value) => batch.set(m.key(), value),
+                        None => batch.delete(m.key()),
+                    }
+                    last = Some(m.offset());
+                    rows += 1;
+                }
+                BatchEvent::EndOfPartition { .. } => caught_up = true,
+                BatchEvent::Transient(e) => {
+                    tracing::warn!(group, topic, partition, error = %e, "recovery lost its connection; retrying");
+                }
+            }
+        }
+        if batch.len() >= RECOVERY_BATCH {
+            storage.apply(&batch, last).map_err(storage_error)?;
+            batch.clear();
+            if let Some(last) = last {
+                shared.recoveries.advance(topic, partition, rows, last + 1);
+            }
         }
     }
     if last.is_some() {

@@ -15,7 +15,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::kafka::{
-    Ack, Admin, Client, ConsumedMessage, ConsumerEvent, Delivery, GroupConsumer, Headers,
+    Ack, Admin, Client, ConsumedBatch, ConsumedMessage, Delivery, GroupConsumer, Headers,
     KafkaError, OutgoingRecord, PartitionConsumer, Producer, RebalanceListener, SendError,
     StartOffset, TopicSpec,
 };
@@ -262,8 +262,8 @@ fn write_row(
 ) -> Result<(), KafkaError> {
     let mut batch = WriteBatch::new();
     match value {
-        Some(value) => batch.set(key.to_vec(), value.to_vec()),
-        None => batch.delete(key.to_vec()),
+        Some(value) => batch.set(key, value),
+        None => batch.delete(key),
     }
     storage
         .apply(&batch, None)
@@ -401,23 +401,32 @@ struct BrokerConsumer {
     appended: watch::Receiver<u64>,
 }
 
+/// Messages a tester consumer hands over at once, at most.
+const CONSUMER_BATCH: usize = 256;
+
 impl PartitionConsumer for BrokerConsumer {
-    fn next(&mut self) -> BoxFuture<'_, Option<Result<ConsumerEvent, KafkaError>>> {
+    fn next_batch(&mut self) -> BoxFuture<'_, Option<Result<ConsumedBatch, KafkaError>>> {
         async move {
+            let topic: Arc<str> = Arc::from(self.topic.as_str());
             loop {
                 self.appended.borrow_and_update();
+                let mut batch = ConsumedBatch::new(topic.clone(), 0, 0);
                 for (partition, next, at_end) in &mut self.positions {
-                    if let Some(message) = self.broker.read(&self.topic, *partition, *next) {
+                    while batch.len() < CONSUMER_BATCH {
+                        let Some(message) = self.broker.read(&self.topic, *partition, *next) else {
+                            break;
+                        };
+                        batch.push_owned(&message);
                         *next += 1;
                         *at_end = false;
-                        return Some(Ok(ConsumerEvent::Message((*message).clone())));
                     }
-                    if !*at_end {
+                    if !*at_end && batch.len() < CONSUMER_BATCH {
                         *at_end = true;
-                        return Some(Ok(ConsumerEvent::EndOfPartition {
-                            partition: *partition,
-                        }));
+                        batch.push_end(*partition);
                     }
+                }
+                if !batch.is_empty() {
+                    return Some(Ok(batch));
                 }
                 if self.appended.changed().await.is_err() {
                     return None;

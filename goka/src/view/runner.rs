@@ -7,7 +7,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{DecodeErrorPolicy, ViewError, ViewInner, ViewState, RECOVERY_BATCH};
-use crate::kafka::{ConsumedMessage, ConsumerEvent, PartitionConsumer, StartOffset};
+use crate::kafka::{BatchEvent, MessageRef, PartitionConsumer, StartOffset};
 use crate::storage::{StorageError, WriteBatch};
 
 /// The loop of [`View::run`]: one consumer for all partitions, one write batch per partition.
@@ -48,31 +48,36 @@ impl<'a> Runner<'a> {
             p.set_state(ViewState::Recovering);
         }
         self.inner.state.send_replace(ViewState::Recovering);
-        self.refresh_watermarks().await;
+        // The consumer starts fetching while the watermarks (for stats) are asked for.
         let mut consumer: Box<dyn PartitionConsumer> =
             self.inner.client.consume(topic, &starts).map_err(kafka)?;
+        self.refresh_watermarks().await;
 
         loop {
-            let mut next = consumer.next();
+            let mut next = consumer.next_batch();
             // Write what was gathered whenever the consumer has nothing ready right away, so
             // reads lag the changelog by at most what arrived in one burst.
-            let event = match (&mut next).now_or_never() {
-                Some(event) => event,
+            let polled = match (&mut next).now_or_never() {
+                Some(polled) => polled,
                 None => {
                     self.flush_all()?;
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        event = next => event,
+                        polled = next => polled,
                     }
                 }
             };
-            match event {
+            match polled {
                 None => break,
                 Some(Err(source)) => {
                     self.flush_all()?;
                     return Err(kafka(source));
                 }
-                Some(Ok(event)) => self.handle(event)?,
+                Some(Ok(events)) => {
+                    for event in events.events() {
+                        self.handle(event)?;
+                    }
+                }
             }
             if cancel.is_cancelled() {
                 break;
@@ -89,10 +94,10 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn handle(&mut self, event: ConsumerEvent) -> Result<(), ViewError> {
+    fn handle(&mut self, event: BatchEvent<'_>) -> Result<(), ViewError> {
         match event {
-            ConsumerEvent::Message(message) => self.apply(message),
-            ConsumerEvent::EndOfPartition { partition } => {
+            BatchEvent::Message(message) => self.apply(message),
+            BatchEvent::EndOfPartition { partition } => {
                 let index = self.index(partition);
                 self.flush(index)?;
                 let table = &self.inner.partitions[index];
@@ -116,7 +121,7 @@ impl<'a> Runner<'a> {
                 self.update_view_state();
                 Ok(())
             }
-            ConsumerEvent::Transient(error) => {
+            BatchEvent::Transient(error) => {
                 tracing::warn!(topic = self.inner.topic, %error, "view lost its connection; retrying");
                 if self
                     .inner
@@ -131,22 +136,23 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn apply(&mut self, message: ConsumedMessage) -> Result<(), ViewError> {
-        let index = self.index(message.partition);
+    fn apply(&mut self, message: MessageRef<'_>) -> Result<(), ViewError> {
+        let index = self.index(message.partition());
         let table = &self.inner.partitions[index];
         if *self.inner.state.borrow() == ViewState::Reconnecting {
             self.update_view_state();
         }
-        if let Some(value) = &message.value {
+        let (key, value) = (message.key(), message.value());
+        if let Some(value) = value {
             if let Err(source) = (self.inner.validate)(value) {
                 match self.inner.decode_errors {
                     DecodeErrorPolicy::Fail => {
                         self.flush(index)?;
                         return Err(ViewError::Decode {
                             topic: self.inner.topic,
-                            partition: message.partition,
-                            offset: message.offset,
-                            key: String::from_utf8_lossy(&message.key).into_owned(),
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            key: String::from_utf8_lossy(key).into_owned(),
                             source,
                         });
                     }
@@ -154,37 +160,38 @@ impl<'a> Runner<'a> {
                         table.decode_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
                             topic = self.inner.topic,
-                            partition = message.partition,
-                            offset = message.offset,
-                            key = %String::from_utf8_lossy(&message.key),
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            key = %String::from_utf8_lossy(key),
                             %source,
                             "skipping a changelog value that does not decode"
                         );
-                        self.batches[index].1 = Some(message.offset);
+                        self.batches[index].1 = Some(message.offset());
                         return Ok(());
                     }
                 }
             }
         }
         table.messages.fetch_add(1, Ordering::Relaxed);
-        let size = message.key.len() + message.value.as_ref().map_or(0, Vec::len);
+        let size = key.len() + value.map_or(0, <[u8]>::len);
         table.bytes.fetch_add(size as u64, Ordering::Relaxed);
         if let Some(update) = &self.inner.update {
             self.flush(index)?;
-            update(&*table.storage, &message).map_err(|source| self.storage_error(source))?;
+            update(&*table.storage, &message.to_owned())
+                .map_err(|source| self.storage_error(source))?;
             table
                 .storage
-                .set_offset(message.offset)
+                .set_offset(message.offset())
                 .map_err(|source| self.storage_error(source))?;
-            table.offset.store(message.offset, Ordering::Relaxed);
+            table.offset.store(message.offset(), Ordering::Relaxed);
             return Ok(());
         }
         let (batch, offset) = &mut self.batches[index];
-        match message.value {
-            Some(value) => batch.set(message.key, value),
-            None => batch.delete(message.key),
+        match value {
+            Some(value) => batch.set(key, value),
+            None => batch.delete(key),
         }
-        *offset = Some(message.offset);
+        *offset = Some(message.offset());
         if batch.len() >= RECOVERY_BATCH {
             self.flush(index)?;
         }
@@ -241,11 +248,15 @@ impl<'a> Runner<'a> {
         let Ok(admin) = self.inner.client.admin() else {
             return;
         };
-        for p in &self.inner.partitions {
-            if let Ok((_, high)) = admin.watermarks(self.inner.topic, p.partition).await {
-                p.high_watermark.fetch_max(high, Ordering::Relaxed);
+        let asks = self.inner.partitions.iter().map(|p| {
+            let admin = &admin;
+            async move {
+                if let Ok((_, high)) = admin.watermarks(self.inner.topic, p.partition).await {
+                    p.high_watermark.fetch_max(high, Ordering::Relaxed);
+                }
             }
-        }
+        });
+        futures::future::join_all(asks).await;
     }
 
     fn storage_error(&self, source: StorageError) -> ViewError {
