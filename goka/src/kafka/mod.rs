@@ -12,6 +12,8 @@ mod config;
 pub mod rdkafka_client;
 #[cfg(feature = "rdkafka")]
 mod rdkafka_group;
+#[cfg(feature = "rdkafka")]
+mod rdkafka_producer;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -10,13 +10,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::message::{BorrowedMessage, Headers as _};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+use super::rdkafka_producer::RdProducer;
 use super::{
-    Ack, AckCell, Admin, Client, ConsumedBatch, ConsumedMessage, Delivery, Headers, KafkaConfig,
-    KafkaError, OutgoingRecord, PartitionConsumer, Producer, SendError, StartOffset, TopicSpec,
+    Admin, Client, ConsumedBatch, ConsumedMessage, KafkaConfig, KafkaError, PartitionConsumer,
+    Producer, StartOffset, TopicSpec,
 };
 
 /// How long metadata and admin requests may take.
@@ -75,18 +75,8 @@ impl Client for RdKafkaClient {
         if let Some(producer) = self.producer.get() {
             return Ok(producer.clone());
         }
-        let inner: ThreadedProducer<AckContext> = self
-            .client_config()
-            .create_with_context(AckContext)
-            .map_err(|e| KafkaError::Config(format!("producer: {e}")))?;
-        Ok(self
-            .producer
-            .get_or_init(|| {
-                Arc::new(RdProducer {
-                    inner: Arc::new(inner),
-                })
-            })
-            .clone())
+        let producer = RdProducer::new(&self.client_config())?;
+        Ok(self.producer.get_or_init(|| Arc::new(producer)).clone())
     }
 
     fn admin(&self) -> Result<Arc<dyn Admin>, KafkaError> {
@@ -163,97 +153,6 @@ impl Client for RdKafkaClient {
         )?;
         Ok(Box::new(consumer))
     }
-}
-
-/// Completes each message's [`Ack`] from librdkafka's delivery report.
-struct AckContext;
-
-impl rdkafka::ClientContext for AckContext {}
-
-impl ProducerContext for AckContext {
-    type DeliveryOpaque = Arc<AckCell>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<AckCell>) {
-        ack.complete(match result {
-            Ok(message) => Ok(Delivery {
-                partition: message.partition(),
-                offset: message.offset(),
-            }),
-            Err((error, message)) => Err(KafkaError::Produce {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                message: error.to_string(),
-            }),
-        });
-    }
-}
-
-/// A producer whose delivery reports are served by a thread of its own (librdkafka's
-/// polling), each completing the message's [`Ack`]: one allocation per message, no future.
-struct RdProducer {
-    inner: Arc<ThreadedProducer<AckContext>>,
-}
-
-impl std::fmt::Debug for RdProducer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RdProducer")
-    }
-}
-
-impl Producer for RdProducer {
-    fn try_send(&self, record: &OutgoingRecord<'_>) -> Result<Ack, SendError> {
-        let (cell, ack) = Ack::shared();
-        let mut rd = BaseRecord::with_opaque_to(record.topic, cell)
-            .partition(record.partition)
-            .key(record.key);
-        if let Some(value) = record.value {
-            rd = rd.payload(value);
-        }
-        if let Some(headers) = record.headers {
-            rd = rd.headers(owned_headers(headers));
-        }
-        match self.inner.send(rd) {
-            Ok(()) => Ok(ack),
-            Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                Err(SendError::Full)
-            }
-            Err((e, _)) => Err(SendError::Failed(KafkaError::Produce {
-                topic: record.topic.to_owned(),
-                partition: record.partition,
-                message: e.to_string(),
-            })),
-        }
-    }
-
-    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), KafkaError>> {
-        let producer = self.inner.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                rdkafka::producer::Producer::flush(&*producer, timeout)
-            })
-            .await
-            .map_err(|e| KafkaError::Timeout {
-                operation: format!("flush ({e})"),
-                timeout,
-            })?
-            .map_err(|_| KafkaError::Timeout {
-                operation: "flush of pending messages".into(),
-                timeout,
-            })
-        }
-        .boxed()
-    }
-}
-
-fn owned_headers(headers: &Headers) -> OwnedHeaders {
-    headers
-        .iter()
-        .fold(OwnedHeaders::new(), |acc, (key, value)| {
-            acc.insert(Header {
-                key,
-                value: Some(value),
-            })
-        })
 }
 
 struct RdAdmin {

@@ -1,0 +1,184 @@
+//! The producer on librdkafka: each message's [`Ack`] is completed from librdkafka's delivery
+//! report, on whichever thread serves the reports.
+//!
+//! A thread of its own serves them while few messages are in flight, so a lone message is
+//! acknowledged the moment the broker answers. Under load the sending thread serves them
+//! between its sends instead: librdkafka frees each message on the thread that serves its
+//! report, and frees on the thread that allocated are cheap, while a second thread freeing
+//! the sender's memory and writing its acknowledgements cost more than the sending itself.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::{ClientConfig, Message};
+
+use super::{Ack, AckCell, Delivery, Headers, KafkaError, OutgoingRecord, Producer, SendError};
+
+/// Messages in flight from which the sending thread serves delivery reports itself.
+const SENDER_SERVES_FROM: usize = 1_000;
+/// How long the reporting thread waits for a report at once (and checks whether to stop).
+const REPORT_WAIT: Duration = Duration::from_millis(10);
+/// How long the reporting thread stays out of the way after the sender served reports.
+const SENDER_GRACE: Duration = Duration::from_millis(1);
+
+/// What the sender, the reporting thread and the delivery callback share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Messages sent and not reported yet.
+    in_flight: AtomicUsize,
+    /// Bumped whenever the sender served reports.
+    sender_polls: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Completes each message's [`Ack`] from librdkafka's delivery report.
+struct AckContext(Arc<Shared>);
+
+impl rdkafka::ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Arc<AckCell>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<AckCell>) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        ack.complete(match result {
+            Ok(message) => Ok(Delivery {
+                partition: message.partition(),
+                offset: message.offset(),
+            }),
+            Err((error, message)) => Err(KafkaError::Produce {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                message: error.to_string(),
+            }),
+        });
+    }
+}
+
+/// A librdkafka producer whose acknowledgements are [`Ack`]s: one allocation per message,
+/// no future.
+pub(super) struct RdProducer {
+    inner: Arc<BaseProducer<AckContext>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RdProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RdProducer")
+            .field("in_flight", &self.shared.in_flight.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl RdProducer {
+    /// Creates the producer and starts its reporting thread.
+    pub(super) fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
+        let shared = Arc::new(Shared::default());
+        let inner: BaseProducer<AckContext> = config
+            .create_with_context(AckContext(shared.clone()))
+            .map_err(|e| KafkaError::Config(format!("producer: {e}")))?;
+        let inner = Arc::new(inner);
+        let (producer, thread_shared) = (inner.clone(), shared.clone());
+        std::thread::Builder::new()
+            .name("goka-producer-reports".into())
+            .spawn(move || serve_reports(&producer, &thread_shared))
+            .map_err(|e| KafkaError::Config(format!("cannot start the producer thread: {e}")))?;
+        Ok(Self { inner, shared })
+    }
+}
+
+impl Drop for RdProducer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+    }
+}
+
+/// The reporting thread: serves delivery reports unless the sender has been serving them
+/// within the last [`SENDER_GRACE`]. Ends (dropping its handle of the producer) once the
+/// producer was dropped and nothing is in flight any more.
+fn serve_reports(producer: &BaseProducer<AckContext>, shared: &Shared) {
+    let mut seen = shared.sender_polls.load(Ordering::Relaxed);
+    loop {
+        if shared.stop.load(Ordering::Acquire) && shared.in_flight.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let now = shared.sender_polls.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            std::thread::sleep(SENDER_GRACE);
+            continue;
+        }
+        producer.poll(REPORT_WAIT);
+        seen = shared.sender_polls.load(Ordering::Relaxed);
+    }
+}
+
+impl Producer for RdProducer {
+    fn try_send(&self, record: &OutgoingRecord<'_>) -> Result<Ack, SendError> {
+        let (cell, ack) = Ack::shared();
+        let mut rd = BaseRecord::with_opaque_to(record.topic, cell)
+            .partition(record.partition)
+            .key(record.key);
+        if let Some(value) = record.value {
+            rd = rd.payload(value);
+        }
+        if let Some(headers) = record.headers {
+            rd = rd.headers(owned_headers(headers));
+        }
+        match self.inner.send(rd) {
+            Ok(()) => {
+                let in_flight = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+                if in_flight >= SENDER_SERVES_FROM {
+                    self.shared.sender_polls.fetch_add(1, Ordering::Relaxed);
+                    self.inner.poll(Duration::ZERO);
+                }
+                Ok(ack)
+            }
+            Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                // Reports free room: serve them rather than wait for the reporting thread.
+                self.shared.sender_polls.fetch_add(1, Ordering::Relaxed);
+                self.inner.poll(Duration::ZERO);
+                Err(SendError::Full)
+            }
+            Err((e, _)) => Err(SendError::Failed(KafkaError::Produce {
+                topic: record.topic.to_owned(),
+                partition: record.partition,
+                message: e.to_string(),
+            })),
+        }
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), KafkaError>> {
+        let producer = self.inner.clone();
+        async move {
+            tokio::task::spawn_blocking(move || producer.flush(timeout))
+                .await
+                .map_err(|e| KafkaError::Timeout {
+                    operation: format!("flush ({e})"),
+                    timeout,
+                })?
+                .map_err(|_| KafkaError::Timeout {
+                    operation: "flush of pending messages".into(),
+                    timeout,
+                })
+        }
+        .boxed()
+    }
+}
+
+fn owned_headers(headers: &Headers) -> OwnedHeaders {
+    headers
+        .iter()
+        .fold(OwnedHeaders::new(), |acc, (key, value)| {
+            acc.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
+}
