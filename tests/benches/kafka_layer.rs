@@ -5,8 +5,9 @@
 //!    to its end without storing anything (target ratio 0.7).
 //!
 //! `cargo bench -p goka-tests --bench kafka_layer` (1,000,000 records of 10-byte keys and
-//! 100-byte values over 8 partitions; `-- --records N` for another size). Under
-//! `cargo test --all-targets` it runs a small smoke size.
+//! 100-byte values over 8 partitions; `-- --records N` for another size). Each side runs
+//! three times, alternating (`-- --rounds N`), and the medians are compared. Under
+//! `cargo test --all-targets` it runs a small smoke size once.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -215,6 +216,7 @@ fn bare_consume(broker: &TestBroker, records: usize) -> Duration {
 async fn view_recover(client: goka_tests::TestClient, records: usize) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
     let view = View::<BenchTable>::builder(client)
+        // As the README advises for a table cache: the changelog is the source of truth.
         .storage(RocksDbBuilder::new(dir.path()).without_wal())
         .build::<BenchTable>()
         .await
