@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::codec::CodecError;
-use crate::kafka::{Ack, Client, Delivery, Headers, KafkaError, OutgoingRecord, Producer};
+use crate::codec::{Codec, CodecError};
+use crate::kafka::{
+    Ack, Client, Delivery, Headers, KafkaError, OutgoingRecord, Producer, SendError,
+};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::topic::Stream;
 use crate::topic_manager::{TopicManager, TopicManagerError};
@@ -254,28 +256,46 @@ impl<T: Stream> Emitter<T> {
         value: Option<&T::Value>,
         headers: Option<&Headers>,
     ) -> Result<PendingDelivery, EmitError> {
-        let encoded = self.encode(key, value);
-        let (key_bytes, value_bytes) = encoded.inspect_err(|_| self.count_error())?;
-        let partition = self.partitioner.partition(&key_bytes, self.partitions);
-        let record = OutgoingRecord {
-            topic: T::NAME,
-            partition,
-            key: &key_bytes,
-            value: value_bytes.as_deref(),
-            headers,
-        };
-        let size = (key_bytes.len() + value_bytes.as_ref().map_or(0, Vec::len)) as u64;
-        match crate::kafka::send(&*self.producer, &record).await {
-            Ok(ack) => {
-                self.counters.pending.fetch_add(1, Ordering::Relaxed);
-                Ok(PendingDelivery {
-                    ack: Some(ack),
-                    topic: T::NAME,
-                    key: key_bytes,
-                    size,
-                    counters: self.counters.clone(),
-                })
+        // Encode into this thread's buffer and queue at once: the client copies the bytes, so
+        // a message costs no allocation of ours unless the client's queue is full.
+        let queued = ENCODE_BUFFER.with(|shared| {
+            let mut own = Vec::new();
+            let mut borrowed = shared.try_borrow_mut();
+            let buffer = match &mut borrowed {
+                Ok(buffer) => &mut **buffer,
+                // Only if the client called back into an emitter on this thread.
+                Err(_) => &mut own,
+            };
+            buffer.clear();
+            let value_start = self.encode(key, value, buffer)?;
+            let (key_bytes, value_bytes) = buffer.split_at(value_start);
+            let record = self.record(key_bytes, value.map(|_| value_bytes), headers);
+            let queued = match self.producer.try_send(&record) {
+                Ok(ack) => Ok(self.pending(ack, &record)),
+                Err(error) => Err((
+                    error,
+                    key_bytes.to_vec(),
+                    value.map(|_| value_bytes.to_vec()),
+                )),
+            };
+            // One huge message should not pin its size on the thread.
+            if buffer.capacity() > MAX_KEPT_BUFFER {
+                *buffer = Vec::new();
             }
+            Ok::<_, EmitError>(queued)
+        });
+        let (error, key_bytes, value_bytes) = match queued.inspect_err(|_| self.count_error())? {
+            Ok(pending) => return Ok(pending),
+            Err(failed) => failed,
+        };
+        let record = self.record(&key_bytes, value_bytes.as_deref(), headers);
+        let sent = match error {
+            // The queue is full: wait for room, owning the bytes across the wait.
+            SendError::Full => crate::kafka::send(&*self.producer, &record).await,
+            SendError::Failed(error) => Err(error),
+        };
+        match sent {
+            Ok(ack) => Ok(self.pending(ack, &record)),
             Err(source) => {
                 self.count_error();
                 Err(EmitError::Delivery {
@@ -287,25 +307,95 @@ impl<T: Stream> Emitter<T> {
         }
     }
 
+    fn record<'a>(
+        &self,
+        key: &'a [u8],
+        value: Option<&'a [u8]>,
+        headers: Option<&'a Headers>,
+    ) -> OutgoingRecord<'a> {
+        OutgoingRecord {
+            topic: T::NAME,
+            partition: self.partitioner.partition(key, self.partitions),
+            key,
+            value,
+            headers,
+        }
+    }
+
+    fn pending(&self, ack: Ack, record: &OutgoingRecord<'_>) -> PendingDelivery {
+        self.counters.pending.fetch_add(1, Ordering::Relaxed);
+        PendingDelivery {
+            ack: Some(ack),
+            topic: T::NAME,
+            key: Key::new(record.key),
+            size: (record.key.len() + record.value.map_or(0, <[u8]>::len)) as u64,
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Encodes key and value into `buffer`, one after the other; returns where the value
+    /// starts.
     fn encode(
         &self,
         key: &T::Key,
         value: Option<&T::Value>,
-    ) -> Result<(Vec<u8>, Option<Vec<u8>>), EmitError> {
+        buffer: &mut Vec<u8>,
+    ) -> Result<usize, EmitError> {
         let encode_error = |what, source| EmitError::Encode {
             topic: T::NAME,
             what,
             source,
         };
-        let key = T::encode_key(key).map_err(|e| encode_error("key", e))?;
-        let value = value
-            .map(|v| T::encode_value(v).map_err(|e| encode_error("value", e)))
-            .transpose()?;
-        Ok((key, value))
+        T::KeyCodec::encode(key, buffer).map_err(|e| encode_error("key", e))?;
+        let value_start = buffer.len();
+        if let Some(value) = value {
+            T::ValueCodec::encode(value, buffer).map_err(|e| encode_error("value", e))?;
+        }
+        Ok(value_start)
     }
 
     fn count_error(&self) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    /// Where emitters on this thread encode a message before the client copies it.
+    static ENCODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Bigger encode buffers are freed after use.
+const MAX_KEPT_BUFFER: usize = 1 << 20;
+
+/// A message's key kept for the error of a failed delivery: inline when short, as most
+/// keys are, so a pending delivery holds no allocation of its own.
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Vec<u8>),
+}
+
+const INLINE_KEY: usize = 32;
+
+impl Key {
+    fn new(key: &[u8]) -> Self {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            Key::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(key.to_vec())
+        }
+    }
+
+    fn lossy(&self) -> String {
+        match self {
+            Key::Inline { len, bytes } => String::from_utf8_lossy(&bytes[..usize::from(*len)]),
+            Key::Heap(bytes) => String::from_utf8_lossy(bytes),
+        }
+        .into_owned()
     }
 }
 
@@ -315,7 +405,7 @@ pub struct PendingDelivery {
     /// `None` once resolved.
     ack: Option<Ack>,
     topic: &'static str,
-    key: Vec<u8>,
+    key: Key,
     size: u64,
     counters: Arc<Counters>,
 }
@@ -341,7 +431,7 @@ impl PendingDelivery {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 Err(EmitError::Delivery {
                     topic: self.topic,
-                    key: String::from_utf8_lossy(&self.key).into_owned(),
+                    key: self.key.lossy(),
                     source,
                 })
             }
@@ -373,7 +463,7 @@ impl Drop for PendingDelivery {
         let rest = PendingDelivery {
             ack: None,
             topic: self.topic,
-            key: std::mem::take(&mut self.key),
+            key: std::mem::replace(&mut self.key, Key::Heap(Vec::new())),
             size: self.size,
             counters: self.counters.clone(),
         };
@@ -383,5 +473,23 @@ impl Drop for PendingDelivery {
                 tracing::error!(error = %e, "emitted message was not delivered");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_keys_read_back_whatever_their_length() {
+        let short = b"alice".to_vec();
+        let edge = vec![b'k'; INLINE_KEY];
+        let long = vec![b'x'; INLINE_KEY + 1];
+        assert!(matches!(Key::new(&short), Key::Inline { len: 5, .. }));
+        assert!(matches!(Key::new(&edge), Key::Inline { .. }));
+        assert!(matches!(Key::new(&long), Key::Heap(_)));
+        for key in [&b""[..], &short, &edge, &long] {
+            assert_eq!(Key::new(key).lossy().as_bytes(), key);
+        }
     }
 }

@@ -87,6 +87,8 @@ pub struct Tester {
     broker: Arc<Broker>,
     partitioner: Arc<dyn Partitioner>,
     processors: Vec<Registered>,
+    /// Topics some registered processor consumes: only writes to those need another pass.
+    consumed: Vec<&'static str>,
     cancel: CancellationToken,
 }
 
@@ -135,6 +137,7 @@ impl Tester {
             broker: Arc::new(Broker::new(partitions.max(1))),
             partitioner: Arc::new(DefaultPartitioner::default()),
             processors: Vec::new(),
+            consumed: Vec::new(),
             cancel: CancellationToken::new(),
         }
     }
@@ -185,6 +188,7 @@ impl Tester {
             self.cancel.clone(),
         )
         .await?;
+        self.consumed.extend(P::GRAPH.consumed_topics());
         self.processors.push(Registered {
             driven: Box::new(tested),
             cursors: Vec::new(),
@@ -235,12 +239,7 @@ impl Tester {
     /// Handles every message that is not handled yet, in every registered processor, until
     /// none is left (emits and loopbacks are handled too).
     pub async fn run_until_idle(&mut self) -> Result<(), ProcessorError> {
-        // Topics some registered processor consumes: only writes to those need another pass.
-        let consumed: Vec<&'static str> = self
-            .processors
-            .iter()
-            .flat_map(|r| r.driven.graph().consumed_topics())
-            .collect();
+        let consumed = &self.consumed;
         loop {
             let mut fed = false;
             for registered in &mut self.processors {
