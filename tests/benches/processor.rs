@@ -156,7 +156,9 @@ async fn run(messages: usize) {
 /// The same count in Quix Streams, when `GOKA_QUIX_PYTHON` names a Python with
 /// `quixstreams` installed (`scripts/bench.sh` sets one up).
 fn quix_count(broker: &TestBroker, messages: usize) -> Option<(Duration, Duration)> {
-    let python = std::env::var("GOKA_QUIX_PYTHON").ok()?;
+    let python = std::env::var("GOKA_QUIX_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())?;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../scripts/bench/quix_count.py"
