@@ -131,9 +131,14 @@ impl Producer for RdProducer {
         if let Some(headers) = record.headers {
             rd = rd.headers(owned_headers(headers));
         }
-        match self.inner.send(rd) {
+        // Counted before it is queued: its report may come before `send` returns.
+        let in_flight = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        let sent = self.inner.send(rd);
+        if sent.is_err() {
+            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => {
-                let in_flight = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
                 if in_flight >= SENDER_SERVES_FROM {
                     self.shared.sender_polls.fetch_add(1, Ordering::Relaxed);
                     self.inner.poll(Duration::ZERO);
