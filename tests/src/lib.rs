@@ -194,6 +194,20 @@ impl<E: std::fmt::Debug + Send + 'static> Running<E> {
         self.task.is_finished()
     }
 
+    /// How the loop ended, if it ended by itself (for a failing test's message; takes the
+    /// outcome, so ask once).
+    pub fn ended(&mut self) -> Option<String> {
+        use std::future::Future;
+        if !self.task.is_finished() {
+            return None;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut self.task).poll(&mut cx) {
+            std::task::Poll::Ready(outcome) => Some(format!("{outcome:?}")),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     /// Cancels the loop and panics unless it then ends cleanly.
     pub async fn stop(self) {
         self.cancel.cancel();

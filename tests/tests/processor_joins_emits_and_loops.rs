@@ -15,8 +15,7 @@ use goka::partitioner::{GokaPartitioner, Partitioner};
 use goka::processor::{Processor, ProcessorConfig};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
-use goka_tests::{client, produce_raw, read_all, TestBroker};
-use tokio_util::sync::CancellationToken;
+use goka_tests::{client, produce_raw, read_all, Running, TestBroker};
 
 goka::stream!(Orders = "orders": String as StringCodec);
 goka::stream!(Shipments = "shipments": String as StringCodec);
@@ -105,10 +104,9 @@ async fn joins_emits_and_loopbacks_work_end_to_end() {
         client.clone(),
         ProcessorConfig::default(),
     ));
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn({
-        let (processor, cancel) = (processor.clone(), cancel.clone());
-        async move { processor.run(cancel).await }
+    let running = Running::spawn({
+        let processor = processor.clone();
+        move |cancel| async move { processor.run(cancel).await }
     });
 
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -151,6 +149,5 @@ async fn joins_emits_and_loopbacks_work_end_to_end() {
         stats.messages_in, 8,
         "four orders and four loop messages: {stats:?}"
     );
-    cancel.cancel();
-    task.await.unwrap().unwrap();
+    running.stop().await;
 }

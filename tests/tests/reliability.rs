@@ -20,7 +20,7 @@ use goka::emitter::Emitter;
 use goka::processor::{GroupTable, PartitionState, Processor, ProcessorConfig};
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::View;
-use goka_tests::{client, TestBroker, TestClient};
+use goka_tests::{client, Running, TestBroker, TestClient};
 use tokio_util::sync::CancellationToken;
 
 goka::stream!(pub Events = "reliability-events": String as StringCodec);
@@ -255,18 +255,17 @@ async fn a_rebalance_storm_loses_nothing_and_never_shares_a_partition() {
             client.clone(),
             ProcessorConfig::default(),
         ));
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn({
-            let (processor, cancel) = (processor.clone(), cancel.clone());
-            async move { processor.run(cancel).await }
+        let running = Running::spawn({
+            let processor = processor.clone();
+            move |cancel| async move { processor.run(cancel).await }
         });
-        (processor, cancel, task)
+        (processor, running)
     };
     let mut instances = vec![start(&client)];
     // Every 100 ms, no partition may be owned (running or recovering) by two instances.
-    let watch = |instances: &[(Arc<Processor<Counter>>, _, _)]| {
+    let watch = |instances: &[(Arc<Processor<Counter>>, _)]| {
         let mut owners: HashMap<i32, usize> = HashMap::new();
-        for (i, (processor, _, _)) in instances.iter().enumerate() {
+        for (i, (processor, _)) in instances.iter().enumerate() {
             for (partition, state) in processor.partitions() {
                 if matches!(state, PartitionState::Running | PartitionState::Recovering) {
                     if let Some(other) = owners.insert(partition, i) {
@@ -279,10 +278,10 @@ async fn a_rebalance_storm_loses_nothing_and_never_shares_a_partition() {
     // Changes come at random intervals, but each after the group settled (every instance
     // running): on the test broker, a member that leaves while the group is still forming
     // leaves the others waiting for an assignment indefinitely.
-    let settle = |instances: &[(Arc<Processor<Counter>>, _, _)]| {
+    let settle = |instances: &[(Arc<Processor<Counter>>, _)]| {
         instances
             .iter()
-            .all(|(p, _, _)| p.state() == PartitionState::Running)
+            .all(|(p, _)| p.state() == PartitionState::Running)
     };
     let mut samples = 0u64;
     for change in 0..changes {
@@ -306,27 +305,24 @@ async fn a_rebalance_storm_loses_nothing_and_never_shares_a_partition() {
         if instances.len() < 4 && (instances.len() < 2 || random.between(0, 2) == 0) {
             instances.push(start(&client));
         } else {
-            let (_, cancel, task) =
-                instances.remove(random.between(0, instances.len() as u64) as usize);
-            cancel.cancel();
-            task.await.unwrap().unwrap();
+            let (_, running) = instances.remove(random.between(0, instances.len() as u64) as usize);
+            running.stop().await;
         }
         println!("change {change}: {} instances", instances.len());
     }
     let expected = emitting.await.unwrap();
-    for (i, (processor, _, task)) in instances.iter().enumerate() {
+    for (i, (processor, running)) in instances.iter().enumerate() {
         println!(
             "instance {i}: state {:?}, finished {}, partitions {:?}, {:?}",
             processor.state(),
-            task.is_finished(),
+            running.is_finished(),
             processor.partitions(),
             processor.stats()
         );
     }
     let counted = wait_for_nothing_lost(&client, &expected).await;
-    for (_, cancel, task) in instances {
-        cancel.cancel();
-        task.await.unwrap().unwrap();
+    for (_, running) in instances {
+        running.stop().await;
     }
     let emitted: i64 = expected.values().sum();
     println!(
@@ -341,9 +337,8 @@ async fn a_rebalance_storm_loses_nothing_and_never_shares_a_partition() {
 struct Whole {
     processor: Arc<Processor<Counter>>,
     view: View<GroupTable<Counter>>,
-    run: tokio::task::JoinHandle<Result<(), goka::processor::ProcessorError>>,
-    view_run: tokio::task::JoinHandle<Result<(), goka::view::ViewError>>,
-    cancel: CancellationToken,
+    run: Running<goka::processor::ProcessorError>,
+    view_run: Running<goka::view::ViewError>,
 }
 
 impl Whole {
@@ -353,10 +348,9 @@ impl Whole {
             client.clone(),
             ProcessorConfig::default(),
         ));
-        let cancel = CancellationToken::new();
-        let run = tokio::spawn({
-            let (processor, cancel) = (processor.clone(), cancel.clone());
-            async move { processor.run(cancel).await }
+        let run = Running::spawn({
+            let processor = processor.clone();
+            move |cancel| async move { processor.run(cancel).await }
         });
         tokio::time::timeout(Duration::from_secs(60), processor.recovered())
             .await
@@ -365,16 +359,15 @@ impl Whole {
             .build::<GroupTable<Counter>>()
             .await
             .unwrap();
-        let view_run = tokio::spawn({
-            let (view, cancel) = (view.clone(), cancel.clone());
-            async move { view.run(cancel).await }
+        let view_run = Running::spawn({
+            let view = view.clone();
+            move |cancel| async move { view.run(cancel).await }
         });
         Self {
             processor,
             view,
             run,
             view_run,
-            cancel,
         }
     }
 
@@ -394,11 +387,9 @@ impl Whole {
             if short == 0 && behind == 0 {
                 break;
             }
-            assert!(
-                !self.run.is_finished(),
-                "the processor stopped: {:?}",
-                (&mut self.run).await
-            );
+            if let Some(outcome) = self.run.ended() {
+                panic!("the processor stopped: {outcome}");
+            }
             assert!(
                 Instant::now() < deadline,
                 "{short} keys short of what was delivered, the view differs at {behind}"
@@ -414,9 +405,8 @@ impl Whole {
     }
 
     async fn stop(self) {
-        self.cancel.cancel();
-        self.run.await.unwrap().unwrap();
-        self.view_run.await.unwrap().unwrap();
+        self.run.stop().await;
+        self.view_run.stop().await;
     }
 }
 
