@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 
 use goka::codec::BytesCodec;
 use goka::emitter::Emitter;
-use goka::partitioner::{GokaPartitioner, Partitioner};
 use goka::storage::RocksDbBuilder;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::{View, ViewState};
-use goka_tests::bench::verdict;
+use goka_tests::bench::{send_to_goka_partition, verdict};
 use goka_tests::{client, rdkafka_config, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use tokio_util::sync::CancellationToken;
 
 goka::stream!(BareStream = "bench-bare": Vec<u8> as BytesCodec);
@@ -142,22 +141,7 @@ fn bare_produce(broker: &TestBroker, topic: &str, records: usize) -> Duration {
         .expect("bare producer");
     let start = Instant::now();
     for i in 0..records {
-        let (k, v) = (key(i), value(i));
-        let partition = GokaPartitioner.partition(&k, PARTITIONS);
-        let mut record = BaseRecord::to(topic)
-            .partition(partition)
-            .key(&k)
-            .payload(&v);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(1));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
+        send_to_goka_partition(&producer, topic, PARTITIONS, &key(i), &value(i));
     }
     producer
         .flush(Duration::from_secs(120))

@@ -16,7 +16,7 @@ use goka::processor::{Group, PartitionState, Processor, ProcessorConfig, Statefu
 use goka::storage::RocksDbBuilder;
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
-use goka_tests::bench::{mib, rss_bytes, verdict, RssSampler};
+use goka_tests::bench::{mib, rss_bytes, send_waiting, verdict, RssSampler};
 use goka_tests::{client, rdkafka_config, string_edge as edge, Running, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -222,15 +222,13 @@ fn bare_loop(broker: &TestBroker, messages: usize) -> (Duration, Duration) {
         joined.get_or_insert_with(|| start.elapsed());
         let message = message.expect("bare consume");
         let key = message.key().unwrap_or_default();
-        let mut record = BaseRecord::to("bench-bare-out")
-            .partition(message.partition())
-            .key(key)
-            .payload(message.payload().unwrap_or_default());
-        while let Err((_, back)) = producer.send(record) {
-            record = back;
-            producer.poll(Duration::from_millis(1));
-        }
-        producer.poll(Duration::ZERO);
+        send_waiting(
+            &producer,
+            BaseRecord::to("bench-bare-out")
+                .partition(message.partition())
+                .key(key)
+                .payload(message.payload().unwrap_or_default()),
+        );
         seen += 1;
     }
     producer.flush(Duration::from_secs(120)).expect("flush");

@@ -61,20 +61,46 @@ pub fn fill_stream(
     let value = vec![b'v'; 100];
     for i in 0..messages {
         let key = format!("key-{}", i % keys);
-        let partition = GokaPartitioner.partition(key.as_bytes(), partitions);
-        let mut record = BaseRecord::to(topic)
-            .partition(partition)
-            .key(&key)
-            .payload(&value);
-        while let Err((_, back)) = producer.send(record) {
-            record = back;
-            producer.poll(Duration::from_millis(1));
-        }
-        producer.poll(Duration::ZERO);
+        send_to_goka_partition(&producer, topic, partitions, key.as_bytes(), &value);
     }
     producer
         .flush(Duration::from_secs(300))
         .expect("flush of the filled topic");
+}
+
+/// Sends one record with a bare producer to the partition goka's partitioner gives its key,
+/// waiting while the producer's queue is full, and serves delivery reports.
+#[inline]
+pub fn send_to_goka_partition(
+    producer: &BaseProducer,
+    topic: &str,
+    partitions: u32,
+    key: &[u8],
+    value: &[u8],
+) {
+    let partition = GokaPartitioner.partition(key, partitions);
+    send_waiting(
+        producer,
+        BaseRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(value),
+    );
+}
+
+/// Sends `record` with a bare producer, waiting while the producer's queue is full, and serves
+/// delivery reports.
+#[inline]
+pub fn send_waiting<K, P>(producer: &BaseProducer, mut record: BaseRecord<'_, K, P>)
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    while let Err((_, back)) = producer.send(record) {
+        record = back;
+        producer.poll(Duration::from_millis(1));
+    }
+    producer.poll(Duration::ZERO);
 }
 
 /// The resident set size of this process in bytes (`VmRSS` in `/proc/self/status`).
