@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{ConsumedMessage, ConsumerEvent, Headers, KafkaError};
+use super::{ConsumedMessage, Headers, KafkaError};
 
 /// Events read from partitions of one topic, in order.
 #[derive(Debug)]
@@ -203,15 +203,6 @@ impl ConsumedBatch {
     /// Adds a problem the client retries by itself.
     pub fn push_transient(&mut self, error: KafkaError) {
         self.entries.push(Entry::Transient(error));
-    }
-
-    /// Adds an event.
-    pub fn push(&mut self, event: ConsumerEvent) {
-        match event {
-            ConsumerEvent::Message(message) => self.push_owned(&message),
-            ConsumerEvent::EndOfPartition { partition } => self.push_end(partition),
-            ConsumerEvent::Transient(error) => self.push_transient(error),
-        }
     }
 
     /// Number of events.

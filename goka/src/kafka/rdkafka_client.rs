@@ -116,9 +116,7 @@ impl Client for RdKafkaClient {
             .set("enable.partition.eof", "true")
             .set("allow.auto.create.topics", "false");
         fetch_defaults(&mut config);
-        if config.get("fetch.wait.max.ms").is_none() {
-            config.set("fetch.wait.max.ms", TABLE_FETCH_WAIT_MS);
-        }
+        set_default(&mut config, "fetch.wait.max.ms", TABLE_FETCH_WAIT_MS);
         let consumer: BaseConsumer = config.create().map_err(|e| consume_error(e.to_string()))?;
         let mut assignment = TopicPartitionList::new();
         for &(partition, start) in partitions {
@@ -420,8 +418,13 @@ const TABLE_FETCH_WAIT_MS: &str = "100";
 
 /// Consumer properties goka sets unless the user chose a value.
 pub(super) fn fetch_defaults(config: &mut ClientConfig) {
-    if config.get("fetch.queue.backoff.ms").is_none() {
-        config.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+    set_default(config, "fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+}
+
+/// Sets `key` to `value` unless the user set it.
+pub(super) fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
+    if config.get(key).is_none() {
+        config.set(key, value);
     }
 }
 

@@ -108,9 +108,7 @@ impl RdGroupConsumer {
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "10000"),
         ] {
-            if config.get(key).is_none() {
-                config.set(key, value);
-            }
+            super::rdkafka_client::set_default(&mut config, key, value);
         }
         super::rdkafka_client::fetch_defaults(&mut config);
         let context = GroupContext {

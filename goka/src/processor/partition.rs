@@ -352,10 +352,7 @@ fn fill_batch(batch: &mut WriteBatch, events: &ConsumedBatch) -> Option<i64> {
     let mut last = None;
     for event in events.events() {
         if let BatchEvent::Message(m) = event {
-            match m.value() {
-                Some(value) => batch.set(m.key(), value),
-                None => batch.delete(m.key()),
-            }
+            batch.set_or_delete(m.key(), m.value());
             last = Some(m.offset());
         }
     }
@@ -421,10 +418,7 @@ async fn recover(
         for event in events.events() {
             match event {
                 BatchEvent::Message(m) => {
-                    match m.value() {
-                        Some(value) => batch.set(m.key(), value),
-                        None => batch.delete(m.key()),
-                    }
+                    batch.set_or_delete(m.key(), m.value());
                     last = Some(m.offset());
                     rows += 1;
                 }

@@ -250,6 +250,14 @@ impl WriteBatch {
         self.data.extend_from_slice(key);
     }
 
+    /// Adds a row write, or a delete for `None` (a changelog tombstone).
+    pub fn set_or_delete(&mut self, key: impl AsRef<[u8]>, value: Option<impl AsRef<[u8]>>) {
+        match value {
+            Some(value) => self.set(key, value),
+            None => self.delete(key),
+        }
+    }
+
     /// The operations, in the order they were added (later ones win).
     pub fn ops(&self) -> impl ExactSizeIterator<Item = BatchOp<'_>> + '_ {
         self.ops.iter().map(|op| {

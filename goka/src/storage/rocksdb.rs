@@ -692,10 +692,7 @@ mod tests {
                 Op::Apply(rows, offset) => {
                     let mut batch = WriteBatch::new();
                     for (k, v) in rows {
-                        match v {
-                            Some(v) => batch.set(k.clone(), v.clone()),
-                            None => batch.delete(k.clone()),
-                        }
+                        batch.set_or_delete(k, v.as_ref());
                     }
                     s.apply(&batch, *offset).unwrap();
                 }

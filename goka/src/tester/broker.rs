@@ -261,10 +261,7 @@ fn write_row(
     partition: i32,
 ) -> Result<(), KafkaError> {
     let mut batch = WriteBatch::new();
-    match value {
-        Some(value) => batch.set(key, value),
-        None => batch.delete(key),
-    }
+    batch.set_or_delete(key, value);
     storage
         .apply(&batch, None)
         .map_err(|e| KafkaError::Produce {
@@ -301,7 +298,7 @@ impl Client for BrokerClient {
     ) -> Result<Box<dyn PartitionConsumer>, KafkaError> {
         Ok(Box::new(BrokerConsumer {
             broker: self.0.clone(),
-            topic: topic.to_owned(),
+            topic: Arc::from(topic),
             positions: partitions
                 .iter()
                 .map(|&(partition, start)| {
@@ -395,7 +392,7 @@ impl Admin for BrokerClient {
 /// up, then waits for appends.
 struct BrokerConsumer {
     broker: Arc<Broker>,
-    topic: String,
+    topic: Arc<str>,
     /// Partition, next offset, whether the end was reported since the last message.
     positions: Vec<(i32, i64, bool)>,
     appended: watch::Receiver<u64>,
@@ -407,10 +404,9 @@ const CONSUMER_BATCH: usize = 256;
 impl PartitionConsumer for BrokerConsumer {
     fn next_batch(&mut self) -> BoxFuture<'_, Option<Result<ConsumedBatch, KafkaError>>> {
         async move {
-            let topic: Arc<str> = Arc::from(self.topic.as_str());
             loop {
                 self.appended.borrow_and_update();
-                let mut batch = ConsumedBatch::new(topic.clone(), 0, 0);
+                let mut batch = ConsumedBatch::new(self.topic.clone(), 0, 0);
                 for (partition, next, at_end) in &mut self.positions {
                     while batch.len() < CONSUMER_BATCH {
                         let Some(message) = self.broker.read(&self.topic, *partition, *next) else {

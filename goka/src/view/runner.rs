@@ -187,10 +187,7 @@ impl<'a> Runner<'a> {
             return Ok(());
         }
         let (batch, offset) = &mut self.batches[index];
-        match value {
-            Some(value) => batch.set(key, value),
-            None => batch.delete(key),
-        }
+        batch.set_or_delete(key, value);
         *offset = Some(message.offset());
         if batch.len() >= RECOVERY_BATCH {
             self.flush(index)?;
