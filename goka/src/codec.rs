@@ -155,8 +155,9 @@ impl Codec<i64> for Int64Codec {
     const NAME: &'static str = "int64";
 
     fn encode(value: &i64, buf: &mut Vec<u8>) -> Result<(), CodecError> {
-        use std::io::Write;
-        write!(buf, "{value}").expect("writing to a Vec cannot fail");
+        // Decimal ASCII, as goka's codec writes it; itoa skips the formatting machinery,
+        // which cost more than the rest of a counting handler.
+        buf.extend_from_slice(itoa::Buffer::new().format(*value).as_bytes());
         Ok(())
     }
 

@@ -16,8 +16,9 @@ use crate::view::DecodeErrorPolicy;
 /// The outcome of one message.
 #[derive(Debug)]
 pub(crate) enum Handled {
-    /// The handler ran (or nil handling deleted the row); these messages go out, in order.
-    Produced(Vec<Outgoing>),
+    /// The handler ran (or nil handling deleted the row); what it produced is in the
+    /// [`Outgoing`] passed to [`handle`], to go out in order.
+    Produced,
     /// A tombstone that nil handling ignores.
     Ignored,
     /// Key or value did not decode and the policy skips such messages.
@@ -31,22 +32,25 @@ pub(crate) struct Policies {
     pub(crate) decode_errors: DecodeErrorPolicy,
 }
 
-/// Handles `message` with `group`'s handler against `resources`.
+/// Handles `message` with `group`'s handler against `resources`; what it produces replaces
+/// the contents of `outgoing`.
 pub(crate) async fn handle<P: Group>(
     group: &P,
     resources: &PartitionResources,
     message: &ConsumedMessage,
     policies: Policies,
+    outgoing: &mut Outgoing,
 ) -> Result<Handled, ProcessorError> {
+    outgoing.clear();
     if message.value.is_none() {
         match policies.nil_handling {
             NilHandling::Ignore => return Ok(Handled::Ignored),
             NilHandling::Process => {}
-            NilHandling::Restore => return restore::<P>(resources, message),
+            NilHandling::Restore => return restore::<P>(resources, message, outgoing),
         }
     }
     let skip = policies.decode_errors == DecodeErrorPolicy::SkipAndCount;
-    let mut ctx = match Context::<P>::new(resources, message) {
+    let mut ctx = match Context::<P>::new(resources, message, outgoing) {
         Ok(ctx) => ctx,
         Err(e) if skip => {
             tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose key does not decode");
@@ -63,7 +67,7 @@ pub(crate) async fn handle<P: Group>(
         .catch_unwind()
         .await;
     match outcome {
-        Ok(Ok(())) => Ok(Handled::Produced(std::mem::take(&mut ctx.outgoing))),
+        Ok(Ok(())) => Ok(Handled::Produced),
         Ok(Err(e)) if e.is_decode() && skip => {
             tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose value does not decode");
             Ok(Handled::Undecodable)
@@ -87,8 +91,8 @@ pub(crate) async fn handle<P: Group>(
 fn restore<P: Group>(
     resources: &PartitionResources,
     message: &ConsumedMessage,
+    outgoing: &mut Outgoing,
 ) -> Result<Handled, ProcessorError> {
-    let mut outgoing = Vec::new();
     if let (Some(table), Some(edge)) = (&resources.table, P::GRAPH.table) {
         table
             .delete(&message.key)
@@ -96,16 +100,17 @@ fn restore<P: Group>(
                 group: P::GRAPH.group,
                 source,
             })?;
-        outgoing.push(Outgoing {
-            kind: OutgoingKind::Changelog,
-            topic: edge.topic,
-            partition: message.partition,
-            key: message.key.clone(),
-            value: None,
-            headers: None,
-        });
+        let (key, _) = outgoing.scratch();
+        key.extend_from_slice(&message.key);
+        outgoing.push_scratch(
+            OutgoingKind::Changelog,
+            edge.topic,
+            message.partition,
+            false,
+            None,
+        );
     }
-    Ok(Handled::Produced(outgoing))
+    Ok(Handled::Produced)
 }
 
 fn callback_error<P: Group>(message: &ConsumedMessage, error: String) -> ProcessorError {

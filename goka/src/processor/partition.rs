@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::group::Group;
 use super::handle::{handle, Handled, Policies};
 use super::{ProcessorError, Shared};
-use crate::context::{OutgoingKind, PartitionResources};
+use crate::context::{Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::{
     BatchEvent, ConsumedBatch, ConsumedMessage, OutgoingRecord, PartitionConsumer, StartOffset,
 };
@@ -136,6 +136,8 @@ impl<P: Group> PartitionTask<P> {
         let mut pending: FuturesOrdered<BoxFuture<'static, Result<Done, ProcessorError>>> =
             FuturesOrdered::new();
         let mut failure = None;
+        // What each handler call produces; its buffers serve every message.
+        let mut outgoing = Outgoing::default();
         loop {
             let join_update = next_join_update(P::GRAPH.group, joins);
             let step = tokio::select! {
@@ -143,7 +145,7 @@ impl<P: Group> PartitionTask<P> {
                 _ = self.stop.cancelled() => break,
                 Some(done) = pending.next(), if !pending.is_empty() => done.and_then(|done| self.complete(resources, done)),
                 message = self.input.recv(), if pending.len() < MAX_IN_FLIGHT => match message {
-                    Some(message) => self.process(resources, message).await.map(|done| {
+                    Some(message) => self.process(resources, message, &mut outgoing).await.map(|done| {
                         if let Some(done) = done {
                             pending.push_back(done);
                         }
@@ -188,6 +190,7 @@ impl<P: Group> PartitionTask<P> {
         &self,
         resources: &PartitionResources,
         message: ConsumedMessage,
+        outgoing: &mut Outgoing,
     ) -> Result<Option<BoxFuture<'static, Result<Done, ProcessorError>>>, ProcessorError> {
         let shared = &self.shared;
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -201,16 +204,16 @@ impl<P: Group> PartitionTask<P> {
             decode_errors: shared.config.decode_errors.unwrap_or(P::DECODE_ERRORS),
         };
         let started = std::time::Instant::now();
-        let handled = handle(&*self.group, resources, &message, policies).await;
+        let handled = handle(&*self.group, resources, &message, policies, outgoing).await;
         shared.stats.callback_latency.record(started.elapsed());
-        let outgoing = match handled? {
-            Handled::Produced(outgoing) => outgoing,
-            Handled::Ignored => Vec::new(),
+        match handled? {
+            Handled::Produced => {}
+            Handled::Ignored => outgoing.clear(),
             Handled::Undecodable => {
                 shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                Vec::new()
+                outgoing.clear();
             }
-        };
+        }
         self.send(message.topic, message.offset, message.key, outgoing)
             .await
             .map(Some)
@@ -223,7 +226,7 @@ impl<P: Group> PartitionTask<P> {
         topic: Arc<str>,
         offset: i64,
         key: Vec<u8>,
-        outgoing: Vec<crate::context::Outgoing>,
+        outgoing: &Outgoing,
     ) -> Result<BoxFuture<'static, Result<Done, ProcessorError>>, ProcessorError> {
         let shared = self.shared.clone();
         let partition = self.partition;
@@ -236,18 +239,18 @@ impl<P: Group> PartitionTask<P> {
             source: Box::new(source),
         };
         let mut acks = Vec::with_capacity(outgoing.len());
-        for out in &outgoing {
+        for out in outgoing.iter() {
             let record = OutgoingRecord {
                 topic: out.topic,
                 partition: out.partition,
-                key: &out.key,
-                value: out.value.as_deref(),
-                headers: out.headers.as_ref(),
+                key: out.key,
+                value: out.value,
+                headers: out.headers,
             };
             let ack = crate::kafka::send(&*shared.producer, &record)
                 .await
                 .map_err(|source| failed(&topic, &key, source))?;
-            let bytes = out.key.len() + out.value.as_ref().map_or(0, Vec::len);
+            let bytes = out.key.len() + out.value.map_or(0, <[u8]>::len);
             shared.stats.messages_out.fetch_add(1, Ordering::Relaxed);
             shared
                 .stats

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::watch;
 
+use super::log::{Log, Logged};
 use crate::kafka::{
     Ack, Admin, Client, ConsumedBatch, ConsumedMessage, Delivery, GroupConsumer, Headers,
     KafkaError, OutgoingRecord, PartitionConsumer, Producer, RebalanceListener, SendError,
@@ -21,48 +22,42 @@ use crate::kafka::{
 };
 use crate::storage::{MemoryStorage, Storage, WriteBatch};
 
-/// One message as the tester keeps it.
-#[derive(Debug, Clone)]
-pub(crate) struct Record {
-    pub(crate) key: Vec<u8>,
-    pub(crate) value: Option<Vec<u8>>,
+/// One message to append.
+#[derive(Debug)]
+pub(crate) struct Record<'a> {
+    pub(crate) key: &'a [u8],
+    pub(crate) value: Option<&'a [u8]>,
     pub(crate) headers: Headers,
     pub(crate) timestamp: i64,
 }
 
 struct Topic {
     name: Arc<str>,
-    /// Each partition's log, as consumers get it: reading shares, never copies.
-    partitions: Vec<Vec<Arc<ConsumedMessage>>>,
+    /// Each partition's messages.
+    partitions: Vec<Log>,
     config: BTreeMap<String, String>,
     /// Present for table topics: the current rows of each partition.
     tables: Option<Vec<Arc<MemoryStorage>>>,
 }
 
-/// Topic names are short and looked up several times per message: FNV-1a hashes them
-/// faster than the default SipHash, and the tester needs no protection from crafted keys.
+/// The topics, in creation order. Topic names are looked up several times per message and a
+/// tester has a handful of topics: comparing names beats hashing them.
 #[derive(Default)]
-struct Fnv(u64);
+struct Topics(Vec<Topic>);
 
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
+impl Topics {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.0.iter().position(|t| *t.name == *name)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
+    fn get(&self, name: &str) -> Option<&Topic> {
+        self.position(name).map(|i| &self.0[i])
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Topic> {
+        self.position(name).map(|i| &mut self.0[i])
     }
 }
-
-type Topics = HashMap<String, Topic, std::hash::BuildHasherDefault<Fnv>>;
 
 /// The topics of one tester.
 pub(crate) struct Broker {
@@ -113,21 +108,17 @@ impl Broker {
 
     /// The topic named `topic`, created with its configured partition count if missing.
     fn entry<'t>(&self, topics: &'t mut Topics, topic: &str) -> &'t mut Topic {
-        if !topics.contains_key(topic) {
+        let index = topics.position(topic).unwrap_or_else(|| {
             let count = self.count_for(topic);
-            topics.insert(
-                topic.to_owned(),
-                Topic {
-                    name: Arc::from(topic),
-                    partitions: vec![Vec::new(); count as usize],
-                    config: BTreeMap::new(),
-                    tables: None,
-                },
-            );
-        }
-        topics
-            .get_mut(topic)
-            .unwrap_or_else(|| unreachable!("inserted above"))
+            topics.0.push(Topic {
+                name: Arc::from(topic),
+                partitions: (0..count).map(|_| Log::default()).collect(),
+                config: BTreeMap::new(),
+                tables: None,
+            });
+            topics.0.len() - 1
+        });
+        &mut topics.0[index]
     }
 
     /// Appends a message and returns its offset. Tables apply it to their rows unless the
@@ -136,7 +127,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: i32,
-        record: Record,
+        record: Record<'_>,
         applied: bool,
     ) -> Result<i64, KafkaError> {
         let offset = {
@@ -150,19 +141,15 @@ impl Broker {
                 });
             };
             if let (Some(tables), false) = (&t.tables, applied) {
-                apply(&tables[partition as usize], &record, topic, partition)?;
+                write_row(
+                    &tables[partition as usize],
+                    record.key,
+                    record.value,
+                    topic,
+                    partition,
+                )?;
             }
-            let offset = log.len() as i64;
-            log.push(Arc::new(ConsumedMessage {
-                topic: t.name.clone(),
-                partition,
-                offset,
-                key: record.key,
-                value: record.value,
-                timestamp: Some(record.timestamp),
-                headers: record.headers,
-            }));
-            offset
+            log.push(record.key, record.value, record.headers, record.timestamp)
         };
         // Consumers check the logs before they wait, so a wake-up is needed only for those
         // that wait already.
@@ -172,20 +159,58 @@ impl Broker {
         Ok(offset)
     }
 
-    /// The message at `offset`, as a consumer gets it.
-    pub(crate) fn read(
+    /// Calls `each` with the messages of a partition from offset `from` on, at most `max`
+    /// of them, under one lock (`each` must not touch the broker); returns how many.
+    pub(crate) fn read_many(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max: usize,
+        mut each: impl FnMut(&Arc<str>, Logged<'_>),
+    ) -> usize {
+        let topics = self.topics();
+        let Some(t) = topics.get(topic) else {
+            return 0;
+        };
+        let Some(log) = t.partitions.get(partition as usize) else {
+            return 0;
+        };
+        let mut read = 0;
+        while read < max {
+            let Some(message) = log.get(from + read as i64) else {
+                break;
+            };
+            each(&t.name, message);
+            read += 1;
+        }
+        read
+    }
+
+    /// Copies the message at `offset` into `message`, reusing its buffers; `false` when
+    /// there is none.
+    pub(crate) fn read_into(
         &self,
         topic: &str,
         partition: i32,
         offset: i64,
-    ) -> Option<Arc<ConsumedMessage>> {
-        let topics = self.topics();
-        topics
-            .get(topic)?
-            .partitions
-            .get(partition as usize)?
-            .get(usize::try_from(offset).ok()?)
-            .cloned()
+        message: &mut ConsumedMessage,
+    ) -> bool {
+        let read = self.read_many(topic, partition, offset, 1, |name, logged| {
+            if !Arc::ptr_eq(&message.topic, name) {
+                message.topic = name.clone();
+            }
+            message.partition = partition;
+            logged.copy_into(message);
+        });
+        read == 1
+    }
+
+    /// The message at `offset`.
+    pub(crate) fn read(&self, topic: &str, partition: i32, offset: i64) -> Option<ConsumedMessage> {
+        let mut message = empty_message();
+        self.read_into(topic, partition, offset, &mut message)
+            .then_some(message)
     }
 
     /// The next offset of a partition (its high watermark).
@@ -193,7 +218,7 @@ impl Broker {
         self.topics()
             .get(topic)
             .and_then(|t| t.partitions.get(partition as usize))
-            .map_or(0, |log| log.len() as i64)
+            .map_or(0, Log::end)
     }
 
     /// The rows of each partition of the table `topic`, built from its log the first time.
@@ -209,8 +234,14 @@ impl Broker {
         let mut tables = Vec::with_capacity(t.partitions.len());
         for (partition, log) in t.partitions.iter().enumerate() {
             let storage = Arc::new(MemoryStorage::new(topic, partition as i32));
-            for message in log {
-                apply_message(&storage, message, topic, partition as i32)?;
+            for message in log.iter() {
+                write_row(
+                    &storage,
+                    message.key,
+                    message.value,
+                    topic,
+                    partition as i32,
+                )?;
             }
             tables.push(storage);
         }
@@ -221,36 +252,6 @@ impl Broker {
     fn config(&self, topic: &str) -> Option<BTreeMap<String, String>> {
         self.topics().get(topic).map(|t| t.config.clone())
     }
-}
-
-fn apply(
-    storage: &MemoryStorage,
-    record: &Record,
-    topic: &str,
-    partition: i32,
-) -> Result<(), KafkaError> {
-    write_row(
-        storage,
-        &record.key,
-        record.value.as_deref(),
-        topic,
-        partition,
-    )
-}
-
-fn apply_message(
-    storage: &MemoryStorage,
-    message: &ConsumedMessage,
-    topic: &str,
-    partition: i32,
-) -> Result<(), KafkaError> {
-    write_row(
-        storage,
-        &message.key,
-        message.value.as_deref(),
-        topic,
-        partition,
-    )
 }
 
 fn write_row(
@@ -269,6 +270,19 @@ fn write_row(
             partition,
             message: e.to_string(),
         })
+}
+
+/// A message to read into: [`Broker::read_into`] fills it.
+pub(crate) fn empty_message() -> ConsumedMessage {
+    ConsumedMessage {
+        topic: Arc::from(""),
+        partition: 0,
+        offset: 0,
+        key: Vec::new(),
+        value: None,
+        timestamp: None,
+        headers: Headers::new(),
+    }
 }
 
 /// Milliseconds since the epoch, the timestamp of appended messages.
@@ -329,8 +343,8 @@ impl Client for BrokerClient {
 impl Producer for BrokerClient {
     fn try_send(&self, record: &OutgoingRecord<'_>) -> Result<Ack, SendError> {
         let stored = Record {
-            key: record.key.to_vec(),
-            value: record.value.map(<[u8]>::to_vec),
+            key: record.key,
+            value: record.value,
             headers: record.headers.cloned().unwrap_or_default(),
             timestamp: now_millis(),
         };
@@ -408,12 +422,21 @@ impl PartitionConsumer for BrokerConsumer {
                 self.appended.borrow_and_update();
                 let mut batch = ConsumedBatch::new(self.topic.clone(), 0, 0);
                 for (partition, next, at_end) in &mut self.positions {
-                    while batch.len() < CONSUMER_BATCH {
-                        let Some(message) = self.broker.read(&self.topic, *partition, *next) else {
-                            break;
-                        };
-                        batch.push_owned(&message);
-                        *next += 1;
+                    let room = CONSUMER_BATCH.saturating_sub(batch.len());
+                    let read =
+                        self.broker
+                            .read_many(&self.topic, *partition, *next, room, |_, m| {
+                                batch.push_message(
+                                    *partition,
+                                    m.offset,
+                                    Some(m.timestamp),
+                                    m.key,
+                                    m.value,
+                                    m.headers.iter(),
+                                );
+                            });
+                    if read > 0 {
+                        *next += read as i64;
                         *at_end = false;
                     }
                     if !*at_end && batch.len() < CONSUMER_BATCH {

@@ -41,6 +41,7 @@
 //! ```
 
 mod broker;
+mod log;
 mod processor;
 mod tracker;
 
@@ -49,13 +50,13 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use self::broker::{now_millis, Broker, BrokerClient, Record};
+use self::broker::{empty_message, now_millis, Broker, BrokerClient, Record};
 use self::processor::{table_storages, Driven, Tested};
 pub use self::tracker::{QueueTracker, TrackedMessage};
-use crate::codec::CodecError;
-use crate::context::OutgoingKind;
+use crate::codec::{Codec, CodecError};
+use crate::context::{Outgoing, OutgoingKind};
 use crate::emitter::{EmitError, Emitter};
-use crate::kafka::{Client, Headers, KafkaError};
+use crate::kafka::{Client, ConsumedMessage, Headers, KafkaError};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::processor::{Group, ProcessorError};
 use crate::storage::{MemoryStorage, Storage, StorageError};
@@ -90,6 +91,11 @@ pub struct Tester {
     /// Topics some registered processor consumes: only writes to those need another pass.
     consumed: Vec<&'static str>,
     cancel: CancellationToken,
+    /// Buffers reused for every message: the one being handled, what its handler produced,
+    /// and the encoded key and value of one being written.
+    reading: ConsumedMessage,
+    outgoing: Outgoing,
+    encoded: (Vec<u8>, Vec<u8>),
 }
 
 struct Registered {
@@ -139,6 +145,9 @@ impl Tester {
             processors: Vec::new(),
             consumed: Vec::new(),
             cancel: CancellationToken::new(),
+            reading: empty_message(),
+            outgoing: Outgoing::default(),
+            encoded: Default::default(),
         }
     }
 
@@ -231,8 +240,10 @@ impl Tester {
             key: String::new(),
             message,
         };
-        self.write::<T>(key, value, headers)
-            .map_err(|e| input_error(e.to_string()))?;
+        let mut encoded = std::mem::take(&mut self.encoded);
+        let written = self.write::<T>(key, value, headers, &mut encoded);
+        self.encoded = encoded;
+        written.map_err(|e| input_error(e.to_string()))?;
         self.run_until_idle().await
     }
 
@@ -240,6 +251,8 @@ impl Tester {
     /// none is left (emits and loopbacks are handled too).
     pub async fn run_until_idle(&mut self) -> Result<(), ProcessorError> {
         let consumed = &self.consumed;
+        let message = &mut self.reading;
+        let outgoing = &mut self.outgoing;
         loop {
             let mut fed = false;
             for registered in &mut self.processors {
@@ -251,16 +264,16 @@ impl Tester {
                     }
                     for (partition, cursor) in registered.cursors[t].iter_mut().enumerate() {
                         let partition = partition as i32;
-                        while let Some(message) = self.broker.read(topic, partition, *cursor) {
+                        while self.broker.read_into(topic, partition, *cursor, message) {
                             *cursor += 1;
-                            let outgoing = registered.driven.handle(&message).await?;
-                            for out in outgoing {
+                            registered.driven.handle(message, outgoing).await?;
+                            for out in outgoing.iter() {
                                 // What a handler writes carries its input's timestamp, so
                                 // runs are repeatable.
                                 let record = Record {
                                     key: out.key,
                                     value: out.value,
-                                    headers: out.headers.unwrap_or_default(),
+                                    headers: out.headers.cloned().unwrap_or_default(),
                                     timestamp: message.timestamp.unwrap_or_default(),
                                 };
                                 // The handler wrote its own table already.
@@ -295,13 +308,13 @@ impl Tester {
         value: &T::Value,
     ) -> Result<(), TesterError> {
         self.broker.ensure(T::NAME, true);
-        self.write::<T>(key, Some(value), Headers::new())
+        self.write::<T>(key, Some(value), Headers::new(), &mut Default::default())
     }
 
     /// Deletes a row of the table `T` (a tombstone in its changelog).
     pub fn delete_table_value<T: Table>(&self, key: &T::Key) -> Result<(), TesterError> {
         self.broker.ensure(T::NAME, true);
-        self.write::<T>(key, None, Headers::new())
+        self.write::<T>(key, None, Headers::new(), &mut Default::default())
     }
 
     /// The current rows of the table `T`.
@@ -324,17 +337,27 @@ impl Tester {
         key: &T::Key,
         value: Option<&T::Value>,
         headers: Headers,
+        (key_buffer, value_buffer): &mut (Vec<u8>, Vec<u8>),
     ) -> Result<(), TesterError> {
         let codec = |source| TesterError::Codec {
             topic: T::NAME,
             source,
         };
-        let key = T::encode_key(key).map_err(codec)?;
-        let value = value.map(T::encode_value).transpose().map_err(codec)?;
+        key_buffer.clear();
+        T::KeyCodec::encode(key, key_buffer).map_err(codec)?;
+        let key = &key_buffer[..];
+        let value = match value {
+            Some(value) => {
+                value_buffer.clear();
+                T::ValueCodec::encode(value, value_buffer).map_err(codec)?;
+                Some(&value_buffer[..])
+            }
+            None => None,
+        };
         let partitions = self
             .broker
             .ensure(T::NAME, T::KIND == crate::topic::TopicKind::Table);
-        let partition = self.partitioner.partition(&key, partitions);
+        let partition = self.partitioner.partition(key, partitions);
         let record = Record {
             key,
             value,

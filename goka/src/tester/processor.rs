@@ -23,11 +23,13 @@ use crate::view::ViewBuilder;
 pub(crate) trait Driven: Send + Sync {
     fn graph(&self) -> &'static GroupGraph;
 
-    /// Handles one message of an input or the loop topic; returns what it produced.
+    /// Handles one message of an input or the loop topic; what it produced replaces the
+    /// contents of `outgoing`.
     fn handle<'a>(
         &'a self,
         message: &'a ConsumedMessage,
-    ) -> BoxFuture<'a, Result<Vec<Outgoing>, ProcessorError>>;
+        outgoing: &'a mut Outgoing,
+    ) -> BoxFuture<'a, Result<(), ProcessorError>>;
 }
 
 pub(crate) struct Tested<P: Group> {
@@ -120,7 +122,8 @@ impl<P: Group> Driven for Tested<P> {
     fn handle<'a>(
         &'a self,
         message: &'a ConsumedMessage,
-    ) -> BoxFuture<'a, Result<Vec<Outgoing>, ProcessorError>> {
+        outgoing: &'a mut Outgoing,
+    ) -> BoxFuture<'a, Result<(), ProcessorError>> {
         async move {
             let Some(resources) = self.partitions.get(message.partition as usize) else {
                 return Err(ProcessorError::Callback {
@@ -132,10 +135,11 @@ impl<P: Group> Driven for Tested<P> {
                     message: "the partition does not exist: is the topic co-partitioned?".into(),
                 });
             };
-            match handle(&self.group, resources, message, self.policies).await? {
-                Handled::Produced(outgoing) => Ok(outgoing),
-                Handled::Ignored | Handled::Undecodable => Ok(Vec::new()),
+            match handle(&self.group, resources, message, self.policies, outgoing).await? {
+                Handled::Produced => {}
+                Handled::Ignored | Handled::Undecodable => outgoing.clear(),
             }
+            Ok(())
         }
         .boxed()
     }

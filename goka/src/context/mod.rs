@@ -20,6 +20,9 @@ use crate::processor::group::{Emits, Group, GroupTable, Joins, LooksUp, Loops, S
 use crate::storage::{Storage, StorageError};
 use crate::topic::{Stream, Table, Topic};
 
+mod outgoing;
+pub(crate) use self::outgoing::{Outgoing, OutgoingKind};
+
 /// Why a handler failed. Handlers return `Result<(), E>` for any error type `E` that
 /// converts into this (every `std::error::Error + Send + Sync + 'static` does, and so do
 /// `String` and `&str`); the runtime adds group, topic, partition, offset and key.
@@ -97,25 +100,6 @@ fn storage_error(e: StorageError) -> CallbackError {
     }
 }
 
-/// What a produced message is for; changelog writes move the table's stored offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OutgoingKind {
-    Changelog,
-    Emit,
-    Loop,
-}
-
-/// A message a handler produced, sent by the runtime after the handler returns.
-#[derive(Debug)]
-pub(crate) struct Outgoing {
-    pub(crate) kind: OutgoingKind,
-    pub(crate) topic: &'static str,
-    pub(crate) partition: i32,
-    pub(crate) key: Vec<u8>,
-    pub(crate) value: Option<Vec<u8>>,
-    pub(crate) headers: Option<Headers>,
-}
-
 /// What every message of one partition shares: storages, partition counts, the partitioner.
 pub(crate) struct PartitionResources {
     pub(crate) group: &'static str,
@@ -156,7 +140,7 @@ pub struct Context<'c, P: Group> {
     resources: &'c PartitionResources,
     message: &'c ConsumedMessage,
     key: P::Key,
-    pub(crate) outgoing: Vec<Outgoing>,
+    outgoing: &'c mut Outgoing,
     _group: PhantomData<fn() -> P>,
 }
 
@@ -175,13 +159,14 @@ impl<'c, P: Group> Context<'c, P> {
     pub(crate) fn new(
         resources: &'c PartitionResources,
         message: &'c ConsumedMessage,
+        outgoing: &'c mut Outgoing,
     ) -> Result<Self, CodecError> {
         let key = P::KeyCodec::decode(&message.key)?;
         Ok(Self {
             resources,
             message,
             key,
-            outgoing: Vec::new(),
+            outgoing,
             _group: PhantomData,
         })
     }
@@ -242,9 +227,10 @@ impl<'c, P: Group> Context<'c, P> {
         T: Stream,
         P: Emits<T>,
     {
-        let key = T::encode_key(key).map_err(codec_error)?;
-        let value = T::encode_value(value).map_err(codec_error)?;
-        self.send(OutgoingKind::Emit, T::NAME, key, Some(value), headers);
+        let (key_bytes, value_bytes) = self.outgoing.scratch();
+        T::KeyCodec::encode(key, key_bytes).map_err(codec_error)?;
+        T::ValueCodec::encode(value, value_bytes).map_err(codec_error)?;
+        self.send(OutgoingKind::Emit, T::NAME, true, headers);
         Ok(())
     }
 
@@ -280,12 +266,12 @@ impl<'c, P: Group> Context<'c, P> {
             .transpose()
     }
 
+    /// Queues the message encoded into the outgoing scratch buffers.
     fn send(
         &mut self,
         kind: OutgoingKind,
         topic: &'static str,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
+        has_value: bool,
         headers: Option<Headers>,
     ) {
         let partition = match kind {
@@ -297,20 +283,15 @@ impl<'c, P: Group> Context<'c, P> {
                     .get(topic)
                     .copied()
                     .unwrap_or(1);
-                self.resources.partitioner.partition(&key, count)
+                let (key, _) = self.outgoing.scratch_filled();
+                self.resources.partitioner.partition(key, count)
             }
         };
-        self.outgoing.push(Outgoing {
-            kind,
-            topic,
-            partition,
-            key,
-            value,
-            headers,
-        });
+        self.outgoing
+            .push_scratch(kind, topic, partition, has_value, headers);
     }
 
-    fn table(&self) -> Result<&Arc<dyn Storage>, CallbackError> {
+    fn table(&self) -> Result<&'c Arc<dyn Storage>, CallbackError> {
         self.resources
             .table
             .as_ref()
@@ -341,8 +322,9 @@ impl<P: Group> Context<'_, P> {
     where
         P: Stateful,
     {
-        let bytes = <P as Stateful>::ValueCodec::encode_to_vec(value).map_err(codec_error)?;
-        self.write_row(Some(bytes))
+        let (_, bytes) = self.outgoing.scratch();
+        <P as Stateful>::ValueCodec::encode(value, bytes).map_err(codec_error)?;
+        self.write_row(true)
     }
 
     /// Deletes the group table's row at this message's key (a tombstone in the changelog).
@@ -350,28 +332,28 @@ impl<P: Group> Context<'_, P> {
     where
         P: Stateful,
     {
-        self.write_row(None)
+        self.outgoing.scratch();
+        self.write_row(false)
     }
 
-    /// Applies a row write (`None` deletes) to local storage and queues it for the changelog.
-    fn write_row(&mut self, value: Option<Vec<u8>>) -> Result<(), CallbackError>
+    /// Applies the row write encoded in the scratch value (a delete unless `has_value`) to
+    /// local storage and queues it for the changelog.
+    fn write_row(&mut self, has_value: bool) -> Result<(), CallbackError>
     where
         P: Stateful,
     {
         let table = self.table()?;
-        match &value {
-            Some(bytes) => table.set(&self.message.key, bytes),
-            None => table.delete(&self.message.key),
+        let message = self.message;
+        let key = &message.key;
+        let (key_bytes, value) = self.outgoing.scratch_filled();
+        match has_value {
+            true => table.set(key, value),
+            false => table.delete(key),
         }
         .map_err(storage_error)?;
+        key_bytes.extend_from_slice(key);
         let topic = <GroupTable<P> as Topic>::NAME;
-        self.send(
-            OutgoingKind::Changelog,
-            topic,
-            self.message.key.clone(),
-            value,
-            None,
-        );
+        self.send(OutgoingKind::Changelog, topic, has_value, None);
         Ok(())
     }
 
@@ -384,13 +366,14 @@ impl<P: Group> Context<'_, P> {
     where
         P: Loops,
     {
-        let key = P::KeyCodec::encode_to_vec(key).map_err(codec_error)?;
-        let value = <P as Loops>::ValueCodec::encode_to_vec(value).map_err(codec_error)?;
         let topic = match P::GRAPH.loopback {
             Some(edge) => edge.topic,
             None => return Err(CallbackError::from("the group has no loop edge")),
         };
-        self.send(OutgoingKind::Loop, topic, key, Some(value), None);
+        let (key_bytes, value_bytes) = self.outgoing.scratch();
+        P::KeyCodec::encode(key, key_bytes).map_err(codec_error)?;
+        <P as Loops>::ValueCodec::encode(value, value_bytes).map_err(codec_error)?;
+        self.send(OutgoingKind::Loop, topic, true, None);
         Ok(())
     }
 }

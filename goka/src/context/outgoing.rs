@@ -1,0 +1,170 @@
+//! What a handler produces for one message, sent by the runtime after the handler returns.
+//!
+//! Keys and values are encoded into one buffer that the partition (or the tester) reuses for
+//! every message it handles: a message that updates its row and emits once would otherwise
+//! allocate a list and four byte vectors, all freed a moment later.
+
+use crate::kafka::Headers;
+
+/// What a produced message is for; changelog writes move the table's stored offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutgoingKind {
+    Changelog,
+    Emit,
+    Loop,
+}
+
+/// The messages produced while handling one message, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    data: Vec<u8>,
+    messages: Vec<Meta>,
+    /// Where codecs write a key and a value before they are appended.
+    scratch: (Vec<u8>, Vec<u8>),
+}
+
+#[derive(Debug)]
+struct Meta {
+    kind: OutgoingKind,
+    topic: &'static str,
+    partition: i32,
+    start: usize,
+    key_len: usize,
+    /// `None` is a tombstone.
+    value_len: Option<usize>,
+    headers: Option<Headers>,
+}
+
+/// A produced message, borrowed from [`Outgoing`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutgoingMessage<'a> {
+    pub(crate) kind: OutgoingKind,
+    pub(crate) topic: &'static str,
+    pub(crate) partition: i32,
+    pub(crate) key: &'a [u8],
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) headers: Option<&'a Headers>,
+}
+
+impl Outgoing {
+    /// Forgets the messages, keeping the buffers.
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+        self.messages.clear();
+    }
+
+    /// Number of messages.
+    pub(crate) fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Empty key and value buffers to encode the next message into; then [`Self::push_scratch`].
+    pub(crate) fn scratch(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>) {
+        self.scratch.0.clear();
+        self.scratch.1.clear();
+        (&mut self.scratch.0, &mut self.scratch.1)
+    }
+
+    /// The scratch buffers as they are, e.g. the key encoded so far.
+    pub(crate) fn scratch_filled(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>) {
+        (&mut self.scratch.0, &mut self.scratch.1)
+    }
+
+    /// Appends the message encoded into the scratch buffers (a tombstone unless `has_value`).
+    pub(crate) fn push_scratch(
+        &mut self,
+        kind: OutgoingKind,
+        topic: &'static str,
+        partition: i32,
+        has_value: bool,
+        headers: Option<Headers>,
+    ) {
+        let start = self.data.len();
+        self.data.extend_from_slice(&self.scratch.0);
+        let value_len = has_value.then(|| {
+            self.data.extend_from_slice(&self.scratch.1);
+            self.scratch.1.len()
+        });
+        self.messages.push(Meta {
+            kind,
+            topic,
+            partition,
+            start,
+            key_len: self.scratch.0.len(),
+            value_len,
+            headers,
+        });
+    }
+
+    /// The messages, in the order they were produced.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = OutgoingMessage<'_>> + '_ {
+        self.messages.iter().map(|meta| {
+            let value_start = meta.start + meta.key_len;
+            OutgoingMessage {
+                kind: meta.kind,
+                topic: meta.topic,
+                partition: meta.partition,
+                key: &self.data[meta.start..value_start],
+                value: meta
+                    .value_len
+                    .map(|len| &self.data[value_start..value_start + len]),
+                headers: meta.headers.as_ref(),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_come_back_in_order_and_clear_keeps_nothing() {
+        let mut out = Outgoing::default();
+        let mut headers = Headers::new();
+        headers.insert("trace", b"t".to_vec());
+        let (key, value) = out.scratch();
+        key.extend_from_slice(b"alice");
+        value.extend_from_slice(b"42");
+        out.push_scratch(OutgoingKind::Changelog, "t-table", 3, true, None);
+        let (key, value) = out.scratch();
+        key.extend_from_slice(b"bob");
+        value.extend_from_slice(b"ignored");
+        out.push_scratch(
+            OutgoingKind::Emit,
+            "alerts",
+            1,
+            false,
+            Some(headers.clone()),
+        );
+        let (key, _) = out.scratch();
+        key.extend_from_slice(b"");
+        out.push_scratch(OutgoingKind::Loop, "loop", 0, true, None);
+
+        let got: Vec<_> = out.iter().collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            (
+                got[0].kind,
+                got[0].topic,
+                got[0].partition,
+                got[0].key,
+                got[0].value
+            ),
+            (
+                OutgoingKind::Changelog,
+                "t-table",
+                3,
+                &b"alice"[..],
+                Some(&b"42"[..])
+            )
+        );
+        assert_eq!((got[1].key, got[1].value), (&b"bob"[..], None));
+        assert_eq!(got[1].headers, Some(&headers));
+        assert_eq!((got[2].key, got[2].value), (&b""[..], Some(&b""[..])));
+
+        out.clear();
+        assert_eq!(out.len(), 0);
+        assert_eq!(out.iter().count(), 0);
+    }
+}
