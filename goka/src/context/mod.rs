@@ -100,6 +100,15 @@ fn storage_error(e: StorageError) -> CallbackError {
     }
 }
 
+/// Reads and decodes the row at `key`, straight from the storage's bytes.
+fn read_row<C: Codec<V>, V>(storage: &dyn Storage, key: &[u8]) -> Result<Option<V>, CallbackError> {
+    let mut decoded = None;
+    storage
+        .get_with(key, &mut |raw| decoded = Some(C::decode(raw)))
+        .map_err(storage_error)?;
+    decoded.transpose().map_err(codec_error)
+}
+
 /// What every message of one partition shares: storages, partition counts, the partitioner.
 pub(crate) struct PartitionResources {
     pub(crate) group: &'static str,
@@ -245,9 +254,7 @@ impl<'c, P: Group> Context<'c, P> {
             self.resources.joins.get(T::NAME).ok_or_else(|| {
                 CallbackError::from(format!("joined table {} is not open", T::NAME))
             })?;
-        let raw = storage.get(&self.message.key).map_err(storage_error)?;
-        raw.map(|raw| T::decode_value(&raw).map_err(codec_error))
-            .transpose()
+        read_row::<T::ValueCodec, T::Value>(&**storage, &self.message.key)
     }
 
     /// Reads `key` of the lookup table `T` from the processor's view of it (any partition).
@@ -308,12 +315,7 @@ impl<P: Group> Context<'_, P> {
     where
         P: Stateful<Value = V>,
     {
-        let raw = self
-            .table()?
-            .get(&self.message.key)
-            .map_err(storage_error)?;
-        raw.map(|raw| <P as Stateful>::ValueCodec::decode(&raw).map_err(codec_error))
-            .transpose()
+        read_row::<<P as Stateful>::ValueCodec, V>(&**self.table()?, &self.message.key)
     }
 
     /// Writes the group table's row at this message's key: locally now, and to the table's

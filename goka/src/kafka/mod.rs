@@ -29,8 +29,8 @@ pub struct Headers(Vec<(String, Vec<u8>)>);
 
 impl Headers {
     /// No headers.
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Self(Vec::new())
     }
 
     /// Adds a header.

@@ -17,11 +17,15 @@ pub struct MemoryStorage {
     state: RwLock<State>,
 }
 
+/// Bytes kept inline up to 24 of them (most keys and counters), on the heap beyond.
+type Bytes = smallvec::SmallVec<[u8; 24]>;
+
 #[derive(Debug, Default)]
 struct State {
     /// Rows by key: handlers read and write one key at a time, and a hash lookup costs a
-    /// fraction of a search through a sorted map of similar keys.
-    rows: rustc_hash::FxHashMap<Vec<u8>, Vec<u8>>,
+    /// fraction of a search through a sorted map of similar keys. Short keys and values
+    /// live in the map's own slots, so a lookup reads one place in memory, not three.
+    rows: rustc_hash::FxHashMap<Bytes, Bytes>,
     /// The same keys in order, for ranges; changed only when a key comes or goes.
     order: BTreeSet<Vec<u8>>,
     /// The stored offset as goka keeps it: decimal ASCII.
@@ -37,7 +41,8 @@ impl State {
                 row.extend_from_slice(value);
             }
             None => {
-                self.rows.insert(key.to_vec(), value.to_vec());
+                self.rows
+                    .insert(Bytes::from_slice(key), Bytes::from_slice(value));
                 self.order.insert(key.to_vec());
             }
         }
@@ -109,7 +114,16 @@ impl Default for MemoryStorage {
 
 impl Storage for MemoryStorage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.read()?.rows.get(key).cloned())
+        Ok(self.read()?.rows.get(key).map(|value| value.to_vec()))
+    }
+
+    fn get_with(&self, key: &[u8], read: &mut dyn FnMut(&[u8])) -> Result<bool, StorageError> {
+        let state = self.read()?;
+        let value = state.rows.get(key);
+        if let Some(value) = value {
+            read(value);
+        }
+        Ok(value.is_some())
     }
 
     fn has(&self, key: &[u8]) -> Result<bool, StorageError> {
@@ -205,7 +219,7 @@ impl MemoryIter<'_> {
             .order
             .range::<[u8], _>((start, end))
             .take(CHUNK)
-            .filter_map(|k| Some((k.clone(), state.rows.get(k)?.clone())))
+            .filter_map(|k| Some((k.clone(), state.rows.get(&k[..])?.to_vec())))
             .collect();
         if let Some((last, _)) = self.buffer.last() {
             self.next = Bound::Excluded(last.clone());

@@ -45,6 +45,17 @@ pub trait Storage: Send + Sync + 'static {
     /// The value of `key`, if the row exists.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
+    /// Calls `read` with the value of `key` if the row exists and returns whether it did;
+    /// backends hand over their own bytes where they can, so decoding a row needs no copy.
+    /// `read` must not use the storage (a backend may hold a lock while it runs).
+    fn get_with(&self, key: &[u8], read: &mut dyn FnMut(&[u8])) -> Result<bool, StorageError> {
+        let value = self.get(key)?;
+        if let Some(value) = &value {
+            read(value);
+        }
+        Ok(value.is_some())
+    }
+
     /// Whether a row with `key` exists.
     fn has(&self, key: &[u8]) -> Result<bool, StorageError> {
         Ok(self.get(key)?.is_some())
@@ -99,6 +110,13 @@ macro_rules! forward_storage {
         impl<S: Storage + ?Sized> Storage for $handle<S> {
             fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
                 (**self).get(key)
+            }
+            fn get_with(
+                &self,
+                key: &[u8],
+                read: &mut dyn FnMut(&[u8]),
+            ) -> Result<bool, StorageError> {
+                (**self).get_with(key, read)
             }
             fn has(&self, key: &[u8]) -> Result<bool, StorageError> {
                 (**self).has(key)

@@ -193,6 +193,18 @@ impl Storage for RocksDbStorage {
         }
     }
 
+    fn get_with(&self, key: &[u8], read: &mut dyn FnMut(&[u8])) -> Result<bool, StorageError> {
+        self.check_open()?;
+        match self.db.get_pinned(key) {
+            Ok(Some(value)) => {
+                read(&value);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(self.id.backend("get", e)),
+        }
+    }
+
     fn has(&self, key: &[u8]) -> Result<bool, StorageError> {
         self.check_open()?;
         match self.db.get_pinned(key) {

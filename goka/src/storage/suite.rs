@@ -32,10 +32,20 @@ pub(crate) fn get_set_delete(s: &dyn Storage) {
         Some(&b""[..]),
         "empty values are rows"
     );
+    let mut read = Vec::new();
+    assert!(s.get_with(b"a", &mut |v| read.push(v.to_vec())).unwrap());
+    assert!(s.get_with(b"e", &mut |v| read.push(v.to_vec())).unwrap());
+    assert!(!s.get_with(b"z", &mut |v| read.push(v.to_vec())).unwrap());
+    assert_eq!(
+        read,
+        [b"2".to_vec(), Vec::new()],
+        "get_with reads what get does"
+    );
     s.delete(b"a").unwrap();
     s.delete(b"never-there").unwrap();
     assert_eq!(s.get(b"a").unwrap(), None);
     assert!(!s.has(b"a").unwrap());
+    assert!(!s.get_with(b"a", &mut |_| panic!("deleted")).unwrap());
 }
 
 /// A long batch (as recovery writes) with several writes of the same keys, interleaved with

@@ -150,6 +150,11 @@ impl Broker {
                 )?;
             }
             log.push(record.key, record.value, record.headers, record.timestamp)
+                .ok_or_else(|| KafkaError::Produce {
+                    topic: topic.to_owned(),
+                    partition,
+                    message: "a key or value of 4 GiB or more is beyond the tester".into(),
+                })?
         };
         // Consumers check the logs before they wait, so a wake-up is needed only for those
         // that wait already.

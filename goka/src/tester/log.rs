@@ -15,16 +15,23 @@ pub(crate) struct Log {
     entries: Vec<Entry>,
 }
 
+/// 32 bytes: a long run streams millions of these through the cache, which evicts the
+/// table rows the handlers read.
 #[derive(Debug)]
 struct Entry {
     start: usize,
-    key_len: usize,
-    /// `None` is a tombstone.
-    value_len: Option<usize>,
+    key_len: u32,
+    /// [`TOMBSTONE`] for a tombstone.
+    value_len: u32,
     timestamp: i64,
-    /// Empty (no allocation) for most messages.
-    headers: Headers,
+    /// `None` for most messages.
+    headers: Option<Box<Headers>>,
 }
+
+const TOMBSTONE: u32 = u32::MAX;
+
+/// Headers of messages without any.
+static NO_HEADERS: Headers = Headers::new();
 
 /// A message of a [`Log`], borrowed from it.
 #[derive(Debug, Clone, Copy)]
@@ -37,14 +44,22 @@ pub(crate) struct Logged<'a> {
 }
 
 impl Log {
-    /// Appends a message and returns its offset.
+    /// Appends a message and returns its offset; `None` if the key or the value is 4 GiB
+    /// or more (far beyond what Kafka accepts).
     pub(crate) fn push(
         &mut self,
         key: &[u8],
         value: Option<&[u8]>,
         headers: Headers,
         timestamp: i64,
-    ) -> i64 {
+    ) -> Option<i64> {
+        let key_len = u32::try_from(key.len()).ok()?;
+        let value_len = match value {
+            Some(value) => u32::try_from(value.len())
+                .ok()
+                .filter(|&l| l != TOMBSTONE)?,
+            None => TOMBSTONE,
+        };
         let start = self.data.len();
         self.data.extend_from_slice(key);
         if let Some(value) = value {
@@ -52,12 +67,12 @@ impl Log {
         }
         self.entries.push(Entry {
             start,
-            key_len: key.len(),
-            value_len: value.map(<[u8]>::len),
+            key_len,
+            value_len,
             timestamp,
-            headers,
+            headers: (!headers.is_empty()).then(|| Box::new(headers)),
         });
-        self.entries.len() as i64 - 1
+        Some(self.entries.len() as i64 - 1)
     }
 
     /// The next offset (the high watermark).
@@ -68,15 +83,14 @@ impl Log {
     /// The message at `offset`.
     pub(crate) fn get(&self, offset: i64) -> Option<Logged<'_>> {
         let entry = self.entries.get(usize::try_from(offset).ok()?)?;
-        let value_start = entry.start + entry.key_len;
+        let value_start = entry.start + entry.key_len as usize;
         Some(Logged {
             offset,
             key: &self.data[entry.start..value_start],
-            value: entry
-                .value_len
-                .map(|len| &self.data[value_start..value_start + len]),
+            value: (entry.value_len != TOMBSTONE)
+                .then(|| &self.data[value_start..value_start + entry.value_len as usize]),
             timestamp: entry.timestamp,
-            headers: &entry.headers,
+            headers: entry.headers.as_deref().unwrap_or(&NO_HEADERS),
         })
     }
 
@@ -115,9 +129,9 @@ mod tests {
         let mut log = Log::default();
         let mut traced = Headers::new();
         traced.insert("trace", b"t1".to_vec());
-        assert_eq!(log.push(b"alice", Some(b"1"), Headers::new(), 10), 0);
-        assert_eq!(log.push(b"bob", None, traced.clone(), 11), 1);
-        assert_eq!(log.push(b"", Some(b""), Headers::new(), 12), 2);
+        assert_eq!(log.push(b"alice", Some(b"1"), Headers::new(), 10), Some(0));
+        assert_eq!(log.push(b"bob", None, traced.clone(), 11), Some(1));
+        assert_eq!(log.push(b"", Some(b""), Headers::new(), 12), Some(2));
         assert_eq!(log.end(), 3);
         assert!(log.get(3).is_none() && log.get(-1).is_none());
 

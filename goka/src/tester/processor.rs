@@ -174,6 +174,9 @@ impl Storage for Live {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.0.get(key)
     }
+    fn get_with(&self, key: &[u8], read: &mut dyn FnMut(&[u8])) -> Result<bool, StorageError> {
+        self.0.get_with(key, read)
+    }
     fn set(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         self.0.set(key, value)
     }

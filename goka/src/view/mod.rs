@@ -442,10 +442,11 @@ impl<T: Table> View<T> {
     /// The value of `key`, from the local copy.
     pub fn get(&self, key: &T::Key) -> Result<Option<T::Value>, ViewError> {
         let (bytes, storage) = self.locate(key)?;
-        let raw = storage
-            .get(&bytes)
+        let mut row = None;
+        storage
+            .get_with(&bytes, &mut |raw| row = Some(self.decode_row(&bytes, raw)))
             .map_err(|source| self.storage_error(source))?;
-        raw.map(|raw| self.decode_row(&bytes, &raw)).transpose()
+        row.transpose()
     }
 
     /// Whether the local copy has a row for `key`.
