@@ -53,11 +53,6 @@ impl Outgoing {
         self.messages.clear();
     }
 
-    /// Number of messages.
-    pub(crate) fn len(&self) -> usize {
-        self.messages.len()
-    }
-
     /// Empty key and value buffers to encode the next message into; then [`Self::push_scratch`].
     pub(crate) fn scratch(&mut self) -> (&mut Vec<u8>, &mut Vec<u8>) {
         self.scratch.0.clear();
@@ -164,7 +159,6 @@ mod tests {
         assert_eq!((got[2].key, got[2].value), (&b""[..], Some(&b""[..])));
 
         out.clear();
-        assert_eq!(out.len(), 0);
         assert_eq!(out.iter().count(), 0);
     }
 }

@@ -13,6 +13,7 @@ pub mod group;
 pub(crate) mod handle;
 mod latency;
 mod partition;
+mod pending;
 mod stats;
 mod watermarks;
 

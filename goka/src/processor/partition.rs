@@ -7,16 +7,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::group::Group;
 use super::handle::{handle, Handled, Policies};
+use super::pending::{Done, Pending};
 use super::{ProcessorError, Shared};
-use crate::context::{Outgoing, OutgoingKind, PartitionResources};
+use crate::context::{Outgoing, PartitionResources};
 use crate::kafka::{
     BatchEvent, ConsumedBatch, ConsumedMessage, OutgoingRecord, PartitionConsumer, StartOffset,
 };
@@ -31,14 +31,6 @@ const RECOVERY_BATCH: usize = 5_000;
 
 /// A joined table partition: its topic, local copy and the consumer following its changelog.
 type JoinedTable = (&'static str, Arc<dyn Storage>, Box<dyn PartitionConsumer>);
-
-/// An input message whose handler ran; done when its produces are acknowledged.
-struct Done {
-    topic: Arc<str>,
-    offset: i64,
-    /// Highest acknowledged changelog offset of the group table, if the handler wrote it.
-    changelog: Option<i64>,
-}
 
 pub(super) struct PartitionTask<P: Group> {
     pub(super) group: Arc<P>,
@@ -133,8 +125,7 @@ impl<P: Group> PartitionTask<P> {
         resources: &PartitionResources,
         joins: &mut [JoinedTable],
     ) -> Result<(), ProcessorError> {
-        let mut pending: FuturesOrdered<BoxFuture<'static, Result<Done, ProcessorError>>> =
-            FuturesOrdered::new();
+        let mut pending = Pending::new(P::GRAPH.group, self.partition);
         let mut failure = None;
         // What each handler call produces; its buffers serve every message.
         let mut outgoing = Outgoing::default();
@@ -143,13 +134,9 @@ impl<P: Group> PartitionTask<P> {
             let step = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
-                Some(done) = pending.next(), if !pending.is_empty() => done.and_then(|done| self.complete(resources, done)),
+                done = pending.next_done(), if !pending.is_empty() => done.and_then(|done| self.complete(resources, done)),
                 message = self.input.recv(), if pending.len() < MAX_IN_FLIGHT => match message {
-                    Some(message) => self.process(resources, message, &mut outgoing).await.map(|done| {
-                        if let Some(done) = done {
-                            pending.push_back(done);
-                        }
-                    }),
+                    Some(message) => self.process(resources, message, &mut outgoing, &mut pending).await,
                     None => break,
                 },
                 update = join_update => update,
@@ -161,8 +148,12 @@ impl<P: Group> PartitionTask<P> {
         }
         // Finish what is in flight, also after a failure: every message whose produces were
         // acknowledged is reported done, so a restart does not handle it twice.
-        while let Some(done) = pending.next().await {
-            if let Err(error) = done.and_then(|done| self.complete(resources, done)) {
+        while !pending.is_empty() {
+            if let Err(error) = pending
+                .next_done()
+                .await
+                .and_then(|done| self.complete(resources, done))
+            {
                 failure.get_or_insert(error);
             }
         }
@@ -185,13 +176,15 @@ impl<P: Group> PartitionTask<P> {
         Ok(())
     }
 
-    /// Handles one message; returns the future of its acknowledgements.
+    /// Handles one message and queues it in `pending` with the acknowledgements of what it
+    /// produced.
     async fn process(
         &self,
         resources: &PartitionResources,
         message: ConsumedMessage,
         outgoing: &mut Outgoing,
-    ) -> Result<Option<BoxFuture<'static, Result<Done, ProcessorError>>>, ProcessorError> {
+        pending: &mut Pending,
+    ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         let size = message.key.len() + message.value.as_ref().map_or(0, Vec::len);
@@ -214,12 +207,17 @@ impl<P: Group> PartitionTask<P> {
                 outgoing.clear();
             }
         }
-        self.send(message.topic, message.offset, message.key, outgoing)
-            .await
-            .map(Some)
+        self.send(
+            message.topic,
+            message.offset,
+            message.key,
+            outgoing,
+            pending,
+        )
+        .await
     }
 
-    /// Produces what a handler wrote, in order, and returns the future of all acks. A
+    /// Produces what a handler wrote, in order, and queues the input with their acks. A
     /// failure names the input message (`topic`, `offset`, `key`) that caused the produce.
     async fn send(
         &self,
@@ -227,18 +225,10 @@ impl<P: Group> PartitionTask<P> {
         offset: i64,
         key: Vec<u8>,
         outgoing: &Outgoing,
-    ) -> Result<BoxFuture<'static, Result<Done, ProcessorError>>, ProcessorError> {
-        let shared = self.shared.clone();
-        let partition = self.partition;
-        let failed = move |topic: &str, key: &[u8], source| ProcessorError::HandlerProduce {
-            group: P::GRAPH.group,
-            topic: topic.to_owned(),
-            partition,
-            offset,
-            key: String::from_utf8_lossy(key).into_owned(),
-            source: Box::new(source),
-        };
-        let mut acks = Vec::with_capacity(outgoing.len());
+        pending: &mut Pending,
+    ) -> Result<(), ProcessorError> {
+        let shared = &self.shared;
+        let mut acks = SmallVec::<[_; 2]>::new();
         for out in outgoing.iter() {
             let record = OutgoingRecord {
                 topic: out.topic,
@@ -247,9 +237,19 @@ impl<P: Group> PartitionTask<P> {
                 value: out.value,
                 headers: out.headers,
             };
-            let ack = crate::kafka::send(&*shared.producer, &record)
-                .await
-                .map_err(|source| failed(&topic, &key, source))?;
+            let ack = match crate::kafka::send(&*shared.producer, &record).await {
+                Ok(ack) => ack,
+                Err(source) => {
+                    return Err(ProcessorError::HandlerProduce {
+                        group: P::GRAPH.group,
+                        topic: topic.to_string(),
+                        partition: self.partition,
+                        offset,
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        source: Box::new(source),
+                    })
+                }
+            };
             let bytes = out.key.len() + out.value.map_or(0, <[u8]>::len);
             shared.stats.messages_out.fetch_add(1, Ordering::Relaxed);
             shared
@@ -258,21 +258,8 @@ impl<P: Group> PartitionTask<P> {
                 .fetch_add(bytes as u64, Ordering::Relaxed);
             acks.push((out.kind, ack));
         }
-        Ok(async move {
-            let mut changelog = None;
-            for (kind, ack) in acks {
-                let delivery = ack.await.map_err(|source| failed(&topic, &key, source))?;
-                if kind == OutgoingKind::Changelog {
-                    changelog = changelog.max(Some(delivery.offset));
-                }
-            }
-            Ok(Done {
-                topic,
-                offset,
-                changelog,
-            })
-        }
-        .boxed())
+        pending.push(topic, offset, key, acks);
+        Ok(())
     }
 
     fn save_offset(&self, resources: &PartitionResources) -> Result<(), ProcessorError> {

@@ -177,6 +177,14 @@ fn default_options() -> Options {
     opts.set_atomic_flush(true);
     opts.set_compression_type(DBCompressionType::Lz4);
     opts.increase_parallelism(std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
+    // A row updated once per message would otherwise leave a version per update in the
+    // memtable, and every read and write of any row searches them all: update a row in place
+    // when its new value is no longer than the old one. The price, per RocksDB: iterators
+    // see no point-in-time snapshot of rows changing under them (goka's neither) and cannot
+    // go backwards over the memtable (ours go forwards only); memtable writes are not
+    // concurrent (a partition has one writer).
+    opts.set_allow_concurrent_memtable_write(false);
+    opts.set_inplace_update_support(true);
     let mut table = BlockBasedOptions::default();
     // Lookups of missing keys (joins, `has`) skip data blocks.
     table.set_bloom_filter(10.0, false);
