@@ -244,7 +244,11 @@ async fn processor_count(
     let dir = tempfile::tempdir().expect("temp dir");
     let config = ProcessorConfig {
         // The changelog is the table's source of truth: no WAL needed (as Kafka Streams).
-        storage: std::sync::Arc::new(RocksDbBuilder::new(dir.path()).without_wal()),
+        storage: std::sync::Arc::new(
+            RocksDbBuilder::new(dir.path())
+                .without_wal()
+                .update_in_place(),
+        ),
         ..Default::default()
     };
     let processor = std::sync::Arc::new(Processor::new(Count, client, config));

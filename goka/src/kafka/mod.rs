@@ -112,26 +112,24 @@ enum AckState {
 
 /// What an [`Ack`] and its sender share: one allocation per message, made and (normally)
 /// freed by the producing thread, so the delivery thread never frees memory it did not
-/// allocate.
+/// allocate. Written once and read with an atomic load: no lock per message.
 #[derive(Debug, Default)]
 pub(crate) struct AckCell {
-    result: std::sync::Mutex<Option<Result<Delivery, KafkaError>>>,
+    result: std::sync::OnceLock<Result<Delivery, KafkaError>>,
     waker: futures::task::AtomicWaker,
 }
 
 impl AckCell {
     pub(crate) fn complete(&self, result: Result<Delivery, KafkaError>) {
-        let mut slot = self.result.lock().unwrap_or_else(|p| p.into_inner());
         // The first answer counts: a late "unacknowledged" never replaces a delivery.
-        if slot.is_none() {
-            *slot = Some(result);
+        if self.result.set(result).is_ok() {
+            self.waker.wake();
         }
-        drop(slot);
-        self.waker.wake();
     }
 
-    fn take(&self) -> Option<Result<Delivery, KafkaError>> {
-        self.result.lock().unwrap_or_else(|p| p.into_inner()).take()
+    /// The answer, once there is one (a copy: a delivery is two numbers).
+    fn get(&self) -> Option<Result<Delivery, KafkaError>> {
+        self.result.get().cloned()
     }
 }
 
@@ -183,12 +181,12 @@ impl std::future::Future for Ack {
         use std::task::Poll;
         match &mut self.0 {
             AckState::Waiting(cell) => {
-                if let Some(result) = cell.take() {
+                if let Some(result) = cell.get() {
                     return Poll::Ready(result);
                 }
                 cell.waker.register(cx.waker());
                 // Completed between the check and the registration: do not miss it.
-                match cell.take() {
+                match cell.get() {
                     Some(result) => Poll::Ready(result),
                     None => Poll::Pending,
                 }
