@@ -328,7 +328,9 @@ impl<T: Stream> Emitter<T> {
             ack: Some(ack),
             topic: T::NAME,
             key: Key::new(record.key),
-            size: (record.key.len() + record.value.map_or(0, <[u8]>::len)) as u64,
+            // Kafka messages stay far below 4 GiB.
+            size: u32::try_from(record.key.len() + record.value.map_or(0, <[u8]>::len))
+                .unwrap_or(u32::MAX),
             counters: self.counters.clone(),
         }
     }
@@ -371,10 +373,11 @@ const MAX_KEPT_BUFFER: usize = 1 << 20;
 /// keys are, so a pending delivery holds no allocation of its own.
 enum Key {
     Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Vec<u8>),
+    Heap(Box<[u8]>),
 }
 
-const INLINE_KEY: usize = 32;
+/// 22 bytes and their length fill 24 with the variant's tag.
+const INLINE_KEY: usize = 22;
 
 impl Key {
     fn new(key: &[u8]) -> Self {
@@ -386,7 +389,7 @@ impl Key {
                 bytes,
             }
         } else {
-            Key::Heap(key.to_vec())
+            Key::Heap(key.into())
         }
     }
 
@@ -406,7 +409,7 @@ pub struct PendingDelivery {
     ack: Option<Ack>,
     topic: &'static str,
     key: Key,
-    size: u64,
+    size: u32,
     counters: Arc<Counters>,
 }
 
@@ -424,7 +427,9 @@ impl PendingDelivery {
         match result {
             Ok(delivery) => {
                 self.counters.messages.fetch_add(1, Ordering::Relaxed);
-                self.counters.bytes.fetch_add(self.size, Ordering::Relaxed);
+                self.counters
+                    .bytes
+                    .fetch_add(u64::from(self.size), Ordering::Relaxed);
                 Ok(delivery)
             }
             Err(source) => {
@@ -463,7 +468,7 @@ impl Drop for PendingDelivery {
         let rest = PendingDelivery {
             ack: None,
             topic: self.topic,
-            key: std::mem::replace(&mut self.key, Key::Heap(Vec::new())),
+            key: std::mem::replace(&mut self.key, Key::Heap(Box::default())),
             size: self.size,
             counters: self.counters.clone(),
         };
@@ -491,5 +496,11 @@ mod tests {
         for key in [&b""[..], &short, &edge, &long] {
             assert_eq!(Key::new(key).lossy().as_bytes(), key);
         }
+    }
+    #[test]
+    fn a_pending_delivery_stays_small() {
+        // Hundreds of thousands may be in flight; each is read again when it resolves.
+        assert!(std::mem::size_of::<PendingDelivery>() <= 80);
+        assert!(std::mem::size_of::<Ack>() <= 24);
     }
 }

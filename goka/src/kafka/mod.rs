@@ -107,29 +107,35 @@ pub struct Ack(AckState);
 #[derive(Debug)]
 enum AckState {
     Waiting(std::sync::Arc<AckCell>),
-    Ready(Option<Result<Delivery, KafkaError>>),
+    Ready(Option<Outcome>),
 }
+
+/// A delivery or why it failed, in 24 bytes: every message in flight keeps one or two, and
+/// the rare error is boxed rather than making all of them its size.
+type Outcome = Result<Delivery, Box<KafkaError>>;
 
 /// What an [`Ack`] and its sender share: one allocation per message, made and (normally)
 /// freed by the producing thread, so the delivery thread never frees memory it did not
 /// allocate. Written once and read with an atomic load: no lock per message.
 #[derive(Debug, Default)]
 pub(crate) struct AckCell {
-    result: std::sync::OnceLock<Result<Delivery, KafkaError>>,
+    result: std::sync::OnceLock<Outcome>,
     waker: futures::task::AtomicWaker,
 }
 
 impl AckCell {
     pub(crate) fn complete(&self, result: Result<Delivery, KafkaError>) {
         // The first answer counts: a late "unacknowledged" never replaces a delivery.
-        if self.result.set(result).is_ok() {
+        if self.result.set(result.map_err(Box::new)).is_ok() {
             self.waker.wake();
         }
     }
 
     /// The answer, once there is one (a copy: a delivery is two numbers).
     fn get(&self) -> Option<Result<Delivery, KafkaError>> {
-        self.result.get().cloned()
+        self.result
+            .get()
+            .map(|outcome| outcome.clone().map_err(|e| *e))
     }
 }
 
@@ -167,7 +173,7 @@ impl Ack {
 
     /// An acknowledgement known already.
     pub fn ready(result: Result<Delivery, KafkaError>) -> Self {
-        Ack(AckState::Ready(Some(result)))
+        Ack(AckState::Ready(Some(result.map_err(Box::new))))
     }
 }
 
@@ -191,9 +197,10 @@ impl std::future::Future for Ack {
                     None => Poll::Pending,
                 }
             }
-            AckState::Ready(result) => {
-                Poll::Ready(result.take().unwrap_or(Err(KafkaError::Unacknowledged)))
-            }
+            AckState::Ready(result) => Poll::Ready(match result.take() {
+                Some(outcome) => outcome.map_err(|e| *e),
+                None => Err(KafkaError::Unacknowledged),
+            }),
         }
     }
 }
