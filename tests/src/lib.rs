@@ -50,6 +50,25 @@ pub fn rdkafka_config(broker: &TestBroker) -> rdkafka::ClientConfig {
     config
 }
 
+/// Polls `done` every 50 ms until it holds; once `within` passed, fails the test with what
+/// `why` says (built only then, so it can show the state that was awaited). Integration tests
+/// wait this way for what processors and views do on other tasks.
+pub async fn eventually<W: std::fmt::Display>(
+    within: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+    why: impl Fn() -> W,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?}: {}",
+            why()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Reads `topic` (all `partitions`) from the beginning, waiting up to 30 s for `expected`
 /// messages. Returns them in arrival order.
 pub fn read_all(

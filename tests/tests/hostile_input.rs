@@ -103,14 +103,12 @@ async fn very_long_keys_are_processed_and_an_oversized_emit_stops_the_processor_
         let processor = processor.clone();
         async move { processor.run(CancellationToken::new()).await }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while processor.get(&long_key).unwrap() != Some(2) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the long key was not counted twice"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || processor.get(&long_key).unwrap() == Some(2),
+        || "the long key was not counted twice",
+    )
+    .await;
 
     // Its echo (10 x 200 KB) is over the producer's message size limit.
     emitter
@@ -143,15 +141,17 @@ async fn very_long_keys_are_processed_and_an_oversized_emit_stops_the_processor_
         move |cancel| async move { view.run(cancel).await }
     });
     view.recovered().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while view.get(&long_key).unwrap() != Some(2) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the changelog lost the long key's count: {:?}",
-            view.get(&long_key).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    goka_tests::eventually(
+        Duration::from_secs(30),
+        || view.get(&long_key).unwrap() == Some(2),
+        || {
+            format!(
+                "the changelog lost the long key's count: {:?}",
+                view.get(&long_key).unwrap()
+            )
+        },
+    )
+    .await;
     running.stop().await;
 }
 
@@ -199,14 +199,12 @@ async fn a_locked_table_directory_stops_run_naming_the_path() {
         let processor = processor.clone();
         move |cancel| async move { processor.run(cancel).await }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while processor.stats().messages_in < 10 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the processor did not count"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || processor.stats().messages_in >= 10,
+        || "the processor did not count",
+    )
+    .await;
     running.stop().await;
 }
 

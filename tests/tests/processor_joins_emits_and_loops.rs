@@ -109,15 +109,17 @@ async fn joins_emits_and_loopbacks_work_end_to_end() {
         move |cancel| async move { processor.run(cancel).await }
     });
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while processor.get(&TOTAL_KEY.to_string()).unwrap() != Some(sent.len() as i64) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the loop did not count every order: {:?}",
-            processor.get(&TOTAL_KEY.to_string())
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || processor.get(&TOTAL_KEY.to_string()).unwrap() == Some(sent.len() as i64),
+        || {
+            format!(
+                "the loop did not count every order: {:?}",
+                processor.get(&TOTAL_KEY.to_string())
+            )
+        },
+    )
+    .await;
 
     let shipments = read_all(&broker, Shipments::NAME, PARTITIONS as i32, sent.len());
     let mut got: Vec<(String, String)> = shipments

@@ -28,15 +28,8 @@ async fn write(broker: &TestBroker, rows: &[(&str, Option<&str>)]) {
     }
 }
 
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for(what: &str, check: impl FnMut() -> bool) {
+    goka_tests::eventually(Duration::from_secs(30), check, || what).await;
 }
 
 fn start(

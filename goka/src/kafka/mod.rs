@@ -447,3 +447,58 @@ pub enum KafkaError {
         timeout: Duration,
     },
 }
+
+#[cfg(test)]
+mod ack_tests {
+    use super::*;
+    use futures::FutureExt;
+
+    fn delivered(offset: i64) -> Result<Delivery, KafkaError> {
+        Ok(Delivery {
+            partition: 2,
+            offset,
+        })
+    }
+
+    #[test]
+    fn the_first_answer_counts_whenever_it_is_awaited() {
+        let (sender, ack) = Ack::channel();
+        sender.0.complete(delivered(7));
+        // The sender's drop answers "unacknowledged": too late to count.
+        drop(sender);
+        assert_eq!(
+            ack.now_or_never()
+                .expect("answered")
+                .expect("delivered")
+                .offset,
+            7
+        );
+
+        let (sender, ack) = Ack::channel();
+        drop(sender);
+        assert!(matches!(
+            ack.now_or_never(),
+            Some(Err(KafkaError::Unacknowledged))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_task_is_woken_by_the_answer_and_failures_keep_their_error() {
+        let (sender, ack) = Ack::channel();
+        let waiting = tokio::spawn(ack);
+        tokio::task::yield_now().await;
+        sender.send(delivered(9));
+        assert_eq!(waiting.await.expect("task").expect("delivered").offset, 9);
+
+        let (sender, ack) = Ack::channel();
+        let waiting = tokio::spawn(ack);
+        tokio::task::yield_now().await;
+        sender.send(Err(KafkaError::Produce {
+            topic: "t".into(),
+            partition: 1,
+            message: "too large".into(),
+        }));
+        let error = waiting.await.expect("task").expect_err("failed");
+        assert!(error.to_string().contains("too large"), "{error}");
+    }
+}
