@@ -207,7 +207,7 @@ impl MemoryIter<'_> {
             Bound::Unbounded => Bound::Unbounded,
         };
         let end = self.range.bounds().1;
-        // An empty or inverted range has nothing; BTreeMap::range would panic on it.
+        // An empty or inverted range has nothing; BTreeSet::range would panic on it.
         let empty = match (start, end) {
             (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
             _ => false,

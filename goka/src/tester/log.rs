@@ -135,15 +135,7 @@ mod tests {
         assert_eq!(log.end(), 3);
         assert!(log.get(3).is_none() && log.get(-1).is_none());
 
-        let mut message = ConsumedMessage {
-            topic: "t".into(),
-            partition: 0,
-            offset: 0,
-            key: Vec::new(),
-            value: None,
-            timestamp: None,
-            headers: Headers::new(),
-        };
+        let mut message = crate::tester::broker::empty_message();
         let expected = [
             (0, &b"alice"[..], Some(&b"1"[..]), 10, Headers::new()),
             (1, &b"bob"[..], None, 11, traced),
