@@ -6,6 +6,7 @@
 //! `rdkafka` crate and tokio); [`KafkaConfig`] carries the brokers and any librdkafka
 //! property the user sets.
 
+mod ack_ring;
 mod batch;
 mod config;
 #[cfg(feature = "rdkafka")]
@@ -107,6 +108,8 @@ pub struct Ack(AckState);
 #[derive(Debug)]
 enum AckState {
     Waiting(std::sync::Arc<AckCell>),
+    /// A slot of a producer's [`AckRing`](ack_ring::AckRing), by sequence number.
+    Slot(std::sync::Arc<ack_ring::AckRing>, u64),
     Ready(Option<Outcome>),
 }
 
@@ -171,6 +174,11 @@ impl Ack {
         (cell.clone(), Ack(AckState::Waiting(cell)))
     }
 
+    /// An acknowledgement answered through slot `seq` of `ring`.
+    pub(crate) fn slot(ring: std::sync::Arc<ack_ring::AckRing>, seq: u64) -> Self {
+        Ack(AckState::Slot(ring, seq))
+    }
+
     /// An acknowledgement known already.
     pub fn ready(result: Result<Delivery, KafkaError>) -> Self {
         Ack(AckState::Ready(Some(result.map_err(Box::new))))
@@ -197,10 +205,27 @@ impl std::future::Future for Ack {
                     None => Poll::Pending,
                 }
             }
+            AckState::Slot(ring, seq) => {
+                let polled = ring.poll(*seq, cx);
+                if polled.is_ready() {
+                    // Read: nothing to give back when dropped.
+                    self.0 = AckState::Ready(None);
+                }
+                polled
+            }
             AckState::Ready(result) => Poll::Ready(match result.take() {
                 Some(outcome) => outcome.map_err(|e| *e),
                 None => Err(KafkaError::Unacknowledged),
             }),
+        }
+    }
+}
+
+/// An acknowledgement dropped unawaited gives its slot back once the answer comes.
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let AckState::Slot(ring, seq) = &self.0 {
+            ring.abandon(*seq);
         }
     }
 }

@@ -18,7 +18,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::{ClientConfig, Message};
 
-use super::{Ack, AckCell, Delivery, Headers, KafkaError, OutgoingRecord, Producer, SendError};
+use super::ack_ring::AckRing;
+use super::{Ack, Delivery, Headers, KafkaError, OutgoingRecord, Producer, SendError};
 
 /// Messages in flight from which the sending thread serves delivery reports itself.
 const SENDER_SERVES_FROM: usize = 1_000;
@@ -30,6 +31,8 @@ const SENDER_GRACE: Duration = Duration::from_millis(1);
 /// What the sender, the reporting thread and the delivery callback share.
 #[derive(Debug, Default)]
 struct Shared {
+    /// The acknowledgements of messages sent; a message's delivery opaque is its slot.
+    acks: Arc<AckRing>,
     /// Messages sent and not reported yet.
     in_flight: AtomicUsize,
     /// Bumped whenever the sender served reports.
@@ -43,21 +46,24 @@ struct AckContext(Arc<Shared>);
 impl rdkafka::ClientContext for AckContext {}
 
 impl ProducerContext for AckContext {
-    type DeliveryOpaque = Arc<AckCell>;
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<AckCell>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        ack.complete(match result {
-            Ok(message) => Ok(Delivery {
-                partition: message.partition(),
-                offset: message.offset(),
-            }),
-            Err((error, message)) => Err(KafkaError::Produce {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                message: error.to_string(),
-            }),
-        });
+        self.0.acks.complete(
+            seq as u64,
+            match result {
+                Ok(message) => Ok(Delivery {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                }),
+                Err((error, message)) => Err(KafkaError::Produce {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    message: error.to_string(),
+                }),
+            },
+        );
     }
 }
 
@@ -121,8 +127,10 @@ fn serve_reports(producer: &BaseProducer<AckContext>, shared: &Shared) {
 
 impl Producer for RdProducer {
     fn try_send(&self, record: &OutgoingRecord<'_>) -> Result<Ack, SendError> {
-        let (cell, ack) = Ack::shared();
-        let mut rd = BaseRecord::with_opaque_to(record.topic, cell)
+        let seq = self.shared.acks.register();
+        let ack = Ack::slot(self.shared.acks.clone(), seq);
+        // Sequence numbers are 64-bit; so is usize where librdkafka runs.
+        let mut rd = BaseRecord::with_opaque_to(record.topic, seq as usize)
             .partition(record.partition)
             .key(record.key);
         if let Some(value) = record.value {
@@ -136,6 +144,11 @@ impl Producer for RdProducer {
         let sent = self.inner.send(rd);
         if sent.is_err() {
             self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            // Not queued: no answer will come, so the slot is answered here and freed when
+            // the acknowledgement is dropped below.
+            self.shared
+                .acks
+                .complete(seq, Err(KafkaError::Unacknowledged));
         }
         match sent {
             Ok(()) => {
