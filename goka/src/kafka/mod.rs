@@ -117,17 +117,17 @@ enum AckState {
 /// the rare error is boxed rather than making all of them its size.
 type Outcome = Result<Delivery, Box<KafkaError>>;
 
-/// What an [`Ack`] and its sender share: one allocation per message, made and (normally)
-/// freed by the producing thread, so the delivery thread never frees memory it did not
-/// allocate. Written once and read with an atomic load: no lock per message.
+/// What an [`Ack`] and its [`AckSender`] share (clients that answer through a callback of
+/// their own; the librdkafka producer uses its ring of slots instead). Written once and read
+/// with an atomic load.
 #[derive(Debug, Default)]
-pub(crate) struct AckCell {
+struct AckCell {
     result: std::sync::OnceLock<Outcome>,
     waker: futures::task::AtomicWaker,
 }
 
 impl AckCell {
-    pub(crate) fn complete(&self, result: Result<Delivery, KafkaError>) {
+    fn complete(&self, result: Result<Delivery, KafkaError>) {
         // The first answer counts: a late "unacknowledged" never replaces a delivery.
         if self.result.set(result.map_err(Box::new)).is_ok() {
             self.waker.wake();
@@ -163,15 +163,8 @@ impl Drop for AckSender {
 impl Ack {
     /// An acknowledgement completed later through its [`AckSender`].
     pub fn channel() -> (AckSender, Ack) {
-        let (cell, ack) = Self::shared();
-        (AckSender(cell), ack)
-    }
-
-    /// An acknowledgement and the cell a client completes it through with
-    /// [`AckCell::complete`].
-    pub(crate) fn shared() -> (std::sync::Arc<AckCell>, Ack) {
         let cell = std::sync::Arc::new(AckCell::default());
-        (cell.clone(), Ack(AckState::Waiting(cell)))
+        (AckSender(cell.clone()), Ack(AckState::Waiting(cell)))
     }
 
     /// An acknowledgement answered through slot `seq` of `ring`.

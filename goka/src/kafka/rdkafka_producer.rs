@@ -67,8 +67,8 @@ impl ProducerContext for AckContext {
     }
 }
 
-/// A librdkafka producer whose acknowledgements are [`Ack`]s: one allocation per message,
-/// no future.
+/// A librdkafka producer whose acknowledgements are [`Ack`]s answered through the slots of
+/// its ring: no allocation and no future per message.
 pub(super) struct RdProducer {
     inner: Arc<BaseProducer<AckContext>>,
     shared: Arc<Shared>,

@@ -33,7 +33,7 @@ pub(crate) struct Policies {
 }
 
 /// Handles `message` with `group`'s handler against `resources`; what it produces replaces
-/// the contents of `outgoing`.
+/// the contents of `outgoing`, which is empty unless the outcome is [`Handled::Produced`].
 pub(crate) async fn handle<P: Group>(
     group: &P,
     resources: &PartitionResources,
@@ -70,6 +70,8 @@ pub(crate) async fn handle<P: Group>(
         Ok(Ok(())) => Ok(Handled::Produced),
         Ok(Err(e)) if e.is_decode() && skip => {
             tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose value does not decode");
+            // Whatever the handler produced before it failed is not sent.
+            outgoing.clear();
             Ok(Handled::Undecodable)
         }
         Ok(Err(e)) => Err(callback_error::<P>(message, e.to_string())),

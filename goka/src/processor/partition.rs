@@ -199,13 +199,8 @@ impl<P: Group> PartitionTask<P> {
         let started = std::time::Instant::now();
         let handled = handle(&*self.group, resources, &message, policies, outgoing).await;
         shared.stats.callback_latency.record(started.elapsed());
-        match handled? {
-            Handled::Produced => {}
-            Handled::Ignored => outgoing.clear(),
-            Handled::Undecodable => {
-                shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                outgoing.clear();
-            }
+        if let Handled::Undecodable = handled? {
+            shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
         }
         self.send(
             message.topic,

@@ -13,7 +13,7 @@ use crate::context::{Outgoing, PartitionResources};
 use crate::graph::GroupGraph;
 use crate::kafka::ConsumedMessage;
 use crate::partitioner::Partitioner;
-use crate::processor::handle::{handle, Handled, Policies};
+use crate::processor::handle::{handle, Policies};
 use crate::processor::{prepare_topics, Group, ProcessorError};
 use crate::storage::{Storage, StorageError};
 use crate::topic_manager::TopicManagerConfig;
@@ -135,10 +135,8 @@ impl<P: Group> Driven for Tested<P> {
                     message: "the partition does not exist: is the topic co-partitioned?".into(),
                 });
             };
-            match handle(&self.group, resources, message, self.policies, outgoing).await? {
-                Handled::Produced => {}
-                Handled::Ignored | Handled::Undecodable => outgoing.clear(),
-            }
+            // Ignored and skipped messages leave `outgoing` empty.
+            handle(&self.group, resources, message, self.policies, outgoing).await?;
             Ok(())
         }
         .boxed()
