@@ -1,11 +1,19 @@
 //! The producer on librdkafka: each message's [`Ack`] is completed from librdkafka's delivery
 //! report, on whichever thread serves the reports.
 //!
-//! A thread of its own serves them while few messages are in flight, so a lone message is
-//! acknowledged the moment the broker answers. Under load the sending thread serves them
-//! between its sends instead: librdkafka frees each message on the thread that serves its
-//! report, and frees on the thread that allocated are cheap, while a second thread freeing
-//! the sender's memory and writing its acknowledgements cost more than the sending itself.
+//! The sending thread serves them after each send, as a bare rdkafka loop does: librdkafka
+//! frees each message on the thread that serves its report, and frees on the thread that
+//! allocated are cheap, while a second thread freeing the sender's memory and writing its
+//! acknowledgements costs more than the sending itself. A thread of its own serves them once
+//! the sender has been quiet for a turn ([`TURN`]), so the last messages of a burst and a
+//! lone message are acknowledged soon after the broker answers.
+//!
+//! The reporting thread never waits inside librdkafka's poll: rdkafka's poll loops until its
+//! deadline and spends the last millisecond of every wait spinning (it passes the remaining
+//! time to librdkafka in whole milliseconds), which kept an idle producer at a tenth of a
+//! core, and a thread inside a wait keeps serving while the sender has resumed. It serves
+//! what is ready without waiting, once a turn while messages are in flight, and sleeps while
+//! nothing is in flight until the next send wakes it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,12 +29,14 @@ use rdkafka::{ClientConfig, Message};
 use super::ack_ring::AckRing;
 use super::{Ack, Delivery, Headers, KafkaError, OutgoingRecord, Producer, SendError};
 
-/// Messages in flight from which the sending thread serves delivery reports itself.
-const SENDER_SERVES_FROM: usize = 1_000;
-/// How long the reporting thread waits for a report at once (and checks whether to stop).
-const REPORT_WAIT: Duration = Duration::from_millis(10);
-/// How long the reporting thread stays out of the way after the sender served reports.
-const SENDER_GRACE: Duration = Duration::from_millis(1);
+/// How often the reporting thread looks for reports while messages are in flight: at most
+/// this late is a report acknowledged once the sender went quiet.
+const TURN: Duration = Duration::from_millis(1);
+/// How long the reporting thread sleeps at once while nothing is in flight (a send or the
+/// producer's drop wakes it sooner); it serves errors reported meanwhile then.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Events served in one go at most, so a thread that serves cannot be kept at it forever.
+const SERVE_AT_ONCE: usize = 1_000;
 
 /// What the sender, the reporting thread and the delivery callback share.
 #[derive(Debug, Default)]
@@ -38,6 +48,16 @@ struct Shared {
     /// Bumped whenever the sender served reports.
     sender_polls: AtomicU64,
     stop: AtomicBool,
+    /// The reporting thread, to wake when the first message goes out or the producer drops.
+    reporter: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Shared {
+    fn wake_reporter(&self) {
+        if let Some(reporter) = self.reporter.get() {
+            reporter.unpark();
+        }
+    }
 }
 
 /// Completes each message's [`Ack`] from librdkafka's delivery report.
@@ -97,31 +117,57 @@ impl RdProducer {
             .map_err(|e| KafkaError::Config(format!("cannot start the producer thread: {e}")))?;
         Ok(Self { inner, shared })
     }
+
+    /// Serves the reports that are ready, on the sending thread, and keeps the reporting
+    /// thread out of the way meanwhile.
+    fn serve_reports(&self) {
+        self.shared.sender_polls.fetch_add(1, Ordering::Relaxed);
+        self.inner.poll(Duration::ZERO);
+    }
 }
 
 impl Drop for RdProducer {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake_reporter();
     }
 }
 
-/// The reporting thread: serves delivery reports unless the sender has been serving them
-/// within the last [`SENDER_GRACE`]. Ends (dropping its handle of the producer) once the
-/// producer was dropped and nothing is in flight any more.
+/// The reporting thread: serves delivery reports unless the sender served them within the
+/// last turn. Ends (dropping its handle of the producer) once the producer was dropped and
+/// nothing is in flight any more.
 fn serve_reports(producer: &BaseProducer<AckContext>, shared: &Shared) {
+    // Set before the first look at `in_flight`: a send after it finds the thread to wake.
+    let _ = shared.reporter.set(std::thread::current());
     let mut seen = shared.sender_polls.load(Ordering::Relaxed);
     loop {
-        if shared.stop.load(Ordering::Acquire) && shared.in_flight.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let now = shared.sender_polls.load(Ordering::Relaxed);
-        if now != seen {
-            seen = now;
-            std::thread::sleep(SENDER_GRACE);
+        if shared.in_flight.load(Ordering::Relaxed) == 0 {
+            if shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            serve_ready(producer, shared);
+            // A send between the check and here leaves the wake-up pending: no sleep then.
+            std::thread::park_timeout(IDLE_WAIT);
             continue;
         }
-        producer.poll(REPORT_WAIT);
-        seen = shared.sender_polls.load(Ordering::Relaxed);
+        let now = shared.sender_polls.load(Ordering::Relaxed);
+        if now == seen {
+            serve_ready(producer, shared);
+        }
+        seen = now;
+        std::thread::sleep(TURN);
+    }
+}
+
+/// Serves the reports that are ready, without waiting for more.
+fn serve_ready(producer: &BaseProducer<AckContext>, shared: &Shared) {
+    for _ in 0..SERVE_AT_ONCE {
+        let before = shared.in_flight.load(Ordering::Relaxed);
+        // A zero timeout serves at most one event (a batch of reports).
+        producer.poll(Duration::ZERO);
+        if shared.in_flight.load(Ordering::Relaxed) == before {
+            return;
+        }
     }
 }
 
@@ -140,7 +186,10 @@ impl Producer for RdProducer {
             rd = rd.headers(owned_headers(headers));
         }
         // Counted before it is queued: its report may come before `send` returns.
-        let in_flight = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.shared.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            // The reporting thread sleeps while nothing is in flight.
+            self.shared.wake_reporter();
+        }
         let sent = self.inner.send(rd);
         if sent.is_err() {
             self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -152,16 +201,12 @@ impl Producer for RdProducer {
         }
         match sent {
             Ok(()) => {
-                if in_flight >= SENDER_SERVES_FROM {
-                    self.shared.sender_polls.fetch_add(1, Ordering::Relaxed);
-                    self.inner.poll(Duration::ZERO);
-                }
+                self.serve_reports();
                 Ok(ack)
             }
             Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 // Reports free room: serve them rather than wait for the reporting thread.
-                self.shared.sender_polls.fetch_add(1, Ordering::Relaxed);
-                self.inner.poll(Duration::ZERO);
+                self.serve_reports();
                 Err(SendError::Full)
             }
             Err((e, _)) => Err(SendError::Failed(KafkaError::Produce {
