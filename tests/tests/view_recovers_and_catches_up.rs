@@ -1,10 +1,14 @@
 //! A view recovers a table written by someone else (tombstones, several versions of a key),
 //! catches up with new writes, resumes from its stored offset after a restart, and keeps
-//! serving while its connection is cut.
+//! serving while its connection is cut; an update callback decides how each message is
+//! applied and sees its headers.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use goka::codec::StringCodec;
+use goka::emitter::Emitter;
+use goka::kafka::Headers;
 use goka::storage::RocksDbBuilder;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::{DecodeErrorPolicy, View, ViewError, ViewState};
@@ -231,6 +235,75 @@ async fn undecodable_values_stop_the_view_or_are_skipped_and_counted() {
     assert_eq!(view.get(&"b".into()).unwrap(), None);
     assert_eq!(view.get(&"c".into()).unwrap(), Some(3));
     assert_eq!(view.stats().partitions[0].decode_errors, 1);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+goka::stream!(ProfileWrites = "profiles": String as StringCodec);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_callback_applies_each_message_and_sees_its_headers() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    TopicManager::new(&*client, TopicManagerConfig::default())
+        .unwrap()
+        .ensure_table("profiles", PARTITIONS)
+        .await
+        .unwrap();
+    // Written as a stream only to put headers on the table's messages.
+    let writer = Emitter::<ProfileWrites>::new(&*client).await.unwrap();
+    let mut origin = Headers::new();
+    origin.insert("origin", "import");
+    for (key, value) in [("alice", "a1"), ("bob", "b1"), ("alice", "a2")] {
+        writer
+            .emit_with_headers(&key.into(), &value.into(), &origin)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    writer
+        .emit_sync(&"carol".into(), &"c1".into())
+        .await
+        .unwrap();
+
+    // The callback keeps only rows whose message came with an origin, upper-cased.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let view = View::<Profiles>::builder(client.clone())
+        .update_callback({
+            let seen = seen.clone();
+            move |storage, message| {
+                let origin = message.headers.get("origin").map(<[u8]>::to_vec);
+                let key = String::from_utf8_lossy(&message.key).into_owned();
+                seen.lock().unwrap().push((key, origin.clone()));
+                match (&message.value, origin) {
+                    (Some(value), Some(_)) => {
+                        storage.set(&message.key, &value.to_ascii_uppercase())
+                    }
+                    _ => Ok(()),
+                }
+            }
+        })
+        .build::<Profiles>()
+        .await
+        .unwrap();
+    let (cancel, task) = start(&view);
+    assert_eq!(view.recovered().await, ViewState::Running);
+    assert_eq!(view.get(&"alice".into()).unwrap(), Some("A2".into()));
+    assert_eq!(view.get(&"bob".into()).unwrap(), Some("B1".into()));
+    assert_eq!(view.get(&"carol".into()).unwrap(), None);
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    let import = Some(b"import".to_vec());
+    assert_eq!(
+        seen,
+        [
+            ("alice".to_owned(), import.clone()),
+            ("alice".to_owned(), import.clone()),
+            ("bob".to_owned(), import),
+            ("carol".to_owned(), None),
+        ]
+    );
     cancel.cancel();
     task.await.unwrap().unwrap();
 }

@@ -15,8 +15,8 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use super::rdkafka_producer::RdProducer;
 use super::{
-    Admin, Client, ConsumedBatch, ConsumedMessage, KafkaConfig, KafkaError, PartitionConsumer,
-    Producer, StartOffset, TopicSpec,
+    Admin, Client, ConsumedBatch, ConsumedMessage, HeaderUse, KafkaConfig, KafkaError,
+    PartitionConsumer, Producer, StartOffset, TopicSpec,
 };
 
 /// How long metadata and admin requests may take.
@@ -103,6 +103,7 @@ impl Client for RdKafkaClient {
         &self,
         topic: &str,
         partitions: &[(i32, StartOffset)],
+        headers: HeaderUse,
     ) -> Result<Box<dyn PartitionConsumer>, KafkaError> {
         let consume_error = |message: String| KafkaError::Consume {
             topic: topic.to_owned(),
@@ -134,6 +135,7 @@ impl Client for RdKafkaClient {
         Ok(Box::new(RdPartitionConsumer::start(
             consumer,
             topic.into(),
+            headers,
         )?))
     }
 
@@ -322,13 +324,17 @@ struct RdPartitionConsumer {
 }
 
 impl RdPartitionConsumer {
-    fn start(consumer: BaseConsumer, topic: Arc<str>) -> Result<Self, KafkaError> {
+    fn start(
+        consumer: BaseConsumer,
+        topic: Arc<str>,
+        headers: HeaderUse,
+    ) -> Result<Self, KafkaError> {
         let (sender, batches) = tokio::sync::mpsc::channel(EVENT_BATCHES);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread_stop = stop.clone();
         std::thread::Builder::new()
             .name(format!("goka-read-{topic}"))
-            .spawn(move || poll_loop(consumer, topic, sender, thread_stop))
+            .spawn(move || poll_loop(consumer, topic, headers, sender, thread_stop))
             .map_err(|e| KafkaError::Config(format!("cannot start a consumer thread: {e}")))?;
         Ok(Self { batches, stop })
     }
@@ -343,6 +349,7 @@ impl Drop for RdPartitionConsumer {
 fn poll_loop(
     consumer: BaseConsumer,
     topic: Arc<str>,
+    headers: HeaderUse,
     sender: tokio::sync::mpsc::Sender<Result<ConsumedBatch, KafkaError>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -358,7 +365,7 @@ fn poll_loop(
         let mut fatal = None;
         let hand_over = match consumer.poll(timeout) {
             Some(Ok(message)) => {
-                push_borrowed(&mut batch, &message);
+                push_borrowed(&mut batch, &message, headers);
                 batch.len() >= EVENT_BATCH
             }
             Some(Err(RdError::PartitionEOF(partition))) => {
@@ -449,9 +456,12 @@ pub(super) fn is_fatal(error: &RdError) -> bool {
     )
 }
 
-/// Copies a message of librdkafka's into a batch.
-fn push_borrowed(batch: &mut ConsumedBatch, message: &BorrowedMessage<'_>) {
-    let headers = message.headers();
+/// Copies a message of librdkafka's into a batch, with its headers if asked to.
+fn push_borrowed(batch: &mut ConsumedBatch, message: &BorrowedMessage<'_>, headers: HeaderUse) {
+    let headers = match headers {
+        HeaderUse::Read => message.headers(),
+        HeaderUse::Skip => None,
+    };
     batch.push_message(
         message.partition(),
         message.offset(),

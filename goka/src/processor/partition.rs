@@ -18,7 +18,8 @@ use super::pending::{Done, Pending};
 use super::{ProcessorError, Shared};
 use crate::context::{Outgoing, PartitionResources};
 use crate::kafka::{
-    BatchEvent, ConsumedBatch, ConsumedMessage, OutgoingRecord, PartitionConsumer, StartOffset,
+    BatchEvent, ConsumedBatch, ConsumedMessage, HeaderUse, OutgoingRecord, PartitionConsumer,
+    StartOffset,
 };
 use crate::storage::{Storage, WriteBatch};
 
@@ -385,7 +386,8 @@ async fn recover(
     );
     let mut consumer = shared
         .client
-        .consume(topic, &[(partition, start)])
+        // Table rows keep no headers.
+        .consume(topic, &[(partition, start)], HeaderUse::Skip)
         .map_err(kafka_error)?;
     storage.begin_recovery().map_err(storage_error)?;
     let mut batch = WriteBatch::with_capacity(RECOVERY_BATCH);

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 
 use super::log::{Log, Logged};
 use crate::kafka::{
-    Ack, Admin, Client, ConsumedBatch, ConsumedMessage, Delivery, GroupConsumer, Headers,
-    KafkaError, OutgoingRecord, PartitionConsumer, Producer, RebalanceListener, SendError,
+    Ack, Admin, Client, ConsumedBatch, ConsumedMessage, Delivery, GroupConsumer, HeaderUse,
+    Headers, KafkaError, OutgoingRecord, PartitionConsumer, Producer, RebalanceListener, SendError,
     StartOffset, TopicSpec,
 };
 use crate::storage::{MemoryStorage, Storage, WriteBatch};
@@ -314,10 +314,12 @@ impl Client for BrokerClient {
         &self,
         topic: &str,
         partitions: &[(i32, StartOffset)],
+        headers: HeaderUse,
     ) -> Result<Box<dyn PartitionConsumer>, KafkaError> {
         Ok(Box::new(BrokerConsumer {
             broker: self.0.clone(),
             topic: Arc::from(topic),
+            headers,
             positions: partitions
                 .iter()
                 .map(|&(partition, start)| {
@@ -412,6 +414,7 @@ impl Admin for BrokerClient {
 struct BrokerConsumer {
     broker: Arc<Broker>,
     topic: Arc<str>,
+    headers: HeaderUse,
     /// Partition, next offset, whether the end was reported since the last message.
     positions: Vec<(i32, i64, bool)>,
     appended: watch::Receiver<u64>,
@@ -426,6 +429,7 @@ impl PartitionConsumer for BrokerConsumer {
             loop {
                 self.appended.borrow_and_update();
                 let mut batch = ConsumedBatch::new(self.topic.clone(), 0, 0);
+                let with_headers = self.headers == HeaderUse::Read;
                 for (partition, next, at_end) in &mut self.positions {
                     let room = CONSUMER_BATCH.saturating_sub(batch.len());
                     let read =
@@ -437,7 +441,7 @@ impl PartitionConsumer for BrokerConsumer {
                                     Some(m.timestamp),
                                     m.key,
                                     m.value,
-                                    m.headers.iter(),
+                                    m.headers.iter().filter(|_| with_headers),
                                 );
                             });
                     if read > 0 {

@@ -7,7 +7,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{DecodeErrorPolicy, ViewError, ViewInner, ViewState, RECOVERY_BATCH};
-use crate::kafka::{BatchEvent, MessageRef, PartitionConsumer, StartOffset};
+use crate::kafka::{BatchEvent, HeaderUse, MessageRef, PartitionConsumer, StartOffset};
 use crate::storage::{StorageError, WriteBatch};
 
 /// The loop of [`View::run`]: one consumer for all partitions, one write batch per partition.
@@ -48,9 +48,18 @@ impl<'a> Runner<'a> {
             p.set_state(ViewState::Recovering);
         }
         self.inner.state.send_replace(ViewState::Recovering);
+        // Rows keep no headers: only an update callback might look at them.
+        let headers = if self.inner.update.is_some() {
+            HeaderUse::Read
+        } else {
+            HeaderUse::Skip
+        };
         // The consumer starts fetching while the watermarks (for stats) are asked for.
-        let mut consumer: Box<dyn PartitionConsumer> =
-            self.inner.client.consume(topic, &starts).map_err(kafka)?;
+        let mut consumer: Box<dyn PartitionConsumer> = self
+            .inner
+            .client
+            .consume(topic, &starts, headers)
+            .map_err(kafka)?;
         self.refresh_watermarks().await;
 
         loop {
