@@ -17,7 +17,7 @@ use goka::emitter::Emitter;
 use goka::storage::RocksDbBuilder;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::{View, ViewState};
-use goka_tests::bench::{send_to_goka_partition, verdict};
+use goka_tests::bench::{cpu_time, send_to_goka_partition, verdict};
 use goka_tests::{client, rdkafka_config, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, Producer};
@@ -64,7 +64,10 @@ async fn run(records: usize, rounds: usize) {
         .await
         .expect("stream topic");
     println!("kafka-layer bench: {records} records, 10-byte keys, 100-byte values, {PARTITIONS} partitions");
-    println!("{:<44} {:>12} {:>9}", "", "records/s", "seconds");
+    println!(
+        "{:<44} {:>12} {:>9} {:>14} {:>14}",
+        "", "records/s", "seconds", "CPU us/record", "broker CPU us"
+    );
 
     // Each side runs `rounds` times, alternating, and the medians are compared: the test
     // broker shares the two cores, and single runs vary by a fifth.
@@ -78,7 +81,7 @@ async fn run(records: usize, rounds: usize) {
             "bench-bare-more"
         };
         bare_producer.push(bare_produce(&broker, topic, records));
-        emitter.push(emitter_produce(&client, records).await);
+        emitter.push(emitter_produce(&client, broker.pid(), records).await);
     }
     let (bare_producer, emitter) = (median(bare_producer), median(emitter));
     report("bare rdkafka producer", records, bare_producer);
@@ -94,7 +97,7 @@ async fn run(records: usize, rounds: usize) {
     let mut view = Vec::new();
     for _ in 0..rounds {
         bare.push(bare_consume(&broker, records));
-        view.push(view_recover(client.clone(), records).await);
+        view.push(view_recover(client.clone(), broker.pid(), records).await);
     }
     let (bare, view) = (median(bare), median(view));
     report("bare rdkafka consumer (to the end)", records, bare);
@@ -105,7 +108,7 @@ async fn run(records: usize, rounds: usize) {
         ratio(bare, view),
         verdict(ratio(bare, view), 0.7)
     );
-    let per_s = |d: Duration| records as f64 / d.as_secs_f64();
+    let per_s = |s: Sample| records as f64 / s.wall.as_secs_f64();
     goka_tests::bench_json(
         "kafka_layer",
         &[
@@ -120,40 +123,82 @@ async fn run(records: usize, rounds: usize) {
     );
 }
 
-fn ratio(bare: Duration, ours: Duration) -> f64 {
-    bare.as_secs_f64() / ours.as_secs_f64()
+/// One run of one side: its wall time and the CPU time this process and the broker used.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+    broker_cpu: Duration,
 }
 
-fn report(name: &str, records: usize, elapsed: Duration) {
-    let secs = elapsed.as_secs_f64();
-    println!("{name:<44} {:>12.0} {secs:>9.2}", records as f64 / secs);
+/// Where a run started.
+struct Clock {
+    broker: u32,
+    wall: Instant,
+    cpu: Duration,
+    broker_cpu: Duration,
 }
 
-fn median(mut runs: Vec<Duration>) -> Duration {
-    runs.sort();
+impl Clock {
+    fn start(broker: u32) -> Self {
+        Self {
+            broker,
+            wall: Instant::now(),
+            cpu: cpu_time(None),
+            broker_cpu: cpu_time(Some(broker)),
+        }
+    }
+
+    fn stop(&self) -> Sample {
+        Sample {
+            wall: self.wall.elapsed(),
+            cpu: cpu_time(None).saturating_sub(self.cpu),
+            broker_cpu: cpu_time(Some(self.broker)).saturating_sub(self.broker_cpu),
+        }
+    }
+}
+
+fn ratio(bare: Sample, ours: Sample) -> f64 {
+    bare.wall.as_secs_f64() / ours.wall.as_secs_f64()
+}
+
+fn report(name: &str, records: usize, sample: Sample) {
+    let secs = sample.wall.as_secs_f64();
+    let us_per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
+    println!(
+        "{name:<44} {:>12.0} {secs:>9.2} {:>14.2} {:>14.2}",
+        records as f64 / secs,
+        us_per_record(sample.cpu),
+        us_per_record(sample.broker_cpu),
+    );
+}
+
+/// The run of median wall time.
+fn median(mut runs: Vec<Sample>) -> Sample {
+    runs.sort_by_key(|s| s.wall);
     runs[runs.len() / 2]
 }
 
-fn bare_produce(broker: &TestBroker, topic: &str, records: usize) -> Duration {
+fn bare_produce(broker: &TestBroker, topic: &str, records: usize) -> Sample {
     let producer: BaseProducer = rdkafka_config(broker)
         .set("enable.idempotence", "false")
         .create()
         .expect("bare producer");
-    let start = Instant::now();
+    let clock = Clock::start(broker.pid());
     for i in 0..records {
         send_to_goka_partition(&producer, topic, PARTITIONS, &key(i), &value(i));
     }
     producer
         .flush(Duration::from_secs(120))
         .expect("bare flush");
-    start.elapsed()
+    clock.stop()
 }
 
-async fn emitter_produce(client: &goka_tests::TestClient, records: usize) -> Duration {
+async fn emitter_produce(client: &goka_tests::TestClient, broker: u32, records: usize) -> Sample {
     let emitter = Emitter::<EmitterStream>::new(&**client)
         .await
         .expect("emitter");
-    let start = Instant::now();
+    let clock = Clock::start(broker);
     let mut pending = VecDeque::new();
     for i in 0..records {
         let k = String::from_utf8(key(i)).expect("ascii key");
@@ -167,12 +212,12 @@ async fn emitter_produce(client: &goka_tests::TestClient, records: usize) -> Dur
     for delivery in pending {
         delivery.await.expect("delivery");
     }
-    let elapsed = start.elapsed();
+    let sample = clock.stop();
     assert_eq!(emitter.stats().messages, records as u64);
-    elapsed
+    sample
 }
 
-fn bare_consume(broker: &TestBroker, records: usize) -> Duration {
+fn bare_consume(broker: &TestBroker, records: usize) -> Sample {
     let consumer: BaseConsumer = rdkafka_config(broker)
         .set("group.id", "bench-bare-reader")
         .set("enable.auto.commit", "false")
@@ -184,7 +229,7 @@ fn bare_consume(broker: &TestBroker, records: usize) -> Duration {
             .add_partition_offset("bench-bare", p, rdkafka::Offset::Beginning)
             .expect("assignment");
     }
-    let start = Instant::now();
+    let clock = Clock::start(broker.pid());
     consumer.assign(&assignment).expect("assign");
     let mut seen = 0;
     while seen < records {
@@ -194,10 +239,10 @@ fn bare_consume(broker: &TestBroker, records: usize) -> Duration {
             None => {}
         }
     }
-    start.elapsed()
+    clock.stop()
 }
 
-async fn view_recover(client: goka_tests::TestClient, records: usize) -> Duration {
+async fn view_recover(client: goka_tests::TestClient, broker: u32, records: usize) -> Sample {
     let dir = tempfile::tempdir().expect("temp dir");
     let view = View::<BenchTable>::builder(client)
         // As the README advises for a table cache: the changelog is the source of truth.
@@ -206,7 +251,7 @@ async fn view_recover(client: goka_tests::TestClient, records: usize) -> Duratio
         .await
         .expect("view");
     let cancel = CancellationToken::new();
-    let start = Instant::now();
+    let clock = Clock::start(broker);
     let task = tokio::spawn({
         let (view, cancel) = (view.clone(), cancel.clone());
         async move { view.run(cancel).await }
@@ -216,10 +261,10 @@ async fn view_recover(client: goka_tests::TestClient, records: usize) -> Duratio
         ViewState::Running,
         "the view recovered"
     );
-    let elapsed = start.elapsed();
+    let sample = clock.stop();
     let applied: u64 = view.stats().partitions.iter().map(|p| p.messages).sum();
     assert_eq!(applied, records as u64, "every record was applied");
     cancel.cancel();
     task.await.expect("view task").expect("view run");
-    elapsed
+    sample
 }

@@ -114,6 +114,31 @@ pub fn rss_bytes() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
+/// CPU time (user and system, all threads) process `pid` used so far, from
+/// `/proc/<pid>/stat`; `None` for this process. Benches print it beside wall time: on a
+/// shared machine a side's CPU per message varies far less than its rate.
+pub fn cpu_time(pid: Option<u32>) -> Duration {
+    let path = pid.map_or("/proc/self/stat".to_owned(), |pid| {
+        format!("/proc/{pid}/stat")
+    });
+    let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .unwrap_or_else(|| panic!("{path}: too few fields"))
+        .iter()
+        .map(|t| {
+            t.parse::<u64>()
+                .unwrap_or_else(|e| panic!("{path}: {t}: {e}"))
+        })
+        .sum();
+    // Linux reports them in clock ticks of 1/100 s (USER_HZ) on every common architecture.
+    Duration::from_millis(ticks * 10)
+}
+
 /// Samples [`rss_bytes`] every 50 ms on a thread of its own until stopped.
 #[derive(Debug)]
 pub struct RssSampler {

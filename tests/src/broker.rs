@@ -94,6 +94,11 @@ impl TestBroker {
         self.proxy.as_ref()
     }
 
+    /// The broker's process id (benches read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the broker printed so far (for failure messages).
     pub fn output(&self) -> String {
         read_log(&self.log)
