@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use crate::codec::{Codec, CodecError};
 use crate::kafka::{
-    Ack, Client, Delivery, Headers, KafkaError, OutgoingRecord, Producer, SendError,
+    Ack, Client, Delivery, Detached, Headers, KafkaError, OutgoingRecord, Producer, SendError,
+    Sent, Settle,
 };
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::topic::Stream;
@@ -76,12 +77,65 @@ pub struct EmitterStats {
     pub pending: u64,
 }
 
-#[derive(Debug, Default)]
+/// The counters of an emitter and its clones; they also settle the deliveries nobody awaits.
+#[derive(Debug)]
 struct Counters {
+    topic: &'static str,
     messages: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
     pending: AtomicU64,
+}
+
+impl Counters {
+    fn new(topic: &'static str) -> Self {
+        Self {
+            topic,
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts the outcome of a message of `bytes` key and value bytes; a failure comes back
+    /// as the emitter's error.
+    fn count(
+        &self,
+        result: Result<Delivery, KafkaError>,
+        key: &[u8],
+        bytes: u64,
+    ) -> Result<Delivery, EmitError> {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(delivery) => {
+                self.messages.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(bytes, Ordering::Relaxed);
+                Ok(delivery)
+            }
+            Err(source) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Err(EmitError::Delivery {
+                    topic: self.topic,
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Counts a delivery nobody awaits; a failure is logged, never lost silently.
+    fn settle_unawaited(&self, result: Result<Delivery, KafkaError>, key: &[u8], bytes: u64) {
+        if let Err(e) = self.count(result, key, bytes) {
+            tracing::error!(error = %e, "emitted message was not delivered");
+        }
+    }
+}
+
+impl Settle for Counters {
+    fn settle(&self, result: Result<Delivery, KafkaError>, sent: Sent<'_>) {
+        self.settle_unawaited(result, sent.key, sent.bytes as u64);
+    }
 }
 
 /// A typed producer of the stream topic `T`. Cheap to clone; clones share the producer.
@@ -180,7 +234,7 @@ impl<T: Stream> Emitter<T> {
             producer,
             partitions,
             partitioner,
-            counters: Arc::default(),
+            counters: Arc::new(Counters::new(T::NAME)),
             _topic: PhantomData,
         })
     }
@@ -326,7 +380,6 @@ impl<T: Stream> Emitter<T> {
         self.counters.pending.fetch_add(1, Ordering::Relaxed);
         PendingDelivery {
             ack: Some(ack),
-            topic: T::NAME,
             key: Key::new(record.key),
             // Kafka messages stay far below 4 GiB.
             size: u32::try_from(record.key.len() + record.value.map_or(0, <[u8]>::len))
@@ -393,21 +446,20 @@ impl Key {
         }
     }
 
-    fn lossy(&self) -> String {
+    fn bytes(&self) -> &[u8] {
         match self {
-            Key::Inline { len, bytes } => String::from_utf8_lossy(&bytes[..usize::from(*len)]),
-            Key::Heap(bytes) => String::from_utf8_lossy(bytes),
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(bytes) => bytes,
         }
-        .into_owned()
     }
 }
 
-/// A queued message: resolves to where the broker stored it, or why it did not.
+/// A queued message: resolves to where the broker stored it, or why it did not. Dropped
+/// unawaited, the message is still counted in the emitter's stats, and a failure is logged.
 #[must_use = "a delivery can fail; await it (or flush the emitter) to know"]
 pub struct PendingDelivery {
     /// `None` once resolved.
     ack: Option<Ack>,
-    topic: &'static str,
     key: Key,
     size: u32,
     counters: Arc<Counters>,
@@ -416,31 +468,8 @@ pub struct PendingDelivery {
 impl std::fmt::Debug for PendingDelivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingDelivery")
-            .field("topic", &self.topic)
+            .field("topic", &self.counters.topic)
             .finish_non_exhaustive()
-    }
-}
-
-impl PendingDelivery {
-    fn settle(&self, result: Result<Delivery, KafkaError>) -> Result<Delivery, EmitError> {
-        self.counters.pending.fetch_sub(1, Ordering::Relaxed);
-        match result {
-            Ok(delivery) => {
-                self.counters.messages.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .bytes
-                    .fetch_add(u64::from(self.size), Ordering::Relaxed);
-                Ok(delivery)
-            }
-            Err(source) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                Err(EmitError::Delivery {
-                    topic: self.topic,
-                    key: self.key.lossy(),
-                    source,
-                })
-            }
-        }
     }
 }
 
@@ -453,31 +482,34 @@ impl Future for PendingDelivery {
         };
         let result = std::task::ready!(Pin::new(ack).poll(cx));
         self.ack = None;
-        Poll::Ready(self.settle(result))
+        Poll::Ready(
+            self.counters
+                .count(result, self.key.bytes(), u64::from(self.size)),
+        )
     }
 }
 
-/// A delivery nobody awaits is still counted, and a failure is logged, never lost silently.
+/// A delivery nobody awaits hands its acknowledgement to the emitter's counters, which
+/// settle it when the answer comes (no task per message: emitting without awaiting, then
+/// [`Emitter::finish`], is goka's way and should cost no more than a bare producer).
 impl Drop for PendingDelivery {
     fn drop(&mut self) {
         let Some(ack) = self.ack.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.counters.pending.fetch_sub(1, Ordering::Relaxed);
-            return;
-        };
-        let rest = PendingDelivery {
-            ack: None,
-            topic: self.topic,
-            key: std::mem::replace(&mut self.key, Key::Heap(Box::default())),
-            size: self.size,
-            counters: self.counters.clone(),
-        };
-        runtime.spawn(async move {
-            let result = ack.await;
-            if let Err(e) = rest.settle(result) {
-                tracing::error!(error = %e, "emitted message was not delivered");
+        let (key, bytes) = (self.key.bytes(), u64::from(self.size));
+        match ack.detach(self.counters.clone()) {
+            Detached::Later => {}
+            Detached::Answered(result) => self.counters.settle_unawaited(result, key, bytes),
+            Detached::Kept(ack) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    self.counters.pending.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                };
+                let (counters, key) = (self.counters.clone(), key.to_vec());
+                runtime.spawn(async move {
+                    counters.settle_unawaited(ack.await, &key, bytes);
+                });
             }
-        });
+        }
     }
 }
 
@@ -494,13 +526,13 @@ mod tests {
         assert!(matches!(Key::new(&edge), Key::Inline { .. }));
         assert!(matches!(Key::new(&long), Key::Heap(_)));
         for key in [&b""[..], &short, &edge, &long] {
-            assert_eq!(Key::new(key).lossy().as_bytes(), key);
+            assert_eq!(Key::new(key).bytes(), key);
         }
     }
     #[test]
     fn a_pending_delivery_stays_small() {
         // Hundreds of thousands may be in flight; each is read again when it resolves.
-        assert!(std::mem::size_of::<PendingDelivery>() <= 80);
+        assert!(std::mem::size_of::<PendingDelivery>() <= 64);
         assert!(std::mem::size_of::<Ack>() <= 24);
     }
 }

@@ -1,6 +1,6 @@
 //! The emitter puts every key where goka's partitioner says, carries headers and tombstones,
-//! reports failures as errors, and loses nothing it reported delivered when connections are
-//! cut in the middle of a burst.
+//! reports failures as errors (also of messages nobody awaits), and loses nothing it reported
+//! delivered when connections are cut in the middle of a burst.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -96,6 +96,31 @@ async fn keys_land_in_goka_partitions_with_headers_and_tombstones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_nobody_awaits_are_counted_once_finished() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
+    let emitter = Emitter::<Events>::ensuring(&*client, &manager, 4)
+        .await
+        .unwrap();
+    let mut bytes = 0;
+    for n in 0..500u32 {
+        let key = format!("k{}", n % 30);
+        bytes += key.len() + serde_json::to_vec(&Event { n }).unwrap().len();
+        // goka's way: emit without awaiting, then finish.
+        drop(emitter.emit(&key, &Event { n }).await.unwrap());
+    }
+    emitter.finish().await.unwrap();
+    let stats = emitter.stats();
+    assert_eq!(
+        (stats.messages, stats.bytes, stats.errors, stats.pending),
+        (500, bytes as u64, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(read_all(&broker, "events", 4, 500).len(), 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_topic_is_an_error_naming_it() {
     let broker = TestBroker::start();
     let client = client(&broker);
@@ -122,6 +147,13 @@ async fn a_stopped_broker_makes_deliveries_fail_loudly() {
         .unwrap();
     drop(broker);
 
+    // Nobody awaits this one: its failure is counted all the same.
+    drop(
+        emitter
+            .emit(&"unawaited".to_string(), &Event { n: 2 })
+            .await
+            .unwrap(),
+    );
     let started = std::time::Instant::now();
     let err = emitter
         .emit_sync(&"after".to_string(), &Event { n: 1 })
@@ -134,7 +166,9 @@ async fn a_stopped_broker_makes_deliveries_fail_loudly() {
         started.elapsed() < Duration::from_secs(60),
         "failed within the message timeout"
     );
-    assert_eq!(emitter.stats().errors, 1);
+    emitter.finish().await.unwrap();
+    let stats = emitter.stats();
+    assert_eq!((stats.errors, stats.pending), (2, 0), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,10 +8,10 @@
 //! callback gets the sequence number, not a reference-counted cell.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use super::{Delivery, KafkaError};
+use super::{Delivery, KafkaError, Sent, Settle};
 
 /// A delivery or why it failed; the rare error is boxed so every slot stays small.
 type Outcome = Result<Delivery, Box<KafkaError>>;
@@ -22,6 +22,8 @@ enum Slot {
     Waiting(Option<Waker>),
     /// No answer yet, and nobody will read it: freed when it comes.
     Abandoned,
+    /// No answer yet; it goes to this settlement when it comes, and the slot is freed.
+    Detached(Arc<dyn Settle>),
     /// Answered, not read yet.
     Done(Outcome),
     /// Read, or answered after it was abandoned.
@@ -101,27 +103,52 @@ impl AckRing {
         self.lock().push()
     }
 
-    /// Records the answer for `seq`; the first answer counts.
-    pub(crate) fn complete(&self, seq: u64, result: Result<Delivery, KafkaError>) {
+    /// Records the answer for `seq`, a message of which the client still knows `sent`; the
+    /// first answer counts.
+    pub(crate) fn complete(&self, seq: u64, result: Result<Delivery, KafkaError>, sent: Sent<'_>) {
         let mut ring = self.lock();
-        let waker = match ring.slot(seq) {
-            Some(slot @ Slot::Waiting(_)) => {
-                let Slot::Waiting(waker) =
-                    std::mem::replace(slot, Slot::Done(result.map_err(Box::new)))
-                else {
-                    unreachable!("matched above")
-                };
-                waker
+        let Some(slot) = ring.slot(seq) else { return };
+        match std::mem::replace(slot, Slot::Free) {
+            Slot::Waiting(waker) => {
+                *slot = Slot::Done(result.map_err(Box::new));
+                drop(ring);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
             }
-            Some(Slot::Abandoned) => {
+            Slot::Detached(settle) => {
                 ring.free(seq);
+                drop(ring);
+                settle.settle(result, sent);
+            }
+            Slot::Abandoned => ring.free(seq),
+            answered @ (Slot::Done(_) | Slot::Free) => *slot = answered,
+        }
+    }
+
+    /// Nobody will await `seq`: its answer goes to `settle` when it comes. Returns the
+    /// answer instead if it is there already.
+    pub(crate) fn detach(
+        &self,
+        seq: u64,
+        settle: Arc<dyn Settle>,
+    ) -> Option<Result<Delivery, KafkaError>> {
+        let mut ring = self.lock();
+        match ring.slot(seq) {
+            Some(slot @ Slot::Waiting(_)) => {
+                *slot = Slot::Detached(settle);
                 None
             }
-            Some(Slot::Done(_) | Slot::Free) | None => None,
-        };
-        drop(ring);
-        if let Some(waker) = waker {
-            waker.wake();
+            Some(slot @ Slot::Done(_)) => {
+                let Slot::Done(outcome) = std::mem::replace(slot, Slot::Free) else {
+                    unreachable!("matched above")
+                };
+                ring.free(seq);
+                Some(outcome.map_err(|e| *e))
+            }
+            Some(Slot::Abandoned | Slot::Detached(_) | Slot::Free) | None => {
+                Some(Err(KafkaError::Unacknowledged))
+            }
         }
     }
 
@@ -146,7 +173,7 @@ impl AckRing {
                 ring.free(seq);
                 Poll::Ready(outcome.map_err(|e| *e))
             }
-            Some(Slot::Abandoned | Slot::Free) | None => {
+            Some(Slot::Abandoned | Slot::Detached(_) | Slot::Free) | None => {
                 Poll::Ready(Err(KafkaError::Unacknowledged))
             }
         }
@@ -158,7 +185,7 @@ impl AckRing {
         match ring.slot(seq) {
             Some(slot @ Slot::Waiting(_)) => *slot = Slot::Abandoned,
             Some(Slot::Done(_)) => ring.free(seq),
-            Some(Slot::Abandoned | Slot::Free) | None => {}
+            Some(Slot::Abandoned | Slot::Detached(_) | Slot::Free) | None => {}
         }
     }
 
@@ -193,15 +220,15 @@ mod tests {
         let seqs: Vec<u64> = (0..4).map(|_| ring.register()).collect();
         assert_eq!(seqs, [0, 1, 2, 3]);
         assert!(poll(&ring, 0).is_pending());
-        ring.complete(1, delivered(11));
-        ring.complete(1, Err(KafkaError::Unacknowledged)); // too late: the first counts
+        ring.complete(1, delivered(11), Sent::default());
+        ring.complete(1, Err(KafkaError::Unacknowledged), Sent::default()); // too late: the first counts
         assert!(matches!(
             poll(&ring, 1),
             Poll::Ready(Ok(Delivery { offset: 11, .. }))
         ));
         assert_eq!(ring.sizes(), (4, 0), "slot 0 still waits at the front");
-        ring.complete(0, delivered(10));
-        ring.complete(2, delivered(12));
+        ring.complete(0, delivered(10), Sent::default());
+        ring.complete(2, delivered(12), Sent::default());
         assert!(matches!(
             poll(&ring, 0),
             Poll::Ready(Ok(Delivery { offset: 10, .. }))
@@ -210,7 +237,7 @@ mod tests {
         ring.abandon(2);
         assert_eq!(ring.sizes(), (1, 0), "an answered, abandoned slot is freed");
         ring.abandon(3);
-        ring.complete(3, delivered(13));
+        ring.complete(3, delivered(13), Sent::default());
         assert_eq!(
             ring.sizes(),
             (0, 0),
@@ -235,6 +262,7 @@ mod tests {
                 partition: 1,
                 message: "too large".into(),
             }),
+            Sent::default(),
         );
         assert!(woken.load(std::sync::atomic::Ordering::SeqCst));
         let Poll::Ready(Err(error)) = ring.poll(seq, &mut Context::from_waker(&waker)) else {
@@ -250,6 +278,57 @@ mod tests {
         );
     }
 
+    /// An offset delivered (or none), the key and the bytes a settlement was told.
+    type Settled = (Option<i64>, Vec<u8>, usize);
+
+    /// Remembers what it was told.
+    #[derive(Debug, Default)]
+    struct Told(Mutex<Vec<Settled>>);
+
+    impl Settle for Told {
+        fn settle(&self, result: Result<Delivery, KafkaError>, sent: Sent<'_>) {
+            let offset = result.ok().map(|d| d.offset);
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push((
+                offset,
+                sent.key.to_vec(),
+                sent.bytes,
+            ));
+        }
+    }
+
+    #[test]
+    fn a_detached_slot_is_settled_when_answered_and_freed() {
+        let ring = AckRing::default();
+        let told = Arc::new(Told::default());
+        let (early, late, failed) = (ring.register(), ring.register(), ring.register());
+        ring.complete(early, delivered(5), Sent::default());
+        assert!(
+            matches!(
+                ring.detach(early, told.clone()),
+                Some(Ok(Delivery { offset: 5, .. }))
+            ),
+            "an answer that came already goes back to the caller"
+        );
+        assert!(ring.detach(late, told.clone()).is_none());
+        assert!(ring.detach(failed, told.clone()).is_none());
+        let sent = Sent {
+            key: b"k",
+            bytes: 4,
+        };
+        ring.complete(late, delivered(6), sent);
+        ring.complete(late, delivered(7), sent); // too late: the first counts
+        ring.complete(failed, Err(KafkaError::Unacknowledged), sent);
+        assert_eq!(
+            *told.0.lock().unwrap_or_else(|p| p.into_inner()),
+            [(Some(6), b"k".to_vec(), 4), (None, b"k".to_vec(), 4)]
+        );
+        assert_eq!(ring.sizes(), (0, 0), "every slot is free");
+        assert!(matches!(
+            poll(&ring, late),
+            Poll::Ready(Err(KafkaError::Unacknowledged))
+        ));
+    }
+
     struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
 
     impl futures::task::ArcWake for Flag {
@@ -262,10 +341,10 @@ mod tests {
     fn a_slot_kept_unread_does_not_keep_the_later_ones() {
         let ring = AckRing::default();
         let kept = ring.register();
-        ring.complete(kept, delivered(0));
+        ring.complete(kept, delivered(0), Sent::default());
         for _ in 0..MAX_IN_ORDER + 10 {
             let seq = ring.register();
-            ring.complete(seq, delivered(1));
+            ring.complete(seq, delivered(1), Sent::default());
             assert!(poll(&ring, seq).is_ready());
         }
         let (in_order, held) = ring.sizes();

@@ -214,6 +214,49 @@ impl std::future::Future for Ack {
     }
 }
 
+/// What the client still knows of a message when its answer comes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sent<'a> {
+    /// The message's key.
+    pub(crate) key: &'a [u8],
+    /// Its key and value bytes.
+    pub(crate) bytes: usize,
+}
+
+/// Told how a message ended whose acknowledgement nobody awaits ([`Ack::detach`]), on the
+/// thread that serves the producer's answers: it must be quick.
+pub(crate) trait Settle: Send + Sync + std::fmt::Debug + 'static {
+    /// The message's outcome.
+    fn settle(&self, result: Result<Delivery, KafkaError>, sent: Sent<'_>);
+}
+
+/// What became of an acknowledgement given up by [`Ack::detach`].
+#[derive(Debug)]
+pub(crate) enum Detached {
+    /// The answer was there already: the caller settles it.
+    Answered(Result<Delivery, KafkaError>),
+    /// The settlement will be told when the answer comes.
+    Later,
+    /// This kind of acknowledgement cannot hand its answer over: await it.
+    Kept(Ack),
+}
+
+impl Ack {
+    /// Gives up awaiting: the answer goes to `settle` when it comes, without a task per
+    /// message.
+    pub(crate) fn detach(mut self, settle: std::sync::Arc<dyn Settle>) -> Detached {
+        match std::mem::replace(&mut self.0, AckState::Ready(None)) {
+            AckState::Slot(ring, seq) => match ring.detach(seq, settle) {
+                Some(result) => Detached::Answered(result),
+                None => Detached::Later,
+            },
+            AckState::Ready(Some(outcome)) => Detached::Answered(outcome.map_err(|e| *e)),
+            AckState::Ready(None) => Detached::Answered(Err(KafkaError::Unacknowledged)),
+            state @ AckState::Waiting(_) => Detached::Kept(Ack(state)),
+        }
+    }
+}
+
 /// An acknowledgement dropped unawaited gives its slot back once the answer comes.
 impl Drop for Ack {
     fn drop(&mut self) {

@@ -27,7 +27,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _,
 use rdkafka::{ClientConfig, Message};
 
 use super::ack_ring::AckRing;
-use super::{Ack, Delivery, Headers, KafkaError, OutgoingRecord, Producer, SendError};
+use super::{Ack, Delivery, Headers, KafkaError, OutgoingRecord, Producer, SendError, Sent};
 
 /// How often the reporting thread looks for reports while messages are in flight: at most
 /// this late is a report acknowledged once the sender went quiet.
@@ -70,20 +70,29 @@ impl ProducerContext for AckContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.acks.complete(
-            seq as u64,
-            match result {
-                Ok(message) => Ok(Delivery {
+        let (outcome, message) = match result {
+            Ok(message) => (
+                Ok(Delivery {
                     partition: message.partition(),
                     offset: message.offset(),
                 }),
-                Err((error, message)) => Err(KafkaError::Produce {
+                message,
+            ),
+            Err((error, message)) => (
+                Err(KafkaError::Produce {
                     topic: message.topic().to_owned(),
                     partition: message.partition(),
                     message: error.to_string(),
                 }),
-            },
-        );
+                message,
+            ),
+        };
+        let key = message.key().unwrap_or_default();
+        let sent = Sent {
+            key,
+            bytes: key.len() + message.payload().map_or(0, <[u8]>::len),
+        };
+        self.0.acks.complete(seq as u64, outcome, sent);
     }
 }
 
@@ -197,7 +206,7 @@ impl Producer for RdProducer {
             // the acknowledgement is dropped below.
             self.shared
                 .acks
-                .complete(seq, Err(KafkaError::Unacknowledged));
+                .complete(seq, Err(KafkaError::Unacknowledged), Sent::default());
         }
         match sent {
             Ok(()) => {
