@@ -13,7 +13,19 @@ use crate::storage::{StorageError, WriteBatch};
 /// The loop of [`View::run`]: one consumer for all partitions, one write batch per partition.
 pub(super) struct Runner<'a> {
     inner: &'a ViewInner,
-    batches: Vec<(WriteBatch, Option<i64>)>,
+    batches: Vec<Unwritten>,
+}
+
+/// What a partition gathered since its last write.
+#[derive(Default)]
+struct Unwritten {
+    batch: WriteBatch,
+    /// Offset of the last message gathered.
+    last: Option<i64>,
+    /// Messages and their bytes, published to the stats when written: counting each message
+    /// in the shared stats would cost two atomic updates per message.
+    messages: u64,
+    bytes: u64,
 }
 
 impl<'a> Runner<'a> {
@@ -23,7 +35,7 @@ impl<'a> Runner<'a> {
             batches: inner
                 .partitions
                 .iter()
-                .map(|_| (WriteBatch::new(), None))
+                .map(|_| Unwritten::default())
                 .collect(),
         }
     }
@@ -83,6 +95,10 @@ impl<'a> Runner<'a> {
                     return Err(kafka(source));
                 }
                 Some(Ok(events)) => {
+                    // Messages after a reconnect bring the view back to its partitions' state.
+                    if *self.inner.state.borrow() == ViewState::Reconnecting {
+                        self.update_view_state();
+                    }
                     for event in events.events() {
                         self.handle(event)?;
                     }
@@ -148,9 +164,6 @@ impl<'a> Runner<'a> {
     fn apply(&mut self, message: MessageRef<'_>) -> Result<(), ViewError> {
         let index = self.index(message.partition());
         let table = &self.inner.partitions[index];
-        if *self.inner.state.borrow() == ViewState::Reconnecting {
-            self.update_view_state();
-        }
         let (key, value) = (message.key(), message.value());
         if let Some(value) = value {
             if let Err(source) = (self.inner.validate)(value) {
@@ -175,17 +188,17 @@ impl<'a> Runner<'a> {
                             %source,
                             "skipping a changelog value that does not decode"
                         );
-                        self.batches[index].1 = Some(message.offset());
+                        self.batches[index].last = Some(message.offset());
                         return Ok(());
                     }
                 }
             }
         }
-        table.messages.fetch_add(1, Ordering::Relaxed);
-        let size = key.len() + value.map_or(0, <[u8]>::len);
-        table.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        let size = (key.len() + value.map_or(0, <[u8]>::len)) as u64;
         if let Some(update) = &self.inner.update {
             self.flush(index)?;
+            table.messages.fetch_add(1, Ordering::Relaxed);
+            table.bytes.fetch_add(size, Ordering::Relaxed);
             update(&*table.storage, &message.to_owned())
                 .map_err(|source| self.storage_error(source))?;
             table
@@ -195,29 +208,37 @@ impl<'a> Runner<'a> {
             table.offset.store(message.offset(), Ordering::Relaxed);
             return Ok(());
         }
-        let (batch, offset) = &mut self.batches[index];
-        batch.set_or_delete(key, value);
-        *offset = Some(message.offset());
-        if batch.len() >= RECOVERY_BATCH {
+        let unwritten = &mut self.batches[index];
+        unwritten.batch.set_or_delete(key, value);
+        unwritten.last = Some(message.offset());
+        unwritten.messages += 1;
+        unwritten.bytes += size;
+        if unwritten.batch.len() >= RECOVERY_BATCH {
             self.flush(index)?;
         }
         Ok(())
     }
 
     fn flush(&mut self, index: usize) -> Result<(), ViewError> {
-        let (batch, offset) = &mut self.batches[index];
-        let Some(last) = offset.take() else {
+        let unwritten = &mut self.batches[index];
+        let Some(last) = unwritten.last.take() else {
             return Ok(());
         };
         let table = &self.inner.partitions[index];
         table
             .storage
-            .apply(batch, Some(last))
+            .apply(&unwritten.batch, Some(last))
             .map_err(|source| ViewError::Storage {
                 topic: self.inner.topic,
                 source,
             })?;
-        batch.clear();
+        unwritten.batch.clear();
+        table
+            .messages
+            .fetch_add(std::mem::take(&mut unwritten.messages), Ordering::Relaxed);
+        table
+            .bytes
+            .fetch_add(std::mem::take(&mut unwritten.bytes), Ordering::Relaxed);
         table.offset.store(last, Ordering::Relaxed);
         table.high_watermark.fetch_max(last + 1, Ordering::Relaxed);
         Ok(())
