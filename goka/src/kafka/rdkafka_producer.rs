@@ -1,10 +1,11 @@
 //! The producer on librdkafka: each message's [`Ack`] is completed from librdkafka's delivery
 //! report, on whichever thread serves the reports.
 //!
-//! The sending thread serves them after each send, as a bare rdkafka loop does: librdkafka
-//! frees each message on the thread that serves its report, and frees on the thread that
-//! allocated are cheap, while a second thread freeing the sender's memory and writing its
-//! acknowledgements costs more than the sending itself. A thread of its own serves them once
+//! The sending thread serves them between its sends (every [`SERVE_EVERY`]th send, where a
+//! bare rdkafka loop polls after each): librdkafka frees each message on the thread that
+//! serves its report, and frees on the thread that allocated are cheap, while a second
+//! thread freeing the sender's memory and writing its acknowledgements costs more than the
+//! sending itself. A thread of its own serves them once
 //! the sender has been quiet for a turn ([`TURN`]), so the last messages of a burst and a
 //! lone message are acknowledged soon after the broker answers.
 //!
@@ -35,6 +36,9 @@ const TURN: Duration = Duration::from_millis(1);
 /// How long the reporting thread sleeps at once while nothing is in flight (a send or the
 /// producer's drop wakes it sooner); it serves errors reported meanwhile then.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// The sending thread serves reports after every this many sends: an answer covers a
+/// produce request's worth of messages, and a poll costs about what a send does.
+const SERVE_EVERY: u64 = 16;
 /// Events served in one go at most, so a thread that serves cannot be kept at it forever.
 const SERVE_AT_ONCE: usize = 1_000;
 
@@ -210,12 +214,15 @@ impl Producer for RdProducer {
         }
         match sent {
             Ok(()) => {
-                self.serve_reports();
+                if seq % SERVE_EVERY == 0 {
+                    self.serve_reports();
+                }
                 Ok(ack)
             }
             Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                // Reports free room: serve them rather than wait for the reporting thread.
-                self.serve_reports();
+                // Reports free room: serve them all rather than wait for the reporting thread.
+                self.shared.sender_polls.fetch_add(1, Ordering::Relaxed);
+                serve_ready(&self.inner, &self.shared);
                 Err(SendError::Full)
             }
             Err((e, _)) => Err(SendError::Failed(KafkaError::Produce {
