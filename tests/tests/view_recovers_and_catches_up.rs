@@ -13,7 +13,7 @@ use goka::storage::RocksDbBuilder;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::{DecodeErrorPolicy, View, ViewError, ViewState};
 use goka::Partitioner;
-use goka_tests::{client, produce_raw, TestBroker};
+use goka_tests::{client, produce_raw, TestBroker, TestClient};
 use tokio_util::sync::CancellationToken;
 
 goka::table!(Profiles = "profiles": String as StringCodec);
@@ -30,6 +30,17 @@ async fn write(broker: &TestBroker, rows: &[(&str, Option<&str>)]) {
     for (key, value) in rows {
         produce_raw(broker, "profiles", partition(key), &[(key, *value)]).await;
     }
+}
+
+/// A client of `broker`, which has the "profiles" table.
+async fn profiles_table(broker: &TestBroker) -> TestClient {
+    let client = client(broker);
+    TopicManager::new(&*client, TopicManagerConfig::default())
+        .expect("topic manager")
+        .ensure_table("profiles", PARTITIONS)
+        .await
+        .expect("profiles table");
+    client
 }
 
 async fn wait_for(what: &str, check: impl FnMut() -> bool) {
@@ -54,12 +65,7 @@ fn start(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovers_catches_up_and_resumes_from_the_stored_offset() {
     let broker = TestBroker::start();
-    let client = client(&broker);
-    TopicManager::new(&*client, TopicManagerConfig::default())
-        .unwrap()
-        .ensure_table("profiles", PARTITIONS)
-        .await
-        .unwrap();
+    let client = profiles_table(&broker).await;
     write(
         &broker,
         &[
@@ -147,12 +153,7 @@ async fn recovers_catches_up_and_resumes_from_the_stored_offset() {
 async fn keeps_serving_while_cut_off_and_catches_up() {
     let broker = TestBroker::start_behind_proxy();
     let proxy = broker.proxy().unwrap();
-    let client = client(&broker);
-    TopicManager::new(&*client, TopicManagerConfig::default())
-        .unwrap()
-        .ensure_table("profiles", PARTITIONS)
-        .await
-        .unwrap();
+    let client = profiles_table(&broker).await;
     write(&broker, &[("alice", Some("a1")), ("bob", Some("b1"))]).await;
     let view = View::<Profiles>::builder(client.clone())
         .build::<Profiles>()
@@ -244,12 +245,7 @@ goka::stream!(ProfileWrites = "profiles": String as StringCodec);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_callback_applies_each_message_and_sees_its_headers() {
     let broker = TestBroker::start();
-    let client = client(&broker);
-    TopicManager::new(&*client, TopicManagerConfig::default())
-        .unwrap()
-        .ensure_table("profiles", PARTITIONS)
-        .await
-        .unwrap();
+    let client = profiles_table(&broker).await;
     // Written as a stream only to put headers on the table's messages.
     let writer = Emitter::<ProfileWrites>::new(&*client).await.unwrap();
     let mut origin = Headers::new();
