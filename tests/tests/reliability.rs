@@ -289,7 +289,17 @@ async fn a_rebalance_storm_loses_nothing_and_never_shares_a_partition() {
         while !settle(&instances) {
             assert!(
                 Instant::now() < deadline,
-                "the group did not settle after change {change}"
+                "the group did not settle after change {change}: {}",
+                instances
+                    .iter()
+                    .map(|(p, running)| format!(
+                        "[state {:?}, finished {}, partitions {:?}]",
+                        p.state(),
+                        running.is_finished(),
+                        p.partitions()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
             watch(&instances);
             samples += 1;
