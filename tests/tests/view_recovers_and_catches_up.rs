@@ -303,39 +303,3 @@ async fn an_update_callback_applies_each_message_and_sees_its_headers() {
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_state_beyond_the_tables_end_is_an_error_not_a_hang() {
-    let broker = TestBroker::start();
-    let client = profiles_table(&broker).await;
-    write(&broker, &[("alice", Some("a1")), ("bob", Some("b1"))]).await;
-    // Local state claims more than the table holds (say, the topic was made anew).
-    let dir = tempfile::tempdir().unwrap();
-    let storage = RocksDbBuilder::new(dir.path());
-    let stale = partition("alice");
-    let table = goka::storage::StorageBuilder::build(&storage, "profiles", stale).unwrap();
-    table.set_offset(1_000).unwrap();
-    table.close().unwrap();
-    drop(table);
-    let view = View::<Profiles>::builder(client.clone())
-        .storage(storage)
-        .build::<Profiles>()
-        .await
-        .unwrap();
-    let run = tokio::time::timeout(Duration::from_secs(30), view.run(CancellationToken::new()));
-    let err = run.await.expect("an error, not a hang").unwrap_err();
-    let text = err.to_string();
-    let high = ["alice", "bob"]
-        .iter()
-        .filter(|key| partition(key) == stale)
-        .count();
-    for part in [
-        "profiles".to_owned(),
-        format!("partition {stale}"),
-        "offset 1000".to_owned(),
-        format!("high watermark {high}"),
-        "delete the local state".to_owned(),
-    ] {
-        assert!(text.contains(&part), "{part} in {text}");
-    }
-}

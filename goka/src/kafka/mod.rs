@@ -322,34 +322,6 @@ pub enum HeaderUse {
     Skip,
 }
 
-/// Where a table reader (a view, a recovery) starts a partition: after `stored`, the offset
-/// of the last message its local state holds, or at the beginning without local state.
-/// With the partition's `(low, high)` watermarks known, local state older than the oldest
-/// message still kept starts at that message, and local state beyond the partition's end is
-/// an error, as in goka: the topic was made anew or the state belongs to another cluster,
-/// and reading on would wait for offsets that may never come, or mix two tables.
-pub(crate) fn table_start(
-    topic: &str,
-    partition: i32,
-    stored: Option<i64>,
-    watermarks: Option<(i64, i64)>,
-) -> Result<StartOffset, KafkaError> {
-    let Some(stored) = stored else {
-        return Ok(StartOffset::Beginning);
-    };
-    let next = stored + 1;
-    match watermarks {
-        Some((_, high)) if next > high => Err(KafkaError::LocalStateAhead {
-            topic: topic.to_owned(),
-            partition,
-            stored,
-            high,
-        }),
-        Some((low, _)) if next < low => Ok(StartOffset::At(low)),
-        _ => Ok(StartOffset::At(next)),
-    }
-}
-
 /// How a topic should be created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -550,52 +522,6 @@ pub enum KafkaError {
         /// How long.
         timeout: Duration,
     },
-    /// Local state of a table holds offsets the partition does not have.
-    #[error("local state of topic {topic:?} partition {partition} holds offset {stored}, beyond the partition's end (high watermark {high}): the topic was made anew or the state belongs to another cluster; delete the local state and start again")]
-    LocalStateAhead {
-        /// Topic.
-        topic: String,
-        /// Partition.
-        partition: i32,
-        /// The offset of the last message the local state holds.
-        stored: i64,
-        /// The partition's high watermark.
-        high: i64,
-    },
-}
-
-#[cfg(test)]
-mod table_start_tests {
-    use super::*;
-
-    #[test]
-    fn a_table_reader_starts_after_its_state_within_the_kept_messages() {
-        let start = |stored, watermarks| table_start("t", 3, stored, watermarks);
-        assert_eq!(start(None, Some((5, 9))).ok(), Some(StartOffset::Beginning));
-        assert_eq!(start(Some(6), Some((5, 9))).ok(), Some(StartOffset::At(7)));
-        assert_eq!(
-            start(Some(8), Some((5, 9))).ok(),
-            Some(StartOffset::At(9)),
-            "caught up"
-        );
-        assert_eq!(
-            start(Some(2), Some((5, 9))).ok(),
-            Some(StartOffset::At(5)),
-            "older than the oldest message kept"
-        );
-        assert_eq!(
-            start(Some(40), None).ok(),
-            Some(StartOffset::At(41)),
-            "unknown end"
-        );
-        let ahead = start(Some(9), Some((5, 9))).unwrap_err().to_string();
-        assert!(
-            ahead.contains("partition 3")
-                && ahead.contains("offset 9")
-                && ahead.contains("high watermark 9"),
-            "{ahead}"
-        );
-    }
 }
 
 #[cfg(test)]

@@ -115,11 +115,7 @@ impl Client for RdKafkaClient {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .set("allow.auto.create.topics", "false")
-            // A start offset out of range (retention removed it, or the topic was made anew)
-            // re-reads the partition from its oldest message: skipping to the end would
-            // silently leave rows out of a table.
-            .set("auto.offset.reset", "earliest");
+            .set("allow.auto.create.topics", "false");
         fetch_defaults(&mut config);
         set_default(&mut config, "fetch.wait.max.ms", TABLE_FETCH_WAIT_MS);
         let consumer: BaseConsumer = config.create().map_err(|e| consume_error(e.to_string()))?;

@@ -18,8 +18,8 @@ use super::pending::{Done, Pending};
 use super::{ProcessorError, Shared};
 use crate::context::{Outgoing, PartitionResources};
 use crate::kafka::{
-    table_start, BatchEvent, ConsumedBatch, ConsumedMessage, HeaderUse, OutgoingRecord,
-    PartitionConsumer, StartOffset,
+    BatchEvent, ConsumedBatch, ConsumedMessage, HeaderUse, OutgoingRecord, PartitionConsumer,
+    StartOffset,
 };
 use crate::storage::{Storage, WriteBatch};
 
@@ -360,15 +360,16 @@ async fn recover(
         topic: topic.to_owned(),
         source,
     };
-    let stored = storage.offset().map_err(storage_error)?;
+    let start = match storage.offset().map_err(storage_error)? {
+        Some(offset) => StartOffset::At(offset + 1),
+        None => StartOffset::Beginning,
+    };
     let started = std::time::Instant::now();
-    // Where recovery starts and the end it runs to (progress figures); without them
-    // recovery still runs.
+    // The end recovery runs to, for progress figures only: without it recovery still runs.
     let watermarks = match shared.client.admin() {
         Ok(admin) => admin.watermarks(topic, partition).await.ok(),
         Err(_) => None,
     };
-    let start = table_start(topic, partition, stored, watermarks).map_err(kafka_error)?;
     let position = match start {
         StartOffset::At(offset) => offset,
         StartOffset::Beginning => watermarks.map_or(0, |(low, _)| low),

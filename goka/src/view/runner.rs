@@ -7,7 +7,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{DecodeErrorPolicy, ViewError, ViewInner, ViewState, RECOVERY_BATCH};
-use crate::kafka::{table_start, BatchEvent, HeaderUse, MessageRef, PartitionConsumer};
+use crate::kafka::{BatchEvent, HeaderUse, MessageRef, PartitionConsumer, StartOffset};
 use crate::storage::{StorageError, WriteBatch};
 
 /// The loop of [`View::run`]: one consumer for all partitions, one write batch per partition.
@@ -43,14 +43,17 @@ impl<'a> Runner<'a> {
     pub(super) async fn run(mut self, cancel: CancellationToken) -> Result<(), ViewError> {
         let topic = self.inner.topic;
         let kafka = |source| ViewError::Kafka { topic, source };
-        // The watermarks check where each partition starts (and feed the stats).
-        let watermarks = self.watermarks().await;
         let mut starts = Vec::with_capacity(self.inner.partitions.len());
-        for (p, watermarks) in self.inner.partitions.iter().zip(watermarks) {
+        for p in &self.inner.partitions {
             let offset = p.offset.load(Ordering::Relaxed);
-            let stored = (offset >= 0).then_some(offset);
-            let start = table_start(topic, p.partition, stored, watermarks).map_err(kafka)?;
-            starts.push((p.partition, start));
+            starts.push((
+                p.partition,
+                if offset >= 0 {
+                    StartOffset::At(offset + 1)
+                } else {
+                    StartOffset::Beginning
+                },
+            ));
             p.storage
                 .begin_recovery()
                 .map_err(|source| self.storage_error(source))?;
@@ -63,11 +66,13 @@ impl<'a> Runner<'a> {
         } else {
             HeaderUse::Skip
         };
+        // The consumer starts fetching while the watermarks (for stats) are asked for.
         let mut consumer: Box<dyn PartitionConsumer> = self
             .inner
             .client
             .consume(topic, &starts, headers)
             .map_err(kafka)?;
+        self.refresh_watermarks().await;
 
         loop {
             let mut next = consumer.next_batch();
@@ -266,23 +271,19 @@ impl<'a> Runner<'a> {
         });
     }
 
-    /// Each partition's `(low, high)` watermarks, where the broker told them; a view still
-    /// runs without (its stats then learn the end as it reads).
-    async fn watermarks(&self) -> Vec<Option<(i64, i64)>> {
+    async fn refresh_watermarks(&self) {
         let Ok(admin) = self.inner.client.admin() else {
-            return vec![None; self.inner.partitions.len()];
+            return;
         };
         let asks = self.inner.partitions.iter().map(|p| {
             let admin = &admin;
             async move {
-                let watermarks = admin.watermarks(self.inner.topic, p.partition).await.ok();
-                if let Some((_, high)) = watermarks {
+                if let Ok((_, high)) = admin.watermarks(self.inner.topic, p.partition).await {
                     p.high_watermark.fetch_max(high, Ordering::Relaxed);
                 }
-                watermarks
             }
         });
-        futures::future::join_all(asks).await
+        futures::future::join_all(asks).await;
     }
 
     fn storage_error(&self, source: StorageError) -> ViewError {
