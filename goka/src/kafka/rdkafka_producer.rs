@@ -5,9 +5,9 @@
 //! bare rdkafka loop polls after each): librdkafka frees each message on the thread that
 //! serves its report, and frees on the thread that allocated are cheap, while a second
 //! thread freeing the sender's memory and writing its acknowledgements costs more than the
-//! sending itself. A thread of its own serves them once
-//! the sender has been quiet for a turn ([`TURN`]), so the last messages of a burst and a
-//! lone message are acknowledged soon after the broker answers.
+//! sending itself. A thread of its own serves them once the sender has been quiet for a turn
+//! ([`TURN`]), so the last messages of a burst and a lone message are acknowledged soon
+//! after the broker answers.
 //!
 //! The reporting thread never waits inside librdkafka's poll: rdkafka's poll loops until its
 //! deadline and spends the last millisecond of every wait spinning (it passes the remaining
