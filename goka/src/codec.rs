@@ -197,6 +197,42 @@ where
 #[cfg(feature = "bincode")]
 pub const BINCODE_DECODE_LIMIT: usize = 64 * 1024 * 1024;
 
+/// The deepest a [`Bincode`] value may nest (each struct, enum, sequence, map or option is a
+/// level): a recursive type decoded from hostile bytes would otherwise recurse until the
+/// stack overflows, which aborts the process.
+#[cfg(feature = "bincode")]
+pub const BINCODE_DEPTH_LIMIT: usize = 128;
+
+#[cfg(feature = "bincode")]
+mod depth;
+
+/// The unread rest of a bincode input; what is left after a decode are trailing bytes.
+#[cfg(feature = "bincode")]
+struct Unread<'a>(&'a [u8]);
+
+#[cfg(feature = "bincode")]
+impl bincode::de::read::Reader for Unread<'_> {
+    fn read(&mut self, bytes: &mut [u8]) -> Result<(), bincode::error::DecodeError> {
+        if bytes.len() > self.0.len() {
+            return Err(bincode::error::DecodeError::UnexpectedEnd {
+                additional: bytes.len() - self.0.len(),
+            });
+        }
+        let (head, rest) = self.0.split_at(bytes.len());
+        bytes.copy_from_slice(head);
+        self.0 = rest;
+        Ok(())
+    }
+
+    fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
+        self.0.get(..n)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.0 = self.0.get(n..).unwrap_or_default();
+    }
+}
+
 /// Any serde type in bincode's standard (varint) encoding. Behind the `bincode` feature.
 #[cfg(feature = "bincode")]
 #[derive(Debug, Clone, Copy, Default)]
@@ -218,11 +254,16 @@ where
         // A hostile length prefix must not make bincode reserve petabytes: cap what a decode
         // may claim (far above Kafka's default message size). Found by the fuzz tests.
         let config = bincode::config::standard().with_limit::<BINCODE_DECODE_LIMIT>();
-        let (value, read) = bincode::serde::decode_from_slice(bytes, config)?;
-        if read != bytes.len() {
+        let mut unread = Unread(bytes);
+        let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(&mut unread, config);
+        let value = T::deserialize(depth::limited(
+            decoder.as_deserializer(),
+            BINCODE_DEPTH_LIMIT,
+        ))?;
+        if !unread.0.is_empty() {
             return Err(CodecError::custom(
                 "bincode",
-                format!("{} trailing bytes after the value", bytes.len() - read),
+                format!("{} trailing bytes after the value", unread.0.len()),
             ));
         }
         Ok(value)
@@ -318,5 +359,29 @@ mod tests {
         let err = <Bincode as Codec<Click>>::decode(&bytes).unwrap_err();
         assert!(err.to_string().contains("trailing"), "{err}");
         assert!(<Bincode as Codec<Click>>::decode(&[0xff]).is_err());
+    }
+
+    #[cfg(feature = "bincode")]
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+    }
+
+    #[cfg(feature = "bincode")]
+    #[test]
+    fn bincode_refuses_hostile_nesting_instead_of_overflowing_the_stack() {
+        // Variant 1 (`Node`) a million times: a byte per level, far deeper than any stack.
+        let mut hostile = vec![1u8; 1_000_000];
+        hostile.push(0);
+        let err = <Bincode as Codec<Tree>>::decode(&hostile).unwrap_err();
+        assert!(err.to_string().contains("nested too deeply"), "{err}");
+
+        let mut tree = Tree::Leaf;
+        for _ in 0..50 {
+            tree = Tree::Node(Box::new(tree));
+        }
+        let bytes = <Bincode as Codec<Tree>>::encode_to_vec(&tree).unwrap();
+        assert_eq!(<Bincode as Codec<Tree>>::decode(&bytes).unwrap(), tree);
     }
 }

@@ -54,6 +54,17 @@ pub enum EmitError {
         /// The client's error.
         source: KafkaError,
     },
+    /// Messages whose delivery nobody awaited failed since the last
+    /// [`finish`](Emitter::finish): they are not in the topic.
+    #[error("emitter of topic {topic:?}: {failed} message(s) emitted without awaiting were not delivered; the last: {last}")]
+    Undelivered {
+        /// The topic.
+        topic: &'static str,
+        /// How many failed.
+        failed: u64,
+        /// The last failure, with its key.
+        last: String,
+    },
     /// The emitter could not start (topic missing, client not created).
     #[error("emitter of topic {topic:?} cannot start: {source}")]
     Setup {
@@ -85,6 +96,8 @@ struct Counters {
     bytes: AtomicU64,
     errors: AtomicU64,
     pending: AtomicU64,
+    /// Failed deliveries nobody awaited since the last `finish`, and the last of them.
+    unawaited_failures: std::sync::Mutex<(u64, Option<String>)>,
 }
 
 impl Counters {
@@ -95,6 +108,7 @@ impl Counters {
             bytes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            unawaited_failures: std::sync::Mutex::new((0, None)),
         }
     }
 
@@ -128,6 +142,12 @@ impl Counters {
     fn settle_unawaited(&self, result: Result<Delivery, KafkaError>, key: &[u8], bytes: u64) {
         if let Err(e) = self.count(result, key, bytes) {
             tracing::error!(error = %e, "emitted message was not delivered");
+            let mut failures = self
+                .unawaited_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            failures.0 += 1;
+            failures.1 = Some(e.to_string());
         }
     }
 }
@@ -289,9 +309,26 @@ impl<T: Stream> Emitter<T> {
     }
 
     /// Flushes everything pending (goka's `Finish`), waiting as long as it takes the client
-    /// to deliver or fail each message.
+    /// to deliver or fail each message. Fails with [`EmitError::Undelivered`] if messages
+    /// emitted without awaiting their delivery failed since the last `finish` (an awaited
+    /// failure was returned to its awaiter already).
     pub async fn finish(&self) -> Result<(), EmitError> {
-        self.flush(Duration::from_secs(300)).await
+        self.flush(Duration::from_secs(300)).await?;
+        let (failed, last) = std::mem::take(
+            &mut *self
+                .counters
+                .unawaited_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        match failed {
+            0 => Ok(()),
+            failed => Err(EmitError::Undelivered {
+                topic: T::NAME,
+                failed,
+                last: last.unwrap_or_default(),
+            }),
+        }
     }
 
     /// Counters of this emitter and its clones.

@@ -125,9 +125,23 @@ impl TestBroker {
 
 impl Drop for TestBroker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill(&mut self.child);
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Where the project's scripts collect the PIDs of the brokers their run starts
+/// (`GOKA_BROKER_PIDS`, a directory): their exit trap stops those and no other run's.
+fn pid_file(pid: u32) -> Option<PathBuf> {
+    std::env::var_os("GOKA_BROKER_PIDS").map(|dir| PathBuf::from(dir).join(pid.to_string()))
+}
+
+/// Stops a broker process and forgets its PID file.
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Some(file) = pid_file(child.id()) {
+        let _ = std::fs::remove_file(file);
     }
 }
 
@@ -165,10 +179,15 @@ fn launch(
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    command.spawn().map_err(|source| BrokerError::Spawn {
+    let child = command.spawn().map_err(|source| BrokerError::Spawn {
         path: bin.to_owned(),
         source,
-    })
+    })?;
+    if let Some(file) = pid_file(child.id()) {
+        // Best effort: without it only a killed test process leaves a broker behind.
+        let _ = std::fs::write(file, b"");
+    }
+    Ok(child)
 }
 
 /// Waits until `child` accepts connections on `listen`.
@@ -230,8 +249,7 @@ impl PersistentBroker {
     /// Kills the broker process (SIGKILL: nothing is flushed on the way out).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
         }
     }
 

@@ -253,11 +253,25 @@ pub const fn string_edge(
 
 /// A minimal HTTP/1.1 GET against `address`: the status code and the body.
 pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    http_get_with(address, path, &[]).await
+}
+
+/// [`http_get`] with extra request headers (`("Authorization", "Bearer ...")`).
+pub async fn http_get_with(
+    address: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
         .unwrap_or_else(|e| panic!("connect to {address}: {e}"));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{extra}\r\n");
     stream
         .write_all(request.as_bytes())
         .await

@@ -166,9 +166,17 @@ async fn a_stopped_broker_makes_deliveries_fail_loudly() {
         started.elapsed() < Duration::from_secs(60),
         "failed within the message timeout"
     );
-    emitter.finish().await.unwrap();
+    // The unawaited failure was seen by nobody: `finish` says so, with its key.
+    let err = emitter.finish().await.unwrap_err();
+    assert!(
+        matches!(err, EmitError::Undelivered { failed: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("unawaited"), "{err}");
     let stats = emitter.stats();
     assert_eq!((stats.errors, stats.pending), (2, 0), "{stats:?}");
+    // Reported once: the next finish has nothing new to say.
+    emitter.finish().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -303,3 +303,97 @@ async fn an_update_callback_applies_each_message_and_sees_its_headers() {
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_table_shows_running_again_once_the_cluster_is_back() {
+    let broker = TestBroker::start_behind_proxy();
+    let proxy = broker.proxy().unwrap();
+    let client = profiles_table(&broker).await;
+    write(&broker, &[("alice", Some("a1"))]).await;
+    let view = View::<Profiles>::builder(client.clone())
+        .build::<Profiles>()
+        .await
+        .unwrap();
+    let (cancel, task) = start(&view);
+    view.recovered().await;
+    proxy.set_mode(goka_tests::ProxyMode::Refuse);
+    proxy.cut();
+    let mut states = view.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        states.wait_for(|s| *s == ViewState::Reconnecting),
+    )
+    .await
+    .expect("the view reports the lost connection")
+    .unwrap();
+
+    // Nothing is written afterwards: no message can tell the view the cluster is back.
+    proxy.set_mode(goka_tests::ProxyMode::Forward);
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || view.state() == ViewState::Running,
+        || format!("still {:?} with the cluster reachable", view.state()),
+    )
+    .await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_of_a_running_view_follows_the_changelog_while_it_falls_behind() {
+    const ROWS: usize = 300;
+    let broker = TestBroker::start();
+    let client = profiles_table(&broker).await;
+    // The row "gate" holds the view up until the test opens it.
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let view = View::<Profiles>::builder(client.clone())
+        .update_callback({
+            let open = open.clone();
+            move |storage, message| {
+                while message.key == b"gate" && !open.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                match &message.value {
+                    Some(value) => storage.set(&message.key, value),
+                    None => storage.delete(&message.key),
+                }
+            }
+        })
+        .build::<Profiles>()
+        .await
+        .unwrap();
+    let (cancel, task) = start(&view);
+    assert_eq!(view.recovered().await, ViewState::Running);
+
+    write(&broker, &[("gate", Some("g"))]).await;
+    let keys: Vec<String> = (0..ROWS).map(|i| format!("user-{i}")).collect();
+    let rows: Vec<(&str, Option<&str>)> = keys.iter().map(|k| (k.as_str(), Some("p"))).collect();
+    for p in 0..PARTITIONS as i32 {
+        let rows: Vec<_> = rows
+            .iter()
+            .filter(|(k, _)| partition(k) == p)
+            .copied()
+            .collect();
+        produce_raw(&broker, "profiles", p, &rows).await;
+    }
+    let lag = |view: &View<Profiles>| view.stats().partitions.iter().map(|p| p.lag).sum::<i64>();
+    goka_tests::eventually(
+        Duration::from_secs(30),
+        || lag(&view) >= ROWS as i64,
+        || format!("the lag does not show the view behind: {:?}", view.stats()),
+    )
+    .await;
+
+    open.store(true, std::sync::atomic::Ordering::Relaxed);
+    goka_tests::eventually(
+        Duration::from_secs(30),
+        || {
+            let applied: u64 = view.stats().partitions.iter().map(|p| p.messages).sum();
+            applied == ROWS as u64 + 1 && lag(&view) == 0
+        },
+        || format!("not caught up: {:?}", view.stats()),
+    )
+    .await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}

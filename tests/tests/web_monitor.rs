@@ -14,7 +14,7 @@ use goka::processor::{PartitionState, Processor, ProcessorConfig};
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::View;
 use goka::web::Monitor;
-use goka_tests::{client, http_get, TestBroker};
+use goka_tests::{client, http_get, http_get_with, TestBroker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -375,4 +375,31 @@ async fn the_pages_render_in_a_browser() {
         "the query page shows the queried value:\n{query}"
     );
     monitored.stop().await;
+}
+
+#[tokio::test]
+async fn a_monitor_with_a_token_answers_only_requests_that_carry_it() {
+    let monitor = goka::web::Monitor::new().with_bearer_token("s3cret");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { monitor.serve(listener, cancel).await }
+    });
+    for path in ["/", "/api/components", "/metrics", "/query?table=t&key=k"] {
+        let (status, body) = http_get(address, path).await;
+        assert_eq!(status, 401, "{path} without a token: {body}");
+        let (status, _) = http_get_with(address, path, &[("Authorization", "Bearer wrong!")]).await;
+        assert_eq!(status, 401, "{path} with a wrong token");
+    }
+    let (status, body) = http_get_with(
+        address,
+        "/api/components",
+        &[("Authorization", "Bearer s3cret")],
+    )
+    .await;
+    assert_eq!((status, body.trim()), (200, "[]"));
+    cancel.cancel();
+    serving.await.unwrap().unwrap();
 }

@@ -309,17 +309,26 @@ impl<'c, P: Group> Context<'c, P> {
 /// State and loopback: methods whose bounds name the attribute that enables them, so a
 /// missing edge is reported with that attribute's name.
 impl<P: Group> Context<'_, P> {
-    /// The group table's row at this message's key. (`V` is always `P`'s table value type;
-    /// the parameter only lets the compiler name the missing `#[persist]` when there is none.)
+    /// The group table's row at this message's key: what this handler wrote, or else the
+    /// stored row. (`V` is always `P`'s table value type; the parameter only lets the
+    /// compiler name the missing `#[persist]` when there is none.)
     pub fn value<V>(&self) -> Result<Option<V>, CallbackError>
     where
         P: Stateful<Value = V>,
     {
-        read_row::<<P as Stateful>::ValueCodec, V>(&**self.table()?, &self.message.key)
+        let table = self.table()?;
+        match self.outgoing.last_row() {
+            Some(written) => written
+                .map(<P as Stateful>::ValueCodec::decode)
+                .transpose()
+                .map_err(codec_error),
+            None => read_row::<<P as Stateful>::ValueCodec, V>(&**table, &self.message.key),
+        }
     }
 
-    /// Writes the group table's row at this message's key: locally now, and to the table's
-    /// changelog topic.
+    /// Writes the group table's row at this message's key. The write goes to the table's
+    /// changelog once the handler returned, and to local storage when the changelog message
+    /// is queued: a handler that fails leaves the row as it was.
     pub fn set_value(&mut self, value: &<P as Stateful>::Value) -> Result<(), CallbackError>
     where
         P: Stateful,
@@ -338,22 +347,15 @@ impl<P: Group> Context<'_, P> {
         self.write_row(false)
     }
 
-    /// Applies the row write encoded in the scratch value (a delete unless `has_value`) to
-    /// local storage and queues it for the changelog.
+    /// Queues the row write encoded in the scratch value (a delete unless `has_value`) for
+    /// the changelog.
     fn write_row(&mut self, has_value: bool) -> Result<(), CallbackError>
     where
         P: Stateful,
     {
-        let table = self.table()?;
-        let message = self.message;
-        let key = &message.key;
-        let (key_bytes, value) = self.outgoing.scratch_filled();
-        match has_value {
-            true => table.set(key, value),
-            false => table.delete(key),
-        }
-        .map_err(storage_error)?;
-        key_bytes.extend_from_slice(key);
+        self.table()?;
+        let (key_bytes, _) = self.outgoing.scratch_filled();
+        key_bytes.extend_from_slice(&self.message.key);
         let topic = <GroupTable<P> as Topic>::NAME;
         self.send(OutgoingKind::Changelog, topic, has_value, None);
         Ok(())

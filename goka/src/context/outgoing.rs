@@ -91,8 +91,19 @@ impl Outgoing {
         });
     }
 
+    /// The value of the last group table write (`Some(None)` for a delete), if there is one:
+    /// a handler reads back what it wrote before the write reaches storage.
+    pub(crate) fn last_row(&self) -> Option<Option<&[u8]>> {
+        self.iter()
+            .rev()
+            .find(|m| m.kind == OutgoingKind::Changelog)
+            .map(|m| m.value)
+    }
+
     /// The messages, in the order they were produced.
-    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = OutgoingMessage<'_>> + '_ {
+    pub(crate) fn iter(
+        &self,
+    ) -> impl ExactSizeIterator<Item = OutgoingMessage<'_>> + DoubleEndedIterator + '_ {
         self.messages.iter().map(|meta| {
             let value_start = meta.start + meta.key_len;
             OutgoingMessage {

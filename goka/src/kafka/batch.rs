@@ -102,16 +102,17 @@ impl<'a> MessageRef<'a> {
             .map(|len| &self.batch.data[start..start + len])
     }
 
-    /// Headers, in order.
-    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+    /// Headers, in order, names as bytes (see [`Headers`]).
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
         let batch = self.batch;
         let spans = &batch.headers
             [self.meta.headers_start..self.meta.headers_start + self.meta.headers_len];
         spans.iter().map(move |span| {
             let name_end = span.start + span.name_len;
-            // Names were copied from `&str`s, so they are valid UTF-8.
-            let name = std::str::from_utf8(&batch.data[span.start..name_end]).unwrap_or("");
-            (name, &batch.data[name_end..name_end + span.value_len])
+            (
+                &batch.data[span.start..name_end],
+                &batch.data[name_end..name_end + span.value_len],
+            )
         })
     }
 
@@ -154,7 +155,7 @@ impl ConsumedBatch {
         timestamp: Option<i64>,
         key: &[u8],
         value: Option<&[u8]>,
-        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
     ) {
         let start = self.data.len();
         self.data.extend_from_slice(key);
@@ -168,7 +169,7 @@ impl ConsumedBatch {
                 name_len: name.len(),
                 value_len: value.len(),
             });
-            self.data.extend_from_slice(name.as_bytes());
+            self.data.extend_from_slice(name);
             self.data.extend_from_slice(value);
         }
         self.entries.push(Entry::Message(Meta {
@@ -248,7 +249,7 @@ mod tests {
             Some(1_000),
             b"alice",
             Some(b"v1"),
-            [("trace", &b"abc"[..]), ("", &b""[..])],
+            [(&b"trace"[..], &b"abc"[..]), (&b"\xff\xfe"[..], &b""[..])],
         );
         batch.push_message(2, 8, None, b"", None, []);
         batch.push_end(2);
@@ -268,7 +269,7 @@ mod tests {
         );
         assert_eq!(
             first.headers().collect::<Vec<_>>(),
-            [("trace", &b"abc"[..]), ("", &b""[..])]
+            [(&b"trace"[..], &b"abc"[..]), (&b"\xff\xfe"[..], &b""[..])]
         );
         let owned = first.to_owned();
         assert_eq!(&*owned.topic, "t");

@@ -14,6 +14,8 @@ pub mod rdkafka_client;
 #[cfg(feature = "rdkafka")]
 mod rdkafka_group;
 #[cfg(feature = "rdkafka")]
+mod rdkafka_headers;
+#[cfg(feature = "rdkafka")]
 mod rdkafka_producer;
 
 use std::collections::BTreeMap;
@@ -24,9 +26,14 @@ use futures::future::BoxFuture;
 pub use self::batch::{BatchEvent, ConsumedBatch, MessageRef};
 pub use self::config::KafkaConfig;
 
-/// Message headers, in order; keys may repeat, as in Kafka.
+/// Message headers, in order; names may repeat, as in Kafka.
+///
+/// Names and values are bytes, as on the wire: Kafka does not require names to be UTF-8, and
+/// a message from a Go or Java producer may carry any bytes. [`get`](Self::get) takes a
+/// `&str` or bytes; [`iter`](Self::iter) hands out names as bytes
+/// (`std::str::from_utf8(name)` where text is expected).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, Vec<u8>)>);
+pub struct Headers(Vec<(Vec<u8>, Vec<u8>)>);
 
 impl Headers {
     /// No headers.
@@ -34,23 +41,24 @@ impl Headers {
         Self(Vec::new())
     }
 
-    /// Adds a header.
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> &mut Self {
-        self.0.push((key.into(), value.into()));
+    /// Adds a header (`&str`, `String` or bytes as its name).
+    pub fn insert(&mut self, name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.0.push((name.into(), value.into()));
         self
     }
 
-    /// The value of the first header named `key`.
-    pub fn get(&self, key: &str) -> Option<&[u8]> {
+    /// The value of the first header named `name`.
+    pub fn get(&self, name: impl AsRef<[u8]>) -> Option<&[u8]> {
+        let name = name.as_ref();
         self.0
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_slice())
     }
 
-    /// All headers in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    /// All headers in order, names as bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.0.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
 
     /// Number of headers.
@@ -64,7 +72,7 @@ impl Headers {
     }
 }
 
-impl<K: Into<String>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Headers {
+impl<K: Into<Vec<u8>>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         Self(
             iter.into_iter()
@@ -400,6 +408,12 @@ pub trait RebalanceListener: Send + Sync + 'static {
     /// Partitions are being taken away. Returns once the work on them is finished, with the
     /// offsets to commit for them; the consumer commits them before giving the partitions up.
     fn revoking(&self, partitions: &[(String, i32)]) -> Vec<TopicPartitionOffset>;
+
+    /// An asynchronous commit of `offsets` failed (reported from inside
+    /// [`GroupConsumer::poll`]): the listener should commit them again.
+    fn commit_failed(&self, offsets: &[TopicPartitionOffset], error: &KafkaError) {
+        let _ = (offsets, error);
+    }
 }
 
 /// A member of a consumer group (the client side of a processor). Used from one thread;
@@ -450,6 +464,14 @@ pub trait Admin: Send + Sync + 'static {
 pub trait Client: Send + Sync + 'static {
     /// A producer.
     fn producer(&self) -> Result<std::sync::Arc<dyn Producer>, KafkaError>;
+
+    /// A producer that keeps the order of each partition's messages also when the client
+    /// retries a failed request, for changelogs and loop topics (a processor's writes): the
+    /// last value of a key must be the last one written. Clients whose producer keeps the
+    /// order anyway return [`producer`](Self::producer).
+    fn ordered_producer(&self) -> Result<std::sync::Arc<dyn Producer>, KafkaError> {
+        self.producer()
+    }
 
     /// An admin client.
     fn admin(&self) -> Result<std::sync::Arc<dyn Admin>, KafkaError>;

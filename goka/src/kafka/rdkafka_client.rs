@@ -10,8 +10,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers as _};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use smallvec::SmallVec;
 
 use super::rdkafka_producer::RdProducer;
 use super::{
@@ -28,6 +29,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RdKafkaClient {
     config: KafkaConfig,
     producer: std::sync::OnceLock<Arc<RdProducer>>,
+    ordered: std::sync::OnceLock<Arc<RdProducer>>,
     admin: std::sync::OnceLock<Arc<RdAdmin>>,
 }
 
@@ -37,6 +39,7 @@ impl RdKafkaClient {
         Self {
             config,
             producer: std::sync::OnceLock::new(),
+            ordered: std::sync::OnceLock::new(),
             admin: std::sync::OnceLock::new(),
         }
     }
@@ -77,6 +80,23 @@ impl Client for RdKafkaClient {
         }
         let producer = RdProducer::new(&self.client_config())?;
         Ok(self.producer.get_or_init(|| Arc::new(producer)).clone())
+    }
+
+    fn ordered_producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
+        if let Some(producer) = self.ordered.get() {
+            return Ok(producer.clone());
+        }
+        let mut config = self.client_config();
+        // librdkafka sends up to a million requests per connection at once by default; a
+        // retried batch can then land after a later one, and a changelog would end with an
+        // older value of a key. One request at a time keeps each partition's order through
+        // retries. An idempotent producer keeps it with up to five: left to the user, since
+        // some Kafka-compatible brokers mishandle it.
+        if config.get("enable.idempotence") != Some("true") {
+            set_default(&mut config, "max.in.flight.requests.per.connection", "1");
+        }
+        let producer = RdProducer::new(&config)?;
+        Ok(self.ordered.get_or_init(|| Arc::new(producer)).clone())
     }
 
     fn admin(&self) -> Result<Arc<dyn Admin>, KafkaError> {
@@ -313,6 +333,10 @@ impl Admin for RdAdmin {
 
 /// Events handed from the polling thread to the async side at once, at most.
 const EVENT_BATCH: usize = 1_024;
+/// Key, value and header bytes after which a batch is handed over, whatever its length: with
+/// the batch count below it bounds a reader's memory by bytes too (about 32 MiB with
+/// 1 MB messages, where 1,024 messages a batch would allow 16 GiB).
+const EVENT_BATCH_BYTES: usize = 1 << 20;
 /// Batches in flight between the polling thread and the async side: bounds memory.
 const EVENT_BATCHES: usize = 16;
 
@@ -366,7 +390,7 @@ fn poll_loop(
         let hand_over = match consumer.poll(timeout) {
             Some(Ok(message)) => {
                 push_borrowed(&mut batch, &message, headers);
-                batch.len() >= EVENT_BATCH
+                batch.len() >= EVENT_BATCH || batch.bytes() >= EVENT_BATCH_BYTES
             }
             Some(Err(RdError::PartitionEOF(partition))) => {
                 batch.push_end(partition);
@@ -458,37 +482,23 @@ pub(super) fn is_fatal(error: &RdError) -> bool {
 
 /// Copies a message of librdkafka's into a batch, with its headers if asked to.
 fn push_borrowed(batch: &mut ConsumedBatch, message: &BorrowedMessage<'_>, headers: HeaderUse) {
-    let headers = match headers {
-        HeaderUse::Read => message.headers(),
-        HeaderUse::Skip => None,
-    };
+    let mut names_and_values = SmallVec::<[(&[u8], &[u8]); 4]>::new();
+    if headers == HeaderUse::Read {
+        super::rdkafka_headers::for_each(message, |name, value| {
+            names_and_values.push((name, value))
+        });
+    }
     batch.push_message(
         message.partition(),
         message.offset(),
         message.timestamp().to_millis(),
         message.key().unwrap_or_default(),
         message.payload(),
-        headers
-            .iter()
-            .flat_map(|hs| hs.iter())
-            .map(|h| (h.key, h.value.unwrap_or_default())),
+        names_and_values,
     );
 }
 
 pub(super) fn detach(topic: &Arc<str>, message: &BorrowedMessage<'_>) -> ConsumedMessage {
-    let headers = message
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     ConsumedMessage {
         topic: topic.clone(),
         partition: message.partition(),
@@ -496,6 +506,6 @@ pub(super) fn detach(topic: &Arc<str>, message: &BorrowedMessage<'_>) -> Consume
         key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
         value: message.payload().map(<[u8]>::to_vec),
         timestamp: message.timestamp().to_millis(),
-        headers,
+        headers: super::rdkafka_headers::owned(message),
     }
 }

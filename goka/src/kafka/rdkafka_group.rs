@@ -56,11 +56,44 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        let Err(error) = result else {
+            return;
+        };
+        let offsets: Vec<TopicPartitionOffset> = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some(TopicPartitionOffset {
+                    topic: e.topic().to_owned(),
+                    partition: e.partition(),
+                    offset,
+                }),
+                _ => None,
+            })
+            .collect();
+        let error = KafkaError::Consume {
+            topic: offsets.first().map(|o| o.topic.clone()).unwrap_or_default(),
+            message: format!("group {}: commit failed: {error}", self.group),
+        };
+        self.listener.commit_failed(&offsets, &error);
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
                 let partitions = list(assigned);
                 tracing::info!(group = %self.group, ?partitions, "partitions assigned");
+                // librdkafka keeps an application's pause across unassign and assign: a
+                // partition paused for a full queue before it was revoked would come back
+                // paused and never be fetched again. Whatever waited was dropped on revoke.
+                if let Err(error) = consumer.resume(assigned) {
+                    tracing::error!(group = %self.group, %error, "cannot resume assigned partitions");
+                }
                 self.listener.assigned(&partitions);
             }
             Rebalance::Revoke(_) => {}

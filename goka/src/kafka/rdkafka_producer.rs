@@ -23,12 +23,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::{ClientConfig, Message};
 
 use super::ack_ring::AckRing;
-use super::{Ack, Delivery, Headers, KafkaError, OutgoingRecord, Producer, SendError, Sent};
+use super::{Ack, Delivery, KafkaError, OutgoingRecord, Producer, SendError, Sent};
 
 /// How often the reporting thread looks for reports while messages are in flight: at most
 /// this late is a report acknowledged once the sender went quiet.
@@ -196,7 +195,7 @@ impl Producer for RdProducer {
             rd = rd.payload(value);
         }
         if let Some(headers) = record.headers {
-            rd = rd.headers(owned_headers(headers));
+            rd = rd.headers(super::rdkafka_headers::to_native(headers));
         }
         // Counted before it is queued: its report may come before `send` returns.
         if self.shared.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -249,15 +248,4 @@ impl Producer for RdProducer {
         }
         .boxed()
     }
-}
-
-fn owned_headers(headers: &Headers) -> OwnedHeaders {
-    headers
-        .iter()
-        .fold(OwnedHeaders::new(), |acc, (key, value)| {
-            acc.insert(Header {
-                key,
-                value: Some(value),
-            })
-        })
 }

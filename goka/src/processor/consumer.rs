@@ -4,9 +4,11 @@
 //! the offsets the tasks report done.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,13 +34,16 @@ pub(super) async fn run<P: Group>(group: Arc<P>, shared: Arc<Shared>) {
     let name = format!("goka-{}", shared.group);
     let thread_shared = shared.clone();
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        member_loop(group, thread_shared, runtime);
-        let _ = done.send(());
+        let member = std::panic::AssertUnwindSafe(|| member_loop(group, thread_shared, runtime));
+        let _ = done.send(std::panic::catch_unwind(member).map_err(|p| panic_text(&*p)));
     });
     match spawned {
-        Ok(_) => {
-            let _ = finished.await;
-        }
+        Ok(_) => match finished.await {
+            Ok(Ok(())) => {}
+            // The member is gone: without it no partition moves, so the processor stops.
+            Ok(Err(panic)) => shared.fail(member_died(&shared, &format!("panicked: {panic}"))),
+            Err(_) => shared.fail(member_died(&shared, "ended without a word")),
+        },
         Err(e) => shared.fail(ProcessorError::Kafka {
             group: shared.group,
             topic: String::new(),
@@ -49,8 +54,30 @@ pub(super) async fn run<P: Group>(group: Arc<P>, shared: Arc<Shared>) {
     }
 }
 
+fn member_died(shared: &Shared, what: &str) -> ProcessorError {
+    ProcessorError::Kafka {
+        group: shared.group,
+        topic: String::new(),
+        source: crate::kafka::KafkaError::Consume {
+            topic: String::new(),
+            message: format!("the consumer group member thread {what}"),
+        },
+    }
+}
+
+/// The message of a caught panic.
+pub(super) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 struct Task {
     queue: mpsc::Sender<ConsumedMessage>,
+    /// Key and value bytes in `queue`; the partition task takes off what it receives.
+    queued_bytes: Arc<AtomicUsize>,
     stop: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -59,6 +86,8 @@ struct Task {
 #[derive(Default)]
 struct Stashed {
     waiting: VecDeque<ConsumedMessage>,
+    /// Key and value bytes of `waiting`.
+    bytes: usize,
     /// Fetching was paused because as many messages wait as the queue holds.
     paused: bool,
 }
@@ -77,12 +106,14 @@ struct Listener<P: Group> {
 impl<P: Group> Listener<P> {
     fn start(&self, partition: i32) -> Task {
         let (queue, input) = mpsc::channel(self.shared.config.partition_queue.max(1));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let stop = self.shared.cancel.child_token();
         let task = PartitionTask {
             group: self.group.clone(),
             shared: self.shared.clone(),
             partition,
             input,
+            queued_bytes: queued_bytes.clone(),
             stop: stop.clone(),
             unsaved_offset: std::sync::atomic::AtomicI64::new(-1),
             unsaved: std::sync::atomic::AtomicU32::new(0),
@@ -92,15 +123,28 @@ impl<P: Group> Listener<P> {
         let span = tracing::info_span!("partition", group = shared.group, partition);
         let handle = self.runtime.spawn(
             async move {
-                if let Err(error) = task.run().await {
-                    tracing::error!(%error, "partition task failed");
-                    shared.fail(error);
-                }
+                // A panic outside the handler's guard (storage, a codec of a join) must stop
+                // the processor too: the partition would never move again.
+                let outcome = std::panic::AssertUnwindSafe(task.run())
+                    .catch_unwind()
+                    .await;
+                let error = match outcome {
+                    Ok(Ok(())) => return,
+                    Ok(Err(error)) => error,
+                    Err(panic) => ProcessorError::PartitionPanicked {
+                        group: shared.group,
+                        partition,
+                        message: panic_text(&*panic),
+                    },
+                };
+                tracing::error!(%error, "partition task failed");
+                shared.fail(error);
             }
             .instrument(span),
         );
         Task {
             queue,
+            queued_bytes,
             stop,
             handle,
         }
@@ -144,6 +188,21 @@ impl<P: Group> RebalanceListener for Listener<P> {
                 tasks.insert(*partition, task);
             }
         }
+        if tasks.is_empty() {
+            // A member without partitions (more instances than partitions) has nothing to
+            // recover: it runs, idle, instead of staying `Starting` forever.
+            tracing::info!(
+                group = self.shared.group,
+                "no partition assigned to this member"
+            );
+            self.shared.state.send_if_modified(|s| {
+                let starting = *s == PartitionState::Starting;
+                if starting {
+                    *s = PartitionState::Running;
+                }
+                starting
+            });
+        }
     }
 
     fn revoking(&self, partitions: &[(String, i32)]) -> Vec<TopicPartitionOffset> {
@@ -156,6 +215,11 @@ impl<P: Group> RebalanceListener for Listener<P> {
             .retain(|(_, p), _| !numbers.contains(p));
         self.shared.state.send_replace(PartitionState::Starting);
         self.shared.offsets.remove(partitions)
+    }
+
+    fn commit_failed(&self, offsets: &[TopicPartitionOffset], error: &crate::kafka::KafkaError) {
+        tracing::warn!(group = self.shared.group, %error, "commit failed; committing again");
+        self.shared.offsets.retry(offsets);
     }
 }
 
@@ -269,8 +333,11 @@ fn commit(shared: &Shared, member: &mut dyn GroupConsumer, sync: bool) {
     }
     match member.commit(&offsets, sync) {
         Ok(()) => tracing::debug!(group = shared.group, ?offsets, sync, "committed"),
-        // The offsets stay done; a later commit or the next owner's replay covers them.
-        Err(error) => tracing::warn!(group = shared.group, %error, "commit failed"),
+        // Committed again at the next interval, even if nothing moves on by then.
+        Err(error) => {
+            tracing::warn!(group = shared.group, %error, "commit failed; committing again");
+            shared.offsets.retry(&offsets);
+        }
     }
 }
 
@@ -282,24 +349,27 @@ fn route<P: Group>(
     let key = (message.topic.clone(), message.partition);
     let mut stash = listener.stash.lock().unwrap_or_else(|p| p.into_inner());
     let message = match stash.get_mut(&key) {
-        Some(stashed) => {
-            stashed.waiting.push_back(message);
-            None
-        }
+        Some(_) => Some(message),
         None => match task_queue(listener, message.partition) {
             // Not ours (any more): not committed here, so its next owner reads it.
             None => return,
-            Some(queue) => match queue.try_send(message) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
-                Err(mpsc::error::TrySendError::Full(message)) => Some(message),
+            Some(queue) => match queue.offer(message, &listener.shared.config) {
+                None => return,
+                Some(message) => Some(message),
             },
         },
     };
     let stashed = stash.entry(key.clone()).or_default();
-    stashed.waiting.extend(message);
+    if let Some(message) = message {
+        stashed.bytes += size(&message);
+        stashed.waiting.push_back(message);
+    }
     // Pause only when as much waits as the queue holds: pausing and resuming cost a fetch
     // round trip, and the stash stays bounded by the queue size plus one fetch.
-    if !stashed.paused && stashed.waiting.len() >= listener.shared.config.partition_queue.max(1) {
+    let config = &listener.shared.config;
+    let full = stashed.waiting.len() >= config.partition_queue.max(1)
+        || stashed.bytes >= config.partition_queue_bytes.max(1);
+    if !stashed.paused && full {
         match member.pause(&key.0, key.1) {
             Ok(()) => stashed.paused = true,
             Err(error) => {
@@ -322,13 +392,13 @@ fn retry_stash<P: Group>(listener: &Listener<P>, member: &mut dyn GroupConsumer)
             None => stashed.waiting.clear(),
             Some(queue) => {
                 while let Some(message) = stashed.waiting.pop_front() {
-                    match queue.try_send(message) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(message)) => {
+                    let bytes = size(&message);
+                    match queue.offer(message, &listener.shared.config) {
+                        None => stashed.bytes -= bytes,
+                        Some(message) => {
                             stashed.waiting.push_front(message);
                             break;
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => stashed.waiting.clear(),
                     }
                 }
             }
@@ -347,10 +417,50 @@ fn retry_stash<P: Group>(listener: &Listener<P>, member: &mut dyn GroupConsumer)
     }
 }
 
-fn task_queue<P: Group>(
-    listener: &Listener<P>,
-    partition: i32,
-) -> Option<mpsc::Sender<ConsumedMessage>> {
+/// Key and value bytes of a message, what the byte bounds count.
+pub(super) fn size(message: &ConsumedMessage) -> usize {
+    message.key.len() + message.value.as_ref().map_or(0, Vec::len)
+}
+
+/// The sending side of a partition task's queue.
+struct QueueHandle {
+    queue: mpsc::Sender<ConsumedMessage>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl QueueHandle {
+    /// Queues `message` if the queue has room in messages and bytes; gives it back if not.
+    /// A message for a task that ended is dropped: it is not committed, so it is read again.
+    fn offer(
+        &self,
+        message: ConsumedMessage,
+        config: &super::ProcessorConfig,
+    ) -> Option<ConsumedMessage> {
+        let bytes = size(&message);
+        // One message always fits an empty queue, however large.
+        let queued = self.bytes.load(Ordering::Relaxed);
+        if queued > 0 && queued + bytes > config.partition_queue_bytes {
+            return Some(message);
+        }
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        match self.queue.try_send(message) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                None
+            }
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                Some(message)
+            }
+        }
+    }
+}
+
+fn task_queue<P: Group>(listener: &Listener<P>, partition: i32) -> Option<QueueHandle> {
     let tasks = listener.tasks.lock().unwrap_or_else(|p| p.into_inner());
-    tasks.get(&partition).map(|t| t.queue.clone())
+    tasks.get(&partition).map(|t| QueueHandle {
+        queue: t.queue.clone(),
+        bytes: t.queued_bytes.clone(),
+    })
 }

@@ -50,58 +50,64 @@ pub(crate) async fn handle<P: Group>(
         }
     }
     let skip = policies.decode_errors == DecodeErrorPolicy::SkipAndCount;
-    let mut ctx = match Context::<P>::new(resources, message, outgoing) {
-        Ok(ctx) => ctx,
-        Err(e) if skip => {
-            tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose key does not decode");
-            return Ok(Handled::Undecodable);
-        }
-        Err(e) => {
-            return Err(callback_error::<P>(
-                message,
-                format!("key does not decode: {e}"),
-            ))
-        }
-    };
-    let outcome = AssertUnwindSafe(group.dispatch(&mut ctx, message.value.as_deref()))
-        .catch_unwind()
-        .await;
+    // Key decoding runs inside the panic guard too: a key codec is user code.
+    let key_decoded = std::sync::atomic::AtomicBool::new(false);
+    let outcome = AssertUnwindSafe(async {
+        let mut ctx = Context::<P>::new(resources, message, outgoing).map_err(Failure::Key)?;
+        key_decoded.store(true, std::sync::atomic::Ordering::Relaxed);
+        group
+            .dispatch(&mut ctx, message.value.as_deref())
+            .await
+            .map_err(Failure::Handler)
+    })
+    .catch_unwind()
+    .await;
     match outcome {
         Ok(Ok(())) => Ok(Handled::Produced),
-        Ok(Err(e)) if e.is_decode() && skip => {
+        Ok(Err(Failure::Key(e))) if skip => {
+            tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose key does not decode");
+            Ok(Handled::Undecodable)
+        }
+        Ok(Err(Failure::Key(e))) => Err(callback_error::<P>(
+            message,
+            format!("key does not decode: {e}"),
+        )),
+        Ok(Err(Failure::Handler(e))) if e.is_decode() && skip => {
             tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose value does not decode");
             // Whatever the handler produced before it failed is not sent.
             outgoing.clear();
             Ok(Handled::Undecodable)
         }
-        Ok(Err(e)) => Err(callback_error::<P>(message, e.to_string())),
+        Ok(Err(Failure::Handler(e))) => Err(callback_error::<P>(message, e.to_string())),
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let what = super::consumer::panic_text(&*panic);
+            let place = if key_decoded.load(std::sync::atomic::Ordering::Relaxed) {
+                "handler"
+            } else {
+                "key codec"
+            };
             Err(callback_error::<P>(
                 message,
-                format!("handler panicked: {what}"),
+                format!("{place} panicked: {what}"),
             ))
         }
     }
 }
 
-/// goka's `NilRestore`: a tombstone on an input deletes the row.
+/// Why handling a message failed, before the policies decide what that means.
+enum Failure {
+    Key(crate::codec::CodecError),
+    Handler(crate::context::CallbackError),
+}
+
+/// goka's `NilRestore`: a tombstone on an input deletes the row (locally once the
+/// changelog's tombstone is queued, like every table write).
 fn restore<P: Group>(
     resources: &PartitionResources,
     message: &ConsumedMessage,
     outgoing: &mut Outgoing,
 ) -> Result<Handled, ProcessorError> {
-    if let (Some(table), Some(edge)) = (&resources.table, P::GRAPH.table) {
-        table
-            .delete(&message.key)
-            .map_err(|source| ProcessorError::Storage {
-                group: P::GRAPH.group,
-                source,
-            })?;
+    if let (Some(_), Some(edge)) = (&resources.table, P::GRAPH.table) {
         let (key, _) = outgoing.scratch();
         key.extend_from_slice(&message.key);
         outgoing.push_scratch(

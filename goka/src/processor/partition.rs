@@ -16,7 +16,7 @@ use super::group::Group;
 use super::handle::{handle, Handled, Policies};
 use super::pending::{Done, Pending};
 use super::{ProcessorError, Shared};
-use crate::context::{Outgoing, PartitionResources};
+use crate::context::{Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::{
     BatchEvent, ConsumedBatch, ConsumedMessage, HeaderUse, OutgoingRecord, PartitionConsumer,
     StartOffset,
@@ -29,6 +29,9 @@ const MAX_IN_FLIGHT: usize = 10_000;
 const OFFSET_EVERY: u32 = 1_000;
 /// Changelog rows per storage write during recovery.
 const RECOVERY_BATCH: usize = 5_000;
+/// A stored table offset that makes the next recovery start at the changelog's beginning
+/// (set when local rows may not match the changelog).
+pub(crate) const RECOVER_FROM_BEGINNING: i64 = -1;
 
 /// A joined table partition: its topic, local copy and the consumer following its changelog.
 type JoinedTable = (&'static str, Arc<dyn Storage>, Box<dyn PartitionConsumer>);
@@ -38,6 +41,8 @@ pub(super) struct PartitionTask<P: Group> {
     pub(super) shared: Arc<Shared>,
     pub(super) partition: i32,
     pub(super) input: mpsc::Receiver<ConsumedMessage>,
+    /// Key and value bytes waiting in `input` (see `ProcessorConfig::partition_queue_bytes`).
+    pub(super) queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) stop: CancellationToken,
     /// Highest acknowledged changelog offset not yet stored, -1 for none.
     pub(super) unsaved_offset: AtomicI64,
@@ -128,6 +133,9 @@ impl<P: Group> PartitionTask<P> {
     ) -> Result<(), ProcessorError> {
         let mut pending = Pending::new(P::GRAPH.group, self.partition);
         let mut failure = None;
+        // Keys whose local row may hold a write its changelog never received: those whose
+        // changelog write failed.
+        let mut unconfirmed = Vec::new();
         // What each handler call produces; its buffers serve every message.
         let mut outgoing = Outgoing::default();
         loop {
@@ -135,9 +143,18 @@ impl<P: Group> PartitionTask<P> {
             let step = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
-                done = pending.next_done(), if !pending.is_empty() => done.and_then(|done| self.complete(resources, done)),
+                done = pending.next_done(), if !pending.is_empty() => match done {
+                    Ok(done) => self.complete(resources, done),
+                    Err(failed) => {
+                        unconfirmed.extend(failed.table_key);
+                        Err(failed.error)
+                    }
+                },
                 message = self.input.recv(), if pending.len() < MAX_IN_FLIGHT => match message {
-                    Some(message) => self.process(resources, message, &mut outgoing, &mut pending).await,
+                    Some(message) => {
+                        self.queued_bytes.fetch_sub(super::consumer::size(&message), Ordering::Relaxed);
+                        self.process(resources, message, &mut outgoing, &mut pending, &mut unconfirmed).await
+                    }
                     None => break,
                 },
                 update = join_update => update,
@@ -148,17 +165,62 @@ impl<P: Group> PartitionTask<P> {
             }
         }
         // Finish what is in flight, also after a failure: every message whose produces were
-        // acknowledged is reported done, so a restart does not handle it twice.
+        // acknowledged is reported done, so a restart does not handle it twice. After a
+        // failed produce nothing later is reported done: the commit must never pass the
+        // message whose output was lost.
+        let mut produce_failed = matches!(failure, Some(ProcessorError::HandlerProduce { .. }));
         while !pending.is_empty() {
-            if let Err(error) = pending
-                .next_done()
-                .await
-                .and_then(|done| self.complete(resources, done))
-            {
-                failure.get_or_insert(error);
+            match pending.next_done().await {
+                Ok(done) if !produce_failed => {
+                    if let Err(error) = self.complete(resources, done) {
+                        failure.get_or_insert(error);
+                    }
+                }
+                // Acknowledged, so its rows are in the changelog; but not done.
+                Ok(_) => {}
+                Err(failed) => {
+                    produce_failed = true;
+                    unconfirmed.extend(failed.table_key);
+                    failure.get_or_insert(failed.error);
+                }
             }
         }
+        if !unconfirmed.is_empty() {
+            self.forget_unconfirmed(resources, &unconfirmed)?;
+        }
         failure.map_or(Ok(()), Err)
+    }
+
+    /// After a failed changelog write the local table may hold rows its changelog does not:
+    /// those rows are deleted and the stored offset is reset, so whoever owns the partition
+    /// next recovers the table from the changelog's beginning instead of trusting them.
+    fn forget_unconfirmed(
+        &self,
+        resources: &PartitionResources,
+        keys: &[Vec<u8>],
+    ) -> Result<(), ProcessorError> {
+        let Some(table) = &resources.table else {
+            return Ok(());
+        };
+        let storage_error = |source| ProcessorError::Storage {
+            group: P::GRAPH.group,
+            source,
+        };
+        tracing::warn!(
+            group = P::GRAPH.group,
+            partition = self.partition,
+            rows = keys.len(),
+            "a changelog write failed: the local rows it covered are removed and the partition \
+             recovers from the changelog's beginning when it starts next"
+        );
+        for key in keys {
+            table.delete(key).map_err(storage_error)?;
+        }
+        self.unsaved_offset.store(-1, Ordering::Relaxed);
+        self.unsaved.store(0, Ordering::Relaxed);
+        table
+            .set_offset(RECOVER_FROM_BEGINNING)
+            .map_err(storage_error)
     }
 
     fn complete(&self, resources: &PartitionResources, done: Done) -> Result<(), ProcessorError> {
@@ -185,6 +247,7 @@ impl<P: Group> PartitionTask<P> {
         message: ConsumedMessage,
         outgoing: &mut Outgoing,
         pending: &mut Pending,
+        unconfirmed: &mut Vec<Vec<u8>>,
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -203,28 +266,24 @@ impl<P: Group> PartitionTask<P> {
         if let Handled::Undecodable = handled? {
             shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.send(
-            message.topic,
-            message.offset,
-            message.key,
-            outgoing,
-            pending,
-        )
-        .await
+        self.send(resources, message, outgoing, pending, unconfirmed)
+            .await
     }
 
     /// Produces what a handler wrote, in order, and queues the input with their acks. A
-    /// failure names the input message (`topic`, `offset`, `key`) that caused the produce.
+    /// group table write reaches local storage only once its changelog message is queued,
+    /// so a handler that fails, a skipped message or a produce that cannot be queued leaves
+    /// no local row behind. A failure names the input message that caused the produce.
     async fn send(
         &self,
-        topic: Arc<str>,
-        offset: i64,
-        key: Vec<u8>,
+        resources: &PartitionResources,
+        message: ConsumedMessage,
         outgoing: &Outgoing,
         pending: &mut Pending,
+        unconfirmed: &mut Vec<Vec<u8>>,
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
-        let mut acks = SmallVec::<[_; 2]>::new();
+        let mut acks = SmallVec::<[(OutgoingKind, crate::kafka::Ack); 2]>::new();
         for out in outgoing.iter() {
             let record = OutgoingRecord {
                 topic: out.topic,
@@ -236,16 +295,37 @@ impl<P: Group> PartitionTask<P> {
             let ack = match crate::kafka::send(&*shared.producer, &record).await {
                 Ok(ack) => ack,
                 Err(source) => {
+                    // What was queued already is still in flight: wait for it, so that
+                    // nothing of this message is left unaccounted for.
+                    let mut lost_row = false;
+                    for (kind, ack) in acks {
+                        lost_row |= ack.await.is_err() && kind == OutgoingKind::Changelog;
+                    }
+                    if lost_row {
+                        unconfirmed.push(message.key.clone());
+                    }
                     return Err(ProcessorError::HandlerProduce {
                         group: P::GRAPH.group,
-                        topic: topic.to_string(),
+                        topic: message.topic.to_string(),
                         partition: self.partition,
-                        offset,
-                        key: String::from_utf8_lossy(&key).into_owned(),
+                        offset: message.offset,
+                        key: String::from_utf8_lossy(&message.key).into_owned(),
                         source: Box::new(source),
-                    })
+                    });
                 }
             };
+            if out.kind == OutgoingKind::Changelog {
+                if let Some(table) = &resources.table {
+                    match out.value {
+                        Some(value) => table.set(out.key, value),
+                        None => table.delete(out.key),
+                    }
+                    .map_err(|source| ProcessorError::Storage {
+                        group: P::GRAPH.group,
+                        source,
+                    })?;
+                }
+            }
             let bytes = out.key.len() + out.value.map_or(0, <[u8]>::len);
             shared.stats.messages_out.fetch_add(1, Ordering::Relaxed);
             shared
@@ -254,7 +334,7 @@ impl<P: Group> PartitionTask<P> {
                 .fetch_add(bytes as u64, Ordering::Relaxed);
             acks.push((out.kind, ack));
         }
-        pending.push(topic, offset, key, acks);
+        pending.push(message.topic, message.offset, message.key, acks);
         Ok(())
     }
 
@@ -361,8 +441,8 @@ async fn recover(
         source,
     };
     let start = match storage.offset().map_err(storage_error)? {
-        Some(offset) => StartOffset::At(offset + 1),
-        None => StartOffset::Beginning,
+        Some(offset) if offset >= 0 => StartOffset::At(offset + 1),
+        _ => StartOffset::Beginning,
     };
     let started = std::time::Instant::now();
     // The end recovery runs to, for progress figures only: without it recovery still runs.

@@ -27,6 +27,17 @@ pub(super) struct Done {
     pub(super) changelog: Option<i64>,
 }
 
+/// An input message one of whose produced messages failed. It has left the queue: the
+/// inputs after it are settled one by one, never stuck behind it.
+#[derive(Debug)]
+pub(super) struct Failed {
+    /// The error, naming the input.
+    pub(super) error: ProcessorError,
+    /// The input's key if the handler wrote the group table's row: the local row may hold a
+    /// value its changelog never received.
+    pub(super) table_key: Option<Vec<u8>>,
+}
+
 /// The waiting inputs of one partition.
 pub(super) struct Pending {
     group: &'static str,
@@ -82,13 +93,14 @@ impl Pending {
         });
     }
 
-    /// The oldest input once all of its acknowledgements arrived; an error names the input
-    /// whose produce failed. Pending forever while nothing waits.
+    /// The oldest input once all of its acknowledgements arrived, or once one of them failed
+    /// (then the input leaves the queue and the error names it). Pending forever while
+    /// nothing waits.
     pub(super) fn next_done(&mut self) -> NextDone<'_> {
         NextDone(self)
     }
 
-    fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<Result<Done, ProcessorError>> {
+    fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<Result<Done, Failed>> {
         let Some(oldest) = self.queue.front_mut() else {
             return Poll::Pending;
         };
@@ -102,13 +114,23 @@ impl Pending {
                     oldest.arrived += 1;
                 }
                 Poll::Ready(Err(source)) => {
-                    return Poll::Ready(Err(ProcessorError::HandlerProduce {
+                    let wrote_table = oldest
+                        .acks
+                        .iter()
+                        .any(|(kind, _)| *kind == OutgoingKind::Changelog);
+                    let error = ProcessorError::HandlerProduce {
                         group: self.group,
                         topic: oldest.topic.to_string(),
                         partition: self.partition,
                         offset: oldest.offset,
                         key: String::from_utf8_lossy(&oldest.key).into_owned(),
                         source: Box::new(source),
+                    };
+                    // Polled again, the failed entry would answer at once, forever.
+                    let failed = self.queue.pop_front().map(|w| w.key);
+                    return Poll::Ready(Err(Failed {
+                        error,
+                        table_key: failed.filter(|_| wrote_table),
                     }));
                 }
             }
@@ -128,7 +150,7 @@ impl Pending {
 pub(super) struct NextDone<'a>(&'a mut Pending);
 
 impl Future for NextDone<'_> {
-    type Output = Result<Done, ProcessorError>;
+    type Output = Result<Done, Failed>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.poll_done(cx)
@@ -213,20 +235,58 @@ mod tests {
             .expect("ready")
             .expect("ok");
         assert_eq!((done.offset, done.changelog), (5, None));
-        let err = pending
+        let failed = pending
             .next_done()
             .now_or_never()
             .expect("ready")
             .expect_err("failed");
-        let text = err.to_string();
-        assert!(text.contains("offset 6") || text.contains('6'), "{text}");
+        let text = failed.error.to_string();
+        assert!(text.contains("offset 6"), "{text}");
         assert!(matches!(
-            err,
+            failed.error,
             ProcessorError::HandlerProduce {
                 partition: 3,
                 offset: 6,
                 ..
             }
         ));
+        assert_eq!(failed.table_key, None, "the input wrote no row");
+    }
+
+    #[test]
+    fn a_failed_input_leaves_the_queue_and_the_next_one_settles() {
+        let mut pending = Pending::new("g", 0);
+        pending.push(
+            "in".into(),
+            1,
+            b"hot".to_vec(),
+            [
+                (
+                    OutgoingKind::Changelog,
+                    Ack::ready(Err(KafkaError::Unacknowledged)),
+                ),
+                (OutgoingKind::Emit, delivered(3)),
+            ],
+        );
+        pending.push(
+            "in".into(),
+            2,
+            b"next".to_vec(),
+            [(OutgoingKind::Changelog, delivered(4))],
+        );
+        let failed = pending
+            .next_done()
+            .now_or_never()
+            .expect("ready")
+            .expect_err("failed");
+        assert_eq!(failed.table_key.as_deref(), Some(&b"hot"[..]));
+        assert_eq!(pending.len(), 1, "the failed input is gone");
+        let next = pending
+            .next_done()
+            .now_or_never()
+            .expect("ready")
+            .expect("ok");
+        assert_eq!((next.offset, next.changelog), (2, Some(4)));
+        assert!(pending.is_empty());
     }
 }

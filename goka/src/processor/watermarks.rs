@@ -29,21 +29,29 @@ pub(super) async fn follow<P: Group>(shared: Arc<Shared>) {
             .keys()
             .copied()
             .collect();
-        for edge in P::GRAPH.inputs {
-            for &partition in &partitions {
-                match admin.watermarks(edge.topic, partition).await {
-                    Ok((_, high)) => {
-                        shared
-                            .high_watermarks
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert((edge.topic, partition), high);
-                    }
-                    Err(error) => {
-                        tracing::debug!(group = shared.group, topic = edge.topic, partition, %error, "high watermark not read");
+        // A read waits up to the client's request timeout while the broker is unreachable:
+        // stopping must not wait for it.
+        let read = async {
+            for edge in P::GRAPH.inputs {
+                for &partition in &partitions {
+                    match admin.watermarks(edge.topic, partition).await {
+                        Ok((_, high)) => {
+                            shared
+                                .high_watermarks
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert((edge.topic, partition), high);
+                        }
+                        Err(error) => {
+                            tracing::debug!(group = shared.group, topic = edge.topic, partition, %error, "high watermark not read");
+                        }
                     }
                 }
             }
+        };
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = read => {}
         }
         tokio::select! {
             _ = shared.cancel.cancelled() => return,

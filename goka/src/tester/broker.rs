@@ -121,14 +121,14 @@ impl Broker {
         &mut topics.0[index]
     }
 
-    /// Appends a message and returns its offset. Tables apply it to their rows unless the
-    /// writer already did (`applied`: a processor's own changelog writes).
+    /// Appends a message and returns its offset. Tables apply it to their rows (a
+    /// processor's own changelog writes reach its table this way, as they reach local
+    /// storage when queued in a running processor).
     pub(crate) fn append(
         &self,
         topic: &str,
         partition: i32,
         record: Record<'_>,
-        applied: bool,
     ) -> Result<i64, KafkaError> {
         let offset = {
             let mut topics = self.topics();
@@ -140,7 +140,7 @@ impl Broker {
                     message: format!("the topic has {} partitions", t.partitions.len()),
                 });
             };
-            if let (Some(tables), false) = (&t.tables, applied) {
+            if let Some(tables) = &t.tables {
                 write_row(
                     &tables[partition as usize],
                     record.key,
@@ -357,7 +357,7 @@ impl Producer for BrokerClient {
         };
         let offset = self
             .0
-            .append(record.topic, record.partition, stored, false)
+            .append(record.topic, record.partition, stored)
             .map_err(SendError::Failed)?;
         Ok(Ack::ready(Ok(Delivery {
             partition: record.partition,

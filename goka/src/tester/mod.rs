@@ -54,7 +54,7 @@ use self::broker::{empty_message, now_millis, Broker, BrokerClient, Record};
 use self::processor::{table_storages, Driven, Tested};
 pub use self::tracker::{QueueTracker, TrackedMessage};
 use crate::codec::{Codec, CodecError};
-use crate::context::{Outgoing, OutgoingKind};
+use crate::context::Outgoing;
 use crate::emitter::{EmitError, Emitter};
 use crate::kafka::{Client, ConsumedMessage, Headers, KafkaError};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
@@ -276,11 +276,9 @@ impl Tester {
                                     headers: out.headers.cloned().unwrap_or_default(),
                                     timestamp: message.timestamp.unwrap_or_default(),
                                 };
-                                // The handler wrote its own table already.
-                                let applied = out.kind == OutgoingKind::Changelog;
                                 fed |= consumed.contains(&out.topic);
                                 self.broker
-                                    .append(out.topic, out.partition, record, applied)
+                                    .append(out.topic, out.partition, record)
                                     .map_err(|source| ProcessorError::HandlerProduce {
                                         group: graph.group,
                                         topic: message.topic.to_string(),
@@ -364,7 +362,7 @@ impl Tester {
             headers,
             timestamp: now_millis(),
         };
-        self.broker.append(T::NAME, partition, record, false)?;
+        self.broker.append(T::NAME, partition, record)?;
         Ok(())
     }
 }

@@ -331,11 +331,15 @@ pub(crate) struct ViewInner {
 }
 
 impl ViewInner {
-    pub(crate) async fn run(&self, cancel: CancellationToken) -> Result<(), ViewError> {
+    pub(crate) async fn run(self: &Arc<Self>, cancel: CancellationToken) -> Result<(), ViewError> {
         if self.running.swap(true, Ordering::AcqRel) {
             return Err(ViewError::AlreadyRunning { topic: self.topic });
         }
+        let watermarks = cancel.child_token();
+        let following = tokio::spawn(runner::follow_watermarks(self.clone(), watermarks.clone()));
         let result = Runner::new(self).run(cancel).await;
+        watermarks.cancel();
+        let _ = following.await;
         for p in &self.partitions {
             p.set_state(ViewState::Stopped);
         }

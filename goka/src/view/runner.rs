@@ -2,6 +2,8 @@
 //! per partition, written whenever the consumer has nothing ready.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
@@ -9,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 use super::{DecodeErrorPolicy, ViewError, ViewInner, ViewState, RECOVERY_BATCH};
 use crate::kafka::{BatchEvent, HeaderUse, MessageRef, PartitionConsumer, StartOffset};
 use crate::storage::{StorageError, WriteBatch};
+
+/// How often a running view reads its partitions' high watermarks (for lag).
+const WATERMARK_REFRESH: Duration = Duration::from_secs(2);
 
 /// The loop of [`View::run`]: one consumer for all partitions, one write batch per partition.
 pub(super) struct Runner<'a> {
@@ -72,9 +77,7 @@ impl<'a> Runner<'a> {
             .client
             .consume(topic, &starts, headers)
             .map_err(kafka)?;
-        self.refresh_watermarks().await;
-
-        loop {
+        'consume: loop {
             let mut next = consumer.next_batch();
             // Write what was gathered whenever the consumer has nothing ready right away, so
             // reads lag the changelog by at most what arrived in one burst.
@@ -83,7 +86,7 @@ impl<'a> Runner<'a> {
                 None => {
                     self.flush_all()?;
                     tokio::select! {
-                        _ = cancel.cancelled() => break,
+                        _ = cancel.cancelled() => break 'consume,
                         polled = next => polled,
                     }
                 }
@@ -254,36 +257,7 @@ impl<'a> Runner<'a> {
     }
 
     fn update_view_state(&self) {
-        let all_running = self
-            .inner
-            .partitions
-            .iter()
-            .all(|p| p.state() == ViewState::Running);
-        let state = if all_running {
-            ViewState::Running
-        } else {
-            ViewState::Recovering
-        };
-        self.inner.state.send_if_modified(|s| {
-            let changed = *s != state;
-            *s = state;
-            changed
-        });
-    }
-
-    async fn refresh_watermarks(&self) {
-        let Ok(admin) = self.inner.client.admin() else {
-            return;
-        };
-        let asks = self.inner.partitions.iter().map(|p| {
-            let admin = &admin;
-            async move {
-                if let Ok((_, high)) = admin.watermarks(self.inner.topic, p.partition).await {
-                    p.high_watermark.fetch_max(high, Ordering::Relaxed);
-                }
-            }
-        });
-        futures::future::join_all(asks).await;
+        update_view_state(self.inner);
     }
 
     fn storage_error(&self, source: StorageError) -> ViewError {
@@ -292,4 +266,60 @@ impl<'a> Runner<'a> {
             source,
         }
     }
+}
+
+/// Reads the high watermarks of the view's partitions every [`WATERMARK_REFRESH`] until
+/// `cancel` fires, on a task of its own: the view's lag follows the changelog's end also
+/// while the view is busy catching up, and a read waiting out the client's request timeout
+/// during an outage holds up neither consuming nor stopping. When every partition answers
+/// while the view shows `Reconnecting`, the cluster is reachable again: a quiet table would
+/// otherwise show `Reconnecting` until its next message.
+pub(super) async fn follow_watermarks(inner: Arc<ViewInner>, cancel: CancellationToken) {
+    let Ok(admin) = inner.client.admin() else {
+        return;
+    };
+    let inner = &*inner;
+    loop {
+        let asks = inner.partitions.iter().map(|p| {
+            let admin = &admin;
+            async move {
+                match admin.watermarks(inner.topic, p.partition).await {
+                    Ok((_, high)) => {
+                        p.high_watermark.fetch_max(high, Ordering::Relaxed);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        });
+        let answered = tokio::select! {
+            _ = cancel.cancelled() => return,
+            answered = futures::future::join_all(asks) => answered,
+        };
+        if answered.iter().all(|ok| *ok) && *inner.state.borrow() == ViewState::Reconnecting {
+            update_view_state(inner);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(WATERMARK_REFRESH) => {}
+        }
+    }
+}
+
+/// `Running` once every partition runs, `Recovering` before.
+fn update_view_state(inner: &ViewInner) {
+    let all_running = inner
+        .partitions
+        .iter()
+        .all(|p| p.state() == ViewState::Running);
+    let state = if all_running {
+        ViewState::Running
+    } else {
+        ViewState::Recovering
+    };
+    inner.state.send_if_modified(|s| {
+        let changed = *s != state;
+        *s = state;
+        changed
+    });
 }

@@ -16,7 +16,14 @@
 //! ```
 //!
 //! Pages are rendered on the server and refresh themselves; `monitor.router()` returns the
-//! axum router to mount under an application's own server instead.
+//! axum router to mount under an application's own server instead (behind its own
+//! authentication layer, if it has one).
+//!
+//! **What it exposes**: the names, states, offsets and counters of every registered
+//! component, and through `/query` any key of every registered table, decoded. Bind it to
+//! loopback (as above) or a private network, or require a token with
+//! [`Monitor::with_bearer_token`]: every request must then carry
+//! `Authorization: Bearer <token>`.
 
 mod api;
 mod metrics;
@@ -39,6 +46,8 @@ pub const MAX_KEY_LEN: usize = 4096;
 #[derive(Clone, Default)]
 pub struct Monitor {
     inner: Arc<Inner>,
+    /// Every request must carry it as `Authorization: Bearer <token>`, if set.
+    token: Option<Arc<str>>,
 }
 
 #[derive(Default)]
@@ -65,6 +74,13 @@ impl Monitor {
     /// An empty monitor.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every request of the router (pages, API
+    /// and metrics); others are answered 401.
+    pub fn with_bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Arc::from(token.into()));
+        self
     }
 
     fn add(&self, component: Arc<dyn Component>) {
@@ -145,14 +161,21 @@ impl Monitor {
     /// The axum router of the pages, the API and the metrics.
     pub fn router(&self) -> axum::Router {
         use axum::routing::get;
-        axum::Router::new()
+        let router = axum::Router::new()
             .route("/", get(pages::overview))
             .route("/components/{name}", get(pages::detail))
             .route("/query", get(pages::query))
             .route("/api/components", get(api::components))
             .route("/api/query", get(api::query))
             .route("/metrics", get(metrics::metrics))
-            .with_state(self.clone())
+            .with_state(self.clone());
+        match &self.token {
+            Some(token) => router.layer(axum::middleware::from_fn_with_state(
+                token.clone(),
+                require_token,
+            )),
+            None => router,
+        }
     }
 
     /// Serves [`router`](Self::router) on `listener` until `cancel` fires.
@@ -164,5 +187,50 @@ impl Monitor {
         axum::serve(listener, self.router())
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await
+    }
+}
+
+/// Answers 401 unless the request carries the monitor's bearer token.
+async fn require_token(
+    axum::extract::State(token): axum::extract::State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    if given.is_some_and(|given| same_secret(given, token.as_bytes())) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "this monitor requires `Authorization: Bearer <token>`\n",
+    )
+        .into_response()
+}
+
+/// Compares without stopping at the first difference, so the time taken does not tell how
+/// much of a guess was right.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    given.len() == secret.len()
+        && given
+            .iter()
+            .zip(secret)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(super::same_secret(b"s3cret", b"s3cret"));
+        assert!(!super::same_secret(b"s3cres", b"s3cret"));
+        assert!(!super::same_secret(b"s3cre", b"s3cret"));
+        assert!(!super::same_secret(b"", b"s3cret"));
     }
 }
