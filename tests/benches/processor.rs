@@ -27,17 +27,28 @@ goka::stream!(Input = "bench-input": Vec<u8> as BytesCodec);
 const PARTITIONS: u32 = 8;
 const KEYS: usize = 10_000;
 
-struct Count;
+/// The count; `UNORDERED` runs it in a group of its own with several produce requests in
+/// flight per connection, which lets retries reorder a key's changelog writes (what the
+/// default of one request in flight rules out), to show what that order costs.
+struct Count<const UNORDERED: bool>;
 
-impl Group for Count {
+impl<const UNORDERED: bool> Group for Count<UNORDERED> {
     const GRAPH: GroupGraph = GroupGraph {
-        group: "bench-count",
+        group: if UNORDERED {
+            "bench-count-unordered"
+        } else {
+            "bench-count"
+        },
         inputs: &[edge(EdgeKind::Input, "bench-input", "bytes")],
         joins: &[],
         lookups: &[],
         outputs: &[],
         loopback: None,
-        table: Some(edge(EdgeKind::Persist, "bench-count-table", "int64")),
+        table: Some(if UNORDERED {
+            edge(EdgeKind::Persist, "bench-count-unordered-table", "int64")
+        } else {
+            edge(EdgeKind::Persist, "bench-count-table", "int64")
+        }),
     };
     type Key = String;
     type KeyCodec = StringCodec;
@@ -54,7 +65,7 @@ impl Group for Count {
     }
 }
 
-impl Stateful for Count {
+impl<const UNORDERED: bool> Stateful for Count<UNORDERED> {
     type Value = i64;
     type ValueCodec = Int64Codec;
 }
@@ -99,7 +110,7 @@ async fn run(messages: usize) {
         "  bare: after the first message",
         messages as f64 / bare_handling
     );
-    let (ours, ours_joined, rss) = processor_count(client, messages).await;
+    let (ours, ours_joined, rss) = processor_count(Count::<false>, client, messages).await;
     report(
         "Processor: stateful count (RocksDB, commits)",
         messages,
@@ -123,7 +134,23 @@ async fn run(messages: usize) {
         format!("{:.0}", mib(rss.0)),
         format!("{:.0}", mib(rss.1))
     );
+    let unordered_client: goka_tests::TestClient =
+        std::sync::Arc::new(goka::kafka::rdkafka_client::RdKafkaClient::new(
+            goka_tests::config(&broker).set("max.in.flight.requests.per.connection", "5"),
+        ));
+    let (unordered, _, _) = processor_count(Count::<true>, unordered_client, messages).await;
+    report(
+        "Processor, 5 produce requests in flight (unordered)",
+        messages,
+        unordered,
+    );
+    let ratio_order = unordered.as_secs_f64() / ours.as_secs_f64();
+    println!(
+        "{:<48} {:>12.2}",
+        "ratio ordered (default) / unordered", ratio_order
+    );
     let mut figures = vec![
+        ("ratio_ordered_unordered", ratio_order),
         ("messages", messages as f64),
         ("processor_rss_before_mib", mib(rss.0)),
         ("processor_rss_peak_mib", mib(rss.1)),
@@ -237,7 +264,8 @@ fn bare_loop(broker: &TestBroker, messages: usize) -> (Duration, Duration) {
 
 /// Runs the count over the backlog; returns the total time, the time to the first message
 /// and the resident memory before the processor started and at its peak.
-async fn processor_count(
+async fn processor_count<const UNORDERED: bool>(
+    count: Count<UNORDERED>,
     client: goka_tests::TestClient,
     messages: usize,
 ) -> (Duration, Duration, (u64, u64)) {
@@ -251,7 +279,7 @@ async fn processor_count(
         ),
         ..Default::default()
     };
-    let processor = std::sync::Arc::new(Processor::new(Count, client, config));
+    let processor = std::sync::Arc::new(Processor::new(count, client, config));
     let rss_before = rss_bytes();
     let sampler = RssSampler::start();
     let start = Instant::now();

@@ -88,13 +88,26 @@ pub fn read_until(
     broker: &TestBroker,
     topic: &str,
     partitions: i32,
+    done: impl FnMut(&[RawMessage]) -> bool,
+) -> Vec<RawMessage> {
+    let within = std::time::Duration::from_secs(30);
+    read_until_at(&broker.bootstrap(), topic, partitions, within, done)
+}
+
+/// [`read_until`] for the broker at `bootstrap`, giving up after `within`.
+pub fn read_until_at(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    within: std::time::Duration,
     mut done: impl FnMut(&[RawMessage]) -> bool,
 ) -> Vec<RawMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Headers as _;
     use rdkafka::Message;
 
-    let consumer: BaseConsumer = rdkafka_config(broker)
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", "goka-tests-reader")
         .set("enable.auto.commit", "false")
         .create()
@@ -107,7 +120,7 @@ pub fn read_until(
     }
     consumer.assign(&assignment).expect("assign");
     let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + within;
     while !done(&out) && std::time::Instant::now() < deadline {
         match consumer.poll(std::time::Duration::from_millis(100)) {
             Some(Ok(m)) => out.push(RawMessage {
@@ -129,6 +142,11 @@ pub fn read_until(
                     })
                     .unwrap_or_default(),
             }),
+            // The broker may be restarting under a reader that lives through a scenario.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::AllBrokersDown
+                | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+            ))) => {}
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}
         }
