@@ -109,6 +109,8 @@ pub fn read_until_at(
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "goka-tests-reader")
+        // A position the broker lost across a restart starts over, never skips ahead.
+        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .expect("reader consumer");

@@ -149,19 +149,22 @@ async fn recovers_catches_up_and_resumes_from_the_stored_offset() {
     task.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keeps_serving_while_cut_off_and_catches_up() {
-    let broker = TestBroker::start_behind_proxy();
-    let proxy = broker.proxy().unwrap();
-    let client = profiles_table(&broker).await;
-    write(&broker, &[("alice", Some("a1")), ("bob", Some("b1"))]).await;
+/// Starts a view of "profiles", waits for its recovery, then cuts its connections and
+/// refuses new ones until it reports `Reconnecting`.
+async fn cut_off_after_recovery(
+    client: &TestClient,
+    proxy: &goka_tests::FaultProxy,
+) -> (
+    View<Profiles>,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), ViewError>>,
+) {
     let view = View::<Profiles>::builder(client.clone())
         .build::<Profiles>()
         .await
-        .unwrap();
+        .expect("view");
     let (cancel, task) = start(&view);
     view.recovered().await;
-
     proxy.set_mode(goka_tests::ProxyMode::Refuse);
     proxy.cut();
     let mut states = view.watch_state();
@@ -171,7 +174,17 @@ async fn keeps_serving_while_cut_off_and_catches_up() {
     )
     .await
     .expect("the view reports the lost connection")
-    .unwrap();
+    .expect("the view's state is watched");
+    (view, cancel, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_serving_while_cut_off_and_catches_up() {
+    let broker = TestBroker::start_behind_proxy();
+    let proxy = broker.proxy().unwrap();
+    let client = profiles_table(&broker).await;
+    write(&broker, &[("alice", Some("a1")), ("bob", Some("b1"))]).await;
+    let (view, cancel, task) = cut_off_after_recovery(&client, proxy).await;
     assert_eq!(
         view.get(&"alice".into()).unwrap().as_deref(),
         Some("a1"),
@@ -310,22 +323,7 @@ async fn a_quiet_table_shows_running_again_once_the_cluster_is_back() {
     let proxy = broker.proxy().unwrap();
     let client = profiles_table(&broker).await;
     write(&broker, &[("alice", Some("a1"))]).await;
-    let view = View::<Profiles>::builder(client.clone())
-        .build::<Profiles>()
-        .await
-        .unwrap();
-    let (cancel, task) = start(&view);
-    view.recovered().await;
-    proxy.set_mode(goka_tests::ProxyMode::Refuse);
-    proxy.cut();
-    let mut states = view.watch_state();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        states.wait_for(|s| *s == ViewState::Reconnecting),
-    )
-    .await
-    .expect("the view reports the lost connection")
-    .unwrap();
+    let (view, cancel, task) = cut_off_after_recovery(&client, proxy).await;
 
     // Nothing is written afterwards: no message can tell the view the cluster is back.
     proxy.set_mode(goka_tests::ProxyMode::Forward);
