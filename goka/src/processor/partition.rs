@@ -251,7 +251,7 @@ impl<P: Group> PartitionTask<P> {
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-        let size = message.key.len() + message.value.as_ref().map_or(0, Vec::len);
+        let size = super::consumer::size(&message);
         shared
             .stats
             .bytes_in
