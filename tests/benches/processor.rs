@@ -3,7 +3,7 @@
 //! and produces one message per input message. Target ratio: 0.8.
 //!
 //! `cargo bench -p goka-tests --bench processor` (1,000,000 messages, 100-byte values, 10,000
-//! keys, 8 partitions; `-- --messages N` for another size). Under `cargo test --all-targets`
+//! keys, 8 partitions; `-- --messages N` and `-- --partitions N` for other shapes). Under `cargo test --all-targets`
 //! it runs a small smoke size.
 
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use rdkafka::Message;
 
 goka::stream!(Input = "bench-input": Vec<u8> as BytesCodec);
 
+/// Input partitions unless `--partitions N` says otherwise.
 const PARTITIONS: u32 = 8;
 const KEYS: usize = 10_000;
 
@@ -72,10 +73,11 @@ impl<const UNORDERED: bool> Stateful for Count<UNORDERED> {
 
 fn main() {
     let messages = goka_tests::bench_size("messages", 1_000_000, 20_000);
-    goka_tests::bench_runtime(run(messages));
+    let partitions = goka_tests::bench_size("partitions", PARTITIONS as usize, PARTITIONS as usize);
+    goka_tests::bench_runtime(run(messages, partitions as u32));
 }
 
-async fn run(messages: usize) {
+async fn run(messages: usize, partitions: u32) {
     let broker = TestBroker::start();
     let client = client(&broker);
     // Quix Streams reads `retention.ms` back from the topic's configs: set it explicitly.
@@ -85,15 +87,15 @@ async fn run(messages: usize) {
         .insert("retention.ms".into(), "604800000".into());
     let manager = TopicManager::new(&*client, topics).expect("topic manager");
     manager
-        .ensure_stream(Input::NAME, PARTITIONS)
+        .ensure_stream(Input::NAME, partitions)
         .await
         .expect("input topic");
     manager
-        .ensure_stream("bench-bare-out", PARTITIONS)
+        .ensure_stream("bench-bare-out", partitions)
         .await
         .expect("output topic");
-    goka_tests::bench::fill_stream(&broker, Input::NAME, PARTITIONS, messages, KEYS);
-    println!("processor bench: {messages} messages, 100-byte values, {KEYS} keys, {PARTITIONS} partitions");
+    goka_tests::bench::fill_stream(&broker, Input::NAME, partitions, messages, KEYS);
+    println!("processor bench: {messages} messages, 100-byte values, {KEYS} keys, {partitions} partitions");
     println!("{:<48} {:>12} {:>9}", "", "messages/s", "seconds");
 
     let (bare, bare_joined) = bare_loop(&broker, messages);
