@@ -629,6 +629,94 @@ impl ChangelogWatch {
     }
 }
 
+/// Scaling down by two within one rebalance: the third instance stops, and a second after
+/// the other two were revoked (their joins held by the coordinator) the first stops too.
+/// The remaining instance must end up owning every partition and lose nothing, or, where
+/// the rebalance never finishes, say so: `Starting`, no partition, and the wait in its
+/// stats (`awaiting_assignment`, shown by the monitor).
+///
+/// The test broker never finishes such a rebalance when the instance that left was the
+/// group's leader: its join responses keep naming the departed leader, and the remaining
+/// member waits in SyncGroup, is told to rejoin, and gets the same answer again (seen in
+/// librdkafka's `cgrp` debug log). Joining again as a new member does not help. Kafka
+/// elects a new leader among the members that rejoined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_leaving_mid_rebalance_leaves_the_last_one_all_partitions_or_says_so() {
+    const REPORTED: Duration = Duration::from_secs(30);
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let emitter = emitter(&client).await;
+    let emitting = emit_in_background(emitter, 3_000, 30, Duration::from_millis(100));
+    let ledger = Ledger::default();
+    let start = || start_counter(Counter::keeping(&ledger), &client);
+    let describe = |instances: &[&Arc<Processor<Counter>>]| {
+        instances
+            .iter()
+            .map(|p| {
+                format!(
+                    "[state {:?}, partitions {:?}, awaiting an assignment for {:?}]",
+                    p.state(),
+                    p.partitions(),
+                    p.stats().awaiting_assignment,
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (first, first_running) = start();
+    let (second, second_running) = start();
+    let (third, third_running) = start();
+    let all = [&first, &second, &third];
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || all.iter().map(|p| p.partitions().len()).sum::<usize>() == PARTITIONS as usize,
+        || format!("three instances did not settle: {}", describe(&all)),
+    )
+    .await;
+    assert_eq!(second.stats().awaiting_assignment, None);
+    third_running.stop().await;
+    goka_tests::eventually(
+        Duration::from_secs(30),
+        || first.partitions().is_empty() && second.partitions().is_empty(),
+        || format!("no rebalance after the third stopped: {}", describe(&all)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first_running.stop().await;
+    let left_at = Instant::now();
+    let healed = || second.partitions().len() == PARTITIONS as usize;
+    goka_tests::eventually(
+        REPORTED + Duration::from_secs(15),
+        || healed() || second.stats().awaiting_assignment >= Some(REPORTED),
+        || {
+            format!(
+                "after the first instance stopped mid-rebalance the last one neither got \
+                 every partition nor reported the wait: {}",
+                describe(&[&second])
+            )
+        },
+    )
+    .await;
+    let expected = emitting.await.unwrap();
+    if healed() {
+        println!(
+            "leave mid-rebalance: the last instance owned all {PARTITIONS} partitions {:?} \
+             after the first stopped",
+            left_at.elapsed()
+        );
+        second_running.stop().await;
+        wait_for_nothing_lost(&client, &expected, Some(&ledger)).await;
+    } else {
+        assert_eq!(second.state(), PartitionState::Starting);
+        println!(
+            "leave mid-rebalance: the broker did not finish the rebalance; the last instance \
+             reports it: {}",
+            describe(&[&second])
+        );
+        second_running.stop().await;
+    }
+}
+
 fn decode_count(write: &goka_tests::RawMessage) -> i64 {
     write.value.as_deref().map_or(0, |v| {
         <Int64Codec as goka::codec::Codec<i64>>::decode(v).unwrap()

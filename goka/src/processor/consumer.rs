@@ -181,6 +181,7 @@ impl<P: Group> Listener<P> {
 
 impl<P: Group> RebalanceListener for Listener<P> {
     fn assigned(&self, partitions: &[(String, i32)]) {
+        self.shared.stats.assignment_arrived();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for (_, partition) in partitions {
             if !tasks.contains_key(partition) {
@@ -214,6 +215,7 @@ impl<P: Group> RebalanceListener for Listener<P> {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(_, p), _| !numbers.contains(p));
         self.shared.state.send_replace(PartitionState::Starting);
+        self.shared.stats.await_assignment();
         self.shared.offsets.remove(partitions)
     }
 
@@ -246,8 +248,9 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
             return;
         }
     };
+    shared.stats.await_assignment();
+    let mut unassigned = Unassigned::default();
     let mut last_commit = Instant::now();
-    let mut unassigned = Unassigned::new();
     while !shared.cancel.is_cancelled() {
         retry_stash(&listener, &mut *member);
         // While partitions wait for room in their queues, come back soon to move them on.
@@ -274,12 +277,7 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
         if last_commit.elapsed() >= shared.config.commit_interval {
             commit(&shared, &mut *member, false);
             last_commit = Instant::now();
-            let assigned = !listener
-                .tasks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty();
-            unassigned.check(shared.group, assigned);
+            unassigned.check(&shared);
         }
     }
     shared.state.send_replace(PartitionState::Stopping);
@@ -288,39 +286,36 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
     member.close();
 }
 
-/// How long a member may go without partitions before it says so.
+/// How long a member may wait for an assignment before it says so, and how often it
+/// repeats it.
 const UNASSIGNED_WARNING: Duration = Duration::from_secs(30);
 
-/// Tracks how long the member has had no partition, to warn about a group that does not
-/// form (seen on a test broker when a member left while the group was forming). Having no
-/// partition can be legitimate (more instances than partitions), so this warns, not fails.
+/// Warns while the member waits for the assignment of a rebalance (after joining, or after
+/// its partitions were revoked) for longer than a rebalance takes. The wait is in the stats
+/// too (`awaiting_assignment`), for the monitor. An idle member of a formed group (more
+/// instances than partitions) got an assignment without partitions and waits for nothing.
+#[derive(Default)]
 struct Unassigned {
-    since: Option<Instant>,
-    warned: Instant,
+    warned: Option<Instant>,
 }
 
 impl Unassigned {
-    fn new() -> Self {
-        Self {
-            since: Some(Instant::now()),
-            warned: Instant::now(),
-        }
-    }
-
-    fn check(&mut self, group: &str, assigned: bool) {
-        if assigned {
-            self.since = None;
+    fn check(&mut self, shared: &Shared) {
+        let Some(waited) = shared.stats.awaiting_assignment() else {
+            self.warned = None;
             return;
-        }
-        let since = *self.since.get_or_insert_with(Instant::now);
-        let waited = since.elapsed();
-        if waited >= UNASSIGNED_WARNING && self.warned.elapsed() >= UNASSIGNED_WARNING {
-            self.warned = Instant::now();
+        };
+        let due = self
+            .warned
+            .is_none_or(|warned| warned.elapsed() >= UNASSIGNED_WARNING);
+        if waited >= UNASSIGNED_WARNING && due {
+            self.warned = Some(Instant::now());
             tracing::warn!(
-                group,
+                group = shared.group,
                 waited_s = waited.as_secs(),
-                "no partition assigned to this member yet: the consumer group may not be forming \
-                 (or there are more instances than partitions)"
+                "the consumer group has given this member no assignment since it joined or \
+                 lost its partitions: the rebalance is not finishing (a member that does not \
+                 rejoin, or a coordinator that lost track of the group)"
             );
         }
     }

@@ -72,6 +72,11 @@ pub struct ProcessorStats {
     pub decode_errors: u64,
     /// How long handlers took, from the call until they returned (async ones included).
     pub callback_latency: LatencyHistogram,
+    /// How long this member has been waiting for the group to give it an assignment (since
+    /// it joined or its partitions were revoked), `None` once it has one. An assignment
+    /// without partitions counts: an idle member of a formed group waits for nothing. A
+    /// wait much longer than the session timeout is a rebalance that does not finish.
+    pub awaiting_assignment: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +87,8 @@ pub(super) struct Counters {
     pub(super) bytes_out: AtomicU64,
     pub(super) decode_errors: AtomicU64,
     pub(super) callback_latency: LatencyRecorder,
+    /// Since when the member waits for an assignment, `None` while it has one.
+    awaiting_since: Mutex<Option<Instant>>,
 }
 
 impl Counters {
@@ -93,7 +100,32 @@ impl Counters {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
             callback_latency: self.callback_latency.snapshot(),
+            awaiting_assignment: self.awaiting_assignment(),
         }
+    }
+
+    /// The member joined or lost its partitions: it waits for an assignment from now.
+    pub(super) fn await_assignment(&self) {
+        *self
+            .awaiting_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// The member got an assignment (possibly without partitions).
+    pub(super) fn assignment_arrived(&self) {
+        *self
+            .awaiting_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// How long the member has waited for its assignment so far.
+    pub(super) fn awaiting_assignment(&self) -> Option<Duration> {
+        self.awaiting_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|since| since.elapsed())
     }
 }
 

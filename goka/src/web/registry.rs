@@ -177,6 +177,12 @@ impl<P: Group> Component for ProcessorComponent<P> {
                 ("messages_out", stats.messages_out),
                 ("bytes_out", stats.bytes_out),
                 ("decode_errors", stats.decode_errors),
+                (
+                    "awaiting_assignment_ms",
+                    stats
+                        .awaiting_assignment
+                        .map_or(0, |waited| waited.as_millis() as u64),
+                ),
             ],
             rates: Vec::new(),
             callback_latency: Some(stats.callback_latency),
