@@ -16,7 +16,7 @@ use goka::emitter::Emitter;
 use goka::kafka::rdkafka_client::RdKafkaClient;
 use goka::kafka::{
     Ack, Admin, Client, GroupConsumer, HeaderUse, Headers, KafkaError, OutgoingRecord,
-    PartitionConsumer, Producer, RebalanceListener, SendError, StartOffset,
+    PartitionConsumer, PartitionQueueBounds, Producer, RebalanceListener, SendError, StartOffset,
 };
 use goka::processor::{GroupTable, Processor, ProcessorConfig, ProcessorError};
 use goka::storage::RocksDbBuilder;
@@ -428,9 +428,10 @@ impl Client for FailingWrites {
         &self,
         group: &str,
         topics: &[&str],
+        bounds: PartitionQueueBounds,
         listener: Arc<dyn RebalanceListener>,
     ) -> Result<Box<dyn GroupConsumer>, KafkaError> {
-        self.inner.join_group(group, topics, listener)
+        self.inner.join_group(group, topics, bounds, listener)
     }
 }
 

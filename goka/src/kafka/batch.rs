@@ -116,6 +116,29 @@ impl<'a> MessageRef<'a> {
         })
     }
 
+    /// Copies the message into `message`, reusing its buffers (a partition task reads
+    /// every message of a batch into one).
+    pub fn copy_into(&self, message: &mut ConsumedMessage) {
+        if !Arc::ptr_eq(&message.topic, self.topic()) {
+            message.topic = self.topic().clone();
+        }
+        message.partition = self.partition();
+        message.offset = self.offset();
+        message.timestamp = self.timestamp();
+        message.key.clear();
+        message.key.extend_from_slice(self.key());
+        match (self.value(), &mut message.value) {
+            (Some(value), Some(buffer)) => {
+                buffer.clear();
+                buffer.extend_from_slice(value);
+            }
+            (value, buffer) => *buffer = value.map(<[u8]>::to_vec),
+        }
+        if !message.headers.iter().eq(self.headers()) {
+            message.headers = self.headers().collect();
+        }
+    }
+
     /// An owned copy.
     pub fn to_owned(&self) -> ConsumedMessage {
         ConsumedMessage {

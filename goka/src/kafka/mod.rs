@@ -293,19 +293,19 @@ pub struct ConsumedMessage {
     pub headers: Headers,
 }
 
-/// What a partition consumer reports.
-#[derive(Debug)]
-pub enum ConsumerEvent {
-    /// A message.
-    Message(ConsumedMessage),
-    /// The consumer reached the end of a partition: everything written so far was read.
-    EndOfPartition {
-        /// The partition.
-        partition: i32,
-    },
-    /// A problem the client retries by itself (lost connection, broker down); consuming
-    /// goes on when it clears.
-    Transient(KafkaError),
+impl ConsumedMessage {
+    /// A message without key, value or headers, to read others into.
+    pub(crate) fn empty() -> Self {
+        Self {
+            topic: std::sync::Arc::from(""),
+            partition: 0,
+            offset: 0,
+            key: Vec::new(),
+            value: None,
+            timestamp: None,
+            headers: Headers::new(),
+        }
+    }
 }
 
 /// Where to start reading a partition.
@@ -402,8 +402,8 @@ pub struct TopicPartitionOffset {
 /// Told by a [`GroupConsumer`] about rebalances, synchronously, from inside
 /// [`GroupConsumer::poll`].
 pub trait RebalanceListener: Send + Sync + 'static {
-    /// Partitions were assigned to this member.
-    fn assigned(&self, partitions: &[(String, i32)]);
+    /// Partitions were assigned to this member, each with the reader of its messages.
+    fn assigned(&self, partitions: Vec<AssignedPartition>);
 
     /// Partitions are being taken away. Returns once the work on them is finished, with the
     /// offsets to commit for them; the consumer commits them before giving the partitions up.
@@ -416,19 +416,50 @@ pub trait RebalanceListener: Send + Sync + 'static {
     }
 }
 
+/// A topic partition assigned to a group member, with a reader of its messages of its own.
+///
+/// Each partition's messages come through its own bounded queue of the client, read by
+/// whoever handles the partition: a partition whose handler falls behind stops being fetched
+/// when its queue is full, without pausing it (a pause makes the client drop what it
+/// prefetched and fetch it again) and without holding up the other partitions.
+pub struct AssignedPartition {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The partition's messages from the committed offset on, in order.
+    pub messages: Box<dyn PartitionConsumer>,
+}
+
+impl std::fmt::Debug for AssignedPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssignedPartition")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How much of each assigned partition a group member's client may hold before it stops
+/// fetching that partition: up to this many messages or bytes (whichever comes first, plus
+/// one fetch response) wait per partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionQueueBounds {
+    /// Messages.
+    pub messages: usize,
+    /// Key and value bytes.
+    pub bytes: usize,
+}
+
 /// A member of a consumer group (the client side of a processor). Used from one thread;
-/// [`poll`](GroupConsumer::poll) blocks for at most its timeout.
+/// [`poll`](GroupConsumer::poll) blocks for at most its timeout. Messages do not come
+/// through it: each assigned partition has a reader of its own ([`AssignedPartition`]).
 pub trait GroupConsumer: Send + 'static {
-    /// The next message, or `None` if none came within `timeout`. Rebalances are reported to
-    /// the listener from inside this call. Problems the client retries by itself come back
-    /// as [`ConsumerEvent::Transient`].
-    fn poll(&mut self, timeout: Duration) -> Option<Result<ConsumerEvent, KafkaError>>;
-
-    /// Stops fetching a partition (its messages already returned stay returned).
-    fn pause(&mut self, topic: &str, partition: i32) -> Result<(), KafkaError>;
-
-    /// Resumes fetching a paused partition where the last returned message left off.
-    fn resume(&mut self, topic: &str, partition: i32) -> Result<(), KafkaError>;
+    /// Serves the group's events (rebalances are reported to the listener from inside this
+    /// call) for at most `timeout`. Returns a problem the client retries by itself (lost
+    /// connection, broker down) if one was reported; an error the member cannot go on
+    /// after is an `Err`.
+    fn poll(&mut self, timeout: Duration) -> Result<Option<KafkaError>, KafkaError>;
 
     /// Commits offsets; `sync` waits for the broker's answer.
     fn commit(&mut self, offsets: &[TopicPartitionOffset], sync: bool) -> Result<(), KafkaError>;
@@ -486,11 +517,13 @@ pub trait Client: Send + Sync + 'static {
     ) -> Result<Box<dyn PartitionConsumer>, KafkaError>;
 
     /// Joins the consumer group `group` as a new member subscribed to `topics`, with an
-    /// assignment that keeps co-partitioned topics together (range).
+    /// assignment that keeps co-partitioned topics together (range); each assigned
+    /// partition's reader holds at most `bounds` before its partition stops being fetched.
     fn join_group(
         &self,
         group: &str,
         topics: &[&str],
+        bounds: PartitionQueueBounds,
         listener: std::sync::Arc<dyn RebalanceListener>,
     ) -> Result<Box<dyn GroupConsumer>, KafkaError>;
 }

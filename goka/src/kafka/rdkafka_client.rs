@@ -16,8 +16,8 @@ use smallvec::SmallVec;
 
 use super::rdkafka_producer::RdProducer;
 use super::{
-    Admin, Client, ConsumedBatch, ConsumedMessage, HeaderUse, KafkaConfig, KafkaError,
-    PartitionConsumer, Producer, StartOffset, TopicSpec,
+    Admin, Client, ConsumedBatch, HeaderUse, KafkaConfig, KafkaError, PartitionConsumer, Producer,
+    StartOffset, TopicSpec,
 };
 
 /// How long metadata and admin requests may take.
@@ -163,12 +163,14 @@ impl Client for RdKafkaClient {
         &self,
         group: &str,
         topics: &[&str],
+        bounds: super::PartitionQueueBounds,
         listener: Arc<dyn super::RebalanceListener>,
     ) -> Result<Box<dyn super::GroupConsumer>, KafkaError> {
         let consumer = super::rdkafka_group::RdGroupConsumer::join(
             self.consumer_config(),
             group,
             topics,
+            bounds,
             listener,
         )?;
         Ok(Box::new(consumer))
@@ -386,31 +388,12 @@ fn poll_loop(
         } else {
             Duration::ZERO
         };
-        let mut fatal = None;
-        let hand_over = match consumer.poll(timeout) {
-            Some(Ok(message)) => {
-                push_borrowed(&mut batch, &message, headers);
-                batch.len() >= EVENT_BATCH || batch.bytes() >= EVENT_BATCH_BYTES
-            }
-            Some(Err(RdError::PartitionEOF(partition))) => {
-                batch.push_end(partition);
-                batch.len() >= EVENT_BATCH
-            }
-            Some(Err(e)) => {
-                let error = KafkaError::Consume {
-                    topic: topic.to_string(),
-                    message: e.to_string(),
-                };
-                if is_fatal(&e) {
-                    fatal = Some(error);
-                    true
-                } else {
-                    batch.push_transient(error);
-                    batch.len() >= EVENT_BATCH
-                }
-            }
+        let (hand_over, fatal) = match add_polled(&mut batch, consumer.poll(timeout), headers) {
+            Polled::More => continue,
+            Polled::Full => (true, None),
             // Nothing more ready: hand over what there is.
-            None => !batch.is_empty(),
+            Polled::Nothing => (!batch.is_empty(), None),
+            Polled::Fatal(error) => (true, Some(error)),
         };
         if !hand_over {
             continue;
@@ -424,6 +407,47 @@ fn poll_loop(
             let _ = sender.blocking_send(Err(error));
             return;
         }
+    }
+}
+
+/// What one poll of a librdkafka queue added to a batch.
+pub(super) enum Polled {
+    /// An event was added and there is room for more.
+    More,
+    /// An event was added and the batch is full: hand it over.
+    Full,
+    /// Nothing was ready.
+    Nothing,
+    /// An error the consumer cannot go on after (the topic is gone or forbidden).
+    Fatal(KafkaError),
+}
+
+/// Adds what one poll returned to `batch`: messages, the end of a partition, or a problem
+/// the client retries by itself.
+pub(super) fn add_polled(
+    batch: &mut ConsumedBatch,
+    polled: Option<Result<BorrowedMessage<'_>, RdError>>,
+    headers: HeaderUse,
+) -> Polled {
+    match polled {
+        Some(Ok(message)) => push_borrowed(batch, &message, headers),
+        Some(Err(RdError::PartitionEOF(partition))) => batch.push_end(partition),
+        Some(Err(e)) => {
+            let error = KafkaError::Consume {
+                topic: batch.topic().to_string(),
+                message: e.to_string(),
+            };
+            if is_fatal(&e) {
+                return Polled::Fatal(error);
+            }
+            batch.push_transient(error);
+        }
+        None => return Polled::Nothing,
+    }
+    if batch.len() >= EVENT_BATCH || batch.bytes() >= EVENT_BATCH_BYTES {
+        Polled::Full
+    } else {
+        Polled::More
     }
 }
 
@@ -459,13 +483,6 @@ pub(super) fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
     }
 }
 
-/// A new allocation of the topic name for the next batch of messages. Every message holds the
-/// name; if all shared one `Arc`, this thread's increments and the reader's decrements of its
-/// count would pull one cache line between two cores for every message.
-pub(super) fn fresh_topic(topic: &Arc<str>) -> Arc<str> {
-    Arc::from(&**topic)
-}
-
 /// Errors the client does not recover from by retrying: the topic is gone or forbidden.
 pub(super) fn is_fatal(error: &RdError) -> bool {
     matches!(
@@ -496,16 +513,4 @@ fn push_borrowed(batch: &mut ConsumedBatch, message: &BorrowedMessage<'_>, heade
         message.payload(),
         names_and_values,
     );
-}
-
-pub(super) fn detach(topic: &Arc<str>, message: &BorrowedMessage<'_>) -> ConsumedMessage {
-    ConsumedMessage {
-        topic: topic.clone(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
-        value: message.payload().map(<[u8]>::to_vec),
-        timestamp: message.timestamp().to_millis(),
-        headers: super::rdkafka_headers::owned(message),
-    }
 }

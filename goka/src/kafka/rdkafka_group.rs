@@ -1,58 +1,80 @@
-//! The consumer group member on librdkafka: a `BaseConsumer` polled from one thread, with the
-//! range assignor (co-partitioned topics stay together) and manual commits, so offsets are
-//! committed only for work that is done.
+//! The consumer group member on librdkafka: a `BaseConsumer` polled from one thread for the
+//! group's events, with the range assignor (co-partitioned topics stay together) and manual
+//! commits, so offsets are committed only for work that is done.
+//!
+//! Each assigned partition's messages go to a queue of their own (librdkafka's partition
+//! queue, split off before the partition is assigned), read by the partition's task: the
+//! client stops fetching a partition whose queue holds its bounds (`queued.min.messages`,
+//! `queued.max.messages.kbytes`, which apply per partition for split queues) and fetches
+//! again as the task takes messages out. No message passes through the polling thread, and
+//! no partition is ever paused: a pause makes librdkafka drop what it prefetched, and the
+//! fetch after the resume cost the partition a broker round trip each time its queue filled.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use super::rdkafka_client::{detach, is_fatal};
-use super::{ConsumerEvent, GroupConsumer, KafkaError, RebalanceListener, TopicPartitionOffset};
+use super::rdkafka_client::{add_polled, is_fatal, Polled};
+use super::{
+    AssignedPartition, ConsumedBatch, GroupConsumer, HeaderUse, KafkaError, PartitionConsumer,
+    PartitionQueueBounds, RebalanceListener, TopicPartitionOffset,
+};
 
 /// How long leaving the group may take before the member is abandoned.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a partition reader waits for librdkafka's wake-up before it looks anyway.
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 pub(super) struct RdGroupConsumer {
-    consumer: Option<BaseConsumer<GroupContext>>,
+    consumer: Option<Arc<BaseConsumer<GroupContext>>>,
     group: String,
-    topics: HashMap<String, Arc<str>>,
-    /// Messages polled since the topic names were last allocated anew.
-    polled: usize,
 }
-
-/// Messages that share one allocation of their topic's name (see `fresh_topic`).
-const TOPIC_SHARED_BY: usize = 1_024;
 
 pub(super) struct GroupContext {
     listener: Arc<dyn RebalanceListener>,
     group: String,
+    /// The consumer itself, to split the partition queues of an assignment off it.
+    consumer: OnceLock<Weak<BaseConsumer<GroupContext>>>,
+    /// Partition queues split off before an assignment, handed to the listener after it.
+    split: Mutex<Vec<AssignedPartition>>,
+    /// A partition queue that could not be split: the member cannot go on.
+    failure: Mutex<Option<KafkaError>>,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(revoked) = rebalance {
-            let partitions = list(revoked);
-            tracing::info!(group = %self.group, ?partitions, "partitions revoked");
-            let offsets = self.listener.revoking(&partitions);
-            if offsets.is_empty() {
-                return;
-            }
-            match offsets_list(&offsets) {
-                Ok(tpl) => {
-                    if let Err(error) = consumer.commit(&tpl, CommitMode::Sync) {
-                        tracing::error!(group = %self.group, %error, "commit on revoke failed");
+        match rebalance {
+            Rebalance::Revoke(revoked) => {
+                let partitions = list(revoked);
+                tracing::info!(group = %self.group, ?partitions, "partitions revoked");
+                let offsets = self.listener.revoking(&partitions);
+                if offsets.is_empty() {
+                    return;
+                }
+                match offsets_list(&offsets) {
+                    Ok(tpl) => {
+                        if let Err(error) = consumer.commit(&tpl, CommitMode::Sync) {
+                            tracing::error!(group = %self.group, %error, "commit on revoke failed");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(group = %self.group, %error, "commit on revoke failed")
                     }
                 }
-                Err(error) => {
-                    tracing::error!(group = %self.group, %error, "commit on revoke failed")
-                }
             }
+            // Split before the assignment starts fetching, so no message of these partitions
+            // reaches the group's own queue (librdkafka keeps an application's split across
+            // later assignments).
+            Rebalance::Assign(assigned) => self.split(assigned),
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -83,24 +105,118 @@ impl ConsumerContext for GroupContext {
         self.listener.commit_failed(&offsets, &error);
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
-                let partitions = list(assigned);
-                tracing::info!(group = %self.group, ?partitions, "partitions assigned");
-                // librdkafka keeps an application's pause across unassign and assign: a
-                // partition paused for a full queue before it was revoked would come back
-                // paused and never be fetched again. Whatever waited was dropped on revoke.
-                if let Err(error) = consumer.resume(assigned) {
-                    tracing::error!(group = %self.group, %error, "cannot resume assigned partitions");
-                }
-                self.listener.assigned(&partitions);
+                tracing::info!(group = %self.group, partitions = ?list(assigned), "partitions assigned");
+                let split =
+                    std::mem::take(&mut *self.split.lock().unwrap_or_else(|p| p.into_inner()));
+                self.listener.assigned(split);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => {
                 tracing::error!(group = %self.group, %error, "rebalance failed")
             }
         }
+    }
+}
+
+impl GroupContext {
+    /// Splits the queue of every partition of `assigned` off the consumer's own queue.
+    fn split(&self, assigned: &TopicPartitionList) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let mut split = self.split.lock().unwrap_or_else(|p| p.into_inner());
+        split.clear();
+        for element in assigned.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
+            match consumer.split_partition_queue(topic, partition) {
+                Some(queue) => split.push(AssignedPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    messages: Box::new(RdPartitionQueue::new(queue, topic.into())),
+                }),
+                None => {
+                    let error = KafkaError::Consume {
+                        topic: topic.to_owned(),
+                        message: format!(
+                            "group {}: cannot give partition {partition} a queue of its own",
+                            self.group
+                        ),
+                    };
+                    tracing::error!(group = %self.group, %error, "assignment failed");
+                    self.failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(error);
+                }
+            }
+        }
+    }
+}
+
+/// Reads one assigned partition from its split queue on the task that handles it: what is
+/// ready is taken without waiting, and librdkafka's callback for a queue that became
+/// non-empty wakes the task when nothing is.
+struct RdPartitionQueue {
+    queue: PartitionQueue<GroupContext>,
+    ready: Arc<tokio::sync::Notify>,
+    topic: Arc<str>,
+    /// Sizes of the last batch with events, reserved for the next.
+    last: (usize, usize),
+}
+
+impl RdPartitionQueue {
+    fn new(mut queue: PartitionQueue<GroupContext>, topic: Arc<str>) -> Self {
+        let ready = Arc::new(tokio::sync::Notify::new());
+        let wake = ready.clone();
+        // Called by librdkafka with the queue locked: it only stores a wake-up.
+        queue.set_nonempty_callback(move || wake.notify_one());
+        Self {
+            queue,
+            ready,
+            topic,
+            last: (0, 0),
+        }
+    }
+
+    /// What is ready now, up to a batch; an empty batch if nothing is.
+    fn take_ready(&mut self) -> Result<ConsumedBatch, KafkaError> {
+        let mut batch = ConsumedBatch::new(self.topic.clone(), self.last.0, self.last.1);
+        loop {
+            match add_polled(&mut batch, self.queue.poll(Duration::ZERO), HeaderUse::Read) {
+                Polled::More => {}
+                Polled::Full | Polled::Nothing => break,
+                // What came before the error is dropped with the consumer: it was not done,
+                // so it is not committed.
+                Polled::Fatal(error) => return Err(error),
+            }
+        }
+        if !batch.is_empty() {
+            self.last = (batch.len(), batch.bytes());
+        }
+        Ok(batch)
+    }
+}
+
+impl PartitionConsumer for RdPartitionQueue {
+    fn next_batch(&mut self) -> BoxFuture<'_, Option<Result<ConsumedBatch, KafkaError>>> {
+        async move {
+            loop {
+                let ready = self.ready.clone();
+                let woken = ready.notified();
+                match self.take_ready() {
+                    // The callback wakes the task; looking again now and then costs nothing
+                    // and keeps a partition moving should a wake-up ever be missed.
+                    Ok(batch) if batch.is_empty() => {
+                        let _ = tokio::time::timeout(LOOK_AGAIN, woken).await;
+                    }
+                    result => return Some(result),
+                }
+            }
+        }
+        .boxed()
     }
 }
 
@@ -124,6 +240,7 @@ impl RdGroupConsumer {
         mut config: ClientConfig,
         group: &str,
         topics: &[&str],
+        bounds: PartitionQueueBounds,
         listener: Arc<dyn RebalanceListener>,
     ) -> Result<Self, KafkaError> {
         let setup_error = |message: String| KafkaError::Consume {
@@ -136,10 +253,15 @@ impl RdGroupConsumer {
             .set("enable.partition.eof", "false")
             .set("partition.assignment.strategy", "range");
         // A new group starts at the oldest message, and a member that died is noticed within
-        // 10 s (goka's default), unless the user chose otherwise.
+        // 10 s (goka's default), unless the user chose otherwise. Each partition's queue holds
+        // the processor's bounds (librdkafka counts kilobytes of 1,000 bytes).
+        let queued_messages = bounds.messages.max(1).to_string();
+        let queued_kbytes = bounds.bytes.div_ceil(1000).max(1).to_string();
         for (key, value) in [
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "10000"),
+            ("queued.min.messages", queued_messages.as_str()),
+            ("queued.max.messages.kbytes", queued_kbytes.as_str()),
         ] {
             super::rdkafka_client::set_default(&mut config, key, value);
         }
@@ -147,21 +269,23 @@ impl RdGroupConsumer {
         let context = GroupContext {
             listener,
             group: group.to_owned(),
+            consumer: OnceLock::new(),
+            split: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
         };
-        let consumer: BaseConsumer<GroupContext> = config
-            .create_with_context(context)
-            .map_err(|e| setup_error(e.to_string()))?;
+        let consumer: Arc<BaseConsumer<GroupContext>> = Arc::new(
+            config
+                .create_with_context(context)
+                .map_err(|e| setup_error(e.to_string()))?,
+        );
+        // Set before the first poll, which is where assignments arrive.
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         consumer
             .subscribe(topics)
             .map_err(|e| setup_error(e.to_string()))?;
         Ok(Self {
             consumer: Some(consumer),
             group: group.to_owned(),
-            topics: topics
-                .iter()
-                .map(|t| ((*t).to_owned(), Arc::from(*t)))
-                .collect(),
-            polled: 0,
         })
     }
 
@@ -171,55 +295,40 @@ impl RdGroupConsumer {
             message: format!("group {}: {e}", self.group),
         }
     }
-
-    fn partition_list(topic: &str, partition: i32) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, partition);
-        tpl
-    }
 }
 
 impl GroupConsumer for RdGroupConsumer {
-    fn poll(&mut self, timeout: Duration) -> Option<Result<ConsumerEvent, KafkaError>> {
-        let consumer = self.consumer.as_ref()?;
-        let event = match consumer.poll(timeout)? {
-            Ok(message) => {
-                self.polled += 1;
-                if self.polled >= TOPIC_SHARED_BY {
-                    self.polled = 0;
-                    for name in self.topics.values_mut() {
-                        *name = super::rdkafka_client::fresh_topic(name);
-                    }
-                }
-                let topic = self
-                    .topics
-                    .get(rdkafka::Message::topic(&message))
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from(rdkafka::Message::topic(&message)));
-                Ok(ConsumerEvent::Message(detach(&topic, &message)))
-            }
-            Err(e) if is_fatal(&e) => Err(self.error("(group)", e)),
-            Err(e) => Ok(ConsumerEvent::Transient(self.error("(group)", e))),
-        };
-        Some(event)
-    }
-
-    fn pause(&mut self, topic: &str, partition: i32) -> Result<(), KafkaError> {
+    fn poll(&mut self, timeout: Duration) -> Result<Option<KafkaError>, KafkaError> {
         let Some(consumer) = self.consumer.as_ref() else {
-            return Ok(());
+            return Ok(None);
         };
-        consumer
-            .pause(&Self::partition_list(topic, partition))
-            .map_err(|e| self.error(topic, e))
-    }
-
-    fn resume(&mut self, topic: &str, partition: i32) -> Result<(), KafkaError> {
-        let Some(consumer) = self.consumer.as_ref() else {
-            return Ok(());
-        };
-        consumer
-            .resume(&Self::partition_list(topic, partition))
-            .map_err(|e| self.error(topic, e))
+        let polled = consumer.poll(timeout);
+        if let Some(failure) = consumer
+            .context()
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Err(failure);
+        }
+        match polled {
+            None => Ok(None),
+            // Every assigned partition has a queue of its own, split off before it was
+            // fetched: a message here would be read by nobody, and skipping it would lose it.
+            Some(Ok(message)) => Err(KafkaError::Consume {
+                topic: rdkafka::Message::topic(&message).to_owned(),
+                message: format!(
+                    "group {}: message at partition {} offset {} reached the group's queue \
+                     instead of its partition's",
+                    self.group,
+                    rdkafka::Message::partition(&message),
+                    rdkafka::Message::offset(&message)
+                ),
+            }),
+            Some(Err(e)) if is_fatal(&e) => Err(self.error("(group)", e)),
+            Some(Err(e)) => Ok(Some(self.error("(group)", e))),
+        }
     }
 
     fn commit(&mut self, offsets: &[TopicPartitionOffset], sync: bool) -> Result<(), KafkaError> {

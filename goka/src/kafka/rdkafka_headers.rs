@@ -53,15 +53,6 @@ pub(super) fn for_each<'m>(
     }
 }
 
-/// The headers of `message` as an owned [`Headers`].
-pub(super) fn owned(message: &BorrowedMessage<'_>) -> Headers {
-    let mut headers = Headers::new();
-    for_each(message, |name, value| {
-        headers.insert(name, value);
-    });
-    headers
-}
-
 /// librdkafka headers to produce with, names written as the bytes they are.
 pub(super) fn to_native(headers: &Headers) -> OwnedHeaders {
     let native = OwnedHeaders::new_with_capacity(headers.len());

@@ -1,30 +1,28 @@
 //! The consumer group member of a processor, polled on a thread of its own: it starts and
-//! stops partition tasks as partitions are assigned and revoked, routes each message to its
-//! partition's bounded queue (pausing the partition while the queue is full), and commits
-//! the offsets the tasks report done.
+//! stops partition tasks as partitions are assigned and revoked, hands each task the readers
+//! of its partition's topics (bounded queues of the client: a task that falls behind stops
+//! its partition's fetching, and nobody else's), and commits the offsets the tasks report
+//! done.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::group::Group;
 use super::partition::PartitionTask;
-use super::{PartitionState, ProcessorError, Shared, TopicPartition};
+use super::{PartitionState, ProcessorError, Shared};
 use crate::kafka::{
-    ConsumedMessage, ConsumerEvent, GroupConsumer, RebalanceListener, TopicPartitionOffset,
+    AssignedPartition, GroupConsumer, PartitionConsumer, PartitionQueueBounds, RebalanceListener,
+    TopicPartitionOffset,
 };
 
 /// How long one poll of the group member may block.
 const POLL: Duration = Duration::from_millis(100);
-/// How long one poll may block while partitions are paused for lack of queue room.
-const POLL_WHILE_PAUSED: Duration = Duration::from_millis(2);
 
 /// Runs the member until the processor is cancelled or fails; returns when every partition
 /// task finished and the done offsets are committed.
@@ -75,45 +73,26 @@ pub(super) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 struct Task {
-    queue: mpsc::Sender<ConsumedMessage>,
-    /// Key and value bytes in `queue`; the partition task takes off what it receives.
-    queued_bytes: Arc<AtomicUsize>,
     stop: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
 }
 
-/// Messages of one topic partition waiting for room in its queue.
-#[derive(Default)]
-struct Stashed {
-    waiting: VecDeque<ConsumedMessage>,
-    /// Key and value bytes of `waiting`.
-    bytes: usize,
-    /// Fetching was paused because as many messages wait as the queue holds.
-    paused: bool,
-}
-
-/// Starts and stops partition tasks on rebalances; holds messages that did not fit a queue.
+/// Starts and stops partition tasks on rebalances.
 struct Listener<P: Group> {
     group: Arc<P>,
     shared: Arc<Shared>,
     runtime: Handle,
     tasks: Mutex<HashMap<i32, Task>>,
-    /// Messages that found their partition's queue full, in order; later messages of the
-    /// same partition wait behind them, never around them.
-    stash: Mutex<HashMap<TopicPartition, Stashed>>,
 }
 
 impl<P: Group> Listener<P> {
-    fn start(&self, partition: i32) -> Task {
-        let (queue, input) = mpsc::channel(self.shared.config.partition_queue.max(1));
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+    /// Starts the task of `partition`, reading `inputs` (one reader per consumed topic).
+    fn start(&self, partition: i32, inputs: Vec<Box<dyn PartitionConsumer>>) -> Task {
         let stop = self.shared.cancel.child_token();
         let task = PartitionTask {
             group: self.group.clone(),
             shared: self.shared.clone(),
             partition,
-            input,
-            queued_bytes: queued_bytes.clone(),
             stop: stop.clone(),
             unsaved_offset: std::sync::atomic::AtomicI64::new(-1),
             unsaved: std::sync::atomic::AtomicU32::new(0),
@@ -125,7 +104,7 @@ impl<P: Group> Listener<P> {
             async move {
                 // A panic outside the handler's guard (storage, a codec of a join) must stop
                 // the processor too: the partition would never move again.
-                let outcome = std::panic::AssertUnwindSafe(task.run())
+                let outcome = std::panic::AssertUnwindSafe(task.run(inputs))
                     .catch_unwind()
                     .await;
                 let error = match outcome {
@@ -142,12 +121,7 @@ impl<P: Group> Listener<P> {
             }
             .instrument(span),
         );
-        Task {
-            queue,
-            queued_bytes,
-            stop,
-            handle,
-        }
+        Task { stop, handle }
     }
 
     /// Stops the tasks of `partitions` and waits for them to finish their in-flight work.
@@ -180,13 +154,26 @@ impl<P: Group> Listener<P> {
 }
 
 impl<P: Group> RebalanceListener for Listener<P> {
-    fn assigned(&self, partitions: &[(String, i32)]) {
+    fn assigned(&self, partitions: Vec<AssignedPartition>) {
         self.shared.stats.assignment_arrived();
+        let mut inputs: HashMap<i32, Vec<Box<dyn PartitionConsumer>>> = HashMap::new();
+        for assigned in partitions {
+            inputs
+                .entry(assigned.partition)
+                .or_default()
+                .push(assigned.messages);
+        }
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, partition) in partitions {
-            if !tasks.contains_key(partition) {
-                let task = self.start(*partition);
-                tasks.insert(*partition, task);
+        for (partition, readers) in inputs {
+            // The group revokes every partition before it assigns again (range assignment
+            // is eager): a partition is never assigned twice without a revoke between.
+            if let Some(previous) = tasks.insert(partition, self.start(partition, readers)) {
+                tracing::error!(
+                    group = self.shared.group,
+                    partition,
+                    "partition assigned again without a revoke; the earlier task is stopped"
+                );
+                previous.stop.cancel();
             }
         }
         if tasks.is_empty() {
@@ -210,10 +197,6 @@ impl<P: Group> RebalanceListener for Listener<P> {
         let numbers: std::collections::BTreeSet<i32> = partitions.iter().map(|(_, p)| *p).collect();
         self.shared.state.send_replace(PartitionState::Stopping);
         self.stop(numbers.iter().copied());
-        self.stash
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(_, p), _| !numbers.contains(p));
         self.shared.state.send_replace(PartitionState::Starting);
         self.shared.stats.await_assignment();
         self.shared.offsets.remove(partitions)
@@ -231,12 +214,15 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
         shared: shared.clone(),
         runtime,
         tasks: Mutex::new(HashMap::new()),
-        stash: Mutex::new(HashMap::new()),
     });
     let topics: Vec<&str> = P::GRAPH.consumed_topics().collect();
+    let bounds = PartitionQueueBounds {
+        messages: shared.config.partition_queue,
+        bytes: shared.config.partition_queue_bytes,
+    };
     let mut member = match shared
         .client
-        .join_group(shared.group, &topics, listener.clone())
+        .join_group(shared.group, &topics, bounds, listener.clone())
     {
         Ok(member) => member,
         Err(source) => {
@@ -252,20 +238,12 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
     let mut unassigned = Unassigned::default();
     let mut last_commit = Instant::now();
     while !shared.cancel.is_cancelled() {
-        retry_stash(&listener, &mut *member);
-        // While partitions wait for room in their queues, come back soon to move them on.
-        let stashed = !listener
-            .stash
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
-        match member.poll(if stashed { POLL_WHILE_PAUSED } else { POLL }) {
-            None | Some(Ok(ConsumerEvent::EndOfPartition { .. })) => {}
-            Some(Ok(ConsumerEvent::Message(message))) => route(&listener, &mut *member, message),
-            Some(Ok(ConsumerEvent::Transient(error))) => {
+        match member.poll(POLL) {
+            Ok(None) => {}
+            Ok(Some(error)) => {
                 tracing::warn!(group = shared.group, %error, "consumer group member lost its connection; retrying");
             }
-            Some(Err(source)) => {
+            Err(source) => {
                 shared.fail(ProcessorError::Kafka {
                     group: shared.group,
                     topic: topics.join(","),
@@ -334,128 +312,4 @@ fn commit(shared: &Shared, member: &mut dyn GroupConsumer, sync: bool) {
             shared.offsets.retry(&offsets);
         }
     }
-}
-
-fn route<P: Group>(
-    listener: &Listener<P>,
-    member: &mut dyn GroupConsumer,
-    message: ConsumedMessage,
-) {
-    let key = (message.topic.clone(), message.partition);
-    let mut stash = listener.stash.lock().unwrap_or_else(|p| p.into_inner());
-    let message = match stash.get_mut(&key) {
-        Some(_) => Some(message),
-        None => match task_queue(listener, message.partition) {
-            // Not ours (any more): not committed here, so its next owner reads it.
-            None => return,
-            Some(queue) => match queue.offer(message, &listener.shared.config) {
-                None => return,
-                Some(message) => Some(message),
-            },
-        },
-    };
-    let stashed = stash.entry(key.clone()).or_default();
-    if let Some(message) = message {
-        stashed.bytes += size(&message);
-        stashed.waiting.push_back(message);
-    }
-    // Pause only when as much waits as the queue holds: pausing and resuming cost a fetch
-    // round trip, and the stash stays bounded by the queue size plus one fetch.
-    let config = &listener.shared.config;
-    let full = stashed.waiting.len() >= config.partition_queue.max(1)
-        || stashed.bytes >= config.partition_queue_bytes.max(1);
-    if !stashed.paused && full {
-        match member.pause(&key.0, key.1) {
-            Ok(()) => stashed.paused = true,
-            Err(error) => {
-                tracing::warn!(group = listener.shared.group, %error, "cannot pause a full partition")
-            }
-        }
-    }
-}
-
-/// Moves stashed messages into their queues as room appears; resumes a paused partition once
-/// none of its messages wait any more.
-fn retry_stash<P: Group>(listener: &Listener<P>, member: &mut dyn GroupConsumer) {
-    let mut stash = listener.stash.lock().unwrap_or_else(|p| p.into_inner());
-    if stash.is_empty() {
-        return;
-    }
-    let mut drained = Vec::new();
-    for (key, stashed) in stash.iter_mut() {
-        match task_queue(listener, key.1) {
-            None => stashed.waiting.clear(),
-            Some(queue) => {
-                while let Some(message) = stashed.waiting.pop_front() {
-                    let bytes = size(&message);
-                    match queue.offer(message, &listener.shared.config) {
-                        None => stashed.bytes -= bytes,
-                        Some(message) => {
-                            stashed.waiting.push_front(message);
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        if stashed.waiting.is_empty() {
-            drained.push((key.clone(), stashed.paused));
-        }
-    }
-    for (key, paused) in drained {
-        stash.remove(&key);
-        if paused {
-            if let Err(error) = member.resume(&key.0, key.1) {
-                tracing::warn!(group = listener.shared.group, %error, "cannot resume a partition");
-            }
-        }
-    }
-}
-
-/// Key and value bytes of a message, what the byte bounds count.
-pub(super) fn size(message: &ConsumedMessage) -> usize {
-    message.key.len() + message.value.as_ref().map_or(0, Vec::len)
-}
-
-/// The sending side of a partition task's queue.
-struct QueueHandle {
-    queue: mpsc::Sender<ConsumedMessage>,
-    bytes: Arc<AtomicUsize>,
-}
-
-impl QueueHandle {
-    /// Queues `message` if the queue has room in messages and bytes; gives it back if not.
-    /// A message for a task that ended is dropped: it is not committed, so it is read again.
-    fn offer(
-        &self,
-        message: ConsumedMessage,
-        config: &super::ProcessorConfig,
-    ) -> Option<ConsumedMessage> {
-        let bytes = size(&message);
-        // One message always fits an empty queue, however large.
-        let queued = self.bytes.load(Ordering::Relaxed);
-        if queued > 0 && queued + bytes > config.partition_queue_bytes {
-            return Some(message);
-        }
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        match self.queue.try_send(message) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-                None
-            }
-            Err(mpsc::error::TrySendError::Full(message)) => {
-                self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-                Some(message)
-            }
-        }
-    }
-}
-
-fn task_queue<P: Group>(listener: &Listener<P>, partition: i32) -> Option<QueueHandle> {
-    let tasks = listener.tasks.lock().unwrap_or_else(|p| p.into_inner());
-    tasks.get(&partition).map(|t| QueueHandle {
-        queue: t.queue.clone(),
-        bytes: t.queued_bytes.clone(),
-    })
 }

@@ -31,7 +31,7 @@ pub use self::stats::{ProcessorPartitionStats, ProcessorStats, RecoveryProgress}
 use crate::graph::GraphError;
 use crate::kafka::{Client, KafkaError, Producer, TopicPartitionOffset};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
-use crate::storage::{MemoryBuilder, Storage, StorageBuilder, StorageError};
+use crate::storage::{DefaultStorage, Owner, Storage, StorageBuilder, StorageError};
 use crate::topic_manager::{TopicManager, TopicManagerConfig, TopicManagerError};
 use crate::view::DecodeErrorPolicy;
 
@@ -190,7 +190,11 @@ pub enum ProcessorError {
 /// How a processor runs (goka's processor options).
 #[derive(Clone)]
 pub struct ProcessorConfig {
-    /// Where table partitions are stored (goka's `WithStorageBuilder`). Default: in memory.
+    /// Where table partitions are stored (goka's `WithStorageBuilder`). Default:
+    /// [`DefaultStorage`], RocksDB in a directory of the processor's own that goes with it
+    /// (rows updated in place, no write-ahead log: the changelog is the source of truth).
+    /// For rows a restart finds again, `RocksDbBuilder::new(path).update_in_place()`; for
+    /// tables in memory, [`MemoryBuilder`](crate::storage::MemoryBuilder).
     pub storage: Arc<dyn StorageBuilder>,
     /// How keys map to partitions for emits and loopbacks (goka's `WithHasher`).
     pub partitioner: Arc<dyn Partitioner>,
@@ -203,16 +207,17 @@ pub struct ProcessorConfig {
     pub decode_errors: Option<DecodeErrorPolicy>,
     /// How topics are created and checked (goka's `WithTopicManagerBuilder`).
     pub topics: TopicManagerConfig,
-    /// Messages queued per partition before its partition is paused
-    /// (goka's `WithPartitionChannelSize`; default 10,000). Up to twice this many wait per
-    /// partition. Pausing makes the client drop what it prefetched and fetch it again on
-    /// resume, so a small queue costs throughput: in the processor bench 2,000 handled about
-    /// 62k messages/s and 10,000 about 116k.
+    /// Messages the client holds per assigned partition before it stops fetching that
+    /// partition (goka's `WithPartitionChannelSize`; default 10,000; librdkafka's
+    /// `queued.min.messages`, which applies per partition here since each partition has a
+    /// queue of its own). Fetching goes on as the partition's task takes messages out, so a
+    /// slow partition holds up nobody else and nothing is fetched twice.
     pub partition_queue: usize,
-    /// Key and value bytes queued per partition before its partition is paused, whatever
-    /// the message count (default 16 MiB). Up to twice this waits per partition, so 8
-    /// partitions of 1 MB messages hold about 256 MiB, where 10,000 messages each would be
-    /// 160 GiB.
+    /// Key and value bytes the client holds per assigned partition before it stops
+    /// fetching it, whatever the message count (default 16 MiB; librdkafka's
+    /// `queued.max.messages.kbytes`). One fetch response (`max.partition.fetch.bytes`,
+    /// 1 MiB by default) may come on top, so 8 partitions of 1 MB messages hold about
+    /// 136 MiB, where 10,000 messages each would be 80 GiB.
     pub partition_queue_bytes: usize,
     /// How often done offsets are committed.
     pub commit_interval: Duration,
@@ -234,7 +239,7 @@ impl std::fmt::Debug for ProcessorConfig {
 impl Default for ProcessorConfig {
     fn default() -> Self {
         Self {
-            storage: Arc::new(MemoryBuilder),
+            storage: Arc::new(DefaultStorage),
             partitioner: Arc::new(DefaultPartitioner::default()),
             nil_handling: None,
             decode_errors: None,
@@ -452,8 +457,11 @@ impl Shared {
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = Arc::new(RdKafkaClient::new(KafkaConfig::new("localhost:9092")));
 /// let config = ProcessorConfig {
-///     // State on disk: a restart resumes from the stored offset instead of the changelog's start.
-///     storage: Arc::new(RocksDbBuilder::new(default_processor_storage_path("click-counter"))),
+///     // State on a path the next run finds: a restart resumes from the stored offset
+///     // instead of the changelog's start. (The default is on disk too, but its own.)
+///     storage: Arc::new(
+///         RocksDbBuilder::new(default_processor_storage_path("click-counter")).update_in_place(),
+///     ),
 ///     ..ProcessorConfig::default()
 /// };
 /// let processor = Arc::new(Processor::new(ClickCounter, client, config));
@@ -487,7 +495,10 @@ impl<P: Group> std::fmt::Debug for Processor<P> {
 
 impl<P: Group> Processor<P> {
     /// A processor running `group`'s handlers on `client`'s cluster.
-    pub fn new(group: P, client: Arc<dyn Client>, config: ProcessorConfig) -> Self {
+    pub fn new(group: P, client: Arc<dyn Client>, mut config: ProcessorConfig) -> Self {
+        if config.storage.scoped_default() {
+            config.storage = DefaultStorage::scoped(Owner::Processor(P::GRAPH.group));
+        }
         let (state, _) = watch::channel(PartitionState::Idle);
         Self {
             group: Arc::new(group),

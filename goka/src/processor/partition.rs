@@ -1,7 +1,8 @@
 //! One partition of a running processor (goka's `PartitionProcessor`): recovers the group
-//! table and joined tables of the partition, then handles the partition's input and loop
-//! messages one at a time, in order, and reports each input offset as done only when every
-//! message its handler produced was acknowledged, in offset order.
+//! table and joined tables of the partition, then reads the partition's input and loop
+//! messages from their queues, handles them one at a time, in order, and reports each input
+//! offset as done only when every message its handler produced was acknowledged, in offset
+//! order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
@@ -9,7 +10,6 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use smallvec::SmallVec;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::group::Group;
@@ -40,9 +40,6 @@ pub(super) struct PartitionTask<P: Group> {
     pub(super) group: Arc<P>,
     pub(super) shared: Arc<Shared>,
     pub(super) partition: i32,
-    pub(super) input: mpsc::Receiver<ConsumedMessage>,
-    /// Key and value bytes waiting in `input` (see `ProcessorConfig::partition_queue_bytes`).
-    pub(super) queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) stop: CancellationToken,
     /// Highest acknowledged changelog offset not yet stored, -1 for none.
     pub(super) unsaved_offset: AtomicI64,
@@ -51,8 +48,12 @@ pub(super) struct PartitionTask<P: Group> {
 }
 
 impl<P: Group> PartitionTask<P> {
-    /// Runs until stopped; finishes in-flight work before returning.
-    pub(super) async fn run(mut self) -> Result<(), ProcessorError> {
+    /// Runs until stopped, reading the partition's messages of each consumed topic (inputs
+    /// and the loop topic) from `inputs`; finishes in-flight work before returning.
+    pub(super) async fn run(
+        self,
+        mut inputs: Vec<Box<dyn PartitionConsumer>>,
+    ) -> Result<(), ProcessorError> {
         let shared = self.shared.clone();
         let partition = self.partition;
         shared.set_partition_state(partition, super::PartitionState::Recovering);
@@ -80,7 +81,9 @@ impl<P: Group> PartitionTask<P> {
         );
         resources.cancel = shared.cancel.clone();
 
-        let result = self.process_loop(&resources, &mut join_consumers).await;
+        let result = self
+            .process_loop(&resources, &mut inputs, &mut join_consumers)
+            .await;
         let closed = self.close(&resources);
         result.and(closed)
     }
@@ -127,8 +130,9 @@ impl<P: Group> PartitionTask<P> {
     }
 
     async fn process_loop(
-        &mut self,
+        &self,
         resources: &PartitionResources,
+        inputs: &mut [Box<dyn PartitionConsumer>],
         joins: &mut [JoinedTable],
     ) -> Result<(), ProcessorError> {
         let mut pending = Pending::new(P::GRAPH.group, self.partition);
@@ -136,7 +140,9 @@ impl<P: Group> PartitionTask<P> {
         // Keys whose local row may hold a write its changelog never received: those whose
         // changelog write failed.
         let mut unconfirmed = Vec::new();
-        // What each handler call produces; its buffers serve every message.
+        // The message being handled and what its handler produces; their buffers serve
+        // every message.
+        let mut message = ConsumedMessage::empty();
         let mut outgoing = Outgoing::default();
         loop {
             let join_update = next_join_update(P::GRAPH.group, joins);
@@ -150,11 +156,18 @@ impl<P: Group> PartitionTask<P> {
                         Err(failed.error)
                     }
                 },
-                message = self.input.recv(), if pending.len() < MAX_IN_FLIGHT => match message {
-                    Some(message) => {
-                        self.queued_bytes.fetch_sub(super::consumer::size(&message), Ordering::Relaxed);
-                        self.process(resources, message, &mut outgoing, &mut pending, &mut unconfirmed).await
+                batch = next_input(inputs), if pending.len() < MAX_IN_FLIGHT => match batch {
+                    Some(Ok(batch)) => {
+                        self.process_batch(resources, &batch, &mut message, &mut outgoing, &mut pending, &mut unconfirmed).await
                     }
+                    Some(Err(source)) => Err(ProcessorError::Kafka {
+                        group: P::GRAPH.group,
+                        topic: match &source {
+                            crate::kafka::KafkaError::Consume { topic, .. } => topic.clone(),
+                            _ => String::new(),
+                        },
+                        source,
+                    }),
                     None => break,
                 },
                 update = join_update => update,
@@ -239,29 +252,59 @@ impl<P: Group> PartitionTask<P> {
         Ok(())
     }
 
+    /// Handles the messages of `batch` one by one, each read into `message`, and queues each
+    /// in `pending` with the acknowledgements of what it produced. Problems the client
+    /// retries by itself are logged.
+    async fn process_batch(
+        &self,
+        resources: &PartitionResources,
+        batch: &ConsumedBatch,
+        message: &mut ConsumedMessage,
+        outgoing: &mut Outgoing,
+        pending: &mut Pending,
+        unconfirmed: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ProcessorError> {
+        let shared = &self.shared;
+        let policies = Policies {
+            nil_handling: shared.config.nil_handling.unwrap_or(P::NIL_HANDLING),
+            decode_errors: shared.config.decode_errors.unwrap_or(P::DECODE_ERRORS),
+        };
+        for event in batch.events() {
+            match event {
+                BatchEvent::Message(m) => {
+                    m.copy_into(message);
+                    self.process(resources, message, policies, outgoing, pending, unconfirmed)
+                        .await?;
+                }
+                BatchEvent::Transient(error) => {
+                    tracing::warn!(group = P::GRAPH.group, partition = self.partition, %error, "input partition lost its connection; retrying");
+                }
+                BatchEvent::EndOfPartition { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Handles one message and queues it in `pending` with the acknowledgements of what it
     /// produced.
     async fn process(
         &self,
         resources: &PartitionResources,
-        message: ConsumedMessage,
+        message: &ConsumedMessage,
+        policies: Policies,
         outgoing: &mut Outgoing,
         pending: &mut Pending,
         unconfirmed: &mut Vec<Vec<u8>>,
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-        let size = super::consumer::size(&message);
+        let size = message.key.len() + message.value.as_ref().map_or(0, Vec::len);
         shared
             .stats
             .bytes_in
             .fetch_add(size as u64, Ordering::Relaxed);
-        let policies = Policies {
-            nil_handling: shared.config.nil_handling.unwrap_or(P::NIL_HANDLING),
-            decode_errors: shared.config.decode_errors.unwrap_or(P::DECODE_ERRORS),
-        };
         let started = std::time::Instant::now();
-        let handled = handle(&*self.group, resources, &message, policies, outgoing).await;
+        let handled = handle(&*self.group, resources, message, policies, outgoing).await;
         shared.stats.callback_latency.record(started.elapsed());
         if let Handled::Undecodable = handled? {
             shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +320,7 @@ impl<P: Group> PartitionTask<P> {
     async fn send(
         &self,
         resources: &PartitionResources,
-        message: ConsumedMessage,
+        message: &ConsumedMessage,
         outgoing: &Outgoing,
         pending: &mut Pending,
         unconfirmed: &mut Vec<Vec<u8>>,
@@ -334,7 +377,12 @@ impl<P: Group> PartitionTask<P> {
                 .fetch_add(bytes as u64, Ordering::Relaxed);
             acks.push((out.kind, ack));
         }
-        pending.push(message.topic, message.offset, message.key, acks);
+        pending.push(
+            message.topic.clone(),
+            message.offset,
+            message.key.clone(),
+            acks,
+        );
         Ok(())
     }
 
@@ -374,6 +422,20 @@ impl<P: Group> PartitionTask<P> {
             storage.close().map_err(storage_error)?;
         }
         Ok(())
+    }
+}
+
+/// The next batch of any input; `None` once every input was closed.
+async fn next_input(
+    inputs: &mut [Box<dyn PartitionConsumer>],
+) -> Option<Result<ConsumedBatch, crate::kafka::KafkaError>> {
+    match inputs {
+        [] => None,
+        [only] => only.next_batch().await,
+        several => {
+            let nexts = several.iter_mut().map(|input| input.next_batch());
+            futures::future::select_all(nexts).await.0
+        }
     }
 }
 

@@ -18,6 +18,7 @@
 //! column family in RocksDB, a separate field in memory): a table row whose key happens to be
 //! `__offset` is stored like any other and never collides with it.
 
+mod default;
 mod memory;
 mod null;
 #[cfg(feature = "rocksdb")]
@@ -31,6 +32,8 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use self::default::DefaultStorage;
+pub(crate) use self::default::Owner;
 pub use self::memory::{MemoryBuilder, MemoryStorage};
 pub use self::null::{NullBuilder, NullStorage};
 #[cfg(feature = "rocksdb")]
@@ -166,6 +169,18 @@ pub trait StorageIter: Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>>
 pub trait StorageBuilder: Send + Sync + 'static {
     /// Opens (or creates) the storage of `partition` of `topic`.
     fn build(&self, topic: &str, partition: i32) -> Result<Box<dyn Storage>, StorageError>;
+
+    /// The directory storages go under, where there is one (for logs and the monitor).
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+
+    /// Whether this is [`DefaultStorage`], which processors and views replace by a
+    /// directory of their own.
+    #[doc(hidden)]
+    fn scoped_default(&self) -> bool {
+        false
+    }
 }
 
 impl<F> StorageBuilder for F
@@ -180,6 +195,14 @@ where
 impl StorageBuilder for Arc<dyn StorageBuilder> {
     fn build(&self, topic: &str, partition: i32) -> Result<Box<dyn Storage>, StorageError> {
         (**self).build(topic, partition)
+    }
+
+    fn path(&self) -> Option<&Path> {
+        (**self).path()
+    }
+
+    fn scoped_default(&self) -> bool {
+        (**self).scoped_default()
     }
 }
 

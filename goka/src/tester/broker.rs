@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use super::log::{Log, Logged};
 use crate::kafka::{
     Ack, Admin, Client, ConsumedBatch, ConsumedMessage, Delivery, GroupConsumer, HeaderUse,
-    Headers, KafkaError, OutgoingRecord, PartitionConsumer, Producer, RebalanceListener, SendError,
-    StartOffset, TopicSpec,
+    Headers, KafkaError, OutgoingRecord, PartitionConsumer, PartitionQueueBounds, Producer,
+    RebalanceListener, SendError, StartOffset, TopicSpec,
 };
 use crate::storage::{MemoryStorage, Storage, WriteBatch};
 
@@ -279,15 +279,7 @@ fn write_row(
 
 /// A message to read into: [`Broker::read_into`] fills it.
 pub(crate) fn empty_message() -> ConsumedMessage {
-    ConsumedMessage {
-        topic: Arc::from(""),
-        partition: 0,
-        offset: 0,
-        key: Vec::new(),
-        value: None,
-        timestamp: None,
-        headers: Headers::new(),
-    }
+    ConsumedMessage::empty()
 }
 
 /// Milliseconds since the epoch, the timestamp of appended messages.
@@ -338,6 +330,7 @@ impl Client for BrokerClient {
         &self,
         group: &str,
         _topics: &[&str],
+        _bounds: PartitionQueueBounds,
         _listener: Arc<dyn RebalanceListener>,
     ) -> Result<Box<dyn GroupConsumer>, KafkaError> {
         Err(KafkaError::Config(format!(

@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{Codec, CodecError};
 use crate::kafka::{Client, ConsumedMessage, KafkaError};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
-use crate::storage::{KeyRange, MemoryBuilder, Storage, StorageBuilder, StorageError, StorageIter};
+use crate::storage::{
+    DefaultStorage, KeyRange, Owner, Storage, StorageBuilder, StorageError, StorageIter,
+};
 use crate::topic::Table;
 use crate::topic_manager::{TopicManager, TopicManagerError};
 
@@ -173,11 +175,12 @@ impl std::fmt::Debug for ViewBuilder {
 }
 
 impl ViewBuilder {
-    /// A builder on `client`'s cluster, with in-memory storage and goka's partitioner.
+    /// A builder on `client`'s cluster, with [`DefaultStorage`] (on disk, in a directory of
+    /// the view's own, removed with it) and goka's partitioner.
     pub fn new(client: Arc<dyn Client>) -> Self {
         Self {
             client,
-            storage: Arc::new(MemoryBuilder),
+            storage: Arc::new(DefaultStorage),
             partitioner: Arc::new(DefaultPartitioner::default()),
             update: None,
             decode_errors: DecodeErrorPolicy::Fail,
@@ -186,7 +189,8 @@ impl ViewBuilder {
 
     /// Where partitions are stored, e.g. a
     /// [`RocksDbBuilder`](crate::storage::RocksDbBuilder) at
-    /// [`default_view_storage_path`](crate::storage::default_view_storage_path).
+    /// [`default_view_storage_path`](crate::storage::default_view_storage_path), whose rows
+    /// a restart finds again, or [`MemoryBuilder`](crate::storage::MemoryBuilder).
     pub fn storage(mut self, builder: impl StorageBuilder) -> Self {
         self.storage = Arc::new(builder);
         self
@@ -239,16 +243,20 @@ impl ViewBuilder {
         let setup = |source| ViewError::Setup { topic, source };
         let manager = TopicManager::new(&*self.client, Default::default()).map_err(setup)?;
         let count = manager.partitions(topic).await.map_err(setup)?;
+        let storage = if self.storage.scoped_default() {
+            DefaultStorage::scoped(Owner::View(topic))
+        } else {
+            self.storage
+        };
         let mut partitions = Vec::with_capacity(count as usize);
         for partition in 0..count as i32 {
             let storage_error = |source| ViewError::Storage { topic, source };
-            let storage: Arc<dyn Storage> = self
-                .storage
+            let table: Arc<dyn Storage> = storage
                 .build(topic, partition)
                 .map_err(storage_error)?
                 .into();
-            let offset = storage.offset().map_err(storage_error)?;
-            partitions.push(PartitionTable::new(partition, storage, offset));
+            let offset = table.offset().map_err(storage_error)?;
+            partitions.push(PartitionTable::new(partition, table, offset));
         }
         let (state, _) = watch::channel(ViewState::Idle);
         Ok(ViewInner {
@@ -260,6 +268,7 @@ impl ViewBuilder {
             validate,
             partitions,
             state,
+            _storage: storage,
             running: AtomicBool::new(false),
         })
     }
@@ -328,6 +337,9 @@ pub(crate) struct ViewInner {
     partitions: Vec<PartitionTable>,
     state: watch::Sender<ViewState>,
     running: AtomicBool,
+    /// Where the partitions are stored, kept while they are; last, so the partitions are
+    /// dropped before a default storage removes its directory.
+    _storage: Arc<dyn StorageBuilder>,
 }
 
 impl ViewInner {
