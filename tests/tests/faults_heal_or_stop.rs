@@ -263,10 +263,10 @@ async fn a_delivery_failing_after_queueing_stops_run_naming_the_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebalance_while_partitions_are_paused_for_a_backlog_loses_none() {
+async fn a_rebalance_while_partition_queues_are_full_loses_none() {
     let broker = TestBroker::start();
     let (client, emitter) = setup(&broker).await;
-    // Several times the queue waits on each partition, so both are paused.
+    // Several times the queue waits on each partition, so both queues are full.
     let expected = emit(&emitter, 2_000, 40).await;
     let config = ProcessorConfig {
         partition_queue: 50,

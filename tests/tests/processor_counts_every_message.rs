@@ -660,11 +660,11 @@ async fn tombstones_on_inputs_follow_the_nil_handling_and_empty_keys_are_keys() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_partition_queues_pause_and_resume_without_losing_messages() {
+async fn full_partition_queues_stop_fetching_and_resume_without_losing_messages() {
     let broker = TestBroker::start();
     let (client, emitter) = setup(&broker).await;
     let expected = emit(&emitter, 0..3_000, 20).await;
-    // A queue of a few messages: the member pauses and resumes partitions all the time.
+    // A queue of a few messages: the client stops and resumes fetching all the time.
     let config = ProcessorConfig {
         partition_queue: 50,
         ..Default::default()

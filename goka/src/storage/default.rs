@@ -19,10 +19,14 @@ use super::{Storage, StorageBuilder, StorageError};
 /// Each processor group or view it is given to gets a directory of its own,
 /// `<tmp>/goka/<processor|view>/<group or table>/<pid>-<n>`, removed when the processor or
 /// view is dropped. Tables are written without RocksDB's write-ahead log (the changelog is
-/// the source of truth), and a processor's group table updates its rows in place. Without
-/// the `rocksdb` feature, tables are kept in memory.
+/// the source of truth); a processor's tables update their rows in place and share 64 MiB of
+/// memtables. Without the `rocksdb` feature, tables are kept in memory.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultStorage;
+
+/// The memtables of all table partitions of one processor, together.
+#[cfg(feature = "rocksdb")]
+const PROCESSOR_MEMTABLES: usize = 64 << 20;
 
 /// Who a [`DefaultStorage`] is scoped to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +76,10 @@ fn scoped(owner: Owner<'_>) -> Arc<dyn StorageBuilder> {
         ));
     let mut rocksdb = super::RocksDbBuilder::new(&root);
     if in_place {
-        rocksdb = rocksdb.update_in_place();
+        // Memory stays flat however many partitions the instance owns.
+        rocksdb = rocksdb
+            .update_in_place()
+            .memtable_budget(PROCESSOR_MEMTABLES);
     }
     Arc::new(Scoped {
         rocksdb,
