@@ -14,7 +14,7 @@
 //! After the shapes, one restart each way, at the largest shape: the same instance's disk
 //! (warm: recovery reads only what the table got since its stored offset) and an empty disk
 //! (recovery reads the whole changelog), each time split into joining the group, recovering
-//! the tables and the first message handled.
+//! the tables and the first message handled. Resident memory is the backlog bench's.
 //!
 //! `cargo bench -p goka-tests --bench processor` (1,000,000 messages, 100-byte values, 10,000
 //! keys, 1, 2, 4 and 8 partitions; `-- --messages N` and `-- --partitions N` for one other
@@ -33,7 +33,7 @@ use goka::processor::{Group, PartitionState, Processor, ProcessorConfig, Statefu
 use goka::storage::{MemoryBuilder, RocksDbBuilder, StorageBuilder};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
-use goka_tests::bench::{mib, rss_bytes, send_waiting, verdict, RssSampler};
+use goka_tests::bench::{send_waiting, verdict};
 use goka_tests::{client, rdkafka_config, string_edge as edge, Running, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -111,7 +111,6 @@ struct Shape {
     ours: Run,
     memory: Run,
     quix: Option<Run>,
-    rss_peak: u64,
 }
 
 fn main() {
@@ -139,8 +138,6 @@ async fn run(messages: usize, shapes: Vec<u32>) {
         let bare = bare_loop(&broker, messages);
         report("bare rdkafka consume -> produce loop", messages, bare);
         let dir = tempfile::tempdir().expect("temp dir");
-        let rss_before = rss_bytes();
-        let sampler = RssSampler::start();
         let ours = processor_count(
             Count::<false>,
             &broker,
@@ -148,7 +145,6 @@ async fn run(messages: usize, shapes: Vec<u32>) {
             messages,
         )
         .await;
-        let rss_peak = sampler.stop().into_iter().max().unwrap_or(rss_before);
         report("Processor, as the README shows it", messages, ours);
         let memory = processor_count(
             Count::<true>,
@@ -165,12 +161,6 @@ async fn run(messages: usize, shapes: Vec<u32>) {
         if let Some(quix) = quix {
             report("Quix Streams 3.28.1 (session timeout 10 s)", messages, quix);
         }
-        println!(
-            "{:<44} {:>10} {:>12}",
-            "resident memory (MiB): before, peak",
-            format!("{:.0}", mib(rss_before)),
-            format!("{:.0}", mib(rss_peak))
-        );
         if partitions == last {
             restarts(&broker, partitions, dir.path(), messages).await;
         }
@@ -180,7 +170,6 @@ async fn run(messages: usize, shapes: Vec<u32>) {
             ours,
             memory,
             quix,
-            rss_peak,
         });
     }
     summary(&results, messages, &mut figures);
@@ -231,7 +220,7 @@ fn summary(results: &[Shape], messages: usize, figures: &mut Vec<(&'static str, 
         let ratio_bare = ours / shape.bare.after_first(messages);
         let ratio_quix = shape.quix.map(|q| ours / q.after_first(messages));
         println!(
-            "{:>4} {:>18} {:>18} {:>18} {:>18} {:>8.2} {:>8} {:>9.0}",
+            "{:>4} {:>18} {:>18} {:>18} {:>18} {:>8.2} {:>8}",
             shape.partitions,
             cell(&shape.bare),
             cell(&shape.ours),
@@ -239,7 +228,6 @@ fn summary(results: &[Shape], messages: usize, figures: &mut Vec<(&'static str, 
             shape.quix.as_ref().map_or("-".into(), cell),
             ratio_bare,
             ratio_quix.map_or("-".into(), |r| format!("{r:.2}")),
-            mib(shape.rss_peak),
         );
         let names = SHAPE_NAMES[shape.partitions.trailing_zeros().min(3) as usize];
         figures.push((names[0], ours));

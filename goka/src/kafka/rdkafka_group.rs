@@ -28,6 +28,8 @@ use super::{
 
 /// How long leaving the group may take before the member is abandoned.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most a group member's fetch response may hold, over all its partitions.
+const GROUP_FETCH_MAX_BYTES: &str = "4194304";
 /// How long a partition reader waits for librdkafka's wake-up before it looks anyway.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
@@ -254,7 +256,11 @@ impl RdGroupConsumer {
             .set("partition.assignment.strategy", "range");
         // A new group starts at the oldest message, and a member that died is noticed within
         // 10 s (goka's default), unless the user chose otherwise. Each partition's queue holds
-        // the processor's bounds (librdkafka counts kilobytes of 1,000 bytes).
+        // the processor's bounds (librdkafka counts kilobytes of 1,000 bytes). A fetch
+        // response lands in the partition queues whole, however full they are, and its
+        // buffer lives as long as any of its messages waits: responses of librdkafka's 50 MB
+        // kept a backlog's resident memory a quarter higher, on a broker that sends more than
+        // `max.partition.fetch.bytes` per partition.
         let queued_messages = bounds.messages.max(1).to_string();
         let queued_kbytes = bounds.bytes.div_ceil(1000).max(1).to_string();
         for (key, value) in [
@@ -262,6 +268,7 @@ impl RdGroupConsumer {
             ("session.timeout.ms", "10000"),
             ("queued.min.messages", queued_messages.as_str()),
             ("queued.max.messages.kbytes", queued_kbytes.as_str()),
+            ("fetch.max.bytes", GROUP_FETCH_MAX_BYTES),
         ] {
             super::rdkafka_client::set_default(&mut config, key, value);
         }

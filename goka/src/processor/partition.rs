@@ -275,6 +275,10 @@ impl<P: Group> PartitionTask<P> {
                     m.copy_into(message);
                     self.process(resources, message, policies, outgoing, pending, unconfirmed)
                         .await?;
+                    // Reading the partition's queue never waits while a backlog lasts: give
+                    // the other tasks of the runtime their turn now and then, as a channel
+                    // read would.
+                    tokio::task::consume_budget().await;
                 }
                 BatchEvent::Transient(error) => {
                     tracing::warn!(group = P::GRAPH.group, partition = self.partition, %error, "input partition lost its connection; retrying");

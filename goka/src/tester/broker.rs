@@ -213,7 +213,7 @@ impl Broker {
 
     /// The message at `offset`.
     pub(crate) fn read(&self, topic: &str, partition: i32, offset: i64) -> Option<ConsumedMessage> {
-        let mut message = empty_message();
+        let mut message = ConsumedMessage::empty();
         self.read_into(topic, partition, offset, &mut message)
             .then_some(message)
     }
@@ -275,11 +275,6 @@ fn write_row(
             partition,
             message: e.to_string(),
         })
-}
-
-/// A message to read into: [`Broker::read_into`] fills it.
-pub(crate) fn empty_message() -> ConsumedMessage {
-    ConsumedMessage::empty()
 }
 
 /// Milliseconds since the epoch, the timestamp of appended messages.

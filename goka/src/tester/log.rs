@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(log.end(), 3);
         assert!(log.get(3).is_none() && log.get(-1).is_none());
 
-        let mut message = crate::tester::broker::empty_message();
+        let mut message = ConsumedMessage::empty();
         let expected = [
             (0, &b"alice"[..], Some(&b"1"[..]), 10, Headers::new()),
             (1, &b"bob"[..], None, 11, traced),

@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use self::broker::{empty_message, now_millis, Broker, BrokerClient, Record};
+use self::broker::{now_millis, Broker, BrokerClient, Record};
 use self::processor::{table_storages, Driven, Tested};
 pub use self::tracker::{QueueTracker, TrackedMessage};
 use crate::codec::{Codec, CodecError};
@@ -145,7 +145,7 @@ impl Tester {
             processors: Vec::new(),
             consumed: Vec::new(),
             cancel: CancellationToken::new(),
-            reading: empty_message(),
+            reading: crate::kafka::ConsumedMessage::empty(),
             outgoing: Outgoing::default(),
             encoded: Default::default(),
         }
