@@ -45,27 +45,28 @@ const KEYS: usize = 10_000;
 /// Every side's consumer group session timeout (goka's default).
 const SESSION_TIMEOUT_MS: &str = "10000";
 
-/// The count, in the group `bench-count` or, with `MEMORY`, `bench-count-memory` (each run
-/// reads the whole input from the beginning).
-struct Count<const MEMORY: bool>;
+/// The count in one of three groups (each reads the whole input from the beginning): the
+/// README run, the in-memory run and the restarts.
+struct Count<const GROUP: usize>;
 
-impl<const MEMORY: bool> Group for Count<MEMORY> {
+const README_RUN: usize = 0;
+const MEMORY_RUN: usize = 1;
+const RESTARTS: usize = 2;
+const GROUPS: [(&str, &str); 3] = [
+    ("bench-count", "bench-count-table"),
+    ("bench-count-memory", "bench-count-memory-table"),
+    ("bench-restart", "bench-restart-table"),
+];
+
+impl<const GROUP: usize> Group for Count<GROUP> {
     const GRAPH: GroupGraph = GroupGraph {
-        group: if MEMORY {
-            "bench-count-memory"
-        } else {
-            "bench-count"
-        },
+        group: GROUPS[GROUP].0,
         inputs: &[edge(EdgeKind::Input, "bench-input", "bytes")],
         joins: &[],
         lookups: &[],
         outputs: &[],
         loopback: None,
-        table: Some(if MEMORY {
-            edge(EdgeKind::Persist, "bench-count-memory-table", "int64")
-        } else {
-            edge(EdgeKind::Persist, "bench-count-table", "int64")
-        }),
+        table: Some(edge(EdgeKind::Persist, GROUPS[GROUP].1, "int64")),
     };
     type Key = String;
     type KeyCodec = StringCodec;
@@ -82,7 +83,7 @@ impl<const MEMORY: bool> Group for Count<MEMORY> {
     }
 }
 
-impl<const MEMORY: bool> Stateful for Count<MEMORY> {
+impl<const GROUP: usize> Stateful for Count<GROUP> {
     type Value = i64;
     type ValueCodec = Int64Codec;
 }
@@ -139,7 +140,7 @@ async fn run(messages: usize, shapes: Vec<u32>) {
         report("bare rdkafka consume -> produce loop", messages, bare);
         let dir = tempfile::tempdir().expect("temp dir");
         let ours = processor_count(
-            Count::<false>,
+            Count::<README_RUN>,
             &broker,
             ProcessorConfig::default(),
             messages,
@@ -147,7 +148,7 @@ async fn run(messages: usize, shapes: Vec<u32>) {
         .await;
         report("Processor, as the README shows it", messages, ours);
         let memory = processor_count(
-            Count::<true>,
+            Count::<MEMORY_RUN>,
             &broker,
             ProcessorConfig {
                 storage: Arc::new(MemoryBuilder),
@@ -375,8 +376,8 @@ fn bare_loop(broker: &TestBroker, messages: usize) -> Run {
 
 /// Runs the count over the backlog until every message was handled and its changelog write
 /// acknowledged (time in all, and to the first message handled).
-async fn processor_count<const MEMORY: bool>(
-    count: Count<MEMORY>,
+async fn processor_count<const GROUP: usize>(
+    count: Count<GROUP>,
     broker: &TestBroker,
     config: ProcessorConfig,
     messages: usize,
@@ -451,35 +452,6 @@ impl Start {
     }
 }
 
-/// The count in the group `bench-restart`.
-struct Restart;
-
-impl Group for Restart {
-    const GRAPH: GroupGraph = GroupGraph {
-        group: "bench-restart",
-        table: Some(edge(EdgeKind::Persist, "bench-restart-table", "int64")),
-        ..Count::<false>::GRAPH
-    };
-    type Key = String;
-    type KeyCodec = StringCodec;
-
-    fn dispatch<'a>(
-        &'a self,
-        ctx: &'a mut Context<'_, Self>,
-        _value: Option<&'a [u8]>,
-    ) -> BoxFuture<'a, Result<(), CallbackError>> {
-        Box::pin(async move {
-            let count = ctx.value()?.unwrap_or(0);
-            ctx.set_value(&(count + 1))
-        })
-    }
-}
-
-impl Stateful for Restart {
-    type Value = i64;
-    type ValueCodec = Int64Codec;
-}
-
 /// Starts the count of group `bench-restart` on `storage`, waits until it handled
 /// `expected` messages and their changelog writes were acknowledged, and stops it.
 async fn start_timed(
@@ -492,7 +464,11 @@ async fn start_timed(
         storage,
         ..Default::default()
     };
-    let processor = Arc::new(Processor::new(Restart, readme_client(broker), config));
+    let processor = Arc::new(Processor::new(
+        Count::<RESTARTS>,
+        readme_client(broker),
+        config,
+    ));
     let start = Instant::now();
     let running = Running::spawn({
         let processor = processor.clone();

@@ -429,7 +429,7 @@ impl<P: Group> PartitionTask<P> {
     }
 }
 
-/// The next batch of any input; `None` once every input was closed.
+/// The next batch of any input; `None` once one of them was closed.
 async fn next_input(
     inputs: &mut [Box<dyn PartitionConsumer>],
 ) -> Option<Result<ConsumedBatch, crate::kafka::KafkaError>> {
