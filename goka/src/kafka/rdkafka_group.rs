@@ -126,14 +126,15 @@ impl ConsumerContext for GroupContext {
 impl GroupContext {
     /// Splits the queue of every partition of `assigned` off the consumer's own queue.
     fn split(&self, assigned: &TopicPartitionList) {
-        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
-            return;
-        };
+        let consumer = self.consumer.get().and_then(Weak::upgrade);
         let mut split = self.split.lock().unwrap_or_else(|p| p.into_inner());
         split.clear();
         for element in assigned.elements() {
             let (topic, partition) = (element.topic(), element.partition());
-            match consumer.split_partition_queue(topic, partition) {
+            let queue = consumer
+                .as_ref()
+                .and_then(|consumer| consumer.split_partition_queue(topic, partition));
+            match queue {
                 Some(queue) => split.push(AssignedPartition {
                     topic: topic.to_owned(),
                     partition,
