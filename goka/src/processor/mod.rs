@@ -31,7 +31,7 @@ pub use self::stats::{ProcessorPartitionStats, ProcessorStats, RecoveryProgress}
 use crate::graph::GraphError;
 use crate::kafka::{Client, KafkaError, Producer, TopicPartitionOffset};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
-use crate::storage::{DefaultStorage, Owner, Storage, StorageBuilder, StorageError};
+use crate::storage::{self, DefaultStorage, Owner, Storage, StorageBuilder, StorageError};
 use crate::topic_manager::{TopicManager, TopicManagerConfig, TopicManagerError};
 use crate::view::DecodeErrorPolicy;
 
@@ -496,9 +496,7 @@ impl<P: Group> std::fmt::Debug for Processor<P> {
 impl<P: Group> Processor<P> {
     /// A processor running `group`'s handlers on `client`'s cluster.
     pub fn new(group: P, client: Arc<dyn Client>, mut config: ProcessorConfig) -> Self {
-        if config.storage.scoped_default() {
-            config.storage = DefaultStorage::scoped(Owner::Processor(P::GRAPH.group));
-        }
+        config.storage = storage::scoped(config.storage, Owner::Processor(P::GRAPH.group));
         let (state, _) = watch::channel(PartitionState::Idle);
         Self {
             group: Arc::new(group),

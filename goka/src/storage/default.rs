@@ -7,8 +7,7 @@
 //! is trusted up to its stored offset. State that should survive a restart needs a path the
 //! next run finds again: `RocksDbBuilder::new(path)`.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Storage, StorageBuilder, StorageError};
@@ -29,7 +28,7 @@ pub struct DefaultStorage;
 const PROCESSOR_MEMTABLES: usize = 64 << 20;
 
 /// Who a [`DefaultStorage`] is scoped to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Owner<'a> {
     /// The group table and joined tables of a processor group.
     Processor(&'a str),
@@ -49,21 +48,28 @@ impl StorageBuilder for DefaultStorage {
     }
 }
 
-impl DefaultStorage {
-    /// The builder `owner` uses: a directory of its own, removed with the builder.
-    pub(crate) fn scoped(owner: Owner<'_>) -> Arc<dyn StorageBuilder> {
-        scoped(owner)
+/// The builder `owner` uses: `builder` itself, or, where that is [`DefaultStorage`], a
+/// directory of the owner's own, removed with the returned builder.
+pub(crate) fn scoped(
+    builder: Arc<dyn StorageBuilder>,
+    owner: Owner<'_>,
+) -> Arc<dyn StorageBuilder> {
+    if builder.scoped_default() {
+        default_for(owner)
+    } else {
+        builder
     }
 }
 
 #[cfg(feature = "rocksdb")]
-fn scoped(owner: Owner<'_>) -> Arc<dyn StorageBuilder> {
+fn default_for(owner: Owner<'_>) -> Arc<dyn StorageBuilder> {
     let (kind, name, in_place) = match owner {
         // A group table's rows are rewritten message after message.
         Owner::Processor(group) => ("processor", group, true),
         // A view loads rows in bulk, which in-place updates slow down.
         Owner::View(table) => ("view", table, false),
     };
+    use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let root = std::env::temp_dir()
         .join("goka")
@@ -83,36 +89,33 @@ fn scoped(owner: Owner<'_>) -> Arc<dyn StorageBuilder> {
     }
     Arc::new(Scoped {
         rocksdb,
-        root: RemovedOnDrop(root),
+        _root: RemovedOnDrop(root),
     })
 }
 
 #[cfg(not(feature = "rocksdb"))]
-fn scoped(_owner: Owner<'_>) -> Arc<dyn StorageBuilder> {
+fn default_for(_owner: Owner<'_>) -> Arc<dyn StorageBuilder> {
     Arc::new(super::MemoryBuilder)
 }
 
 /// A [`DefaultStorage`] used outside a processor or view: one directory per process.
 fn shared_unscoped() -> &'static Arc<dyn StorageBuilder> {
     static SHARED: std::sync::OnceLock<Arc<dyn StorageBuilder>> = std::sync::OnceLock::new();
-    SHARED.get_or_init(|| scoped(Owner::Processor("unscoped")))
+    SHARED.get_or_init(|| default_for(Owner::Processor("unscoped")))
 }
 
 /// The default storage of one processor group or view.
 #[cfg(feature = "rocksdb")]
 struct Scoped {
     rocksdb: super::RocksDbBuilder,
-    root: RemovedOnDrop,
+    /// Removed after every storage the builder opened is gone (the owner drops it last).
+    _root: RemovedOnDrop,
 }
 
 #[cfg(feature = "rocksdb")]
 impl StorageBuilder for Scoped {
     fn build(&self, topic: &str, partition: i32) -> Result<Box<dyn Storage>, StorageError> {
         self.rocksdb.build(topic, partition)
-    }
-
-    fn path(&self) -> Option<&Path> {
-        Some(&self.root.0)
     }
 }
 

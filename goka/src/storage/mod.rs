@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use self::default::DefaultStorage;
-pub(crate) use self::default::Owner;
+pub(crate) use self::default::{scoped, Owner};
 pub use self::memory::{MemoryBuilder, MemoryStorage};
 pub use self::null::{NullBuilder, NullStorage};
 #[cfg(feature = "rocksdb")]
@@ -170,11 +170,6 @@ pub trait StorageBuilder: Send + Sync + 'static {
     /// Opens (or creates) the storage of `partition` of `topic`.
     fn build(&self, topic: &str, partition: i32) -> Result<Box<dyn Storage>, StorageError>;
 
-    /// The directory storages go under, where there is one (for logs and the monitor).
-    fn path(&self) -> Option<&Path> {
-        None
-    }
-
     /// Whether this is [`DefaultStorage`], which processors and views replace by a
     /// directory of their own.
     #[doc(hidden)]
@@ -195,10 +190,6 @@ where
 impl StorageBuilder for Arc<dyn StorageBuilder> {
     fn build(&self, topic: &str, partition: i32) -> Result<Box<dyn Storage>, StorageError> {
         (**self).build(topic, partition)
-    }
-
-    fn path(&self) -> Option<&Path> {
-        (**self).path()
     }
 
     fn scoped_default(&self) -> bool {

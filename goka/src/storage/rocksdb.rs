@@ -461,10 +461,6 @@ impl RocksDbBuilder {
 }
 
 impl StorageBuilder for RocksDbBuilder {
-    fn path(&self) -> Option<&Path> {
-        Some(&self.root)
-    }
-
     fn build(&self, topic: &str, partition: i32) -> Result<Box<dyn Storage>, StorageError> {
         let path = partition_path(&self.root, topic, partition);
         let tune = self.tune.clone();

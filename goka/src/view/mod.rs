@@ -243,11 +243,7 @@ impl ViewBuilder {
         let setup = |source| ViewError::Setup { topic, source };
         let manager = TopicManager::new(&*self.client, Default::default()).map_err(setup)?;
         let count = manager.partitions(topic).await.map_err(setup)?;
-        let storage = if self.storage.scoped_default() {
-            DefaultStorage::scoped(Owner::View(topic))
-        } else {
-            self.storage
-        };
+        let storage = crate::storage::scoped(self.storage, Owner::View(topic));
         let mut partitions = Vec::with_capacity(count as usize);
         for partition in 0..count as i32 {
             let storage_error = |source| ViewError::Storage { topic, source };
