@@ -12,12 +12,12 @@ pub use std::boxed::Box;
 pub use std::option::Option;
 pub use std::result::Result;
 
+pub use crate::codec::DecodeErrorPolicy;
 pub use crate::codec::{Codec, CodecError};
 pub use crate::context::{CallbackError, Context};
 pub use crate::graph::{Edge, EdgeKind, GroupGraph, LOOP_SUFFIX, TABLE_SUFFIX};
 pub use crate::processor::{Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful};
 pub use crate::topic::{Stream, Table, Topic};
-pub use crate::view::DecodeErrorPolicy;
 
 /// The edge of topic `T`.
 pub const fn topic_edge<T: Topic>(kind: EdgeKind) -> Edge {

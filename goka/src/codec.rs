@@ -104,6 +104,17 @@ impl CodecError {
     }
 }
 
+/// What to do with a message whose key or value does not decode: an input message of a
+/// processor, or a changelog message a view applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeErrorPolicy {
+    /// Stop with an error naming topic, partition, offset and key.
+    #[default]
+    Fail,
+    /// Skip the message and count it in the stats.
+    SkipAndCount,
+}
+
 /// UTF-8 strings, as goka's `codec.String`. Invalid UTF-8 is a decode error, never replaced.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StringCodec;

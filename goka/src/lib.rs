@@ -36,6 +36,7 @@ pub mod kafka;
 pub mod partitioner;
 pub mod processor;
 pub mod storage;
+pub mod table;
 pub mod tester;
 pub mod topic;
 pub mod topic_manager;

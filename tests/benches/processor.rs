@@ -495,8 +495,8 @@ async fn start_timed(
     let rows = processor
         .partition_stats()
         .iter()
-        .flat_map(|p| &p.recovery)
-        .map(|r| r.messages)
+        .flat_map(|p| &p.tables)
+        .map(|t| t.recovery.messages)
         .sum();
     running.stop().await;
     let recovered = recovered.unwrap_or_default();

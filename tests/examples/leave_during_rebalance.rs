@@ -1,18 +1,20 @@
 //! Replays, with bare rdkafka consumers and no goka code, the scale-down that can leave a
 //! member without partitions on the test broker: three members share a four-partition
-//! topic; the third leaves; the other two rejoin for the rebalance that starts, and while
-//! the coordinator holds their joins, the first member leaves too, after a delay that grows
-//! with each round. Kafka drops the leaver and gives the second member all four partitions
-//! within a few seconds. The example reports how long the second member waits and, when it
-//! waits in vain, whether joining again as a new member gets the partitions.
+//! topic; the third leaves; the other two rejoin for the rebalance that starts, and as soon
+//! as the coordinator has answered both joins, one of them leaves too. Kafka drops the
+//! leaver and gives the one that stays all four partitions within a few seconds.
 //!
-//! The test broker gets stuck only when the member that left was the leader of the
-//! generation the pending join forms: it keeps naming the departed leader in its join
-//! responses. Which member that is depends on the order the joins arrived in, so most
-//! rounds finish; `tests/tests/reliability.rs` has the same scenario with goka processors.
+//! Each member reads librdkafka's consumer-group debug log (`debug=cgrp`), whose JoinGroup
+//! response line names the generation and says whether this member leads it, so each round
+//! picks who leaves: the leader of the new generation, or the follower. The example reports
+//! how long the member that stays waits for the partitions, and, when it waits in vain,
+//! whether joining again as a new member gets them.
+//!
+//! `tests/tests/reliability.rs` has the same scenario with goka processors.
 //!
 //!   cargo run -p goka-tests --example leave_during_rebalance [-- ROUNDS]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,26 +22,46 @@ use std::time::{Duration, Instant};
 use goka_tests::TestBroker;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
 
 const TOPIC: &str = "leave-during-rebalance";
 const PARTITIONS: i32 = 4;
-/// How long A may wait for its assignment before the round counts as stuck.
+/// How long the member that stays may wait for its assignment before the round counts as
+/// stuck (ten times the session timeout).
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// What one member owns, and whether a revoke is under way.
+/// What one member owns, and what the coordinator last told it.
 #[derive(Default)]
 struct Owned {
     partitions: Vec<i32>,
-    revoked_at: Option<Instant>,
+    /// The generation of the last JoinGroup response, and whether this member leads it.
+    joined: Option<(i32, bool)>,
 }
 
 struct Member {
     owned: Arc<Mutex<Owned>>,
 }
 
-impl ClientContext for Member {}
+impl ClientContext for Member {
+    fn log(&self, level: RDKafkaLogLevel, _fac: &str, line: &str) {
+        if let Some(joined) = join_response(line) {
+            self.owned.lock().unwrap_or_else(|p| p.into_inner()).joined = Some(joined);
+        } else if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            eprintln!("librdkafka: {line}");
+        }
+    }
+}
+
+/// Parses librdkafka's "JoinGroup response: GenerationId N, Protocol P, LeaderId L (me),
+/// ..." line (`(me)` only when this member leads) into the generation and leadership.
+fn join_response(line: &str) -> Option<(i32, bool)> {
+    let rest = line.split("JoinGroup response: GenerationId ").nth(1)?;
+    let generation = rest.split(',').next()?.trim().parse().ok()?;
+    let leader = rest.split("LeaderId ").nth(1)?.split(',').next()?;
+    Some((generation, leader.ends_with("(me)")))
+}
 
 impl ConsumerContext for Member {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -47,12 +69,8 @@ impl ConsumerContext for Member {
         match rebalance {
             Rebalance::Assign(list) => {
                 owned.partitions = list.elements().iter().map(|e| e.partition()).collect();
-                owned.revoked_at = None;
             }
-            Rebalance::Revoke(_) => {
-                owned.partitions.clear();
-                owned.revoked_at = Some(Instant::now());
-            }
+            Rebalance::Revoke(_) => owned.partitions.clear(),
             Rebalance::Error(e) => eprintln!("rebalance error: {e}"),
         }
     }
@@ -61,7 +79,7 @@ impl ConsumerContext for Member {
 /// A member polling on a thread of its own until `leave` is called.
 struct Running {
     owned: Arc<Mutex<Owned>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     thread: thread::JoinHandle<()>,
 }
 
@@ -72,20 +90,22 @@ impl Running {
             .set("group.id", "leave-during-rebalance")
             .set("session.timeout.ms", "6000")
             .set("partition.assignment.strategy", "range")
+            .set("debug", "cgrp")
+            .set_log_level(RDKafkaLogLevel::Debug)
             .create_with_context(Member {
                 owned: owned.clone(),
             })
             .expect("consumer");
         consumer.subscribe(&[TOPIC]).expect("subscribe");
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let thread = thread::spawn({
             let stop = stop.clone();
             move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     let _ = consumer.poll(Duration::from_millis(50));
                 }
-                // Dropping the consumer closes it: it leaves the group.
-                // As goka's member does: unsubscribe, then close.
+                // As goka's member does: unsubscribe, then close (dropping it leaves the
+                // group).
                 consumer.unsubscribe();
                 drop(consumer);
             }
@@ -105,21 +125,17 @@ impl Running {
             .clone()
     }
 
-    fn revoked(&self) -> bool {
-        self.owned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .revoked_at
-            .is_some()
+    fn joined(&self) -> Option<(i32, bool)> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner()).joined
     }
 
     fn leave(self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
     }
 }
 
-/// Waits until `members` own all partitions between them; false after `within`.
+/// Waits until `members` own all partitions between them; `None` after `within`.
 fn settled(members: &[&Running], within: Duration) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < within {
@@ -127,12 +143,29 @@ fn settled(members: &[&Running], within: Duration) -> Option<Duration> {
         if owned == PARTITIONS as usize {
             return Some(started.elapsed());
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(Duration::from_millis(5));
     }
     None
 }
 
-fn round(number: u32, delay: Duration) -> (Option<Duration>, Option<Duration>) {
+/// Who leaves once both remaining members have the new generation's join response.
+#[derive(Clone, Copy, Debug)]
+enum Leaver {
+    Leader,
+    Follower,
+}
+
+/// What one round saw: whether the member that stayed got every partition (and when), and
+/// if not, whether a fresh member did.
+struct Outcome {
+    stayed: Option<Duration>,
+    rejoined: Option<Duration>,
+    /// False when the coordinator did not answer both joins with one generation and one
+    /// leader, so the round could not pick its leaver.
+    picked: bool,
+}
+
+fn round(number: u32, leaver: Leaver) -> Outcome {
     let broker = TestBroker::start();
     let admin: AdminClient<DefaultClientContext> =
         goka_tests::rdkafka_config(&broker).create().expect("admin");
@@ -146,36 +179,60 @@ fn round(number: u32, delay: Duration) -> (Option<Duration>, Option<Duration>) {
             &AdminOptions::new(),
         ))
         .expect("create topic");
-    let first = Running::join(&broker);
-    settled(&[&first], PATIENCE).expect("the first member gets an assignment");
-    let second = Running::join(&broker);
-    settled(&[&first, &second], PATIENCE).expect("two members settle");
-    let third = Running::join(&broker);
-    settled(&[&first, &second, &third], PATIENCE).expect("three members settle");
+    let a = Running::join(&broker);
+    settled(&[&a], PATIENCE).expect("the first member gets an assignment");
+    let b = Running::join(&broker);
+    settled(&[&a, &b], PATIENCE).expect("two members settle");
+    let c = Running::join(&broker);
+    settled(&[&a, &b, &c], PATIENCE).expect("three members settle");
+    let generation = [&a, &b, &c]
+        .iter()
+        .filter_map(|m| m.joined().map(|(g, _)| g))
+        .max()
+        .expect("a join response was logged");
     thread::sleep(Duration::from_secs(1));
 
-    third.leave();
-    // The third member's leave starts a rebalance; the others rejoin, each at its next
-    // heartbeat. While the coordinator holds both joins, the first member leaves.
+    c.leave();
+    // The third member's leave starts a rebalance; the other two rejoin, each at its next
+    // heartbeat. Once the coordinator has answered both, the pick leaves.
     let wait = Instant::now();
-    while !(first.revoked() && second.revoked()) && wait.elapsed() < PATIENCE {
-        thread::sleep(Duration::from_millis(1));
-    }
-    thread::sleep(delay);
-    first.leave();
-    let alone = settled(&[&second], PATIENCE);
+    let answered = loop {
+        match (a.joined(), b.joined()) {
+            (Some((ga, la)), Some((gb, lb))) if ga > generation && ga == gb => {
+                break Some((la, lb));
+            }
+            _ if wait.elapsed() >= PATIENCE => break None,
+            _ => thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    let (stays, leaves, picked) = match (answered, leaver) {
+        (Some((true, false)), Leaver::Leader) | (Some((false, true)), Leaver::Follower) => {
+            (b, a, true)
+        }
+        (Some((false, true)), Leaver::Leader) | (Some((true, false)), Leaver::Follower) => {
+            (a, b, true)
+        }
+        _ => (b, a, false),
+    };
+    leaves.leave();
+    let stayed = settled(&[&stays], PATIENCE);
     println!(
-        "round {number}: the first member left {delay:?} after both rejoined; the second got \
-         all {PARTITIONS} partitions: {}",
-        alone.map_or(format!("no, nothing within {PATIENCE:?}"), |t| format!(
+        "round {number}: the {leaver:?} of the new generation left{}; the member that stayed \
+         got all {PARTITIONS} partitions: {}",
+        if picked {
+            ""
+        } else {
+            " (not picked: the join responses did not name one leader)"
+        },
+        stayed.map_or(format!("no, nothing within {PATIENCE:?}"), |t| format!(
             "in {t:?}"
         ))
     );
     let mut rejoined = None;
-    if alone.is_none() {
+    if stayed.is_none() {
         // What a member can do about it: join again as a new member, and leave as the old.
         let fresh = Running::join(&broker);
-        second.leave();
+        stays.leave();
         rejoined = settled(&[&fresh], PATIENCE);
         println!(
             "round {number}: joining again as a new member got all partitions: {}",
@@ -185,22 +242,33 @@ fn round(number: u32, delay: Duration) -> (Option<Duration>, Option<Duration>) {
         );
         fresh.leave();
     } else {
-        second.leave();
+        stays.leave();
     }
-    (alone, rejoined)
+    Outcome {
+        stayed,
+        rejoined,
+        picked,
+    }
 }
 
 fn main() {
     let rounds: u32 = std::env::args()
         .nth(1)
         .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let mut stuck = 0;
-    for number in 1..=rounds {
-        let delay = Duration::from_millis(u64::from(number - 1) * 500 % 3_000);
-        if round(number, delay).0.is_none() {
-            stuck += 1;
+        .unwrap_or(4);
+    for leaver in [Leaver::Leader, Leaver::Follower] {
+        let (mut stuck, mut healed, mut unpicked) = (0, 0, 0);
+        for number in 1..=rounds {
+            let outcome = round(number, leaver);
+            unpicked += u32::from(!outcome.picked);
+            if outcome.stayed.is_none() {
+                stuck += 1;
+                healed += u32::from(outcome.rejoined.is_some());
+            }
         }
+        println!(
+            "{leaver:?} left: {stuck} of {rounds} rounds left the member that stayed without \
+             partitions ({healed} healed by joining again; {unpicked} rounds could not pick)"
+        );
     }
-    println!("{stuck} of {rounds} rounds left the remaining member without partitions");
 }

@@ -203,13 +203,17 @@ async fn counts_are_exact_and_survive_a_restart() {
     assert_eq!(partitions.len(), PARTITIONS as usize);
     let mut recovered = 0;
     for p in &partitions {
-        let [table] = p.recovery.as_slice() else {
+        let [table] = p.tables.as_slice() else {
             panic!("one table recovered per partition: {p:?}");
         };
-        assert_eq!(table.topic, "counter-table");
-        assert!(table.finished, "{p:?}");
+        assert_eq!(
+            (table.topic, table.partition),
+            ("counter-table", p.partition)
+        );
+        assert!(table.recovery.finished, "{p:?}");
         assert_eq!(table.remaining(), Some(0));
-        recovered += table.messages;
+        assert_eq!(table.state, goka::table::TableState::Running, "{p:?}");
+        recovered += table.recovery.messages;
     }
     assert_eq!(recovered, 2_000, "{partitions:?}");
     cancel.cancel();
@@ -426,6 +430,118 @@ async fn two_instances_split_partitions_and_one_takes_over() {
         "the survivor owns everything"
     );
 
+    second_cancel.cancel();
+    second_task.await.unwrap().unwrap();
+    view_running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_standby_follows_the_partitions_it_does_not_own_and_takes_over_without_recovering() {
+    let broker = TestBroker::start();
+    let (client, emitter) = setup(&broker).await;
+    let standby = || ProcessorConfig {
+        hot_standby: true,
+        ..ProcessorConfig::default()
+    };
+    let first = Arc::new(Processor::new(Counter, client.clone(), standby()));
+    let (first_cancel, first_task) = start(&first);
+    tokio::time::timeout(Duration::from_secs(60), first.recovered())
+        .await
+        .unwrap();
+    let view = View::<GroupTable<Counter>>::builder(client.clone())
+        .build::<GroupTable<Counter>>()
+        .await
+        .unwrap();
+    let view_running = goka_tests::Running::spawn({
+        let view = view.clone();
+        move |cancel| async move { view.run(cancel).await }
+    });
+    // In rounds, so the table's changelog is written in several batches.
+    let mut expected = HashMap::new();
+    for round in 0..4 {
+        for (k, v) in emit(&emitter, round * 250..(round + 1) * 250, 40).await {
+            *expected.entry(k).or_insert(0) += v;
+        }
+        wait_for_counts(&view, &expected).await;
+    }
+
+    // The second instance owns some partitions and follows the others' tables in standby,
+    // up to their changelogs' ends.
+    let second = Arc::new(Processor::new(Counter, client.clone(), standby()));
+    let (second_cancel, second_task) = start(&second);
+    let caught_up = |p: &goka::processor::ProcessorPartitionStats| matches!(p.tables.as_slice(), [t] if t.state == goka::table::TableState::Running && t.lag == 0);
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || {
+            let stats = second.partition_stats();
+            let owned = second.partitions().len();
+            let standby: Vec<_> = stats
+                .iter()
+                .filter(|p| p.state == goka::processor::PartitionState::Standby)
+                .collect();
+            owned > 0
+                && owned + standby.len() == PARTITIONS as usize
+                && standby.iter().all(|p| caught_up(p))
+        },
+        || {
+            format!(
+                "no split with caught-up standbys: {:?}",
+                second.partition_stats()
+            )
+        },
+    )
+    .await;
+    let followed: Vec<i32> = second
+        .partition_stats()
+        .iter()
+        .filter(|p| p.state == goka::processor::PartitionState::Standby)
+        .map(|p| p.partition)
+        .collect();
+    assert!(
+        followed.iter().all(|p| first.partitions().contains_key(p)),
+        "standby partitions {followed:?} are the first instance's {:?}",
+        first.partitions()
+    );
+
+    // The first instance leaves: the second takes its partitions over from the standby
+    // copies, reading only what the first wrote after them, and counts on.
+    first_cancel.cancel();
+    first_task.await.unwrap().unwrap();
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || {
+            let stats = second.partition_stats();
+            second.partitions().len() == PARTITIONS as usize
+                && stats.len() == PARTITIONS as usize
+                && stats.iter().all(caught_up)
+        },
+        || format!("no takeover: {:?}", second.partition_stats()),
+    )
+    .await;
+    // Taken over from the standby copy: recovery started near the end. (It reads again from
+    // the end the broker reports, which on the test broker is the first offset of the last
+    // record batch: a changelog's suffix applied again leaves the rows as they were.)
+    for p in second.partition_stats() {
+        if followed.contains(&p.partition) {
+            let [table] = p.tables.as_slice() else {
+                panic!("{p:?}")
+            };
+            let rows = table.offset.unwrap() + 1;
+            assert!(
+                table.recovery.start > Some(0) && (table.recovery.messages as i64) < rows / 2,
+                "partition {} was taken over from its standby copy: {p:?}",
+                p.partition
+            );
+        }
+    }
+    let more = emit(&emitter, 1_000..1_500, 40).await;
+    for (k, v) in more {
+        *expected.get_mut(&k).unwrap() += v;
+    }
+    wait_for_counts(&view, &expected).await;
+    for (key, count) in &expected {
+        assert_eq!(second.get(key).unwrap(), Some(*count), "{key}");
+    }
     second_cancel.cancel();
     second_task.await.unwrap().unwrap();
     view_running.stop().await;

@@ -2,12 +2,12 @@
 //! edge with its topic and codec names, the table and loop topics named after the group,
 //! the options, and goka's validation rules.
 
+use goka::codec::DecodeErrorPolicy;
 use goka::codec::{Int64Codec, Json, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::graph::{Edge, EdgeKind, GroupGraph};
 use goka::processor::{Group, GroupTable, NilHandling};
 use goka::topic::Topic;
-use goka::view::DecodeErrorPolicy;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Click {

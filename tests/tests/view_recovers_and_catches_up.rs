@@ -395,3 +395,83 @@ async fn the_lag_of_a_running_view_follows_the_changelog_while_it_falls_behind()
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_state_of_a_table_made_anew_stops_the_view_naming_where() {
+    // The local state was read from one cluster's table...
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestBroker::start();
+    let client = profiles_table(&first).await;
+    let keys = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    for round in 0..3 {
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|k| (*k, Some(["1", "2", "3"][round])))
+            .collect();
+        write(&first, &rows).await;
+    }
+    let view = View::<Profiles>::builder(client)
+        .storage(RocksDbBuilder::new(dir.path()))
+        .build::<Profiles>()
+        .await
+        .unwrap();
+    let (cancel, task) = start(&view);
+    assert_eq!(view.recovered().await, ViewState::Running);
+    let stored: Vec<_> = view.stats().partitions.iter().map(|p| p.offset).collect();
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    drop(view);
+    drop(first);
+
+    // ...and the table the view reads now was made anew, with one row.
+    let second = TestBroker::start();
+    let client = profiles_table(&second).await;
+    write(&second, &[("alice", Some("new"))]).await;
+    let view = View::<Profiles>::builder(client)
+        .storage(RocksDbBuilder::new(dir.path()))
+        .build::<Profiles>()
+        .await
+        .unwrap();
+    let run = tokio::time::timeout(Duration::from_secs(30), view.run(CancellationToken::new()));
+    let error = run.await.expect("an error, not a hang").unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(
+            &error,
+            ViewError::Kafka {
+                topic: "profiles",
+                source: goka::kafka::KafkaError::LocalStateAhead { .. }
+            }
+        ),
+        "{text}"
+    );
+    let ViewError::Kafka {
+        source:
+            goka::kafka::KafkaError::LocalStateAhead {
+                partition,
+                stored: offset,
+                high,
+                ..
+            },
+        ..
+    } = &error
+    else {
+        unreachable!()
+    };
+    assert_eq!(Some(*offset), stored[*partition as usize], "{text}");
+    let new_rows = usize::from(*partition == self::partition("alice"));
+    assert_eq!(*high, new_rows as i64, "{text}");
+    for part in [
+        format!("partition {partition}"),
+        format!("offset {offset}"),
+        format!("high watermark {high}"),
+        "delete the local state".to_owned(),
+    ] {
+        assert!(text.contains(&part), "{part} in {text}");
+    }
+    assert_eq!(
+        view.get(&"alice".into()).unwrap().as_deref(),
+        Some("3"),
+        "nothing of the new table was mixed into the old rows"
+    );
+}

@@ -577,6 +577,18 @@ pub enum KafkaError {
         /// How long.
         timeout: Duration,
     },
+    /// The local state of a table partition holds offsets its changelog does not have.
+    #[error("local state of topic {topic:?} partition {partition} holds offset {stored}, beyond the partition's end (high watermark {high}): the topic was made anew or the state belongs to another cluster; delete the local state and start again")]
+    LocalStateAhead {
+        /// The changelog topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The offset of the last message the local state holds.
+        stored: i64,
+        /// The partition's high watermark.
+        high: i64,
+    },
 }
 
 #[cfg(test)]

@@ -135,7 +135,11 @@ impl Client for RdKafkaClient {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .set("allow.auto.create.topics", "false");
+            .set("allow.auto.create.topics", "false")
+            // A start offset out of range (retention removed it, the topic was made anew)
+            // reads the partition from its oldest message: librdkafka's default, the end,
+            // would leave rows out of a table without a word.
+            .set("auto.offset.reset", "earliest");
         fetch_defaults(&mut config);
         set_default(&mut config, "fetch.wait.max.ms", TABLE_FETCH_WAIT_MS);
         let consumer: BaseConsumer = config.create().map_err(|e| consume_error(e.to_string()))?;

@@ -141,6 +141,32 @@ impl<P: Group> Listener<P> {
         }
     }
 
+    /// With hot standby, follows the tables of every partition that has no task here.
+    fn follow_unowned(&self, owned: &HashMap<i32, Task>) {
+        if !self.shared.config.hot_standby {
+            return;
+        }
+        let topics: Vec<&'static str> = P::GRAPH
+            .table
+            .iter()
+            .chain(P::GRAPH.joins)
+            .map(|edge| edge.topic)
+            .collect();
+        let Some(count) = topics
+            .first()
+            .and_then(|topic| self.shared.partition_counts.get(topic))
+        else {
+            return;
+        };
+        for partition in 0..*count as i32 {
+            if !owned.contains_key(&partition) {
+                self.shared
+                    .standbys
+                    .follow(&self.shared, &self.runtime, &topics, partition);
+            }
+        }
+    }
+
     fn stop_all(&self) {
         let all: Vec<i32> = self
             .tasks
@@ -176,6 +202,7 @@ impl<P: Group> RebalanceListener for Listener<P> {
                 previous.stop.cancel();
             }
         }
+        self.follow_unowned(&tasks);
         if tasks.is_empty() {
             // A member without partitions (more instances than partitions) has nothing to
             // recover: it runs, idle, instead of staying `Starting` forever.
@@ -197,6 +224,7 @@ impl<P: Group> RebalanceListener for Listener<P> {
         let numbers: std::collections::BTreeSet<i32> = partitions.iter().map(|(_, p)| *p).collect();
         self.shared.state.send_replace(PartitionState::Stopping);
         self.stop(numbers.iter().copied());
+        self.follow_unowned(&self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         self.shared.state.send_replace(PartitionState::Starting);
         self.shared.stats.await_assignment();
         self.shared.offsets.remove(partitions)
@@ -215,6 +243,8 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
         runtime,
         tasks: Mutex::new(HashMap::new()),
     });
+    // Tables are followed while the group forms: the first assignment finds them recovered.
+    listener.follow_unowned(&HashMap::new());
     let topics: Vec<&str> = P::GRAPH.consumed_topics().collect();
     let bounds = PartitionQueueBounds {
         messages: shared.config.partition_queue,

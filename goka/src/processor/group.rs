@@ -10,11 +10,11 @@ use std::marker::PhantomData;
 use futures::future::BoxFuture;
 
 use crate::codec::Codec;
+use crate::codec::DecodeErrorPolicy;
 use crate::context::{CallbackError, Context};
 use crate::graph::GroupGraph;
 use crate::processor::NilHandling;
 use crate::topic::{Stream, Table, Topic, TopicKind};
-use crate::view::DecodeErrorPolicy;
 
 /// A processor group: its graph and its handlers.
 pub trait Group: Send + Sync + Sized + 'static {

@@ -9,9 +9,9 @@ use futures::FutureExt;
 
 use super::group::Group;
 use super::{NilHandling, ProcessorError};
+use crate::codec::DecodeErrorPolicy;
 use crate::context::{Context, Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::ConsumedMessage;
-use crate::view::DecodeErrorPolicy;
 
 /// The outcome of one message.
 #[derive(Debug)]

@@ -14,6 +14,7 @@ pub(crate) mod handle;
 mod latency;
 mod partition;
 mod pending;
+mod standby;
 mod stats;
 mod watermarks;
 
@@ -26,14 +27,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::group::{Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
 pub use self::latency::{LatencyHistogram, LATENCY_BOUNDS_MICROS};
-use self::stats::{Counters, Recoveries};
-pub use self::stats::{ProcessorPartitionStats, ProcessorStats, RecoveryProgress};
+use self::stats::{Counters, Tables};
+pub use self::stats::{ProcessorPartitionStats, ProcessorStats};
+use crate::codec::DecodeErrorPolicy;
 use crate::graph::GraphError;
 use crate::kafka::{Client, KafkaError, Producer, TopicPartitionOffset};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::storage::{self, DefaultStorage, Owner, Storage, StorageBuilder, StorageError};
 use crate::topic_manager::{TopicManager, TopicManagerConfig, TopicManagerError};
-use crate::view::DecodeErrorPolicy;
 
 /// What a message with a null value (a tombstone) on an input means (goka's `NilHandling`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +64,9 @@ pub enum PartitionState {
     Stopping,
     /// Done.
     Stopped,
+    /// Not owned by this instance: its tables are kept up to date for a fast takeover
+    /// ([`ProcessorConfig::hot_standby`]).
+    Standby,
 }
 
 type LookupViews = HashMap<&'static str, Arc<crate::view::ViewInner>>;
@@ -221,6 +225,12 @@ pub struct ProcessorConfig {
     pub partition_queue_bytes: usize,
     /// How often done offsets are committed.
     pub commit_interval: Duration,
+    /// Keep the tables of the partitions this instance does not own up to date, from the
+    /// moment it starts (goka's `WithHotStandby`): a rebalance that hands it a partition
+    /// then reads only what was written since, instead of recovering the whole table. Costs
+    /// a reader, local storage and the changelog traffic of every table partition on every
+    /// instance. Default: off.
+    pub hot_standby: bool,
 }
 
 impl std::fmt::Debug for ProcessorConfig {
@@ -232,6 +242,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("partition_queue", &self.partition_queue)
             .field("partition_queue_bytes", &self.partition_queue_bytes)
             .field("commit_interval", &self.commit_interval)
+            .field("hot_standby", &self.hot_standby)
             .finish_non_exhaustive()
     }
 }
@@ -247,6 +258,7 @@ impl Default for ProcessorConfig {
             partition_queue: 10_000,
             partition_queue_bytes: 16 << 20,
             commit_interval: Duration::from_millis(500),
+            hot_standby: false,
         }
     }
 }
@@ -380,7 +392,11 @@ struct Shared {
     lookups: HashMap<&'static str, Arc<crate::view::ViewInner>>,
     offsets: OffsetTable,
     stats: Counters,
-    recoveries: Recoveries,
+    /// Figures of the table partitions of each running partition.
+    table_figures: Tables,
+    /// Partitions followed in hot standby, and the figures of their tables.
+    standbys: standby::Standbys,
+    standby_figures: Tables,
     /// Group table storage of each running partition, for `Processor::get`.
     tables: Mutex<HashMap<i32, Arc<dyn Storage>>>,
     states: Mutex<HashMap<i32, PartitionState>>,
@@ -397,7 +413,7 @@ impl Shared {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         if state == PartitionState::Stopped {
             states.remove(&partition);
-            self.recoveries.forget(partition);
+            self.table_figures.forget(partition);
         } else {
             states.insert(partition, state);
         }
@@ -546,7 +562,9 @@ impl<P: Group> Processor<P> {
             lookups,
             offsets: OffsetTable::default(),
             stats: Counters::default(),
-            recoveries: Recoveries::default(),
+            table_figures: Tables::default(),
+            standbys: standby::Standbys::default(),
+            standby_figures: Tables::default(),
             tables: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
             high_watermarks: Mutex::new(HashMap::new()),
@@ -558,6 +576,7 @@ impl<P: Group> Processor<P> {
         let watermarks = tokio::spawn(watermarks::follow::<P>(shared.clone()));
         consumer::run::<P>(self.group.clone(), shared.clone()).await;
         shared.cancel.cancel();
+        shared.standbys.stop_all().await;
         let _ = watermarks.await;
         for task in lookup_tasks {
             if let Ok(Err(source)) = task.await {
@@ -673,7 +692,9 @@ impl<P: Group> Processor<P> {
     }
 
     /// Each partition this instance runs, with its first input's next offset to commit,
-    /// high watermark (read every 2 s) and the lag between them, where known.
+    /// high watermark (read every 2 s) and the lag between them, where known, and its
+    /// tables' figures; then the partitions it follows in hot standby
+    /// ([`PartitionState::Standby`], with their tables' figures only).
     pub fn partition_stats(&self) -> Vec<ProcessorPartitionStats> {
         let Some(shared) = self.running() else {
             return Vec::new();
@@ -704,11 +725,23 @@ impl<P: Group> Processor<P> {
                     offset,
                     high_watermark,
                     lag,
-                    recovery: shared.recoveries.of(partition),
+                    tables: shared.table_figures.of(partition),
                 }
             })
             .collect();
-        stats.sort_by_key(|s| s.partition);
+        // Partitions followed in hot standby, with their tables' figures.
+        for partition in shared.standbys.partitions() {
+            stats.push(ProcessorPartitionStats {
+                partition,
+                state: PartitionState::Standby,
+                topic: input,
+                offset: None,
+                high_watermark: None,
+                lag: None,
+                tables: shared.standby_figures.of(partition),
+            });
+        }
+        stats.sort_by_key(|s| (s.partition, s.state == PartitionState::Standby));
         stats
     }
 

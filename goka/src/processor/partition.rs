@@ -18,23 +18,19 @@ use super::pending::{Done, Pending};
 use super::{ProcessorError, Shared};
 use crate::context::{Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::{
-    BatchEvent, ConsumedBatch, ConsumedMessage, HeaderUse, OutgoingRecord, PartitionConsumer,
-    StartOffset,
+    BatchEvent, ConsumedBatch, ConsumedMessage, HeaderUse, KafkaError, OutgoingRecord,
+    PartitionConsumer,
 };
-use crate::storage::{Storage, WriteBatch};
+use crate::storage::Storage;
+use crate::table::{Apply, Step, TableError, TablePartition, TableProgress, TableReader};
 
 /// Input messages whose acknowledgements may be outstanding at once, per partition.
 const MAX_IN_FLIGHT: usize = 10_000;
 /// Changelog acknowledgements between two writes of the table's stored offset.
 const OFFSET_EVERY: u32 = 1_000;
-/// Changelog rows per storage write during recovery.
-const RECOVERY_BATCH: usize = 5_000;
 /// A stored table offset that makes the next recovery start at the changelog's beginning
 /// (set when local rows may not match the changelog).
 pub(crate) const RECOVER_FROM_BEGINNING: i64 = -1;
-
-/// A joined table partition: its topic, local copy and the consumer following its changelog.
-type JoinedTable = (&'static str, Arc<dyn Storage>, Box<dyn PartitionConsumer>);
 
 pub(super) struct PartitionTask<P: Group> {
     pub(super) group: Arc<P>,
@@ -57,21 +53,19 @@ impl<P: Group> PartitionTask<P> {
         let shared = self.shared.clone();
         let partition = self.partition;
         shared.set_partition_state(partition, super::PartitionState::Recovering);
-        let mut resources = self.open_storages()?;
-        let mut join_consumers = Vec::new();
-        if let Some(table) = resources.table.clone() {
-            let topic = P::GRAPH.table.map_or("", |e| e.topic);
-            tokio::select! {
-                result = recover(&shared, topic, partition, &table) => { result?; }
-                _ = self.stop.cancelled() => return self.close(&resources),
+        // A partition followed in hot standby hands over its tables, nearly recovered.
+        let handed_over = shared.standbys.take(partition).await;
+        let mut resources = self.open_storages(handed_over)?;
+        let mut joined = Vec::new();
+        match self.recover_tables(&resources, &mut joined).await {
+            Ok(true) => {}
+            Ok(false) => return self.close(&resources, joined),
+            Err(error) => {
+                if let Err(also) = self.close(&resources, joined) {
+                    tracing::warn!(group = P::GRAPH.group, partition, error = %also, "closing the partition after a failed recovery failed too");
+                }
+                return Err(error);
             }
-        }
-        for (&topic, storage) in &resources.joins {
-            let consumer = tokio::select! {
-                result = recover(&shared, topic, partition, storage) => result?,
-                _ = self.stop.cancelled() => return self.close(&resources),
-            };
-            join_consumers.push((topic, storage.clone(), consumer));
         }
         shared.set_partition_state(partition, super::PartitionState::Running);
         tracing::info!(
@@ -82,19 +76,91 @@ impl<P: Group> PartitionTask<P> {
         resources.cancel = shared.cancel.clone();
 
         let result = self
-            .process_loop(&resources, &mut inputs, &mut join_consumers)
+            .process_loop(&resources, &mut inputs, &mut joined)
             .await;
-        let closed = self.close(&resources);
+        let closed = self.close(&resources, joined);
         result.and(closed)
     }
 
-    fn open_storages(&self) -> Result<PartitionResources, ProcessorError> {
+    /// Recovers the group table, then each joined table, whose readers go to `joined` to
+    /// follow on; false when the partition was stopped first.
+    async fn recover_tables(
+        &self,
+        resources: &PartitionResources,
+        joined: &mut Vec<TableReader>,
+    ) -> Result<bool, ProcessorError> {
+        if let (Some(table), Some(edge)) = (&resources.table, P::GRAPH.table) {
+            // Its reader is done once recovered: from now on the partition writes the table.
+            if self.recover(edge.topic, table.clone()).await?.is_none() {
+                return Ok(false);
+            }
+        }
+        for (&topic, storage) in &resources.joins {
+            match self.recover(topic, storage.clone()).await? {
+                Some(reader) => joined.push(reader),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Recovers one table partition of this partition from its changelog; `None` when the
+    /// partition was stopped first. The reader is positioned after the end, to follow on.
+    async fn recover(
+        &self,
+        topic: &'static str,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Option<TableReader>, ProcessorError> {
+        let shared = &self.shared;
+        let group = shared.group;
+        let error = |e| table_error(group, topic, e);
+        let stored = storage
+            .offset()
+            .map_err(|source| ProcessorError::Storage { group, source })?;
+        let progress = Arc::new(TableProgress::new(topic, self.partition, stored));
+        shared.table_figures.add(self.partition, progress.clone());
+        tracing::info!(
+            group,
+            topic,
+            partition = self.partition,
+            ?stored,
+            "recovering table partition"
+        );
+        let start = TableReader::start(
+            &*shared.client,
+            topic,
+            vec![TablePartition { storage, progress }],
+            // Table rows keep no headers.
+            HeaderUse::Skip,
+            Apply::default(),
+        );
+        let mut reader = tokio::select! {
+            reader = start => reader.map_err(error)?,
+            _ = self.stop.cancelled() => return Ok(None),
+        };
+        tokio::select! {
+            recovered = reader.recover() => recovered.map_err(error)?,
+            _ = self.stop.cancelled() => {
+                reader.stop().map_err(error)?;
+                return Ok(None);
+            }
+        }
+        Ok(Some(reader))
+    }
+
+    fn open_storages(
+        &self,
+        mut handed_over: super::standby::Storages,
+    ) -> Result<PartitionResources, ProcessorError> {
         let shared = &self.shared;
         let storage_error = |source| ProcessorError::Storage {
             group: P::GRAPH.group,
             source,
         };
-        let open = |topic: &str| -> Result<Arc<dyn Storage>, ProcessorError> {
+        let mut open = |topic: &str| -> Result<Arc<dyn Storage>, ProcessorError> {
+            if let Some(storage) = handed_over.remove(topic) {
+                return Ok(storage);
+            }
             Ok(shared
                 .config
                 .storage
@@ -133,7 +199,7 @@ impl<P: Group> PartitionTask<P> {
         &self,
         resources: &PartitionResources,
         inputs: &mut [Box<dyn PartitionConsumer>],
-        joins: &mut [JoinedTable],
+        joins: &mut [TableReader],
     ) -> Result<(), ProcessorError> {
         let mut pending = Pending::new(P::GRAPH.group, self.partition);
         let mut failure = None;
@@ -163,7 +229,7 @@ impl<P: Group> PartitionTask<P> {
                     Some(Err(source)) => Err(ProcessorError::Kafka {
                         group: P::GRAPH.group,
                         topic: match &source {
-                            crate::kafka::KafkaError::Consume { topic, .. } => topic.clone(),
+                            KafkaError::Consume { topic, .. } => topic.clone(),
                             _ => String::new(),
                         },
                         source,
@@ -406,11 +472,21 @@ impl<P: Group> PartitionTask<P> {
         }
     }
 
-    fn close(&self, resources: &PartitionResources) -> Result<(), ProcessorError> {
+    fn close(
+        &self,
+        resources: &PartitionResources,
+        joined: Vec<TableReader>,
+    ) -> Result<(), ProcessorError> {
         let storage_error = |source| ProcessorError::Storage {
             group: P::GRAPH.group,
             source,
         };
+        for reader in joined {
+            let topic = reader.topic();
+            reader
+                .stop()
+                .map_err(|e| table_error(P::GRAPH.group, topic, e))?;
+        }
         self.save_offset(resources)?;
         self.shared
             .tables
@@ -447,136 +523,40 @@ async fn next_input(
 /// are no joins.
 async fn next_join_update(
     group: &'static str,
-    joins: &mut [JoinedTable],
+    joins: &mut [TableReader],
 ) -> Result<(), ProcessorError> {
     if joins.is_empty() {
         return futures::future::pending().await;
     }
-    let nexts = joins.iter_mut().map(|(topic, storage, consumer)| {
-        let topic = *topic;
-        let storage = storage.clone();
-        async move { (topic, storage, consumer.next_batch().await) }.boxed()
+    let nexts = joins.iter_mut().map(|reader| {
+        let topic = reader.topic();
+        async move { (topic, reader.next().await) }.boxed()
     });
-    let ((topic, storage, polled), _, _) = futures::future::select_all(nexts).await;
-    match polled {
-        Some(Ok(events)) => {
-            let mut batch = WriteBatch::new();
-            let last = fill_batch(&mut batch, &events);
-            if last.is_none() {
-                return Ok(());
-            }
-            storage
-                .apply(&batch, last)
-                .map_err(|source| ProcessorError::Storage { group, source })
-        }
-        Some(Err(source)) => Err(ProcessorError::Kafka {
+    let ((topic, step), _, _) = futures::future::select_all(nexts).await;
+    match step {
+        Ok(Step::Closed) => futures::future::pending().await,
+        Ok(_) => Ok(()),
+        Err(error) => Err(table_error(group, topic, error)),
+    }
+}
+
+/// A table reader's error, with the group and table it happened in.
+fn table_error(group: &'static str, topic: &'static str, error: TableError) -> ProcessorError {
+    match error {
+        TableError::Storage(source) => ProcessorError::Storage { group, source },
+        TableError::Kafka(source) => ProcessorError::Kafka {
             group,
             topic: topic.to_owned(),
             source,
-        }),
-        None => futures::future::pending().await,
+        },
+        // Processors read their tables unchecked; kept apart should that change.
+        decode @ TableError::Decode { .. } => ProcessorError::Kafka {
+            group,
+            topic: topic.to_owned(),
+            source: KafkaError::Consume {
+                topic: topic.to_owned(),
+                message: decode.to_string(),
+            },
+        },
     }
-}
-
-/// Adds the changelog messages of `events` to `batch` (tombstones delete); returns the offset
-/// of the last one.
-fn fill_batch(batch: &mut WriteBatch, events: &ConsumedBatch) -> Option<i64> {
-    let mut last = None;
-    for event in events.events() {
-        if let BatchEvent::Message(m) = event {
-            batch.set_or_delete(m.key(), m.value());
-            last = Some(m.offset());
-        }
-    }
-    last
-}
-
-/// Loads a table partition from its changelog, from the stored offset + 1 to the end, in bulk
-/// mode. Returns the consumer, positioned after the end, to keep following the changelog.
-async fn recover(
-    shared: &Shared,
-    topic: &'static str,
-    partition: i32,
-    storage: &Arc<dyn Storage>,
-) -> Result<Box<dyn PartitionConsumer>, ProcessorError> {
-    let group = shared.group;
-    let storage_error = |source| ProcessorError::Storage { group, source };
-    let kafka_error = |source| ProcessorError::Kafka {
-        group,
-        topic: topic.to_owned(),
-        source,
-    };
-    let start = match storage.offset().map_err(storage_error)? {
-        Some(offset) if offset >= 0 => StartOffset::At(offset + 1),
-        _ => StartOffset::Beginning,
-    };
-    let started = std::time::Instant::now();
-    // The end recovery runs to, for progress figures only: without it recovery still runs.
-    let watermarks = match shared.client.admin() {
-        Ok(admin) => admin.watermarks(topic, partition).await.ok(),
-        Err(_) => None,
-    };
-    let position = match start {
-        StartOffset::At(offset) => offset,
-        StartOffset::Beginning => watermarks.map_or(0, |(low, _)| low),
-    };
-    shared
-        .recoveries
-        .start(topic, partition, position, watermarks.map(|(_, high)| high));
-    tracing::info!(
-        group,
-        topic,
-        partition,
-        ?start,
-        "recovering table partition"
-    );
-    let mut consumer = shared
-        .client
-        // Table rows keep no headers.
-        .consume(topic, &[(partition, start)], HeaderUse::Skip)
-        .map_err(kafka_error)?;
-    storage.begin_recovery().map_err(storage_error)?;
-    let mut batch = WriteBatch::with_capacity(RECOVERY_BATCH);
-    let mut last = None;
-    let mut rows = 0u64;
-    let mut caught_up = false;
-    while !caught_up {
-        let events = match consumer.next_batch().await {
-            Some(Ok(events)) => events,
-            Some(Err(source)) => return Err(kafka_error(source)),
-            None => break,
-        };
-        // Messages after the end in the same batch are newer writes: apply them too, the
-        // consumer is positioned after them.
-        for event in events.events() {
-            match event {
-                BatchEvent::Message(m) => {
-                    batch.set_or_delete(m.key(), m.value());
-                    last = Some(m.offset());
-                    rows += 1;
-                }
-                BatchEvent::EndOfPartition { .. } => caught_up = true,
-                BatchEvent::Transient(e) => {
-                    tracing::warn!(group, topic, partition, error = %e, "recovery lost its connection; retrying");
-                }
-            }
-        }
-        if batch.len() >= RECOVERY_BATCH {
-            storage.apply(&batch, last).map_err(storage_error)?;
-            batch.clear();
-            if let Some(last) = last {
-                shared.recoveries.advance(topic, partition, rows, last + 1);
-            }
-        }
-    }
-    if last.is_some() {
-        storage.apply(&batch, last).map_err(storage_error)?;
-    }
-    storage.mark_recovered().map_err(storage_error)?;
-    if let Some(last) = last {
-        shared.recoveries.advance(topic, partition, rows, last + 1);
-    }
-    shared.recoveries.finish(topic, partition, rows);
-    tracing::info!(group, topic, partition, rows, elapsed = ?started.elapsed(), "table partition recovered");
-    Ok(consumer)
 }

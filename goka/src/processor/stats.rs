@@ -1,14 +1,15 @@
 //! What a running processor reports about itself (goka's `ProcessorStats` and
 //! `PartitionProcessorStats`): counters, handler latency, and per partition its offsets, lag
-//! and the progress of recovering its tables.
+//! and the figures of its tables.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::latency::{LatencyHistogram, LatencyRecorder};
 use super::PartitionState;
+use crate::table::{TableProgress, TableStats};
 
 /// One partition of a processor instance (goka's `PartitionProcessorStats`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,36 +26,8 @@ pub struct ProcessorPartitionStats {
     pub high_watermark: Option<i64>,
     /// Messages between the two (a partition without a done message counts from 0).
     pub lag: Option<i64>,
-    /// Recovery of the group table and each joined table of the partition, as far as it got.
-    pub recovery: Vec<RecoveryProgress>,
-}
-
-/// How far the recovery of one table partition got (goka's `TableStats`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoveryProgress {
-    /// The table topic.
-    pub topic: &'static str,
-    /// Changelog messages applied so far.
-    pub messages: u64,
-    /// The next changelog offset to read.
-    pub position: i64,
-    /// The high watermark recovery runs to: as read when recovery started, then where it
-    /// caught up.
-    pub end: Option<i64>,
-    /// Whether the partition caught up.
-    pub finished: bool,
-    /// Time spent recovering, so far or in total.
-    pub elapsed: Duration,
-}
-
-impl RecoveryProgress {
-    /// Changelog offsets still to read, where the end is known (0 once finished).
-    pub fn remaining(&self) -> Option<i64> {
-        if self.finished {
-            return Some(0);
-        }
-        self.end.map(|end| (end - self.position).max(0))
-    }
+    /// The group table and each joined table of the partition: recovery, position, lag.
+    pub tables: Vec<TableStats>,
 }
 
 /// Counters of a processor (goka's `ProcessorStats`, summed over partitions).
@@ -129,85 +102,44 @@ impl Counters {
     }
 }
 
-/// Recovery progress of the table partitions of this instance, by partition.
+/// The table partitions of this instance (group table and joined tables), by partition.
 #[derive(Debug, Default)]
-pub(super) struct Recoveries {
-    tables: Mutex<HashMap<i32, Vec<(RecoveryProgress, Instant)>>>,
+pub(super) struct Tables {
+    partitions: Mutex<HashMap<i32, Vec<Arc<TableProgress>>>>,
 }
 
-impl Recoveries {
-    /// `topic`'s partition starts recovering at `position`, up to `end` if known.
-    pub(super) fn start(
-        &self,
-        topic: &'static str,
-        partition: i32,
-        position: i64,
-        end: Option<i64>,
-    ) {
-        let progress = RecoveryProgress {
-            topic,
-            messages: 0,
-            position,
-            end,
-            finished: false,
-            elapsed: Duration::ZERO,
-        };
-        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        let entries = tables.entry(partition).or_default();
-        entries.retain(|(p, _)| p.topic != topic);
-        entries.push((progress, Instant::now()));
-    }
-
-    /// `messages` applied so far, the next offset being `position`.
-    pub(super) fn advance(&self, topic: &str, partition: i32, messages: u64, position: i64) {
-        self.update(topic, partition, |p| {
-            p.messages = messages;
-            p.position = p.position.max(position);
-        });
-    }
-
-    /// The partition caught up: its end is where recovery stopped (the watermark read at the
-    /// start is an estimate; the end of the partition is what the consumer reached).
-    pub(super) fn finish(&self, topic: &str, partition: i32, messages: u64) {
-        self.update(topic, partition, |p| {
-            p.messages = messages;
-            p.end = Some(p.position);
-            p.finished = true;
-        });
+impl Tables {
+    /// `progress` is a table partition of `partition` from now on (in place of an earlier
+    /// one of the same topic).
+    pub(super) fn add(&self, partition: i32, progress: Arc<TableProgress>) {
+        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let tables = partitions.entry(partition).or_default();
+        tables.retain(|t| t.topic() != progress.topic());
+        tables.push(progress);
     }
 
     /// The partition left this instance.
     pub(super) fn forget(&self, partition: i32) {
-        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        tables.remove(&partition);
+        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        partitions.remove(&partition);
     }
 
-    pub(super) fn of(&self, partition: i32) -> Vec<RecoveryProgress> {
-        let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        tables.get(&partition).map_or_else(Vec::new, |entries| {
-            entries
-                .iter()
-                .map(|(progress, started)| {
-                    let mut progress = progress.clone();
-                    if !progress.finished {
-                        progress.elapsed = started.elapsed();
-                    }
-                    progress
-                })
-                .collect()
+    /// The table partitions of `partition`, for stats.
+    pub(super) fn of(&self, partition: i32) -> Vec<TableStats> {
+        let partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        partitions.get(&partition).map_or_else(Vec::new, |tables| {
+            tables.iter().map(|t| t.stats()).collect()
         })
     }
 
-    fn update(&self, topic: &str, partition: i32, change: impl FnOnce(&mut RecoveryProgress)) {
-        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = tables
-            .get_mut(&partition)
-            .and_then(|entries| entries.iter_mut().find(|(p, _)| p.topic == topic));
-        if let Some((progress, started)) = entry {
-            change(progress);
-            if progress.finished {
-                progress.elapsed = started.elapsed();
-            }
-        }
+    /// Every table partition of `topic` this instance keeps.
+    pub(super) fn of_topic(&self, topic: &str) -> Vec<Arc<TableProgress>> {
+        let partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        partitions
+            .values()
+            .flatten()
+            .filter(|t| t.topic() == topic)
+            .cloned()
+            .collect()
     }
 }

@@ -1,5 +1,6 @@
 //! Follows the high watermarks of the partitions a processor instance owns, so its monitor
-//! can show lag (high watermark minus the next offset to commit) per partition.
+//! can show lag per partition: of its inputs (high watermark minus the next offset to
+//! commit) and of the tables it joins.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,14 @@ pub(super) async fn follow<P: Group>(shared: Arc<Shared>) {
                         Err(error) => {
                             tracing::debug!(group = shared.group, topic = edge.topic, partition, %error, "high watermark not read");
                         }
+                    }
+                }
+            }
+            // Joined tables keep being read: their lag follows their changelogs' ends.
+            for edge in P::GRAPH.joins {
+                for table in shared.table_figures.of_topic(edge.topic) {
+                    if let Ok((_, high)) = admin.watermarks(edge.topic, table.partition()).await {
+                        table.saw_high_watermark(high);
                     }
                 }
             }

@@ -12,11 +12,17 @@
 //! [`iter`]: View::iter
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+pub use crate::codec::DecodeErrorPolicy;
+/// The state of a view or of one of its partitions (goka's `ViewState`).
+pub use crate::table::TableState as ViewState;
+/// Figures of one partition of a view (goka's `PartitionStatus` and table stats).
+pub use crate::table::TableStats as PartitionStats;
 
 use crate::codec::{Codec, CodecError};
 use crate::kafka::{Client, ConsumedMessage, KafkaError};
@@ -24,40 +30,11 @@ use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::storage::{
     DefaultStorage, KeyRange, Owner, Storage, StorageBuilder, StorageError, StorageIter,
 };
+use crate::table::{TablePartition, TableProgress, Validate};
 use crate::topic::Table;
 use crate::topic_manager::{TopicManager, TopicManagerError};
 
 mod runner;
-use self::runner::Runner;
-
-/// Rows applied per storage write while a partition recovers.
-const RECOVERY_BATCH: usize = 5_000;
-
-/// The state of a view or of one of its partitions (goka's `ViewState`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ViewState {
-    /// Not running.
-    Idle,
-    /// Loading the changelog up to its end.
-    Recovering,
-    /// Caught up; applying new changelog messages as they come.
-    Running,
-    /// The connection to the broker is lost; serving the last state while the client
-    /// reconnects.
-    Reconnecting,
-    /// `run` returned.
-    Stopped,
-}
-
-/// What to do with a changelog value that does not decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DecodeErrorPolicy {
-    /// Stop the view with an error naming topic, partition, offset and key.
-    #[default]
-    Fail,
-    /// Skip the message and count it in the stats.
-    SkipAndCount,
-}
 
 /// How a changelog message is applied to local storage (goka's `UpdateCallback`). The
 /// default sets the row, or deletes it for a tombstone.
@@ -122,27 +99,6 @@ pub enum ViewError {
         /// The table topic.
         topic: &'static str,
     },
-}
-
-/// Figures of one partition of a view (goka's `PartitionStatus` and table stats).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionStats {
-    /// The partition.
-    pub partition: i32,
-    /// Its state.
-    pub state: ViewState,
-    /// Offset of the last applied changelog message, if any.
-    pub offset: Option<i64>,
-    /// End of the changelog when last seen (offset of the next message to be written).
-    pub high_watermark: Option<i64>,
-    /// Changelog messages behind the end.
-    pub lag: i64,
-    /// Messages applied since the view started.
-    pub messages: u64,
-    /// Key and value bytes applied since the view started.
-    pub bytes: u64,
-    /// Messages skipped because they did not decode.
-    pub decode_errors: u64,
 }
 
 /// Figures of a view (goka's `ViewStats`).
@@ -252,7 +208,10 @@ impl ViewBuilder {
                 .map_err(storage_error)?
                 .into();
             let offset = table.offset().map_err(storage_error)?;
-            partitions.push(PartitionTable::new(partition, table, offset));
+            partitions.push(TablePartition {
+                storage: table,
+                progress: Arc::new(TableProgress::new(topic, partition, offset)),
+            });
         }
         let (state, _) = watch::channel(ViewState::Idle);
         Ok(ViewInner {
@@ -269,9 +228,6 @@ impl ViewBuilder {
         })
     }
 }
-
-/// Checks that a changelog value decodes ([`Codec::validate`] of the table's value codec).
-pub(crate) type Validate = fn(&[u8]) -> Result<(), CodecError>;
 
 /// A local, read-only, always-catching-up copy of the table `T`. Cheap to clone; clones share
 /// the copy.
@@ -330,7 +286,7 @@ pub(crate) struct ViewInner {
     partitioner: Arc<dyn Partitioner>,
     update: Option<Arc<UpdateCallback>>,
     decode_errors: DecodeErrorPolicy,
-    partitions: Vec<PartitionTable>,
+    partitions: Vec<TablePartition>,
     state: watch::Sender<ViewState>,
     running: AtomicBool,
     /// Where the partitions are stored, kept while they are; last, so the partitions are
@@ -338,18 +294,27 @@ pub(crate) struct ViewInner {
     _storage: Arc<dyn StorageBuilder>,
 }
 
+impl Drop for ViewInner {
+    /// Closes the partitions' storage: a view without the write-ahead log makes its rows
+    /// durable here, with a warning if it cannot, instead of depending on the order in which
+    /// the storage's handles are dropped.
+    fn drop(&mut self) {
+        for p in &self.partitions {
+            if let Err(error) = p.storage.close() {
+                tracing::warn!(topic = self.topic, partition = p.progress.partition(), %error, "closing a view partition's storage failed");
+            }
+        }
+    }
+}
+
 impl ViewInner {
     pub(crate) async fn run(self: &Arc<Self>, cancel: CancellationToken) -> Result<(), ViewError> {
         if self.running.swap(true, Ordering::AcqRel) {
             return Err(ViewError::AlreadyRunning { topic: self.topic });
         }
-        let watermarks = cancel.child_token();
-        let following = tokio::spawn(runner::follow_watermarks(self.clone(), watermarks.clone()));
-        let result = Runner::new(self).run(cancel).await;
-        watermarks.cancel();
-        let _ = following.await;
+        let result = runner::run(self, cancel).await;
         for p in &self.partitions {
-            p.set_state(ViewState::Stopped);
+            p.progress.set_state(ViewState::Stopped);
         }
         self.state.send_replace(ViewState::Stopped);
         self.running.store(false, Ordering::Release);
@@ -378,62 +343,6 @@ impl ViewInner {
 
     pub(crate) fn topic(&self) -> &'static str {
         self.topic
-    }
-}
-
-/// One partition of a view: its storage and figures.
-struct PartitionTable {
-    partition: i32,
-    storage: Arc<dyn Storage>,
-    state: std::sync::Mutex<ViewState>,
-    /// Last applied offset, -1 for none.
-    offset: AtomicI64,
-    /// High watermark when last seen, -1 for unknown.
-    high_watermark: AtomicI64,
-    messages: AtomicU64,
-    bytes: AtomicU64,
-    decode_errors: AtomicU64,
-}
-
-impl PartitionTable {
-    fn new(partition: i32, storage: Arc<dyn Storage>, offset: Option<i64>) -> Self {
-        Self {
-            partition,
-            storage,
-            state: std::sync::Mutex::new(ViewState::Idle),
-            offset: AtomicI64::new(offset.unwrap_or(-1)),
-            high_watermark: AtomicI64::new(-1),
-            messages: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            decode_errors: AtomicU64::new(0),
-        }
-    }
-
-    fn state(&self) -> ViewState {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn set_state(&self, state: ViewState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
-    }
-
-    fn stats(&self) -> PartitionStats {
-        let offset = self.offset.load(Ordering::Relaxed);
-        let hwm = self.high_watermark.load(Ordering::Relaxed);
-        PartitionStats {
-            partition: self.partition,
-            state: self.state(),
-            offset: (offset >= 0).then_some(offset),
-            high_watermark: (hwm >= 0).then_some(hwm),
-            lag: if hwm >= 0 {
-                (hwm - offset - 1).max(0)
-            } else {
-                0
-            },
-            messages: self.messages.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
-            decode_errors: self.decode_errors.load(Ordering::Relaxed),
-        }
     }
 }
 
@@ -517,7 +426,7 @@ impl<T: Table> View<T> {
                 .inner
                 .partitions
                 .iter()
-                .map(PartitionTable::stats)
+                .map(|p| p.progress.stats())
                 .collect(),
         }
     }

@@ -157,12 +157,7 @@ impl<P: Group> Component for ProcessorComponent<P> {
                 lag: p.lag,
                 messages: None,
                 recovery_remaining: (p.state == PartitionState::Recovering)
-                    .then(|| {
-                        p.recovery
-                            .iter()
-                            .map(|r| r.remaining())
-                            .sum::<Option<i64>>()
-                    })
+                    .then(|| p.tables.iter().map(|t| t.remaining()).sum::<Option<i64>>())
                     .flatten(),
             })
             .collect();
