@@ -503,6 +503,21 @@ async fn a_hot_standby_follows_the_partitions_it_does_not_own_and_takes_over_wit
         first.partitions()
     );
 
+    // The monitor shows them as followed, not as owned.
+    let monitor = goka::web::Monitor::new();
+    monitor.processor(&second);
+    let [stats] = monitor.stats().try_into().unwrap();
+    let shown: Vec<(i32, Option<i64>)> = stats
+        .partitions
+        .iter()
+        .filter(|p| p.state == "Standby")
+        .map(|p| (p.partition, p.lag))
+        .collect();
+    assert_eq!(
+        shown,
+        followed.iter().map(|p| (*p, Some(0))).collect::<Vec<_>>(),
+        "{stats:?}"
+    );
     // The first instance leaves: the second takes its partitions over from the standby
     // copies, reading only what the first wrote after them, and counts on.
     first_cancel.cancel();

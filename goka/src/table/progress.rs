@@ -305,6 +305,26 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_with_lag_that_does_not_move_is_stalled() {
+        let progress = TableProgress::new("t", 0, Some(4));
+        progress.begin_recovery(Some(5), Some(5));
+        progress.caught_up();
+        let long_ago = |progress: &TableProgress| {
+            progress
+                .with(|f| f.moved = Instant::now().checked_sub(STALLED_AFTER).unwrap_or(f.moved));
+        };
+        long_ago(&progress);
+        assert!(!progress.stats().stalled, "quiet, but nothing to read");
+        progress.saw_high_watermark(9);
+        assert!(progress.stats().stalled, "4 behind and still");
+        progress.applied(6, 2, 20, 0);
+        assert!(!progress.stats().stalled, "moving again");
+        long_ago(&progress);
+        progress.set_state(TableState::Stopped);
+        assert!(!progress.stats().stalled, "no longer read");
+    }
+
+    #[test]
     fn a_lost_connection_shows_until_the_cluster_answers() {
         let progress = TableProgress::new("t", 0, None);
         progress.begin_recovery(None, None);

@@ -63,6 +63,7 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
     let lag = Family::<Labels, Gauge>::default();
     let offset = Family::<Labels, Gauge>::default();
     let recovery = Family::<Labels, Gauge>::default();
+    let stalled = Family::<Labels, Gauge>::default();
     let latency = Family::<Labels, LatencySnapshot>::default();
     for stats in monitor.stats() {
         let kind = match stats.kind {
@@ -106,6 +107,7 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
             if let Some(remaining) = p.recovery_remaining {
                 recovery.get_or_create(&labels).set(remaining);
             }
+            stalled.get_or_create(&labels).set(i64::from(p.stalled));
         }
     }
     registry.register(
@@ -133,6 +135,11 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
         "partition_recovery_remaining",
         "Changelog messages a recovering partition still has to read",
         recovery,
+    );
+    registry.register(
+        "partition_stalled",
+        "1 for a partition whose tables have lag and have not moved for 10 s",
+        stalled,
     );
     registry.register(
         "callback_latency_seconds",

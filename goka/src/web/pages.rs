@@ -12,7 +12,7 @@ use super::{ComponentStats, Monitor, MAX_KEY_LEN};
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0 1.5em}\
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}\
-th{background:#f3f3f3}.Running{color:#070}.Recovering,.Starting{color:#a60}\
+th{background:#f3f3f3}.Running{color:#070}.Recovering,.Starting{color:#a60}.stalled{color:#b00;font-weight:bold}.Standby{color:#668}\
 .Stopped,.Stopping,.Idle,.Reconnecting{color:#a00}nav a{margin-right:1em}";
 
 /// Escapes text for HTML.
@@ -108,7 +108,11 @@ fn partitions_table(stats: &ComponentStats) -> String {
             show(p.lag),
             p.messages.map_or("-".to_owned(), |m| m.to_string()),
             show(p.recovery_remaining),
-            state = esc(&p.state),
+            state = if p.stalled {
+                format!("{} stalled", esc(&p.state))
+            } else {
+                esc(&p.state)
+            },
         );
     }
     out.push_str("</table>");
@@ -121,15 +125,20 @@ pub(super) async fn overview(State(monitor): State<Monitor>) -> Html<String> {
         "<table><tr><th>kind</th><th>name</th><th>state</th><th>partitions</th><th>counters</th></tr>",
     );
     for stats in monitor.stats() {
-        let running = stats
-            .partitions
-            .iter()
-            .filter(|p| p.state == "Running")
-            .count();
+        let count = |state: &str| stats.partitions.iter().filter(|p| p.state == state).count();
+        let (running, standby) = (count("Running"), count("Standby"));
+        let stalled = stats.partitions.iter().filter(|p| p.stalled).count();
         let partitions = if stats.partitions.is_empty() {
             "-".to_owned()
         } else {
-            format!("{running}/{} running", stats.partitions.len())
+            let mut text = format!("{running}/{} running", stats.partitions.len() - standby);
+            if standby > 0 {
+                let _ = write!(text, ", {standby} in standby");
+            }
+            if stalled > 0 {
+                let _ = write!(text, ", <span class=\"stalled\">{stalled} stalled</span>");
+            }
+            text
         };
         let _ = write!(
             body,

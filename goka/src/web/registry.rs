@@ -62,6 +62,8 @@ pub struct PartitionRow {
     /// Changelog messages still to read before the partition's tables are recovered, while
     /// it recovers and where the end is known.
     pub recovery_remaining: Option<i64>,
+    /// A table of the partition has lag and has not moved for a while.
+    pub stalled: bool,
 }
 
 /// Why a query failed; each maps to a 4xx answer.
@@ -149,16 +151,33 @@ impl<P: Group> Component for ProcessorComponent<P> {
             .0
             .partition_stats()
             .into_iter()
-            .map(|p| PartitionRow {
-                partition: p.partition,
-                state: format!("{:?}", p.state),
-                offset: p.offset,
-                high_watermark: p.high_watermark,
-                lag: p.lag,
-                messages: None,
-                recovery_remaining: (p.state == PartitionState::Recovering)
-                    .then(|| p.tables.iter().map(|t| t.remaining()).sum::<Option<i64>>())
-                    .flatten(),
+            .map(|p| {
+                let stalled = p.tables.iter().any(|t| t.stalled);
+                if p.state == PartitionState::Standby {
+                    // Not owned: what there is to show is how far its tables are followed.
+                    return PartitionRow {
+                        partition: p.partition,
+                        state: format!("{:?}", p.state),
+                        offset: p.tables.first().and_then(|t| t.offset),
+                        high_watermark: p.tables.first().and_then(|t| t.high_watermark),
+                        lag: Some(p.tables.iter().map(|t| t.lag).sum()),
+                        messages: Some(p.tables.iter().map(|t| t.messages).sum()),
+                        recovery_remaining: None,
+                        stalled,
+                    };
+                }
+                PartitionRow {
+                    partition: p.partition,
+                    state: format!("{:?}", p.state),
+                    offset: p.offset,
+                    high_watermark: p.high_watermark,
+                    lag: p.lag,
+                    messages: None,
+                    recovery_remaining: (p.state == PartitionState::Recovering)
+                        .then(|| p.tables.iter().map(|t| t.remaining()).sum::<Option<i64>>())
+                        .flatten(),
+                    stalled,
+                }
             })
             .collect();
         partitions.sort_by_key(|p| p.partition);
@@ -228,6 +247,7 @@ impl<T: Table> Component for ViewComponent<T> {
                 lag: Some(p.lag),
                 messages: Some(p.messages),
                 recovery_remaining: (p.state == ViewState::Recovering).then_some(p.lag),
+                stalled: p.stalled,
             })
             .collect();
         let sum = |f: fn(&crate::view::PartitionStats) -> u64| stats.partitions.iter().map(f).sum();
