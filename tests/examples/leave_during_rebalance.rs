@@ -1,14 +1,19 @@
 //! Replays, with bare rdkafka consumers and no goka code, the scale-down that can leave a
 //! member without partitions on the test broker: three members share a four-partition
-//! topic; the third leaves; the other two rejoin for the rebalance that starts, and as soon
-//! as the coordinator has answered both joins, one of them leaves too. Kafka drops the
-//! leaver and gives the one that stays all four partitions within a few seconds.
+//! topic; the third leaves; the other two rejoin for the rebalance that starts, and one of
+//! them leaves too, at one of three moments. Kafka drops the leaver and gives the one that
+//! stays all four partitions within a few seconds.
 //!
-//! Each member reads librdkafka's consumer-group debug log (`debug=cgrp`), whose JoinGroup
-//! response line names the generation and says whether this member leads it, so each round
-//! picks who leaves: the leader of the new generation, or the follower. The example reports
-//! how long the member that stays waits for the partitions, and, when it waits in vain,
-//! whether joining again as a new member gets them.
+//! - `FirstToRejoin`: the member that revoked its partitions (and so sent its JoinGroup)
+//!   first leaves before the other noticed the rebalance: the coordinator holds a join of a
+//!   member that is gone when the other's arrives.
+//! - `Leader`, `Follower`: once the coordinator answered both joins, the leader or the
+//!   follower of the new generation leaves. Each member reads librdkafka's consumer-group
+//!   debug log (`debug=cgrp`), whose JoinGroup response line names the generation and says
+//!   whether this member leads it.
+//!
+//! The example reports how long the member that stays waits for the partitions, and, when it
+//! waits in vain, whether joining again as a new member gets them.
 //!
 //! `tests/tests/reliability.rs` has the same scenario with goka processors.
 //!
@@ -36,6 +41,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct Owned {
     partitions: Vec<i32>,
+    /// Between a revoke and the next assignment.
+    revoked: bool,
     /// The generation of the last JoinGroup response, and whether this member leads it.
     joined: Option<(i32, bool)>,
 }
@@ -69,8 +76,12 @@ impl ConsumerContext for Member {
         match rebalance {
             Rebalance::Assign(list) => {
                 owned.partitions = list.elements().iter().map(|e| e.partition()).collect();
+                owned.revoked = false;
             }
-            Rebalance::Revoke(_) => owned.partitions.clear(),
+            Rebalance::Revoke(_) => {
+                owned.partitions.clear();
+                owned.revoked = true;
+            }
             Rebalance::Error(e) => eprintln!("rebalance error: {e}"),
         }
     }
@@ -125,6 +136,10 @@ impl Running {
             .clone()
     }
 
+    fn revoked(&self) -> bool {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner()).revoked
+    }
+
     fn joined(&self) -> Option<(i32, bool)> {
         self.owned.lock().unwrap_or_else(|p| p.into_inner()).joined
     }
@@ -151,6 +166,7 @@ fn settled(members: &[&Running], within: Duration) -> Option<Duration> {
 /// Who leaves once both remaining members have the new generation's join response.
 #[derive(Clone, Copy, Debug)]
 enum Leaver {
+    FirstToRejoin,
     Leader,
     Follower,
 }
@@ -194,8 +210,22 @@ fn round(number: u32, leaver: Leaver) -> Outcome {
 
     c.leave();
     // The third member's leave starts a rebalance; the other two rejoin, each at its next
-    // heartbeat. Once the coordinator has answered both, the pick leaves.
+    // heartbeat.
     let wait = Instant::now();
+    if let Leaver::FirstToRejoin = leaver {
+        let (stays, leaves, picked) = loop {
+            match (a.revoked(), b.revoked()) {
+                (true, false) => break (b, a, true),
+                (false, true) => break (a, b, true),
+                (true, true) => break (b, a, false),
+                _ if wait.elapsed() >= PATIENCE => break (b, a, false),
+                _ => thread::sleep(Duration::from_micros(200)),
+            }
+        };
+        leaves.leave();
+        return finish(&broker, number, leaver, stays, picked);
+    }
+    // Once the coordinator has answered both, the pick leaves.
     let answered = loop {
         match (a.joined(), b.joined()) {
             (Some((ga, la)), Some((gb, lb))) if ga > generation && ga == gb => {
@@ -215,14 +245,26 @@ fn round(number: u32, leaver: Leaver) -> Outcome {
         _ => (b, a, false),
     };
     leaves.leave();
+    finish(&broker, number, leaver, stays, picked)
+}
+
+/// Waits for the member that stayed to get every partition, and if it does not, tries a
+/// fresh member.
+fn finish(
+    broker: &TestBroker,
+    number: u32,
+    leaver: Leaver,
+    stays: Running,
+    picked: bool,
+) -> Outcome {
     let stayed = settled(&[&stays], PATIENCE);
     println!(
-        "round {number}: the {leaver:?} of the new generation left{}; the member that stayed \
-         got all {PARTITIONS} partitions: {}",
+        "round {number}: {leaver:?} left{}; the member that stayed got all {PARTITIONS} \
+         partitions: {}",
         if picked {
             ""
         } else {
-            " (not picked: the join responses did not name one leader)"
+            " (not picked: the moment did not come as planned)"
         },
         stayed.map_or(format!("no, nothing within {PATIENCE:?}"), |t| format!(
             "in {t:?}"
@@ -231,7 +273,7 @@ fn round(number: u32, leaver: Leaver) -> Outcome {
     let mut rejoined = None;
     if stayed.is_none() {
         // What a member can do about it: join again as a new member, and leave as the old.
-        let fresh = Running::join(&broker);
+        let fresh = Running::join(broker);
         stays.leave();
         rejoined = settled(&[&fresh], PATIENCE);
         println!(
@@ -256,7 +298,7 @@ fn main() {
         .nth(1)
         .and_then(|r| r.parse().ok())
         .unwrap_or(4);
-    for leaver in [Leaver::Leader, Leaver::Follower] {
+    for leaver in [Leaver::FirstToRejoin, Leaver::Leader, Leaver::Follower] {
         let (mut stuck, mut healed, mut unpicked) = (0, 0, 0);
         for number in 1..=rounds {
             let outcome = round(number, leaver);

@@ -117,8 +117,6 @@ impl<P: Group> PartitionTask<P> {
         let stored = storage
             .offset()
             .map_err(|source| ProcessorError::Storage { group, source })?;
-        let progress = Arc::new(TableProgress::new(topic, self.partition, stored));
-        shared.table_figures.add(self.partition, progress.clone());
         tracing::info!(
             group,
             topic,
@@ -126,13 +124,13 @@ impl<P: Group> PartitionTask<P> {
             ?stored,
             "recovering table partition"
         );
-        let start = TableReader::start(
-            &*shared.client,
+        let start = read_table(
+            shared,
+            &shared.table_figures,
             topic,
-            vec![TablePartition { storage, progress }],
-            // Table rows keep no headers.
-            HeaderUse::Skip,
-            Apply::default(),
+            self.partition,
+            storage,
+            stored,
         );
         let mut reader = tokio::select! {
             reader = start => reader.map_err(error)?,
@@ -517,6 +515,29 @@ async fn next_input(
             futures::future::select_all(nexts).await.0
         }
     }
+}
+
+/// Starts a reader of one table partition of the processor, whose figures `figures` keeps
+/// from now on. Table rows keep no headers, and a processor decodes them when a handler
+/// reads them.
+pub(super) async fn read_table(
+    shared: &Shared,
+    figures: &super::stats::Tables,
+    topic: &'static str,
+    partition: i32,
+    storage: Arc<dyn Storage>,
+    stored: Option<i64>,
+) -> Result<TableReader, TableError> {
+    let progress = Arc::new(TableProgress::new(topic, partition, stored));
+    figures.add(partition, progress.clone());
+    TableReader::start(
+        &*shared.client,
+        topic,
+        vec![TablePartition { storage, progress }],
+        HeaderUse::Skip,
+        Apply::default(),
+    )
+    .await
 }
 
 /// Waits for the next updates of any joined table and applies them; pending forever if there

@@ -12,10 +12,10 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::partition::read_table;
 use super::Shared;
-use crate::kafka::HeaderUse;
 use crate::storage::Storage;
-use crate::table::{Apply, Step, TablePartition, TableProgress, TableReader};
+use crate::table::Step;
 
 /// The storages of one partition's tables, by table topic.
 pub(super) type Storages = HashMap<&'static str, Arc<dyn Storage>>;
@@ -122,14 +122,13 @@ async fn follow(
         };
         storages.insert(topic, storage.clone());
         let stored = storage.offset().ok().flatten();
-        let progress = Arc::new(TableProgress::new(topic, partition, stored));
-        shared.standby_figures.add(partition, progress.clone());
-        let start = TableReader::start(
-            &*shared.client,
+        let start = read_table(
+            &shared,
+            &shared.standby_figures,
             topic,
-            vec![TablePartition { storage, progress }],
-            HeaderUse::Skip,
-            Apply::default(),
+            partition,
+            storage,
+            stored,
         );
         tokio::select! {
             started = start => match started {

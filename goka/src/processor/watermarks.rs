@@ -1,6 +1,6 @@
 //! Follows the high watermarks of the partitions a processor instance owns, so its monitor
 //! can show lag per partition: of its inputs (high watermark minus the next offset to
-//! commit) and of the tables it joins.
+//! commit), of the tables it joins and of those it follows in hot standby.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,9 +49,14 @@ pub(super) async fn follow<P: Group>(shared: Arc<Shared>) {
                     }
                 }
             }
-            // Joined tables keep being read: their lag follows their changelogs' ends.
-            for edge in P::GRAPH.joins {
-                for table in shared.table_figures.of_topic(edge.topic) {
+            // Joined tables keep being read, and so do the tables followed in hot standby:
+            // their lag follows their changelogs' ends.
+            for edge in P::GRAPH.table.iter().chain(P::GRAPH.joins) {
+                let mut followed = shared.standby_figures.of_topic(edge.topic);
+                if edge.kind == crate::graph::EdgeKind::Join {
+                    followed.extend(shared.table_figures.of_topic(edge.topic));
+                }
+                for table in followed {
                     if let Ok((_, high)) = admin.watermarks(edge.topic, table.partition()).await {
                         table.saw_high_watermark(high);
                     }
