@@ -15,7 +15,7 @@ pub use std::result::Result;
 pub use crate::codec::DecodeErrorPolicy;
 pub use crate::codec::{Codec, CodecError};
 pub use crate::context::{CallbackError, Context};
-pub use crate::graph::{Edge, EdgeKind, GroupGraph, LOOP_SUFFIX, TABLE_SUFFIX};
+pub use crate::graph::{Edge, EdgeKind, GroupGraph, Violation, LOOP_SUFFIX, TABLE_SUFFIX};
 pub use crate::processor::{Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful};
 pub use crate::topic::{Stream, Table, Topic};
 
@@ -244,82 +244,51 @@ pub fn stub_dispatch<'a>() -> BoxFuture<'a, Result<(), CallbackError>> {
     ))))
 }
 
-/// Rejects at compile time what the macro cannot see in the tokens: two topic types with
-/// the same name, or a topic named like the group's own table or loop topic. Called in a
-/// `const` item, so a violation is a compile error with the message below.
+/// Rejects at compile time what the macro cannot see in the tokens (two topic types with
+/// the same name, a topic named like the group's own table or loop topic), with the rules of
+/// [`GroupGraph::violation`], the ones `validate` applies at run time. Called in a `const`
+/// item, so a violation is a compile error with the message below. The other rules hold by
+/// construction of what the macro generates.
 pub const fn check_graph(graph: &GroupGraph) {
-    let mut edges = [None; MAX_EDGES];
-    let mut count = 0;
-    let lists = [graph.inputs, graph.joins, graph.lookups, graph.outputs];
-    let mut l = 0;
-    while l < lists.len() {
-        let mut i = 0;
-        while i < lists[l].len() {
-            if count < MAX_EDGES {
-                edges[count] = Some(lists[l][i]);
-            }
-            count += 1;
-            i += 1;
+    let Some(violation) = graph.violation() else {
+        return;
+    };
+    let mut msg = Message::new();
+    msg.push("group `");
+    msg.push(graph.group);
+    match violation {
+        Violation::OwnTopic { topic, kind, .. } => {
+            msg.push("` uses its own topic `");
+            msg.push(topic);
+            msg.push("` as ");
+            msg.push(kind_name(kind));
+            msg.push(": only the runtime writes and reads it");
         }
-        l += 1;
-    }
-    let singles = [graph.loopback, graph.table];
-    let mut s = 0;
-    while s < singles.len() {
-        if let Some(edge) = singles[s] {
-            if count < MAX_EDGES {
-                edges[count] = Some(edge);
-            }
-            count += 1;
+        Violation::DuplicateTopic {
+            topic,
+            first,
+            second,
+        } => {
+            msg.push("` uses topic `");
+            msg.push(topic);
+            msg.push("` twice (as ");
+            msg.push(kind_name(first));
+            msg.push(" and as ");
+            msg.push(kind_name(second));
+            msg.push("): each topic may have one edge");
         }
-        s += 1;
-    }
-    if count > MAX_EDGES {
-        return; // too large to check here; `GroupGraph::validate` checks it at run time
-    }
-    let mut i = 0;
-    while i < count {
-        if let Some(edge) = edges[i] {
-            let own = (is_own(graph.group, edge.topic, TABLE_SUFFIX)
-                && !matches!(edge.kind, EdgeKind::Persist))
-                || (is_own(graph.group, edge.topic, LOOP_SUFFIX)
-                    && !matches!(edge.kind, EdgeKind::Loop));
-            if own {
-                let mut msg = Message::new();
-                msg.push("group `");
-                msg.push(graph.group);
-                msg.push("` uses its own topic `");
-                msg.push(edge.topic);
-                msg.push("` as ");
-                msg.push(kind_name(edge.kind));
-                msg.push(": only the runtime writes and reads it");
-                msg.panic();
-            }
+        Violation::InvalidGroup => {
+            msg.push("` is not a valid group name: use 1 to 240 characters of [a-zA-Z0-9._-]");
         }
-        let mut j = i + 1;
-        while j < count {
-            if let (Some(a), Some(b)) = (edges[i], edges[j]) {
-                if str_eq(a.topic, b.topic) {
-                    let mut msg = Message::new();
-                    msg.push("group `");
-                    msg.push(graph.group);
-                    msg.push("` uses topic `");
-                    msg.push(a.topic);
-                    msg.push("` twice (as ");
-                    msg.push(kind_name(a.kind));
-                    msg.push(" and as ");
-                    msg.push(kind_name(b.kind));
-                    msg.push("): each topic may have one edge");
-                    msg.panic();
-                }
-            }
-            j += 1;
+        Violation::NoInput => msg.push("` has no input: declare at least one #[input]"),
+        Violation::MislabeledEdge { topic, .. } | Violation::WrongName { actual: topic, .. } => {
+            msg.push("` has an edge of topic `");
+            msg.push(topic);
+            msg.push("` the runtime would reject");
         }
-        i += 1;
     }
+    msg.panic();
 }
-
-const MAX_EDGES: usize = 64;
 
 const fn kind_name(kind: EdgeKind) -> &'static str {
     match kind {
@@ -330,34 +299,6 @@ const fn kind_name(kind: EdgeKind) -> &'static str {
         EdgeKind::Loop => "loopback",
         EdgeKind::Persist => "persist",
     }
-}
-
-/// Whether `topic` is `group` followed by `suffix`.
-const fn is_own(group: &str, topic: &str, suffix: &str) -> bool {
-    let (g, t, s) = (group.as_bytes(), topic.as_bytes(), suffix.as_bytes());
-    if t.len() != g.len() + s.len() {
-        return false;
-    }
-    let (head, tail) = t.split_at(g.len());
-    bytes_eq(head, g) && bytes_eq(tail, s)
-}
-
-const fn str_eq(a: &str, b: &str) -> bool {
-    bytes_eq(a.as_bytes(), b.as_bytes())
-}
-
-const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 /// A message built at compile time (const panics take one `&str`).
@@ -412,13 +353,12 @@ mod tests {
     #[test]
     fn a_valid_graph_passes_the_const_check() {
         const GRAPH: GroupGraph = GroupGraph {
-            group: "g",
             inputs: &[edge(EdgeKind::Input, "a"), edge(EdgeKind::Input, "b")],
             joins: &[edge(EdgeKind::Join, "c")],
-            lookups: &[],
             outputs: &[edge(EdgeKind::Output, "d")],
             loopback: Some(edge(EdgeKind::Loop, "g-loop")),
             table: Some(edge(EdgeKind::Persist, "g-table")),
+            ..GroupGraph::new("g")
         };
         const _: () = check_graph(&GRAPH);
         check_graph(&GRAPH);
@@ -427,13 +367,9 @@ mod tests {
     #[test]
     fn a_topic_used_twice_panics_with_both_uses() {
         const GRAPH: GroupGraph = GroupGraph {
-            group: "g",
             inputs: &[edge(EdgeKind::Input, "a")],
             joins: &[edge(EdgeKind::Join, "a")],
-            lookups: &[],
-            outputs: &[],
-            loopback: None,
-            table: None,
+            ..GroupGraph::new("g")
         };
         let panic = std::panic::catch_unwind(|| check_graph(&GRAPH)).unwrap_err();
         let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
@@ -466,13 +402,9 @@ mod tests {
     #[test]
     fn a_topic_named_like_the_group_table_panics() {
         const GRAPH: GroupGraph = GroupGraph {
-            group: "g",
             inputs: &[edge(EdgeKind::Input, "a")],
-            joins: &[],
-            lookups: &[],
             outputs: &[edge(EdgeKind::Output, "g-table")],
-            loopback: None,
-            table: None,
+            ..GroupGraph::new("g")
         };
         let panic = std::panic::catch_unwind(|| check_graph(&GRAPH)).unwrap_err();
         let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();

@@ -42,6 +42,24 @@ pub struct Edge {
     pub value_codec: &'static str,
 }
 
+impl Edge {
+    /// An edge of `kind` on `topic`, whose keys and values the codecs named `key_codec` and
+    /// `value_codec` encode.
+    pub const fn new(
+        kind: EdgeKind,
+        topic: &'static str,
+        key_codec: &'static str,
+        value_codec: &'static str,
+    ) -> Self {
+        Self {
+            kind,
+            topic,
+            key_codec,
+            value_codec,
+        }
+    }
+}
+
 /// The graph of a processor group. Built as a `const`; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupGraph {
@@ -59,6 +77,51 @@ pub struct GroupGraph {
     pub loopback: Option<Edge>,
     /// The group table, if the group persists state.
     pub table: Option<Edge>,
+}
+
+/// The first rule of goka's a graph breaks, as [`GroupGraph::violation`] finds it: the same
+/// check serves [`GroupGraph::validate`] at run time and the processor macro's check at
+/// compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// The group name is empty or has characters Kafka does not allow in topic names.
+    InvalidGroup,
+    /// No input stream.
+    NoInput,
+    /// An edge list holds an edge of another kind.
+    MislabeledEdge {
+        /// The topic.
+        topic: &'static str,
+        /// The list it is in.
+        listed: EdgeKind,
+        /// The kind it carries.
+        kind: EdgeKind,
+    },
+    /// The table or loop edge does not carry the group's topic name.
+    WrongName {
+        /// [`EdgeKind::Persist`] or [`EdgeKind::Loop`].
+        own: EdgeKind,
+        /// What the edge had.
+        actual: &'static str,
+    },
+    /// An edge other than the table's or the loop's uses the group's table or loop topic.
+    OwnTopic {
+        /// [`EdgeKind::Persist`] or [`EdgeKind::Loop`]: whose topic it is.
+        own: EdgeKind,
+        /// The topic.
+        topic: &'static str,
+        /// The offending edge.
+        kind: EdgeKind,
+    },
+    /// A topic appears on two edges.
+    DuplicateTopic {
+        /// The topic.
+        topic: &'static str,
+        /// Its first use.
+        first: EdgeKind,
+        /// Its second use.
+        second: EdgeKind,
+    },
 }
 
 /// Why a group graph is invalid (goka's `GroupGraph.Validate` rules).
@@ -125,6 +188,20 @@ pub enum GraphError {
 }
 
 impl GroupGraph {
+    /// A graph of `group` without edges, to fill with struct update syntax:
+    /// `GroupGraph { inputs: &[...], ..GroupGraph::new("clicks") }`.
+    pub const fn new(group: &'static str) -> Self {
+        Self {
+            group,
+            inputs: &[],
+            joins: &[],
+            lookups: &[],
+            outputs: &[],
+            loopback: None,
+            table: None,
+        }
+    }
+
     /// The group table topic: `<group>-table`.
     pub fn table_topic(&self) -> String {
         format!("{}{TABLE_SUFFIX}", self.group)
@@ -162,95 +239,216 @@ impl GroupGraph {
             .chain(self.table.map(|e| e.topic))
     }
 
-    /// Checks goka's rules: a valid group name, at least one input, no topic used twice, the
-    /// group's own table and loop topics used only by their own edges and named after the
-    /// group. (At most one table and one loop holds by construction.)
+    /// Checks goka's rules (see [`violation`](Self::violation)).
     pub fn validate(&self) -> Result<(), GraphError> {
+        let Some(violation) = self.violation() else {
+            return Ok(());
+        };
         let group = self.group.to_owned();
+        let own_name = |own| match own {
+            EdgeKind::Loop => ("loop", self.loop_topic()),
+            _ => ("table", self.table_topic()),
+        };
+        Err(match violation {
+            Violation::InvalidGroup => GraphError::InvalidGroup(group),
+            Violation::NoInput => GraphError::NoInput { group },
+            Violation::MislabeledEdge {
+                topic,
+                listed,
+                kind,
+            } => GraphError::MislabeledEdge {
+                group,
+                topic: topic.to_owned(),
+                listed,
+                kind,
+            },
+            Violation::WrongName { own, actual } => {
+                let (what, expected) = own_name(own);
+                GraphError::WrongName {
+                    group,
+                    what,
+                    expected,
+                    actual: actual.to_owned(),
+                }
+            }
+            Violation::OwnTopic { own, topic, kind } => GraphError::OwnTopic {
+                group,
+                what: own_name(own).0,
+                topic: topic.to_owned(),
+                kind,
+            },
+            Violation::DuplicateTopic {
+                topic,
+                first,
+                second,
+            } => GraphError::DuplicateTopic {
+                group,
+                topic: topic.to_owned(),
+                first,
+                second,
+            },
+        })
+    }
+
+    /// The first of goka's rules the graph breaks, in this order: a valid group name, at
+    /// least one input, every edge in the list of its kind, the table and loop edges named
+    /// `<group>-table` and `<group>-loop`, those topics used by no other edge, and no topic
+    /// on two edges. A `const fn`, so the processor macro checks the graph it generates at
+    /// compile time with this same code.
+    pub const fn violation(&self) -> Option<Violation> {
         if !valid_group_name(self.group) {
-            return Err(GraphError::InvalidGroup(group));
+            return Some(Violation::InvalidGroup);
         }
         if self.inputs.is_empty() {
-            return Err(GraphError::NoInput { group });
+            return Some(Violation::NoInput);
         }
-        let lists: [(EdgeKind, &[Edge]); 4] = [
+        let count = self.edge_count();
+        let mut i = 0;
+        while i < count {
+            let (listed, edge) = self.edge_at(i);
+            if !kind_eq(listed, edge.kind) {
+                return Some(Violation::MislabeledEdge {
+                    topic: edge.topic,
+                    listed,
+                    kind: edge.kind,
+                });
+            }
+            i += 1;
+        }
+        let owns = [
+            (EdgeKind::Persist, self.table, TABLE_SUFFIX),
+            (EdgeKind::Loop, self.loopback, LOOP_SUFFIX),
+        ];
+        let mut o = 0;
+        while o < owns.len() {
+            let (own, edge, suffix) = owns[o];
+            if let Some(edge) = edge {
+                if !is_own(self.group, edge.topic, suffix) {
+                    return Some(Violation::WrongName {
+                        own,
+                        actual: edge.topic,
+                    });
+                }
+            }
+            let mut i = 0;
+            while i < count {
+                let (_, edge) = self.edge_at(i);
+                if is_own(self.group, edge.topic, suffix) && !kind_eq(edge.kind, own) {
+                    return Some(Violation::OwnTopic {
+                        own,
+                        topic: edge.topic,
+                        kind: edge.kind,
+                    });
+                }
+                i += 1;
+            }
+            o += 1;
+        }
+        let mut i = 0;
+        while i < count {
+            let (_, first) = self.edge_at(i);
+            let mut j = i + 1;
+            while j < count {
+                let (_, second) = self.edge_at(j);
+                if str_eq(first.topic, second.topic) {
+                    return Some(Violation::DuplicateTopic {
+                        topic: first.topic,
+                        first: first.kind,
+                        second: second.kind,
+                    });
+                }
+                j += 1;
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// How many edges [`edge_at`](Self::edge_at) counts.
+    const fn edge_count(&self) -> usize {
+        self.inputs.len()
+            + self.joins.len()
+            + self.lookups.len()
+            + self.outputs.len()
+            + self.loopback.is_some() as usize
+            + self.table.is_some() as usize
+    }
+
+    /// The `index`-th edge in the order of [`edges`](Self::edges), with the kind of the list
+    /// it is in.
+    const fn edge_at(&self, index: usize) -> (EdgeKind, Edge) {
+        let lists = [
             (EdgeKind::Input, self.inputs),
             (EdgeKind::Join, self.joins),
             (EdgeKind::Lookup, self.lookups),
             (EdgeKind::Output, self.outputs),
         ];
-        let singles = [
-            (EdgeKind::Loop, self.loopback),
-            (EdgeKind::Persist, self.table),
-        ];
-        let listed = lists
-            .iter()
-            .flat_map(|(kind, edges)| edges.iter().map(move |e| (*kind, *e)))
-            .chain(
-                singles
-                    .into_iter()
-                    .filter_map(|(kind, e)| e.map(|e| (kind, e))),
-            );
-        for (listed, edge) in listed {
-            if edge.kind != listed {
-                return Err(GraphError::MislabeledEdge {
-                    group,
-                    topic: edge.topic.to_owned(),
-                    listed,
-                    kind: edge.kind,
-                });
+        let mut rest = index;
+        let mut l = 0;
+        while l < lists.len() {
+            if rest < lists[l].1.len() {
+                return (lists[l].0, lists[l].1[rest]);
             }
+            rest -= lists[l].1.len();
+            l += 1;
         }
-        for (what, own, edge) in [
-            ("table", self.table_topic(), self.table),
-            ("loop", self.loop_topic(), self.loopback),
-        ] {
-            if let Some(edge) = edge {
-                if edge.topic != own {
-                    return Err(GraphError::WrongName {
-                        group,
-                        what,
-                        expected: own,
-                        actual: edge.topic.to_owned(),
-                    });
-                }
-            }
-            let own_kind = if what == "table" {
-                EdgeKind::Persist
-            } else {
-                EdgeKind::Loop
-            };
-            if let Some(misuse) = self.edges().find(|e| e.topic == own && e.kind != own_kind) {
-                return Err(GraphError::OwnTopic {
-                    group,
-                    what,
-                    topic: own,
-                    kind: misuse.kind,
-                });
-            }
+        match (self.loopback, self.table) {
+            (Some(edge), _) if rest == 0 => (EdgeKind::Loop, edge),
+            (Some(_), Some(edge)) | (None, Some(edge)) => (EdgeKind::Persist, edge),
+            _ => panic!("edge index out of range"),
         }
-        let edges: Vec<Edge> = self.edges().collect();
-        for (i, first) in edges.iter().enumerate() {
-            if let Some(second) = edges[i + 1..].iter().find(|e| e.topic == first.topic) {
-                return Err(GraphError::DuplicateTopic {
-                    group,
-                    topic: first.topic.to_owned(),
-                    first: first.kind,
-                    second: second.kind,
-                });
-            }
-        }
-        Ok(())
     }
+}
+
+/// `a == b` for edge kinds, in a `const fn`.
+const fn kind_eq(a: EdgeKind, b: EdgeKind) -> bool {
+    a as u8 == b as u8
+}
+
+/// Whether `topic` is `group` followed by `suffix`.
+const fn is_own(group: &str, topic: &str, suffix: &str) -> bool {
+    let (g, t, s) = (group.as_bytes(), topic.as_bytes(), suffix.as_bytes());
+    if t.len() != g.len() + s.len() {
+        return false;
+    }
+    let (head, tail) = t.split_at(g.len());
+    bytes_eq(head, g) && bytes_eq(tail, s)
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    bytes_eq(a.as_bytes(), b.as_bytes())
+}
+
+const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Kafka topic names allow `[a-zA-Z0-9._-]`, at most 249 characters; the group name gets a
 /// suffix of up to 6, and group ids have no tighter rule.
-pub fn valid_group_name(group: &str) -> bool {
-    (1..=240).contains(&group.len())
-        && group
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+pub const fn valid_group_name(group: &str) -> bool {
+    let bytes = group.as_bytes();
+    if bytes.is_empty() || bytes.len() > 240 {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 impl fmt::Display for GroupGraph {
@@ -277,14 +475,21 @@ mod tests {
     }
 
     const CLICKS: GroupGraph = GroupGraph {
-        group: "clicks",
         inputs: &[edge(EdgeKind::Input, "user-clicks")],
         joins: &[edge(EdgeKind::Join, "profiles")],
         lookups: &[edge(EdgeKind::Lookup, "countries")],
         outputs: &[edge(EdgeKind::Output, "alerts")],
         loopback: Some(edge(EdgeKind::Loop, "clicks-loop")),
         table: Some(edge(EdgeKind::Persist, "clicks-table")),
+        ..GroupGraph::new("clicks")
     };
+
+    // The rules run at compile time too.
+    const _: () = assert!(CLICKS.violation().is_none());
+    const _: () = assert!(matches!(
+        GroupGraph::new("g").violation(),
+        Some(Violation::NoInput)
+    ));
 
     #[test]
     fn a_complete_graph_is_valid_and_names_its_topics() {
@@ -396,13 +601,9 @@ mod tests {
     #[test]
     fn a_stateless_graph_without_loop_is_valid() {
         let g = GroupGraph {
-            group: "filter",
             inputs: const { &[edge(EdgeKind::Input, "in")] },
-            joins: &[],
-            lookups: &[],
             outputs: const { &[edge(EdgeKind::Output, "out")] },
-            loopback: None,
-            table: None,
+            ..GroupGraph::new("filter")
         };
         g.validate().unwrap();
     }

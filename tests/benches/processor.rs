@@ -60,13 +60,9 @@ const GROUPS: [(&str, &str); 3] = [
 
 impl<const GROUP: usize> Group for Count<GROUP> {
     const GRAPH: GroupGraph = GroupGraph {
-        group: GROUPS[GROUP].0,
         inputs: &[edge(EdgeKind::Input, "bench-input", "bytes")],
-        joins: &[],
-        lookups: &[],
-        outputs: &[],
-        loopback: None,
         table: Some(edge(EdgeKind::Persist, GROUPS[GROUP].1, "int64")),
+        ..GroupGraph::new(GROUPS[GROUP].0)
     };
     type Key = String;
     type KeyCodec = StringCodec;

@@ -37,16 +37,7 @@ struct Count<const STANDBY: bool>;
 
 impl<const STANDBY: bool> Group for Count<STANDBY> {
     const GRAPH: GroupGraph = GroupGraph {
-        group: if STANDBY {
-            "takeover-standby"
-        } else {
-            "takeover-plain"
-        },
         inputs: &[edge(EdgeKind::Input, "takeover-input", "bytes")],
-        joins: &[],
-        lookups: &[],
-        outputs: &[],
-        loopback: None,
         table: Some(edge(
             EdgeKind::Persist,
             if STANDBY {
@@ -56,6 +47,11 @@ impl<const STANDBY: bool> Group for Count<STANDBY> {
             },
             "int64",
         )),
+        ..GroupGraph::new(if STANDBY {
+            "takeover-standby"
+        } else {
+            "takeover-plain"
+        })
     };
     type Key = String;
     type KeyCodec = StringCodec;

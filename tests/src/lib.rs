@@ -263,12 +263,7 @@ pub const fn string_edge(
     topic: &'static str,
     value_codec: &'static str,
 ) -> goka::graph::Edge {
-    goka::graph::Edge {
-        kind,
-        topic,
-        key_codec: "string",
-        value_codec,
-    }
+    goka::graph::Edge::new(kind, topic, "string", value_codec)
 }
 
 /// A minimal HTTP/1.1 GET against `address`: the status code and the body.

@@ -30,13 +30,9 @@ use goka_tests::string_edge as edge;
 
 impl Group for Counter {
     const GRAPH: GroupGraph = GroupGraph {
-        group: "counter",
         inputs: &[edge(EdgeKind::Input, "clicks", "string")],
-        joins: &[],
-        lookups: &[],
-        outputs: &[],
-        loopback: None,
         table: Some(edge(EdgeKind::Persist, "counter-table", "int64")),
+        ..GroupGraph::new("counter")
     };
     type Key = String;
     type KeyCodec = StringCodec;
@@ -323,13 +319,9 @@ goka::table!(Profiles = "profiles": String as StringCodec);
 
 impl Group for Mismatched {
     const GRAPH: GroupGraph = GroupGraph {
-        group: "mismatched",
         inputs: &[edge(EdgeKind::Input, "clicks", "string")],
         joins: &[edge(EdgeKind::Join, "profiles", "string")],
-        lookups: &[],
-        outputs: &[],
-        loopback: None,
-        table: None,
+        ..GroupGraph::new("mismatched")
     };
     type Key = String;
     type KeyCodec = StringCodec;
