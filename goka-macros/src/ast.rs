@@ -14,8 +14,8 @@ pub struct Processor {
     pub group: Option<(String, Span)>,
     /// `group` was given but malformed (and reported).
     pub group_malformed: bool,
-    pub nil_handling: Option<Choice>,
-    pub decode_errors: Option<Choice>,
+    pub nil_handling: Option<NilHandling>,
+    pub decode_errors: Option<DecodeErrors>,
     pub inputs: Vec<Input>,
     pub persists: Vec<Persist>,
     pub joins: Vec<TopicRef>,
@@ -24,9 +24,19 @@ pub struct Processor {
     pub loopbacks: Vec<Loopback>,
 }
 
-/// A value picked from a fixed list (`nil_handling = "process"`).
-pub struct Choice {
-    pub value: String,
+/// `nil_handling = "..."`: what a tombstone on an input does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum NilHandling {
+    Ignore,
+    Process,
+    Restore,
+}
+
+/// `decode_errors = "..."`: what an input that does not decode does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DecodeErrors {
+    Fail,
+    Skip,
 }
 
 /// `#[input(topic = T, handler = ...)]` or `#[input(topics = [A, B], handler = ...)]`.

@@ -9,7 +9,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Token, Type};
 
-use crate::ast::{Choice, Input, Loopback, Persist, Processor, TopicRef};
+use crate::ast::{DecodeErrors, Input, Loopback, NilHandling, Persist, Processor, TopicRef};
 use crate::ctxt::Ctxt;
 use crate::symbol::*;
 
@@ -19,8 +19,8 @@ struct Args {
     group: Option<(String, Span)>,
     group_malformed: bool,
     krate: Option<syn::Path>,
-    nil_handling: Option<Choice>,
-    decode_errors: Option<Choice>,
+    nil_handling: Option<NilHandling>,
+    decode_errors: Option<DecodeErrors>,
 }
 
 /// Reads the whole annotated item. `None` only when the tokens are not an item at all.
@@ -318,22 +318,22 @@ fn lit_str(
     Ok(None)
 }
 
-fn choice(
+fn choice<T: Copy>(
     cx: &mut Ctxt,
     meta: &ParseNestedMeta<'_>,
     key: &str,
-    allowed: &[&str],
-) -> syn::Result<Option<Choice>> {
-    let Some(lit) = lit_str(cx, meta, &format!("{key} = \"{}\"", allowed[0]))? else {
+    allowed: &[(&str, T)],
+) -> syn::Result<Option<T>> {
+    let Some(lit) = lit_str(cx, meta, &format!("{key} = \"{}\"", allowed[0].0))? else {
         return Ok(None);
     };
     let value = lit.value();
-    if allowed.contains(&value.as_str()) {
-        return Ok(Some(Choice { value }));
+    if let Some((_, picked)) = allowed.iter().find(|(name, _)| *name == value) {
+        return Ok(Some(*picked));
     }
     let expected = allowed
         .iter()
-        .map(|v| format!("\"{v}\""))
+        .map(|(v, _)| format!("\"{v}\""))
         .collect::<Vec<_>>()
         .join(", ");
     cx.error_spanned_by(

@@ -1,5 +1,7 @@
 //! Every attribute and key name the macro understands, in one place.
 
+use crate::ast::{DecodeErrors, NilHandling};
+
 /// The struct attribute that starts it all: `#[goka::processor(...)]`.
 pub const PROCESSOR: &str = "processor";
 
@@ -28,9 +30,14 @@ pub const HANDLER: &str = "handler";
 pub const VALUE: &str = "value";
 pub const CODEC: &str = "codec";
 
-/// Values of `nil_handling` and `decode_errors`.
-pub const NIL_VALUES: &[&str] = &["ignore", "process", "restore"];
-pub const DECODE_VALUES: &[&str] = &["fail", "skip"];
+/// Values of `nil_handling` and `decode_errors`, the first the default.
+pub const NIL_VALUES: &[(&str, NilHandling)] = &[
+    ("ignore", NilHandling::Ignore),
+    ("process", NilHandling::Process),
+    ("restore", NilHandling::Restore),
+];
+pub const DECODE_VALUES: &[(&str, DecodeErrors)] =
+    &[("fail", DecodeErrors::Fail), ("skip", DecodeErrors::Skip)];
 
 /// The default path of the runtime crate.
 pub const DEFAULT_CRATE: &str = "::goka";

@@ -6,14 +6,11 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::Processor;
+use crate::ast::{NilHandling, Processor};
 
 pub fn dispatch(p: &Processor) -> TokenStream {
     let pv = super::private(p);
-    let optional = p
-        .nil_handling
-        .as_ref()
-        .is_some_and(|c| c.value == "process");
+    let optional = p.nil_handling == Some(NilHandling::Process);
     let mut arms = TokenStream::new();
     for (input, topic) in super::unique_inputs(p) {
         {

@@ -11,7 +11,7 @@ use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 
-use crate::ast::{Input, Processor, TopicRef};
+use crate::ast::{DecodeErrors, Input, NilHandling, Processor, TopicRef};
 use crate::ctxt::Ctxt;
 
 pub fn expand(cx: Ctxt, p: &Processor) -> TokenStream {
@@ -133,18 +133,18 @@ fn full(p: &Processor, check_graph: bool) -> TokenStream {
 /// `nil_handling` and `decode_errors`, when given.
 fn options(p: &Processor) -> TokenStream {
     let pv = private(p);
-    let nil = p.nil_handling.as_ref().map(|c| {
-        let variant = match c.value.as_str() {
-            "process" => quote!(Process),
-            "restore" => quote!(Restore),
-            _ => quote!(Ignore),
+    let nil = p.nil_handling.map(|choice| {
+        let variant = match choice {
+            NilHandling::Process => quote!(Process),
+            NilHandling::Restore => quote!(Restore),
+            NilHandling::Ignore => quote!(Ignore),
         };
         quote!(const NIL_HANDLING: #pv::NilHandling = #pv::NilHandling::#variant;)
     });
-    let decode = p.decode_errors.as_ref().map(|c| {
-        let variant = match c.value.as_str() {
-            "skip" => quote!(SkipAndCount),
-            _ => quote!(Fail),
+    let decode = p.decode_errors.map(|choice| {
+        let variant = match choice {
+            DecodeErrors::Skip => quote!(SkipAndCount),
+            DecodeErrors::Fail => quote!(Fail),
         };
         quote!(const DECODE_ERRORS: #pv::DecodeErrorPolicy = #pv::DecodeErrorPolicy::#variant;)
     });
