@@ -81,7 +81,7 @@ async fn run() -> Result<(), String> {
     let counter = Running::start(ClickCounter, client.clone());
     let view: Counts = wait_for("the group table", Duration::from_secs(60), || async {
         View::<GroupTable<ClickCounter>>::builder(client.clone())
-            .build::<GroupTable<ClickCounter>>()
+            .build()
             .await
             .ok()
     })

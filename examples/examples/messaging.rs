@@ -184,7 +184,7 @@ async fn run() -> Result<(), String> {
         Duration::from_secs(60),
         || async {
             View::<GroupTable<Translator>>::builder(client.clone())
-                .build::<GroupTable<Translator>>()
+                .build()
                 .await
                 .ok()
         },

@@ -90,7 +90,7 @@ async fn run() -> Result<(), String> {
     // The table topic exists once the processor created it.
     let view = wait_for("the group table", Duration::from_secs(60), || async {
         View::<GroupTable<ClickCounter>>::builder(client.clone())
-            .build::<GroupTable<ClickCounter>>()
+            .build()
             .await
             .ok()
     })

@@ -36,7 +36,7 @@ pub enum TopicKind {
 
 /// A Kafka topic with typed keys and values.
 ///
-/// Implement it with [`stream!`](crate::stream) or [`table!`](crate::table) rather than by hand.
+/// Implement it with [`stream!`](crate::stream) or [`table!`](macro@crate::table) rather than by hand.
 pub trait Topic: Send + Sync + 'static {
     /// The topic's name in Kafka.
     const NAME: &'static str;

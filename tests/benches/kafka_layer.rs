@@ -297,7 +297,7 @@ async fn view_recover(client: goka_tests::TestClient, broker: u32, records: usiz
     let view = View::<BenchTable>::builder(client)
         // As the README advises for a table cache: the changelog is the source of truth.
         .storage(RocksDbBuilder::new(dir.path()).without_wal())
-        .build::<BenchTable>()
+        .build()
         .await
         .expect("view");
     let cancel = CancellationToken::new();

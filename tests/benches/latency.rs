@@ -115,7 +115,7 @@ async fn run(rate: usize, seconds: usize, fetch_wait_ms: u32) {
                 Ok(())
             }
         })
-        .build::<GroupTable<Latest>>()
+        .build()
         .await
         .expect("view");
     let viewing = Running::spawn({

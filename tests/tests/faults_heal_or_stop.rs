@@ -172,7 +172,7 @@ async fn a_header_name_that_is_not_utf8_reaches_the_handler_and_a_view() {
                 }
             }
         })
-        .build::<ClicksAsTable>()
+        .build()
         .await
         .unwrap();
     let mut view_running = Running::spawn({
@@ -496,7 +496,7 @@ async fn a_failed_changelog_write_leaves_no_local_row(at_queue: bool) {
 
     // And the changelog agrees with the local table.
     let view = View::<GroupTable<Counter>>::builder(client)
-        .build::<GroupTable<Counter>>()
+        .build()
         .await
         .unwrap();
     let view_running = Running::spawn({

@@ -133,7 +133,7 @@ async fn very_long_keys_are_processed_and_an_oversized_emit_stops_the_processor_
 
     // What was done before stays done: the long key's count is in the changelog.
     let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build::<GroupTable<Counter>>()
+        .build()
         .await
         .unwrap();
     let running = goka_tests::Running::spawn({

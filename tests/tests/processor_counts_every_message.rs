@@ -158,7 +158,7 @@ async fn counts_are_exact_and_survive_a_restart() {
         goka::processor::PartitionState::Running
     );
     let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build::<GroupTable<Counter>>()
+        .build()
         .await
         .unwrap();
     assert_eq!(GroupTable::<Counter>::NAME, "counter-table");
@@ -399,7 +399,7 @@ async fn two_instances_split_partitions_and_one_takes_over() {
     }
 
     let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build::<GroupTable<Counter>>()
+        .build()
         .await
         .unwrap();
     let view_running = goka_tests::Running::spawn({
@@ -441,7 +441,7 @@ async fn a_hot_standby_follows_the_partitions_it_does_not_own_and_takes_over_wit
         .await
         .unwrap();
     let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build::<GroupTable<Counter>>()
+        .build()
         .await
         .unwrap();
     let view_running = goka_tests::Running::spawn({
@@ -680,7 +680,7 @@ async fn killed_instances_lose_nothing() {
     let expected = emitting.await.unwrap();
 
     let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build::<GroupTable<Counter>>()
+        .build()
         .await
         .unwrap();
     let view_running = goka_tests::Running::spawn({

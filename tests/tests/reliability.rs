@@ -223,7 +223,7 @@ async fn wait_for_nothing_lost(
     ledger: Option<&Ledger>,
 ) -> i64 {
     let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build::<GroupTable<Counter>>()
+        .build()
         .await
         .unwrap();
     let cancel = CancellationToken::new();
@@ -481,7 +481,7 @@ impl Whole {
             .await
             .unwrap();
         let view = View::<GroupTable<Counter>>::builder(client.clone())
-            .build::<GroupTable<Counter>>()
+            .build()
             .await
             .unwrap();
         let view_run = Running::spawn({

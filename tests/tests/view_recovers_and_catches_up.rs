@@ -82,7 +82,7 @@ async fn recovers_catches_up_and_resumes_from_the_stored_offset() {
     let dir = tempfile::tempdir().unwrap();
     let view = View::<Profiles>::builder(client.clone())
         .storage(RocksDbBuilder::new(dir.path()))
-        .build::<Profiles>()
+        .build()
         .await
         .unwrap();
     assert_eq!(view.state(), ViewState::Idle);
@@ -129,7 +129,7 @@ async fn recovers_catches_up_and_resumes_from_the_stored_offset() {
     write(&broker, &[("frank", Some("f1"))]).await;
     let view = View::<Profiles>::builder(client.clone())
         .storage(RocksDbBuilder::new(dir.path()))
-        .build::<Profiles>()
+        .build()
         .await
         .unwrap();
     assert_eq!(
@@ -160,7 +160,7 @@ async fn cut_off_after_recovery(
     tokio::task::JoinHandle<Result<(), ViewError>>,
 ) {
     let view = View::<Profiles>::builder(client.clone())
-        .build::<Profiles>()
+        .build()
         .await
         .expect("view");
     let (cancel, task) = start(&view);
@@ -225,7 +225,7 @@ async fn undecodable_values_stop_the_view_or_are_skipped_and_counted() {
     .await;
 
     let view = View::<Counts>::builder(client.clone())
-        .build::<Counts>()
+        .build()
         .await
         .unwrap();
     let err = view.run(CancellationToken::new()).await.unwrap_err();
@@ -236,7 +236,7 @@ async fn undecodable_values_stop_the_view_or_are_skipped_and_counted() {
 
     let view = View::<Counts>::builder(client.clone())
         .decode_errors(DecodeErrorPolicy::SkipAndCount)
-        .build::<Counts>()
+        .build()
         .await
         .unwrap();
     let cancel = CancellationToken::new();
@@ -293,7 +293,7 @@ async fn an_update_callback_applies_each_message_and_sees_its_headers() {
                 }
             }
         })
-        .build::<Profiles>()
+        .build()
         .await
         .unwrap();
     let (cancel, task) = start(&view);
@@ -357,7 +357,7 @@ async fn the_lag_of_a_running_view_follows_the_changelog_while_it_falls_behind()
                 }
             }
         })
-        .build::<Profiles>()
+        .build()
         .await
         .unwrap();
     let (cancel, task) = start(&view);
@@ -412,7 +412,7 @@ async fn local_state_of_a_table_made_anew_stops_the_view_naming_where() {
     }
     let view = View::<Profiles>::builder(client)
         .storage(RocksDbBuilder::new(dir.path()))
-        .build::<Profiles>()
+        .build()
         .await
         .unwrap();
     let (cancel, task) = start(&view);
@@ -429,7 +429,7 @@ async fn local_state_of_a_table_made_anew_stops_the_view_naming_where() {
     write(&second, &[("alice", Some("new"))]).await;
     let view = View::<Profiles>::builder(client)
         .storage(RocksDbBuilder::new(dir.path()))
-        .build::<Profiles>()
+        .build()
         .await
         .unwrap();
     let run = tokio::time::timeout(Duration::from_secs(30), view.run(CancellationToken::new()));

@@ -76,7 +76,7 @@ impl Monitored {
             async move { processor.run(cancel).await }
         });
         let scores = View::<Scores>::builder(client.clone())
-            .build::<Scores>()
+            .build()
             .await
             .unwrap();
         let view_run = tokio::spawn({

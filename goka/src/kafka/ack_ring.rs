@@ -128,7 +128,7 @@ impl AckRing {
 
     /// Nobody will await `seq`: its answer goes to `settle` when it comes. Returns the
     /// answer instead if it is there already.
-    pub(crate) fn detach(
+    pub(crate) fn settle_later(
         &self,
         seq: u64,
         settle: Arc<dyn Settle>,
@@ -304,13 +304,13 @@ mod tests {
         ring.complete(early, delivered(5), Sent::default());
         assert!(
             matches!(
-                ring.detach(early, told.clone()),
+                ring.settle_later(early, told.clone()),
                 Some(Ok(Delivery { offset: 5, .. }))
             ),
             "an answer that came already goes back to the caller"
         );
-        assert!(ring.detach(late, told.clone()).is_none());
-        assert!(ring.detach(failed, told.clone()).is_none());
+        assert!(ring.settle_later(late, told.clone()).is_none());
+        assert!(ring.settle_later(failed, told.clone()).is_none());
         let sent = Sent {
             key: b"k",
             bytes: 4,

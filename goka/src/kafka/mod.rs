@@ -6,6 +6,8 @@
 //! `rdkafka` crate and tokio); [`KafkaConfig`] carries the brokers and any librdkafka
 //! property the user sets.
 
+// Only the rdkafka producer answers through the ring; the tester answers at once.
+#[cfg_attr(not(feature = "rdkafka"), allow(dead_code))]
 mod ack_ring;
 mod batch;
 mod config;
@@ -114,6 +116,7 @@ pub struct Delivery {
 pub struct Ack(AckState);
 
 #[derive(Debug)]
+#[cfg_attr(not(feature = "rdkafka"), allow(dead_code))]
 enum AckState {
     Waiting(std::sync::Arc<AckCell>),
     /// A slot of a producer's [`AckRing`](ack_ring::AckRing), by sequence number.
@@ -176,6 +179,7 @@ impl Ack {
     }
 
     /// An acknowledgement answered through slot `seq` of `ring`.
+    #[cfg_attr(not(feature = "rdkafka"), allow(dead_code))]
     pub(crate) fn slot(ring: std::sync::Arc<ack_ring::AckRing>, seq: u64) -> Self {
         Ack(AckState::Slot(ring, seq))
     }
@@ -224,6 +228,7 @@ impl std::future::Future for Ack {
 
 /// What the client still knows of a message when its answer comes.
 #[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(not(feature = "rdkafka"), allow(dead_code))]
 pub(crate) struct Sent<'a> {
     /// The message's key.
     pub(crate) key: &'a [u8],
@@ -233,6 +238,7 @@ pub(crate) struct Sent<'a> {
 
 /// Told how a message ended whose acknowledgement nobody awaits ([`Ack::detach`]), on the
 /// thread that serves the producer's answers: it must be quick.
+#[cfg_attr(not(feature = "rdkafka"), allow(dead_code))]
 pub(crate) trait Settle: Send + Sync + std::fmt::Debug + 'static {
     /// The message's outcome.
     fn settle(&self, result: Result<Delivery, KafkaError>, sent: Sent<'_>);
@@ -254,7 +260,7 @@ impl Ack {
     /// message.
     pub(crate) fn detach(mut self, settle: std::sync::Arc<dyn Settle>) -> Detached {
         match std::mem::replace(&mut self.0, AckState::Ready(None)) {
-            AckState::Slot(ring, seq) => match ring.detach(seq, settle) {
+            AckState::Slot(ring, seq) => match ring.settle_later(seq, settle) {
                 Some(result) => Detached::Answered(result),
                 None => Detached::Later,
             },

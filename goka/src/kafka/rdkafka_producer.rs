@@ -43,7 +43,7 @@ const SERVE_AT_ONCE: usize = 1_000;
 
 /// What the sender, the reporting thread and the delivery callback share.
 #[derive(Debug, Default)]
-struct Shared {
+struct DeliveryState {
     /// The acknowledgements of messages sent; a message's delivery opaque is its slot.
     acks: Arc<AckRing>,
     /// Messages sent and not reported yet.
@@ -55,7 +55,7 @@ struct Shared {
     reporter: std::sync::OnceLock<std::thread::Thread>,
 }
 
-impl Shared {
+impl DeliveryState {
     fn wake_reporter(&self) {
         if let Some(reporter) = self.reporter.get() {
             reporter.unpark();
@@ -64,7 +64,7 @@ impl Shared {
 }
 
 /// Completes each message's [`Ack`] from librdkafka's delivery report.
-struct AckContext(Arc<Shared>);
+struct AckContext(Arc<DeliveryState>);
 
 impl rdkafka::ClientContext for AckContext {}
 
@@ -103,7 +103,7 @@ impl ProducerContext for AckContext {
 /// its ring: no allocation and no future per message.
 pub(super) struct RdProducer {
     inner: Arc<BaseProducer<AckContext>>,
-    shared: Arc<Shared>,
+    shared: Arc<DeliveryState>,
 }
 
 impl std::fmt::Debug for RdProducer {
@@ -117,7 +117,7 @@ impl std::fmt::Debug for RdProducer {
 impl RdProducer {
     /// Creates the producer and starts its reporting thread.
     pub(super) fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(DeliveryState::default());
         let inner: BaseProducer<AckContext> = config
             .create_with_context(AckContext(shared.clone()))
             .map_err(|e| KafkaError::Config(format!("producer: {e}")))?;
@@ -148,7 +148,7 @@ impl Drop for RdProducer {
 /// The reporting thread: serves delivery reports unless the sender served them within the
 /// last turn. Ends (dropping its handle of the producer) once the producer was dropped and
 /// nothing is in flight any more.
-fn serve_reports(producer: &BaseProducer<AckContext>, shared: &Shared) {
+fn serve_reports(producer: &BaseProducer<AckContext>, shared: &DeliveryState) {
     // Set before the first look at `in_flight`: a send after it finds the thread to wake.
     let _ = shared.reporter.set(std::thread::current());
     let mut seen = shared.sender_polls.load(Ordering::Relaxed);
@@ -172,7 +172,7 @@ fn serve_reports(producer: &BaseProducer<AckContext>, shared: &Shared) {
 }
 
 /// Serves the reports that are ready, without waiting for more.
-fn serve_ready(producer: &BaseProducer<AckContext>, shared: &Shared) {
+fn serve_ready(producer: &BaseProducer<AckContext>, shared: &DeliveryState) {
     for _ in 0..SERVE_AT_ONCE {
         let before = shared.in_flight.load(Ordering::Relaxed);
         // A zero timeout serves at most one event (a batch of reports).

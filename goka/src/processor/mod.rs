@@ -8,45 +8,35 @@
 //! bounded queues, pausing partitions whose queue is full, and commits the offsets the tasks
 //! report done: at-least-once, never ahead of the work.
 
+mod config;
 mod consumer;
+mod error;
 pub mod group;
 pub(crate) mod handle;
 mod latency;
 mod partition;
 mod pending;
+mod shared;
 mod standby;
 mod stats;
 mod watermarks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use self::config::{NilHandling, ProcessorConfig};
+pub use self::error::ProcessorError;
 pub use self::group::{Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
 pub use self::latency::{LatencyHistogram, LATENCY_BOUNDS_MICROS};
+use self::shared::{LookupViews, OffsetTable, Shared};
 use self::stats::{Counters, Tables};
 pub use self::stats::{ProcessorPartitionStats, ProcessorStats};
-use crate::codec::DecodeErrorPolicy;
-use crate::graph::GraphError;
-use crate::kafka::{Client, KafkaError, Producer, TopicPartitionOffset};
-use crate::partitioner::{DefaultPartitioner, Partitioner};
-use crate::storage::{self, DefaultStorage, Owner, Storage, StorageBuilder, StorageError};
-use crate::topic_manager::{TopicManager, TopicManagerConfig, TopicManagerError};
-
-/// What a message with a null value (a tombstone) on an input means (goka's `NilHandling`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NilHandling {
-    /// Drop the message without calling the handler (goka's default).
-    #[default]
-    Ignore,
-    /// Call the handler with no value.
-    Process,
-    /// Delete the group table's row at the key.
-    Restore,
-}
+use crate::kafka::{Client, TopicPartitionOffset};
+use crate::storage::{self, Owner, Storage};
+use crate::topic_manager::{TopicManager, TopicManagerConfig};
 
 /// The state of a processor or of one of its partitions (goka's `ProcessorState` and
 /// `PartitionStatus`).
@@ -67,200 +57,6 @@ pub enum PartitionState {
     /// Not owned by this instance: its tables are kept up to date for a fast takeover
     /// ([`ProcessorConfig::hot_standby`]).
     Standby,
-}
-
-type LookupViews = HashMap<&'static str, Arc<crate::view::ViewInner>>;
-
-/// Errors of a processor, with the coordinates of what failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProcessorError {
-    /// The group graph breaks a rule.
-    #[error("processor {group:?}: invalid group graph: {source}")]
-    Graph {
-        /// The group.
-        group: &'static str,
-        /// The broken rule.
-        source: GraphError,
-    },
-    /// Topics are missing, not co-partitioned or could not be created.
-    #[error("processor {group:?}: {source}")]
-    Topics {
-        /// The group.
-        group: &'static str,
-        /// What is wrong.
-        source: TopicManagerError,
-    },
-    /// A handler failed, panicked, or its message did not decode.
-    #[error(
-        "processor {group:?}: message at topic {topic:?} partition {partition} offset {offset} \
-         (key {key:?}): {message}"
-    )]
-    Callback {
-        /// The group.
-        group: &'static str,
-        /// Topic of the message.
-        topic: String,
-        /// Partition of the message.
-        partition: i32,
-        /// Offset of the message.
-        offset: i64,
-        /// Key of the message, lossy UTF-8.
-        key: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// A produce a handler caused (emit, loopback, changelog write) failed.
-    #[error(
-        "processor {group:?}: message at topic {topic:?} partition {partition} offset {offset} \
-         (key {key:?}): {source}"
-    )]
-    HandlerProduce {
-        /// The group.
-        group: &'static str,
-        /// Topic of the input message.
-        topic: String,
-        /// Partition of the input message.
-        partition: i32,
-        /// Offset of the input message.
-        offset: i64,
-        /// Key of the input message, lossy UTF-8.
-        key: String,
-        /// The client's error, naming the topic and partition written to.
-        source: Box<KafkaError>,
-    },
-    /// A partition's task panicked outside a handler (storage, recovery).
-    #[error("processor {group:?}: partition {partition} panicked: {message}")]
-    PartitionPanicked {
-        /// The group.
-        group: &'static str,
-        /// The partition.
-        partition: i32,
-        /// The panic's message.
-        message: String,
-    },
-    /// The producer could not be created.
-    #[error("processor {group:?}: {source}")]
-    Produce {
-        /// The group.
-        group: &'static str,
-        /// The client's error, naming topic and partition.
-        source: KafkaError,
-    },
-    /// Consuming failed for good.
-    #[error("processor {group:?}: topic {topic:?}: {source}")]
-    Kafka {
-        /// The group.
-        group: &'static str,
-        /// The topic.
-        topic: String,
-        /// The client's error.
-        source: KafkaError,
-    },
-    /// Local storage failed.
-    #[error("processor {group:?}: {source}")]
-    Storage {
-        /// The group.
-        group: &'static str,
-        /// The storage's error, naming topic, partition and path.
-        source: StorageError,
-    },
-    /// A lookup table's view failed.
-    #[error("processor {group:?}: lookup {source}")]
-    Lookup {
-        /// The group.
-        group: &'static str,
-        /// The view's error, naming the table.
-        source: crate::view::ViewError,
-    },
-    /// `Processor::get` failed: the key does not encode or the stored row does not decode.
-    #[error("processor {group:?}: get of key {key:?}: {message}")]
-    Get {
-        /// The group.
-        group: &'static str,
-        /// The key, lossy UTF-8.
-        key: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// `run` was called while running.
-    #[error("processor {group:?} is running already")]
-    AlreadyRunning {
-        /// The group.
-        group: &'static str,
-    },
-}
-
-/// How a processor runs (goka's processor options).
-#[derive(Clone)]
-pub struct ProcessorConfig {
-    /// Where table partitions are stored (goka's `WithStorageBuilder`). Default:
-    /// [`DefaultStorage`], RocksDB in a directory of the processor's own that goes with it
-    /// (rows updated in place, no write-ahead log: the changelog is the source of truth).
-    /// For rows a restart finds again, `RocksDbBuilder::new(path).update_in_place()`; for
-    /// tables in memory, [`MemoryBuilder`](crate::storage::MemoryBuilder).
-    pub storage: Arc<dyn StorageBuilder>,
-    /// How keys map to partitions for emits and loopbacks (goka's `WithHasher`).
-    pub partitioner: Arc<dyn Partitioner>,
-    /// What tombstones on inputs mean (goka's `WithNilHandling`). `None` (the default) takes
-    /// the group's declaration ([`Group::NIL_HANDLING`]). Forcing `Process` on a group whose
-    /// handlers take a value (not an `Option`) makes each tombstone a decode error.
-    pub nil_handling: Option<NilHandling>,
-    /// What to do with inputs that do not decode. `None` (the default) takes the group's
-    /// declaration ([`Group::DECODE_ERRORS`]).
-    pub decode_errors: Option<DecodeErrorPolicy>,
-    /// How topics are created and checked (goka's `WithTopicManagerBuilder`).
-    pub topics: TopicManagerConfig,
-    /// Messages the client holds per assigned partition before it stops fetching that
-    /// partition (goka's `WithPartitionChannelSize`; default 10,000; librdkafka's
-    /// `queued.min.messages`, which applies per partition here since each partition has a
-    /// queue of its own). Fetching goes on as the partition's task takes messages out, so a
-    /// slow partition holds up nobody else and nothing is fetched twice.
-    pub partition_queue: usize,
-    /// Key and value bytes the client holds per assigned partition before it stops
-    /// fetching it, whatever the message count (default 16 MiB; librdkafka's
-    /// `queued.max.messages.kbytes`). One fetch response (`max.partition.fetch.bytes`,
-    /// 1 MiB by default) may come on top, so 8 partitions of 1 MB messages hold about
-    /// 136 MiB, where 10,000 messages each would be 80 GiB.
-    pub partition_queue_bytes: usize,
-    /// How often done offsets are committed.
-    pub commit_interval: Duration,
-    /// Keep the tables of the partitions this instance does not own up to date, from the
-    /// moment it starts (goka's `WithHotStandby`): a rebalance that hands it a partition
-    /// then reads only what was written since, instead of recovering the whole table. Costs
-    /// a reader, local storage and the changelog traffic of every table partition on every
-    /// instance. Default: off.
-    pub hot_standby: bool,
-}
-
-impl std::fmt::Debug for ProcessorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessorConfig")
-            .field("nil_handling", &self.nil_handling)
-            .field("decode_errors", &self.decode_errors)
-            .field("topics", &self.topics)
-            .field("partition_queue", &self.partition_queue)
-            .field("partition_queue_bytes", &self.partition_queue_bytes)
-            .field("commit_interval", &self.commit_interval)
-            .field("hot_standby", &self.hot_standby)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for ProcessorConfig {
-    fn default() -> Self {
-        Self {
-            storage: Arc::new(DefaultStorage),
-            partitioner: Arc::new(DefaultPartitioner::default()),
-            nil_handling: None,
-            decode_errors: None,
-            topics: TopicManagerConfig::default(),
-            partition_queue: 10_000,
-            partition_queue_bytes: 16 << 20,
-            commit_interval: Duration::from_millis(500),
-            hot_standby: false,
-        }
-    }
 }
 
 /// Validates the graph of `P`, checks that its inputs and joined tables are co-partitioned,
@@ -316,134 +112,6 @@ pub(crate) async fn prepare_topics<P: Group>(
         partition_counts.insert(edge.topic, count);
     }
     Ok(partition_counts)
-}
-
-/// Offsets the partition tasks report done, waiting to be committed.
-#[derive(Debug, Default)]
-struct OffsetTable {
-    /// Per topic partition: the next offset to commit, and whether it changed since the
-    /// last commit.
-    next: Mutex<HashMap<TopicPartition, (i64, bool)>>,
-}
-
-type TopicPartition = (Arc<str>, i32);
-
-impl OffsetTable {
-    /// Input message `offset` of `topic`/`partition` and everything before it are done.
-    fn done(&self, topic: &Arc<str>, partition: i32, offset: i64) {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        next.insert((topic.clone(), partition), (offset + 1, true));
-    }
-
-    /// Offsets changed since the last call.
-    fn take_changed(&self) -> Vec<TopicPartitionOffset> {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        next.iter_mut()
-            .filter(|(_, (_, changed))| *changed)
-            .map(|((topic, partition), (offset, changed))| {
-                *changed = false;
-                TopicPartitionOffset {
-                    topic: topic.to_string(),
-                    partition: *partition,
-                    offset: *offset,
-                }
-            })
-            .collect()
-    }
-
-    /// A commit of `offsets` failed: the next commit sends them again (or newer ones).
-    fn retry(&self, offsets: &[TopicPartitionOffset]) {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        for o in offsets {
-            let key = (Arc::<str>::from(o.topic.as_str()), o.partition);
-            if let Some((offset, changed)) = next.get_mut(&key) {
-                if *offset >= o.offset {
-                    *changed = true;
-                }
-            }
-        }
-    }
-
-    /// Removes and returns the offsets of `partitions` (when they are revoked).
-    fn remove(&self, partitions: &[(String, i32)]) -> Vec<TopicPartitionOffset> {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        partitions
-            .iter()
-            .filter_map(|(topic, partition)| {
-                let key = (Arc::<str>::from(topic.as_str()), *partition);
-                next.remove(&key).map(|(offset, _)| TopicPartitionOffset {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset,
-                })
-            })
-            .collect()
-    }
-}
-
-/// What the processor's threads and tasks share.
-struct Shared {
-    group: &'static str,
-    client: Arc<dyn Client>,
-    config: ProcessorConfig,
-    producer: Arc<dyn Producer>,
-    partition_counts: HashMap<&'static str, u32>,
-    /// Views of the lookup tables, shared by every partition of this instance.
-    lookups: HashMap<&'static str, Arc<crate::view::ViewInner>>,
-    offsets: OffsetTable,
-    stats: Counters,
-    /// Figures of the table partitions of each running partition.
-    table_figures: Tables,
-    /// Partitions followed in hot standby, and the figures of their tables.
-    standbys: standby::Standbys,
-    standby_figures: Tables,
-    /// Group table storage of each running partition, for `Processor::get`.
-    tables: Mutex<HashMap<i32, Arc<dyn Storage>>>,
-    states: Mutex<HashMap<i32, PartitionState>>,
-    /// Last read high watermark per input topic and partition.
-    high_watermarks: Mutex<HashMap<(&'static str, i32), i64>>,
-    state: watch::Sender<PartitionState>,
-    /// Fires on shutdown and on the first error.
-    cancel: CancellationToken,
-    failure: Mutex<Option<ProcessorError>>,
-}
-
-impl Shared {
-    fn set_partition_state(&self, partition: i32, state: PartitionState) {
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        if state == PartitionState::Stopped {
-            states.remove(&partition);
-            self.table_figures.forget(partition);
-        } else {
-            states.insert(partition, state);
-        }
-        let overall = if states.values().any(|s| *s == PartitionState::Recovering) {
-            PartitionState::Recovering
-        } else {
-            PartitionState::Running
-        };
-        drop(states);
-        self.state.send_if_modified(|s| {
-            let update = matches!(
-                *s,
-                PartitionState::Starting | PartitionState::Recovering | PartitionState::Running
-            ) && *s != overall;
-            if update {
-                *s = overall;
-            }
-            update
-        });
-    }
-
-    /// Records the first error and stops everything.
-    fn fail(&self, error: ProcessorError) {
-        tracing::error!(group = self.group, %error, "processor stops");
-        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        if failure.is_none() {
-            *failure = Some(error);
-        }
-        self.cancel.cancel();
-    }
 }
 
 /// A processor of the group `P`: the user's handlers plus the runtime that feeds them.
@@ -611,7 +279,7 @@ impl<P: Group> Processor<P> {
         let mut views = HashMap::new();
         let mut tasks = Vec::new();
         for edge in P::GRAPH.lookups {
-            let view = crate::view::ViewBuilder::new(self.client.clone())
+            let view = crate::view::ViewBuilder::<()>::new(self.client.clone())
                 .storage(self.config.storage.clone())
                 .shared_partitioner(self.config.partitioner.clone())
                 .open(edge.topic, |_| Ok(()))
@@ -792,41 +460,5 @@ impl<P: Stateful> Processor<P> {
             })
         })
         .transpose()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn offset(topic: &str, partition: i32, offset: i64) -> TopicPartitionOffset {
-        TopicPartitionOffset {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-        }
-    }
-
-    #[test]
-    fn a_failed_commit_is_committed_again() {
-        let table = OffsetTable::default();
-        let clicks: Arc<str> = Arc::from("clicks");
-        table.done(&clicks, 0, 9);
-        table.done(&clicks, 1, 4);
-        let sent = table.take_changed();
-        assert_eq!(sent.len(), 2);
-        assert!(table.take_changed().is_empty(), "nothing new");
-
-        // The commit failed and nothing moved on since: the next commit sends it again.
-        table.retry(&sent);
-        let mut again = table.take_changed();
-        again.sort_by_key(|o| o.partition);
-        assert_eq!(again, [offset("clicks", 0, 10), offset("clicks", 1, 5)]);
-
-        // Progress after the failed commit wins; a revoked partition is not committed again.
-        table.done(&clicks, 0, 19);
-        table.remove(&[("clicks".to_owned(), 1)]);
-        table.retry(&again);
-        assert_eq!(table.take_changed(), [offset("clicks", 0, 20)]);
     }
 }

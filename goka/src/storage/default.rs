@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::{Storage, StorageBuilder, StorageError};
 
 /// The default [`StorageBuilder`] of [`ProcessorConfig`](crate::processor::ProcessorConfig)
-/// and [`View`](crate::view::View)s. See the [module docs](self).
+/// and [`View`](crate::view::View)s. See the [storage module](crate::storage).
 ///
 /// Each processor group or view it is given to gets a directory of its own,
 /// `<tmp>/goka/<processor|view>/<group or table>/<pid>-<n>`, removed when the processor or
@@ -29,6 +29,8 @@ const PROCESSOR_MEMTABLES: usize = 64 << 20;
 
 /// Who a [`DefaultStorage`] is scoped to.
 #[derive(Debug, Clone, Copy)]
+// Without RocksDB the default is memory, which is scoped by nature: the names go unread.
+#[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
 pub(crate) enum Owner<'a> {
     /// The group table and joined tables of a processor group.
     Processor(&'a str),

@@ -61,7 +61,7 @@ use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::processor::{Group, ProcessorError};
 use crate::storage::{MemoryStorage, Storage, StorageError};
 use crate::topic::{Stream, Table, Topic};
-use crate::view::{View, ViewBuilder, ViewError};
+use crate::view::{View, ViewError};
 
 /// Errors of the tester's own operations (seeding tables, reading them, tracking topics).
 #[derive(Debug, thiserror::Error)]
@@ -178,10 +178,10 @@ impl Tester {
     /// A view of `T` over the tester's tables: it sees every write as soon as it is made,
     /// without being run.
     pub async fn view<T: Table>(&self) -> Result<View<T>, ViewError> {
-        ViewBuilder::new(self.client())
+        View::<T>::builder(self.client())
             .storage(table_storages(self.broker.clone()))
             .shared_partitioner(self.partitioner.clone())
-            .build::<T>()
+            .build()
             .await
     }
 

@@ -74,7 +74,7 @@ impl<P: Group> Tested<P> {
         }
         let mut lookups = HashMap::new();
         for edge in P::GRAPH.lookups {
-            let view = ViewBuilder::new(Arc::new(client.clone()))
+            let view = ViewBuilder::<()>::new(Arc::new(client.clone()))
                 .storage(table_storages(broker.clone()))
                 .shared_partitioner(partitioner.clone())
                 .open(edge.topic, |_| Ok(()))

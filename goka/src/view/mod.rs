@@ -112,16 +112,17 @@ pub struct ViewStats {
     pub partitions: Vec<PartitionStats>,
 }
 
-/// Configures a [`View`].
-pub struct ViewBuilder {
+/// Configures a [`View`] of the table `T` ([`View::builder`]).
+pub struct ViewBuilder<T> {
     client: Arc<dyn Client>,
     storage: Arc<dyn StorageBuilder>,
     partitioner: Arc<dyn Partitioner>,
     update: Option<Arc<UpdateCallback>>,
     decode_errors: DecodeErrorPolicy,
+    _table: PhantomData<fn() -> T>,
 }
 
-impl std::fmt::Debug for ViewBuilder {
+impl<T> std::fmt::Debug for ViewBuilder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ViewBuilder")
             .field("decode_errors", &self.decode_errors)
@@ -130,7 +131,7 @@ impl std::fmt::Debug for ViewBuilder {
     }
 }
 
-impl ViewBuilder {
+impl<T> ViewBuilder<T> {
     /// A builder on `client`'s cluster, with [`DefaultStorage`] (on disk, in a directory of
     /// the view's own, removed with it) and goka's partitioner.
     pub fn new(client: Arc<dyn Client>) -> Self {
@@ -140,6 +141,7 @@ impl ViewBuilder {
             partitioner: Arc::new(DefaultPartitioner::default()),
             update: None,
             decode_errors: DecodeErrorPolicy::Fail,
+            _table: PhantomData,
         }
     }
 
@@ -179,14 +181,6 @@ impl ViewBuilder {
     pub fn decode_errors(mut self, policy: DecodeErrorPolicy) -> Self {
         self.decode_errors = policy;
         self
-    }
-
-    /// Reads the table's partition count and opens the storage of every partition.
-    pub async fn build<T: Table>(self) -> Result<View<T>, ViewError> {
-        Ok(View {
-            inner: Arc::new(self.open(T::NAME, T::ValueCodec::validate).await?),
-            _table: PhantomData,
-        })
     }
 
     /// Opens a view of `topic` whose values are checked with `validate`: the untyped core
@@ -229,6 +223,16 @@ impl ViewBuilder {
     }
 }
 
+impl<T: Table> ViewBuilder<T> {
+    /// Reads the table's partition count and opens the storage of every partition.
+    pub async fn build(self) -> Result<View<T>, ViewError> {
+        Ok(View {
+            inner: Arc::new(self.open(T::NAME, T::ValueCodec::validate).await?),
+            _table: PhantomData,
+        })
+    }
+}
+
 /// A local, read-only, always-catching-up copy of the table `T`. Cheap to clone; clones share
 /// the copy.
 ///
@@ -242,7 +246,7 @@ impl ViewBuilder {
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = Arc::new(RdKafkaClient::new(KafkaConfig::new("localhost:9092")));
-/// let view = View::<Balances>::builder(client).build::<Balances>().await?;
+/// let view = View::<Balances>::builder(client).build().await?;
 /// let cancel = tokio_util::sync::CancellationToken::new();
 /// tokio::spawn({
 ///     let (view, cancel) = (view.clone(), cancel.clone());
@@ -348,7 +352,7 @@ impl ViewInner {
 
 impl<T: Table> View<T> {
     /// A builder on `client`'s cluster.
-    pub fn builder(client: Arc<dyn Client>) -> ViewBuilder {
+    pub fn builder(client: Arc<dyn Client>) -> ViewBuilder<T> {
         ViewBuilder::new(client)
     }
 

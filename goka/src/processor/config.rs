@@ -1,0 +1,93 @@
+//! How a processor runs (goka's processor options) and what tombstones on its inputs mean.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec::DecodeErrorPolicy;
+use crate::partitioner::{DefaultPartitioner, Partitioner};
+use crate::storage::{DefaultStorage, StorageBuilder};
+use crate::topic_manager::TopicManagerConfig;
+
+/// What a message with a null value (a tombstone) on an input means (goka's `NilHandling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NilHandling {
+    /// Drop the message without calling the handler (goka's default).
+    #[default]
+    Ignore,
+    /// Call the handler with no value.
+    Process,
+    /// Delete the group table's row at the key.
+    Restore,
+}
+
+/// How a processor runs (goka's processor options).
+#[derive(Clone)]
+pub struct ProcessorConfig {
+    /// Where table partitions are stored (goka's `WithStorageBuilder`). Default:
+    /// [`DefaultStorage`], RocksDB in a directory of the processor's own that goes with it
+    /// (rows updated in place, no write-ahead log: the changelog is the source of truth).
+    /// For rows a restart finds again, `RocksDbBuilder::new(path).update_in_place()`; for
+    /// tables in memory, [`MemoryBuilder`](crate::storage::MemoryBuilder).
+    pub storage: Arc<dyn StorageBuilder>,
+    /// How keys map to partitions for emits and loopbacks (goka's `WithHasher`).
+    pub partitioner: Arc<dyn Partitioner>,
+    /// What tombstones on inputs mean (goka's `WithNilHandling`). `None` (the default) takes
+    /// the group's declaration ([`Group::NIL_HANDLING`](super::Group::NIL_HANDLING)). Forcing `Process` on a group whose
+    /// handlers take a value (not an `Option`) makes each tombstone a decode error.
+    pub nil_handling: Option<NilHandling>,
+    /// What to do with inputs that do not decode. `None` (the default) takes the group's
+    /// declaration ([`Group::DECODE_ERRORS`](super::Group::DECODE_ERRORS)).
+    pub decode_errors: Option<DecodeErrorPolicy>,
+    /// How topics are created and checked (goka's `WithTopicManagerBuilder`).
+    pub topics: TopicManagerConfig,
+    /// Messages the client holds per assigned partition before it stops fetching that
+    /// partition (goka's `WithPartitionChannelSize`; default 10,000; librdkafka's
+    /// `queued.min.messages`, which applies per partition here since each partition has a
+    /// queue of its own). Fetching goes on as the partition's task takes messages out, so a
+    /// slow partition holds up nobody else and nothing is fetched twice.
+    pub partition_queue: usize,
+    /// Key and value bytes the client holds per assigned partition before it stops
+    /// fetching it, whatever the message count (default 16 MiB; librdkafka's
+    /// `queued.max.messages.kbytes`). One fetch response (`max.partition.fetch.bytes`,
+    /// 1 MiB by default) may come on top, so 8 partitions of 1 MB messages hold about
+    /// 136 MiB, where 10,000 messages each would be 80 GiB.
+    pub partition_queue_bytes: usize,
+    /// How often done offsets are committed.
+    pub commit_interval: Duration,
+    /// Keep the tables of the partitions this instance does not own up to date, from the
+    /// moment it starts (goka's `WithHotStandby`): a rebalance that hands it a partition
+    /// then reads only what was written since, instead of recovering the whole table. Costs
+    /// a reader, local storage and the changelog traffic of every table partition on every
+    /// instance. Default: off.
+    pub hot_standby: bool,
+}
+
+impl std::fmt::Debug for ProcessorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorConfig")
+            .field("nil_handling", &self.nil_handling)
+            .field("decode_errors", &self.decode_errors)
+            .field("topics", &self.topics)
+            .field("partition_queue", &self.partition_queue)
+            .field("partition_queue_bytes", &self.partition_queue_bytes)
+            .field("commit_interval", &self.commit_interval)
+            .field("hot_standby", &self.hot_standby)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            storage: Arc::new(DefaultStorage),
+            partitioner: Arc::new(DefaultPartitioner::default()),
+            nil_handling: None,
+            decode_errors: None,
+            topics: TopicManagerConfig::default(),
+            partition_queue: 10_000,
+            partition_queue_bytes: 16 << 20,
+            commit_interval: Duration::from_millis(500),
+            hot_standby: false,
+        }
+    }
+}

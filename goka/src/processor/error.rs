@@ -1,0 +1,127 @@
+//! What stops a processor: errors that name the group and, where they apply, the topic,
+//! partition, offset and key of what failed.
+
+use crate::graph::GraphError;
+use crate::kafka::KafkaError;
+use crate::storage::StorageError;
+use crate::topic_manager::TopicManagerError;
+
+/// Errors of a processor, with the coordinates of what failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessorError {
+    /// The group graph breaks a rule.
+    #[error("processor {group:?}: invalid group graph: {source}")]
+    Graph {
+        /// The group.
+        group: &'static str,
+        /// The broken rule.
+        source: GraphError,
+    },
+    /// Topics are missing, not co-partitioned or could not be created.
+    #[error("processor {group:?}: {source}")]
+    Topics {
+        /// The group.
+        group: &'static str,
+        /// What is wrong.
+        source: TopicManagerError,
+    },
+    /// A handler failed, panicked, or its message did not decode.
+    #[error(
+        "processor {group:?}: message at topic {topic:?} partition {partition} offset {offset} \
+         (key {key:?}): {message}"
+    )]
+    Callback {
+        /// The group.
+        group: &'static str,
+        /// Topic of the message.
+        topic: String,
+        /// Partition of the message.
+        partition: i32,
+        /// Offset of the message.
+        offset: i64,
+        /// Key of the message, lossy UTF-8.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A produce a handler caused (emit, loopback, changelog write) failed.
+    #[error(
+        "processor {group:?}: message at topic {topic:?} partition {partition} offset {offset} \
+         (key {key:?}): {source}"
+    )]
+    HandlerProduce {
+        /// The group.
+        group: &'static str,
+        /// Topic of the input message.
+        topic: String,
+        /// Partition of the input message.
+        partition: i32,
+        /// Offset of the input message.
+        offset: i64,
+        /// Key of the input message, lossy UTF-8.
+        key: String,
+        /// The client's error, naming the topic and partition written to.
+        source: Box<KafkaError>,
+    },
+    /// A partition's task panicked outside a handler (storage, recovery).
+    #[error("processor {group:?}: partition {partition} panicked: {message}")]
+    PartitionPanicked {
+        /// The group.
+        group: &'static str,
+        /// The partition.
+        partition: i32,
+        /// The panic's message.
+        message: String,
+    },
+    /// The producer could not be created.
+    #[error("processor {group:?}: {source}")]
+    Produce {
+        /// The group.
+        group: &'static str,
+        /// The client's error, naming topic and partition.
+        source: KafkaError,
+    },
+    /// Consuming failed for good.
+    #[error("processor {group:?}: topic {topic:?}: {source}")]
+    Kafka {
+        /// The group.
+        group: &'static str,
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// Local storage failed.
+    #[error("processor {group:?}: {source}")]
+    Storage {
+        /// The group.
+        group: &'static str,
+        /// The storage's error, naming topic, partition and path.
+        source: StorageError,
+    },
+    /// A lookup table's view failed.
+    #[error("processor {group:?}: lookup {source}")]
+    Lookup {
+        /// The group.
+        group: &'static str,
+        /// The view's error, naming the table.
+        source: crate::view::ViewError,
+    },
+    /// `Processor::get` failed: the key does not encode or the stored row does not decode.
+    #[error("processor {group:?}: get of key {key:?}: {message}")]
+    Get {
+        /// The group.
+        group: &'static str,
+        /// The key, lossy UTF-8.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// `run` was called while running.
+    #[error("processor {group:?} is running already")]
+    AlreadyRunning {
+        /// The group.
+        group: &'static str,
+    },
+}

@@ -1,0 +1,180 @@
+//! What a running processor's member thread, partition tasks and standby tasks share: the
+//! client and producer, the offsets waiting to be committed, figures, and the first failure.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::stats::{Counters, Tables};
+use super::{standby, PartitionState, ProcessorConfig, ProcessorError};
+use crate::kafka::{Client, Producer, TopicPartitionOffset};
+use crate::storage::Storage;
+
+/// The views of the lookup tables, by table.
+pub(super) type LookupViews = HashMap<&'static str, Arc<crate::view::ViewInner>>;
+
+/// Offsets the partition tasks report done, waiting to be committed.
+#[derive(Debug, Default)]
+pub(super) struct OffsetTable {
+    /// Per topic partition: the next offset to commit, and whether it changed since the
+    /// last commit.
+    pub(super) next: Mutex<HashMap<TopicPartition, (i64, bool)>>,
+}
+
+pub(super) type TopicPartition = (Arc<str>, i32);
+
+impl OffsetTable {
+    /// Input message `offset` of `topic`/`partition` and everything before it are done.
+    pub(super) fn done(&self, topic: &Arc<str>, partition: i32, offset: i64) {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        next.insert((topic.clone(), partition), (offset + 1, true));
+    }
+
+    /// Offsets changed since the last call.
+    pub(super) fn take_changed(&self) -> Vec<TopicPartitionOffset> {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        next.iter_mut()
+            .filter(|(_, (_, changed))| *changed)
+            .map(|((topic, partition), (offset, changed))| {
+                *changed = false;
+                TopicPartitionOffset {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    offset: *offset,
+                }
+            })
+            .collect()
+    }
+
+    /// A commit of `offsets` failed: the next commit sends them again (or newer ones).
+    pub(super) fn retry(&self, offsets: &[TopicPartitionOffset]) {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        for o in offsets {
+            let key = (Arc::<str>::from(o.topic.as_str()), o.partition);
+            if let Some((offset, changed)) = next.get_mut(&key) {
+                if *offset >= o.offset {
+                    *changed = true;
+                }
+            }
+        }
+    }
+
+    /// Removes and returns the offsets of `partitions` (when they are revoked).
+    pub(super) fn remove(&self, partitions: &[(String, i32)]) -> Vec<TopicPartitionOffset> {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        partitions
+            .iter()
+            .filter_map(|(topic, partition)| {
+                let key = (Arc::<str>::from(topic.as_str()), *partition);
+                next.remove(&key).map(|(offset, _)| TopicPartitionOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What the processor's threads and tasks share.
+pub(super) struct Shared {
+    pub(super) group: &'static str,
+    pub(super) client: Arc<dyn Client>,
+    pub(super) config: ProcessorConfig,
+    pub(super) producer: Arc<dyn Producer>,
+    pub(super) partition_counts: HashMap<&'static str, u32>,
+    /// Views of the lookup tables, shared by every partition of this instance.
+    pub(super) lookups: HashMap<&'static str, Arc<crate::view::ViewInner>>,
+    pub(super) offsets: OffsetTable,
+    pub(super) stats: Counters,
+    /// Figures of the table partitions of each running partition.
+    pub(super) table_figures: Tables,
+    /// Partitions followed in hot standby, and the figures of their tables.
+    pub(super) standbys: standby::Standbys,
+    pub(super) standby_figures: Tables,
+    /// Group table storage of each running partition, for `Processor::get`.
+    pub(super) tables: Mutex<HashMap<i32, Arc<dyn Storage>>>,
+    pub(super) states: Mutex<HashMap<i32, PartitionState>>,
+    /// Last read high watermark per input topic and partition.
+    pub(super) high_watermarks: Mutex<HashMap<(&'static str, i32), i64>>,
+    pub(super) state: watch::Sender<PartitionState>,
+    /// Fires on shutdown and on the first error.
+    pub(super) cancel: CancellationToken,
+    pub(super) failure: Mutex<Option<ProcessorError>>,
+}
+
+impl Shared {
+    pub(super) fn set_partition_state(&self, partition: i32, state: PartitionState) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if state == PartitionState::Stopped {
+            states.remove(&partition);
+            self.table_figures.forget(partition);
+        } else {
+            states.insert(partition, state);
+        }
+        let overall = if states.values().any(|s| *s == PartitionState::Recovering) {
+            PartitionState::Recovering
+        } else {
+            PartitionState::Running
+        };
+        drop(states);
+        self.state.send_if_modified(|s| {
+            let update = matches!(
+                *s,
+                PartitionState::Starting | PartitionState::Recovering | PartitionState::Running
+            ) && *s != overall;
+            if update {
+                *s = overall;
+            }
+            update
+        });
+    }
+
+    /// Records the first error and stops everything.
+    pub(super) fn fail(&self, error: ProcessorError) {
+        tracing::error!(group = self.group, %error, "processor stops");
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_none() {
+            *failure = Some(error);
+        }
+        self.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offset(topic: &str, partition: i32, offset: i64) -> TopicPartitionOffset {
+        TopicPartitionOffset {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_is_committed_again() {
+        let table = OffsetTable::default();
+        let clicks: Arc<str> = Arc::from("clicks");
+        table.done(&clicks, 0, 9);
+        table.done(&clicks, 1, 4);
+        let sent = table.take_changed();
+        assert_eq!(sent.len(), 2);
+        assert!(table.take_changed().is_empty(), "nothing new");
+
+        // The commit failed and nothing moved on since: the next commit sends it again.
+        table.retry(&sent);
+        let mut again = table.take_changed();
+        again.sort_by_key(|o| o.partition);
+        assert_eq!(again, [offset("clicks", 0, 10), offset("clicks", 1, 5)]);
+
+        // Progress after the failed commit wins; a revoked partition is not committed again.
+        table.done(&clicks, 0, 19);
+        table.remove(&[("clicks".to_owned(), 1)]);
+        table.retry(&again);
+        assert_eq!(table.take_changed(), [offset("clicks", 0, 20)]);
+    }
+}
