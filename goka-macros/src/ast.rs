@@ -14,6 +14,9 @@ pub struct Processor {
     pub group: Option<(String, Span)>,
     /// `group` was given but malformed (and reported).
     pub group_malformed: bool,
+    /// An `#[input]` was written but dropped after its error: "no input" would be a second
+    /// error for the same mistake.
+    pub input_malformed: bool,
     pub nil_handling: Option<NilHandling>,
     pub decode_errors: Option<DecodeErrors>,
     pub inputs: Vec<Input>,
@@ -48,7 +51,9 @@ pub struct Input {
 /// `#[persist(value = V, codec = C)]`.
 pub struct Persist {
     pub value: syn::Type,
-    pub codec: syn::Type,
+    /// `None` when the codec was missing (and reported): the group still has its table, so
+    /// handlers that read and write it raise no further errors.
+    pub codec: Option<syn::Type>,
     /// The attribute, for "declared twice" errors.
     pub attr: syn::Attribute,
 }

@@ -67,6 +67,7 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, input: TokenStream) -> Option<Pro
             .unwrap_or_else(|| syn::parse_str(DEFAULT_CRATE).unwrap_or_else(|_| unreachable!())),
         group: args.group,
         group_malformed: args.group_malformed,
+        input_malformed: false,
         nil_handling: args.nil_handling,
         decode_errors: args.decode_errors,
         inputs: Vec::new(),
@@ -184,8 +185,10 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
     });
     if let Err(e) = result {
         cx.syn_error(e);
+        p.input_malformed |= name == INPUT;
         return;
     }
+    p.input_malformed |= name == INPUT && reported;
     let mut missing = |key: &str| {
         if !reported {
             cx.error_spanned_by(attr, format!("#[{name}] needs `{key} = ...`"));
@@ -196,18 +199,31 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
             (Some(topics), Some(handler)) if !topics.is_empty() => {
                 p.inputs.push(Input { topics, handler })
             }
-            (Some(_), Some(_)) => cx.error_spanned_by(attr, "#[input] needs at least one topic"),
-            (None, _) => missing("topic"),
-            (_, None) => missing("handler"),
+            (Some(_), Some(_)) => {
+                cx.error_spanned_by(attr, "#[input] needs at least one topic");
+                p.input_malformed = true;
+            }
+            (None, _) => {
+                missing("topic");
+                p.input_malformed = true;
+            }
+            (_, None) => {
+                missing("handler");
+                p.input_malformed = true;
+            }
         },
         PERSIST => match (fields.value, fields.codec) {
-            (Some(value), Some(codec)) => p.persists.push(Persist {
-                value,
-                codec,
-                attr: attr.clone(),
-            }),
+            (Some(value), codec) => {
+                if codec.is_none() {
+                    missing(CODEC);
+                }
+                p.persists.push(Persist {
+                    value,
+                    codec,
+                    attr: attr.clone(),
+                });
+            }
             (None, _) => missing(VALUE),
-            (_, None) => missing(CODEC),
         },
         LOOPBACK => match (fields.value, fields.codec, fields.handler) {
             (Some(value), Some(codec), Some(handler)) => p.loopbacks.push(Loopback {

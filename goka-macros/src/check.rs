@@ -71,7 +71,7 @@ fn no_generics(cx: &mut Ctxt, p: &Processor) {
 }
 
 fn at_least_one_input(cx: &mut Ctxt, p: &Processor) {
-    if p.inputs.is_empty() {
+    if p.inputs.is_empty() && !p.input_malformed {
         cx.error_spanned_by(
             &p.ident,
             format!(

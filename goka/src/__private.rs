@@ -11,9 +11,10 @@ pub use futures::future::BoxFuture;
 pub use std::boxed::Box;
 pub use std::option::Option;
 pub use std::result::Result;
+pub use std::string::String;
 
 pub use crate::codec::DecodeErrorPolicy;
-pub use crate::codec::{Codec, CodecError};
+pub use crate::codec::{Codec, CodecError, StringCodec};
 pub use crate::context::{CallbackError, Context};
 pub use crate::graph::{Edge, EdgeKind, GroupGraph, Violation, LOOP_SUFFIX, TABLE_SUFFIX};
 pub use crate::processor::{Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful};
@@ -107,10 +108,14 @@ impl<E: Into<CallbackError>> HandlerOutput for Result<(), E> {
 }
 
 /// Tells sync handlers from async ones by the type they return, so users write either as
-/// an ordinary method. Generated code calls `(&&Returned::of(&ret)).goka_handler_kind()`:
-/// method resolution tries [`AsyncKind`] (on `&Returned<F>` for futures), then
-/// [`SyncKind`] (on `Returned<R>` by reference), then [`OtherKind`] (by value), without any
-/// overlapping impls. The last one exists to report a wrong return type with a clear message.
+/// an ordinary method. Generated code calls
+/// `(&&&&Returned::of(&ret)).goka_handler_kind()`: method resolution tries each kind in turn,
+/// one per reference depth, the first whose bounds hold winning: [`BoxedAsyncKind`]
+/// (futures of `Result<(), Box<dyn Error>>`), [`AsyncKind`] (other futures),
+/// [`BoxedSyncKind`] (`Result<(), Box<dyn Error>>`), [`SyncKind`] (`()` and other results),
+/// then [`OtherKind`], which reports a wrong return type with a clear message. One kind per
+/// depth, so no two are ever candidates at once. The boxed kinds exist because
+/// `Box<dyn Error>` is neither `Send` nor `Sync`, and no blanket conversion may cover it.
 #[derive(Debug)]
 pub struct Returned<R>(PhantomData<fn() -> R>);
 
@@ -129,30 +134,65 @@ impl<R> Returned<R> {
     }
 }
 
-/// Picked for handlers that return a future.
-pub trait AsyncKind {
-    /// The async kind.
-    fn goka_handler_kind(&self) -> AsyncHandler {
-        AsyncHandler
+/// The error type most Rust code returns, `Box<dyn Error>`, which is neither `Send` nor
+/// `Sync` and so cannot travel in a [`CallbackError`] as it is: its message, with the
+/// messages of its sources, does.
+pub type BoxedError = Box<dyn std::error::Error>;
+
+/// Picked for async handlers whose future gives `Result<(), Box<dyn Error>>`.
+pub trait BoxedAsyncKind {
+    /// The kind.
+    fn goka_handler_kind(self) -> BoxedAsyncHandler;
+}
+
+impl<F> BoxedAsyncKind for &&&&Returned<F>
+where
+    F: Future<Output = Result<(), BoxedError>>,
+{
+    fn goka_handler_kind(self) -> BoxedAsyncHandler {
+        BoxedAsyncHandler
     }
 }
 
-impl<F> AsyncKind for &Returned<F>
+/// Picked for handlers that return a future.
+pub trait AsyncKind {
+    /// The kind.
+    fn goka_handler_kind(self) -> AsyncHandler;
+}
+
+impl<F> AsyncKind for &&&Returned<F>
 where
     F: Future,
     F::Output: HandlerOutput,
 {
+    fn goka_handler_kind(self) -> AsyncHandler {
+        AsyncHandler
+    }
+}
+
+/// Picked for sync handlers that return `Result<(), Box<dyn Error>>`.
+pub trait BoxedSyncKind {
+    /// The kind.
+    fn goka_handler_kind(self) -> BoxedSyncHandler;
+}
+
+impl BoxedSyncKind for &&Returned<Result<(), BoxedError>> {
+    fn goka_handler_kind(self) -> BoxedSyncHandler {
+        BoxedSyncHandler
+    }
 }
 
 /// Picked for handlers that return their result directly.
 pub trait SyncKind {
-    /// The sync kind.
-    fn goka_handler_kind(&self) -> SyncHandler {
+    /// The kind.
+    fn goka_handler_kind(self) -> SyncHandler;
+}
+
+impl<R: HandlerOutput> SyncKind for &Returned<R> {
+    fn goka_handler_kind(self) -> SyncHandler {
         SyncHandler
     }
 }
-
-impl<R: HandlerOutput> SyncKind for Returned<R> {}
 
 /// Picked when the handler returns neither a future nor a result.
 pub trait OtherKind<R> {
@@ -164,6 +204,46 @@ impl<R> OtherKind<R> for Returned<R> {
     fn goka_handler_kind(self) -> InvalidHandler<R> {
         InvalidHandler(PhantomData)
     }
+}
+
+/// Passes a sync handler's `Box<dyn Error>` on as a [`CallbackError`].
+#[derive(Debug)]
+pub struct BoxedSyncHandler;
+
+impl BoxedSyncHandler {
+    /// The handler's result.
+    pub fn finish(
+        self,
+        returned: Result<(), BoxedError>,
+    ) -> std::future::Ready<Result<(), CallbackError>> {
+        std::future::ready(returned.map_err(|e| boxed_error(&*e)))
+    }
+}
+
+/// Awaits an async handler whose error is a `Box<dyn Error>`.
+#[derive(Debug)]
+pub struct BoxedAsyncHandler;
+
+impl BoxedAsyncHandler {
+    /// The handler's result.
+    pub async fn finish<F>(self, returned: F) -> Result<(), CallbackError>
+    where
+        F: Future<Output = Result<(), BoxedError>>,
+    {
+        returned.await.map_err(|e| boxed_error(&*e))
+    }
+}
+
+/// A [`CallbackError`] with the message of `error` and of each of its sources.
+fn boxed_error(error: &dyn std::error::Error) -> CallbackError {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    CallbackError::from(message)
 }
 
 /// A handler with a return type the runtime cannot use; `finish` does not type-check.
@@ -210,29 +290,25 @@ impl SyncHandler {
     }
 }
 
-/// The key of a processor whose attributes did not parse: generated code still implements
-/// [`Group`] with it so one mistake does not cause a flood of errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StubKey;
-
-/// The codec of [`StubKey`]; never called.
+/// The codec of a `#[persist]` written without one (reported): the group keeps its table, so
+/// handlers that use it raise no further errors. Never called: the build fails.
 #[derive(Debug, Clone, Copy)]
-pub struct StubCodec;
+pub struct MissingCodec;
 
-impl Codec<StubKey> for StubCodec {
-    const NAME: &'static str = "stub";
+impl<T: 'static> Codec<T> for MissingCodec {
+    const NAME: &'static str = "missing";
 
-    fn encode(_: &StubKey, _: &mut Vec<u8>) -> Result<(), CodecError> {
+    fn encode(_: &T, _: &mut Vec<u8>) -> Result<(), CodecError> {
         Err(CodecError::custom(
-            "stub",
-            "the processor's attributes did not compile",
+            "missing",
+            "the #[persist] codec is missing",
         ))
     }
 
-    fn decode(_: &[u8]) -> Result<StubKey, CodecError> {
+    fn decode(_: &[u8]) -> Result<T, CodecError> {
         Err(CodecError::custom(
-            "stub",
-            "the processor's attributes did not compile",
+            "missing",
+            "the #[persist] codec is missing",
         ))
     }
 }
@@ -385,6 +461,38 @@ mod tests {
         assert!(Ok::<(), &str>(()).into_result().is_ok());
         let err = Err::<(), _>("boom").into_result().unwrap_err();
         assert_eq!(err.to_string(), "handler failed: boom");
+    }
+
+    #[test]
+    fn a_boxed_error_keeps_its_message_and_its_sources() {
+        #[derive(Debug)]
+        struct Outer(std::num::ParseIntError);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bad click")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let parse = "x".parse::<i64>().unwrap_err();
+        let returned: Result<(), BoxedError> = Err(Box::new(Outer(parse)));
+        let kind = (&&&&Returned::of(&returned)).goka_handler_kind();
+        let err = futures::FutureExt::now_or_never(kind.finish(returned))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "handler failed: bad click: invalid digit found in string"
+        );
+        // And `?` on a context call works in such a handler.
+        let context: Result<(), BoxedError> = Err(CallbackError::from("row missing").into());
+        assert_eq!(
+            context.unwrap_err().to_string(),
+            "handler failed: row missing"
+        );
     }
 
     #[test]

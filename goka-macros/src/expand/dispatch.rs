@@ -39,7 +39,10 @@ pub fn dispatch(p: &Processor) -> TokenStream {
             value: #pv::Option<&'a [u8]>,
         ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
             #[allow(unused_imports)]
-            use #pv::{AsyncKind as _, OtherKind as _, SyncKind as _};
+            use #pv::{
+                AsyncKind as _, BoxedAsyncKind as _, BoxedSyncKind as _, OtherKind as _,
+                SyncKind as _,
+            };
             #pv::Box::pin(async move {
                 match ctx.topic() {
                     #arms
@@ -56,12 +59,18 @@ fn call(p: &Processor, handler: &syn::Path, decode: TokenStream) -> TokenStream 
     let pv = super::private_at(p, span);
     let invoke = quote_spanned!(span=> #handler(self, ctx, message));
     let finish = quote_spanned! {span=>
-        let kind = (&&#pv::Returned::of(&returned)).goka_handler_kind();
-        kind.finish(returned).await
+        let kind = (&&&&#pv::Returned::of(&returned)).goka_handler_kind();
+        kind.finish(returned)
     };
+    // What the handler returned goes out of scope before the await: a binding alive across
+    // it would make the dispatch future as `Send` as the return type (`Box<dyn Error>` is
+    // not), even when moved.
     quote! {
-        let message = #decode;
-        let returned = #invoke;
-        #finish
+        let finishing = {
+            let message = #decode;
+            let returned = #invoke;
+            #finish
+        };
+        finishing.await
     }
 }

@@ -3,49 +3,56 @@
 //! that does not fit its value) is reported where the attribute names it.
 
 use proc_macro2::TokenStream;
-use quote::quote_spanned;
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use crate::ast::Processor;
 
-/// `keyed`: whether the group's key type is known (impls bounded by it are left out of a
-/// stub).
-pub fn markers(p: &Processor, keyed: bool) -> TokenStream {
+/// Each impl has the struct's own generics, so a generic struct (reported) still gets them.
+pub fn markers(p: &Processor) -> TokenStream {
     let name = &p.ident;
+    let (impl_generics, ty_generics, where_clause) = super::generics(p);
     let mut out = TokenStream::new();
-    if keyed {
+    {
         for (_, topic) in super::unique_inputs(p) {
             let pv = super::private_at(p, topic.span());
             out.extend(quote_spanned! {topic.span()=>
-                impl #pv::Consumes<#topic> for #name {}
+                impl #impl_generics #pv::Consumes<#topic> for #name #ty_generics #where_clause {}
             });
         }
         for table in super::unique(&p.joins) {
             let pv = super::private_at(p, table.span());
             out.extend(quote_spanned! {table.span()=>
-                impl #pv::Joins<#table> for #name {}
+                impl #impl_generics #pv::Joins<#table> for #name #ty_generics #where_clause {}
             });
         }
     }
     for table in super::unique(&p.lookups) {
         let pv = super::private_at(p, table.span());
         out.extend(quote_spanned! {table.span()=>
-            impl #pv::LooksUp<#table> for #name {}
+            impl #impl_generics #pv::LooksUp<#table> for #name #ty_generics #where_clause {}
         });
     }
     for topic in super::unique(&p.outputs) {
         let pv = super::private_at(p, topic.span());
         out.extend(quote_spanned! {topic.span()=>
-            impl #pv::Emits<#topic> for #name {}
+            impl #impl_generics #pv::Emits<#topic> for #name #ty_generics #where_clause {}
         });
     }
     if let Some(persist) = p.persists.first() {
-        let (value, codec) = (&persist.value, &persist.codec);
+        let value = &persist.value;
         let value_ty = quote_spanned!(value.span()=> type Value = #value;);
-        let codec_ty = quote_spanned!(codec.span()=> type ValueCodec = #codec;);
+        let codec_ty = match &persist.codec {
+            Some(codec) => quote_spanned!(codec.span()=> type ValueCodec = #codec;),
+            // Reported already; a placeholder keeps `ctx.value()` and friends compiling.
+            None => {
+                let pv = super::private(p);
+                quote!(type ValueCodec = #pv::MissingCodec;)
+            }
+        };
         let pv = super::private_at(p, persist.value.span());
         out.extend(quote_spanned! {persist.value.span()=>
-            impl #pv::Stateful for #name {
+            impl #impl_generics #pv::Stateful for #name #ty_generics #where_clause {
                 #value_ty
                 #codec_ty
             }
@@ -57,7 +64,7 @@ pub fn markers(p: &Processor, keyed: bool) -> TokenStream {
         let codec_ty = quote_spanned!(codec.span()=> type ValueCodec = #codec;);
         let pv = super::private_at(p, lb.value.span());
         out.extend(quote_spanned! {lb.value.span()=>
-            impl #pv::Loops for #name {
+            impl #impl_generics #pv::Loops for #name #ty_generics #where_clause {
                 #value_ty
                 #codec_ty
             }

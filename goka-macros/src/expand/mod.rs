@@ -16,19 +16,12 @@ use crate::ctxt::Ctxt;
 
 pub fn expand(cx: Ctxt, p: &Processor) -> TokenStream {
     let item = &p.item;
-    let has_generics = match item {
-        syn::Item::Struct(s) => !s.generics.params.is_empty(),
-        syn::Item::Enum(e) => !e.generics.params.is_empty(),
-        syn::Item::Union(u) => !u.generics.params.is_empty(),
-        _ => true,
-    };
-    let generated = if has_generics {
-        // An impl without the parameters would only add errors.
-        TokenStream::new()
-    } else if p.inputs.is_empty() {
+    let generated = if p.inputs.is_empty() {
         stub(p)
     } else {
-        full(p, !cx.has_errors())
+        // The graph's compile-time check only runs on a processor that compiles otherwise,
+        // and names the type, which a generic struct (reported) does not allow.
+        full(p, !cx.has_errors() && !has_generics(p))
     };
     let errors = cx.into_compile_errors();
     quote! {
@@ -36,6 +29,34 @@ pub fn expand(cx: Ctxt, p: &Processor) -> TokenStream {
         #generated
         #errors
     }
+}
+
+fn has_generics(p: &Processor) -> bool {
+    match &p.item {
+        syn::Item::Struct(s) => !s.generics.params.is_empty(),
+        _ => false,
+    }
+}
+
+/// The struct's generics for impl headers: `impl<...> Trait for Name<...> where ...`, with
+/// `Name<...>: Send + Sync + 'static` added so the impls hold whatever its parameters are.
+/// A processor struct may not be generic (reported by `check`), but impls with its own
+/// generics keep every handler that uses `Context` compiling after that one error.
+fn generics(p: &Processor) -> (TokenStream, TokenStream, TokenStream) {
+    let syn::Item::Struct(s) = &p.item else {
+        return (TokenStream::new(), TokenStream::new(), TokenStream::new());
+    };
+    if s.generics.params.is_empty() && s.generics.where_clause.is_none() {
+        return (TokenStream::new(), TokenStream::new(), TokenStream::new());
+    }
+    let (impl_generics, ty_generics, where_clause) = s.generics.split_for_impl();
+    let name = &p.ident;
+    let predicates = where_clause.map(|w| &w.predicates);
+    (
+        quote!(#impl_generics),
+        quote!(#ty_generics),
+        quote!(where #name #ty_generics: ::core::marker::Send + ::core::marker::Sync + 'static, #predicates),
+    )
 }
 
 /// Every input topic with its attribute, each topic once: a topic written twice is already
@@ -100,8 +121,14 @@ fn full(p: &Processor, check_graph: bool) -> TokenStream {
     let first = &p.inputs[0].topics[0];
     let graph = graph::graph(p);
     let options = options(p);
-    let dispatch = dispatch::dispatch(p);
-    let markers = markers::markers(p, true);
+    // A generic struct (reported) would need its handlers' bounds on every parameter; the
+    // stub's dispatch leaves them uncalled.
+    let dispatch = if has_generics(p) {
+        stub_dispatch(p)
+    } else {
+        dispatch::dispatch(p)
+    };
+    let markers = markers::markers(p);
     let key = {
         let pv = private_at(p, first.span());
         quote_spanned! {first.span()=>
@@ -118,8 +145,9 @@ fn full(p: &Processor, check_graph: bool) -> TokenStream {
     } else {
         TokenStream::new()
     };
+    let (impl_generics, ty_generics, where_clause) = generics(p);
     quote! {
-        impl #pv::Group for #name {
+        impl #impl_generics #pv::Group for #name #ty_generics #where_clause {
             const GRAPH: #pv::GroupGraph = #graph;
             #options
             #key
@@ -151,15 +179,17 @@ fn options(p: &Processor) -> TokenStream {
     quote!(#nil #decode)
 }
 
-/// A `Group` impl with no inputs and a placeholder key, for a processor whose inputs did
-/// not parse: handlers that use `Context<'_, Self>` still type-check.
+/// A `Group` impl with no inputs and goka's default key type (`String`), for a processor
+/// whose inputs did not parse: handlers that use `Context<'_, Self>` still type-check.
 fn stub(p: &Processor) -> TokenStream {
     let pv = private(p);
     let name = &p.ident;
     let group = p.group_name();
-    let markers = markers::markers(p, false);
+    let markers = markers::markers(p);
+    let dispatch = stub_dispatch(p);
+    let (impl_generics, ty_generics, where_clause) = generics(p);
     quote! {
-        impl #pv::Group for #name {
+        impl #impl_generics #pv::Group for #name #ty_generics #where_clause {
             const GRAPH: #pv::GroupGraph = #pv::GroupGraph {
                 group: #group,
                 inputs: &[],
@@ -169,16 +199,25 @@ fn stub(p: &Processor) -> TokenStream {
                 loopback: #pv::Option::None,
                 table: #pv::Option::None,
             };
-            type Key = #pv::StubKey;
-            type KeyCodec = #pv::StubCodec;
-            fn dispatch<'a>(
-                &'a self,
-                _: &'a mut #pv::Context<'_, Self>,
-                _: #pv::Option<&'a [u8]>,
-            ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
-                #pv::stub_dispatch()
-            }
+            // goka's default key type, so joins, emits and `ctx.key()` still type-check.
+            type Key = #pv::String;
+            type KeyCodec = #pv::StringCodec;
+            #dispatch
         }
         #markers
+    }
+}
+
+/// A dispatch that calls no handler, for a processor that does not compile.
+fn stub_dispatch(p: &Processor) -> TokenStream {
+    let pv = private(p);
+    quote! {
+        fn dispatch<'a>(
+            &'a self,
+            _: &'a mut #pv::Context<'_, Self>,
+            _: #pv::Option<&'a [u8]>,
+        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
+            #pv::stub_dispatch()
+        }
     }
 }

@@ -88,6 +88,29 @@ impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for CallbackErro
     }
 }
 
+/// Lets handlers that return `Result<(), Box<dyn Error>>` use `?` on context calls. (A
+/// `CallbackError` is no `Error` itself: it converts from every error, as `anyhow`'s does,
+/// and implementing `Error` would make that conversion overlap the identity.)
+impl From<CallbackError> for Box<dyn std::error::Error> {
+    fn from(error: CallbackError) -> Self {
+        Box::new(ContextFailed(error))
+    }
+}
+
+/// A [`CallbackError`] boxed as an `Error`.
+#[derive(Debug)]
+struct ContextFailed(CallbackError);
+
+impl fmt::Display for ContextFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// No source: the message already carries the cause's text, and a source would repeat it
+/// wherever a chain is printed.
+impl std::error::Error for ContextFailed {}
+
 fn codec_error(e: CodecError) -> CallbackError {
     CallbackError {
         kind: CallbackErrorKind::Codec(e),

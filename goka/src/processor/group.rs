@@ -78,7 +78,7 @@ pub trait Emits<T: Stream>: Group {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not join `{T}`",
     label = "not a joined table of this processor",
-    note = "add `#[join(table = {T})]` to `{Self}`"
+    note = "add `#[join(table = {T})]` to `{Self}`; a table declared with `#[lookup]` is read with `ctx.lookup::<{T}>(&key)`"
 )]
 pub trait Joins<T: Table<Key = Self::Key>>: Group {}
 
@@ -86,7 +86,7 @@ pub trait Joins<T: Table<Key = Self::Key>>: Group {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not look up `{T}`",
     label = "not a lookup table of this processor",
-    note = "add `#[lookup(table = {T})]` to `{Self}`"
+    note = "add `#[lookup(table = {T})]` to `{Self}`; a table declared with `#[join]` is read at the message's key with `ctx.join::<{T}>()`"
 )]
 pub trait LooksUp<T: Table>: Group {}
 
