@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use futures::FutureExt;
 use smallvec::SmallVec;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +21,9 @@ use crate::kafka::{
     PartitionConsumer,
 };
 use crate::storage::Storage;
-use crate::table::{Apply, Step, TableError, TablePartition, TableProgress, TableReader};
+use crate::table::{
+    next_of_any, Apply, Step, TableError, TablePartition, TableProgress, TableReader,
+};
 
 /// Input messages whose acknowledgements may be outstanding at once, per partition.
 const MAX_IN_FLIGHT: usize = 10_000;
@@ -546,18 +547,11 @@ async fn next_join_update(
     group: &'static str,
     joins: &mut [TableReader],
 ) -> Result<(), ProcessorError> {
-    if joins.is_empty() {
-        return futures::future::pending().await;
-    }
-    let nexts = joins.iter_mut().map(|reader| {
-        let topic = reader.topic();
-        async move { (topic, reader.next().await) }.boxed()
-    });
-    let ((topic, step), _, _) = futures::future::select_all(nexts).await;
+    let (index, step) = next_of_any(joins).await;
     match step {
         Ok(Step::Closed) => futures::future::pending().await,
         Ok(_) => Ok(()),
-        Err(error) => Err(table_error(group, topic, error)),
+        Err(error) => Err(table_error(group, joins[index].topic(), error)),
     }
 }
 

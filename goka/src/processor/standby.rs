@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::FutureExt;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::partition::read_table;
 use super::Shared;
 use crate::storage::Storage;
-use crate::table::Step;
+use crate::table::{next_of_any, Step};
 
 /// The storages of one partition's tables, by table topic.
 pub(super) type Storages = HashMap<&'static str, Arc<dyn Storage>>;
@@ -145,13 +144,9 @@ async fn follow(
         "following table partitions in standby"
     );
     while !readers.is_empty() {
-        let nexts = readers
-            .iter_mut()
-            .enumerate()
-            .map(|(index, reader)| async move { (index, reader.next().await) }.boxed());
-        let ((index, step), _, _) = tokio::select! {
+        let (index, step) = tokio::select! {
             _ = stop.cancelled() => break,
-            next = futures::future::select_all(nexts) => next,
+            next = next_of_any(&mut readers) => next,
         };
         match step {
             Ok(Step::Read | Step::StateChanged) => {}

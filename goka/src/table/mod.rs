@@ -13,7 +13,8 @@ mod start;
 pub(crate) use self::progress::TableProgress;
 pub use self::progress::{RecoveryStats, TableState, TableStats};
 pub(crate) use self::reader::{
-    follow_high_watermarks, Apply, Step, TableError, TablePartition, TableReader, Validate,
+    follow_high_watermarks, next_of_any, Apply, Step, TableError, TablePartition, TableReader,
+    Validate,
 };
 
 #[cfg(test)]

@@ -136,9 +136,12 @@ impl TableReader {
                 ?watermarks,
                 "reading table partition"
             );
-            starts.push((partition, start));
+            starts.push((partition, start, first));
         }
-        let from: Vec<_> = starts.iter().map(|(p, start)| (*p, start.from)).collect();
+        let from: Vec<_> = starts
+            .iter()
+            .map(|(p, start, _)| (*p, start.from))
+            .collect();
         let consumer = client.consume(topic, &from, headers)?;
         Ok(Self {
             consumer,
@@ -148,13 +151,10 @@ impl TableReader {
                 slots: tables
                     .into_iter()
                     .zip(starts)
-                    .map(|(table, (_, start))| Slot {
+                    .map(|(table, (_, start, first))| Slot {
                         table,
                         must_reach: start.must_reach,
-                        reached: match start.from {
-                            StartOffset::At(offset) => offset,
-                            StartOffset::Beginning => 0,
-                        },
+                        reached: first.unwrap_or(0),
                         batch: WriteBatch::with_capacity(RECOVERY_BATCH),
                         last: None,
                         messages: 0,
@@ -365,6 +365,19 @@ impl Tables {
     fn write_all(&mut self) -> Result<(), TableError> {
         (0..self.slots.len()).try_for_each(|index| self.write(index))
     }
+}
+
+/// The next step of whichever of `readers` has one first, with its index; pending forever
+/// when there are none. Cancel-safe, as [`TableReader::next`] is.
+pub(crate) async fn next_of_any(readers: &mut [TableReader]) -> (usize, Result<Step, TableError>) {
+    if readers.is_empty() {
+        return futures::future::pending().await;
+    }
+    let nexts = readers
+        .iter_mut()
+        .enumerate()
+        .map(|(index, reader)| async move { (index, reader.next().await) }.boxed());
+    futures::future::select_all(nexts).await.0
 }
 
 /// The `(low, high)` watermarks of each table partition, read at once; `None` where they
