@@ -7,6 +7,7 @@ use proc_macro2::{Span, TokenStream};
 use syn::meta::ParseNestedMeta;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
 use syn::{Token, Type};
 
 use crate::ast::{DecodeErrors, Input, Loopback, NilHandling, Persist, Processor, TopicRef};
@@ -78,9 +79,36 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, input: TokenStream) -> Option<Pro
         loopbacks: Vec::new(),
     };
     for attr in &helpers {
+        above_the_macro(cx, attr);
         parse_helper(cx, attr, &mut processor);
     }
     Some(processor)
+}
+
+/// Reports an edge attribute written above `#[goka::processor]`. Rust hands it to the macro
+/// all the same, but first reports it as an unknown attribute, without saying why; this
+/// says why. Source positions are known from rustc 1.88 on (line 0 before), so on older
+/// compilers only rustc's own error remains.
+fn above_the_macro(cx: &mut Ctxt, attr: &syn::Attribute) {
+    let here = Span::call_site().start();
+    let there = attr.span().start();
+    if here.line == 0 || there.line == 0 {
+        return;
+    }
+    if (there.line, there.column) < (here.line, here.column) {
+        let name = attr
+            .path()
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        cx.error_spanned_by(
+            attr,
+            format!(
+                "#[{name}] is written above #[goka::processor]: write #[goka::processor(...)] \
+                 first, then the edge attributes below it"
+            ),
+        );
+    }
 }
 
 fn parse_args(cx: &mut Ctxt, args: TokenStream) -> Args {

@@ -76,7 +76,7 @@ pub trait Topic: Send + Sync + 'static {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a stream topic",
     label = "declared as a table, or not a topic",
-    note = "tables are written only by their processor; declare event topics with `goka::stream!`"
+    note = "a table is written only by its own processor, in a handler with `ctx.set_value(...)`; declare event topics with `goka::stream!`"
 )]
 pub trait Stream: Topic {}
 

@@ -14,12 +14,18 @@ pub fn dispatch(p: &Processor) -> TokenStream {
     let mut arms = TokenStream::new();
     for (input, topic) in super::unique_inputs(p) {
         {
-            let decode = if optional {
-                quote_spanned!(topic.span()=> #pv::decode_optional::<#topic>(value)?)
+            let (decode, caller) = if optional {
+                (
+                    quote_spanned!(topic.span()=> #pv::decode_optional::<#topic>(value)?),
+                    quote!(call_optional::<Self, #topic, <#topic as #pv::Topic>::Value, _, _>),
+                )
             } else {
-                quote_spanned!(topic.span()=> #pv::decode_value::<#topic>(value)?)
+                (
+                    quote_spanned!(topic.span()=> #pv::decode_value::<#topic>(value)?),
+                    quote!(call_input::<Self, #topic, <#topic as #pv::Topic>::Value, _, _>),
+                )
             };
-            let call = call(p, &input.handler, decode);
+            let call = call(p, &input.handler, decode, caller);
             arms.extend(quote! {
                 <#topic as #pv::Topic>::NAME => { #call }
             });
@@ -27,7 +33,12 @@ pub fn dispatch(p: &Processor) -> TokenStream {
     }
     if let Some(lb) = p.loopbacks.first() {
         let topic = p.loop_topic();
-        let call = call(p, &lb.handler, quote!(#pv::decode_loop::<Self>(value)?));
+        let call = call(
+            p,
+            &lb.handler,
+            quote!(#pv::decode_loop::<Self>(value)?),
+            quote!(call_loop::<Self, <Self as #pv::Loops>::Value, _, _>),
+        );
         arms.extend(quote! {
             #topic => { #call }
         });
@@ -53,11 +64,24 @@ pub fn dispatch(p: &Processor) -> TokenStream {
     }
 }
 
-/// Decodes, calls the handler and awaits it if it is async.
-fn call(p: &Processor, handler: &syn::Path, decode: TokenStream) -> TokenStream {
+/// Decodes, calls the handler and awaits it if it is async. The call goes through `caller`
+/// (a `__private::call_*` function), whose bounds check the handler's parameters for its
+/// edge and report a mismatch at the user's `handler = ...`.
+fn call(
+    p: &Processor,
+    handler: &syn::Path,
+    decode: TokenStream,
+    caller: TokenStream,
+) -> TokenStream {
     let span = handler.span();
     let pv = super::private_at(p, span);
-    let invoke = quote_spanned!(span=> #handler(self, ctx, message));
+    // A wrong signature is reported at the handler's name, the last token of its path.
+    let name = handler
+        .segments
+        .last()
+        .map_or(span, |segment| segment.ident.span());
+    let caller = super::respan(caller, name);
+    let invoke = quote_spanned!(span=> #pv::#caller(#handler, self, ctx, message));
     let finish = quote_spanned! {span=>
         let kind = (&&&&#pv::Returned::of(&returned)).goka_handler_kind();
         kind.finish(returned)

@@ -37,6 +37,7 @@ pub fn markers(p: &Processor) -> TokenStream {
         let pv = super::private_at(p, topic.span());
         out.extend(quote_spanned! {topic.span()=>
             impl #impl_generics #pv::Emits<#topic> for #name #ty_generics #where_clause {}
+            const _: () = #pv::output_is_a_stream::<#topic>();
         });
     }
     if let Some(persist) = p.persists.first() {

@@ -98,7 +98,7 @@ fn private_at(p: &Processor, span: Span) -> TokenStream {
     respan(private(p), span)
 }
 
-fn respan(stream: TokenStream, span: Span) -> TokenStream {
+pub(crate) fn respan(stream: TokenStream, span: Span) -> TokenStream {
     stream
         .into_iter()
         .map(|token| match token {

@@ -14,7 +14,7 @@ use crate::codec::DecodeErrorPolicy;
 use crate::context::{CallbackError, Context};
 use crate::graph::GroupGraph;
 use crate::processor::NilHandling;
-use crate::topic::{Stream, Table, Topic, TopicKind};
+use crate::topic::{Table, Topic, TopicKind};
 
 /// A processor group: its graph and its handlers.
 pub trait Group: Send + Sync + Sized + 'static {
@@ -66,13 +66,18 @@ pub trait Stateful: Group {
     type ValueCodec: Codec<Self::Value>;
 }
 
-/// A group that may emit to the stream `T` (`#[output(topic = T)]`).
+/// A group that may emit to the stream `T` (`#[output(topic = T)]`). That `T` is a stream is
+/// checked where it is declared (`__private::output_is_a_stream`) and where it is emitted
+/// to (`Context::emit`), not here, so that a group's own table, which every stateful group
+/// "emits" to through `set_value`, gets the one error that says so.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not declare `{T}` as an output",
     label = "not an output of this processor",
     note = "add `#[output(topic = {T})]` to `{Self}`"
 )]
-pub trait Emits<T: Stream>: Group {}
+pub trait Emits<T: Topic>: Group {}
+
+impl<P: Stateful> Emits<GroupTable<P>> for P {}
 
 /// A group that joins the co-partitioned table `T` (`#[join(table = T)]`).
 #[diagnostic::on_unimplemented(

@@ -1,4 +1,5 @@
 // All mistakes of one struct are reported together, and nothing else.
+// mistakes: 4
 #![allow(unused_imports, dead_code)]
 
 use goka::codec::{Int64Codec, StringCodec};

@@ -7,6 +7,13 @@
 use std::future::Future;
 use std::marker::PhantomData;
 
+mod signature;
+
+pub use signature::{
+    call_input, call_loop, call_optional, Handler, InputArgs, LoopArgs, NotAParameter,
+    OptionalInputArgs,
+};
+
 pub use futures::future::BoxFuture;
 pub use std::boxed::Box;
 pub use std::option::Option;
@@ -19,6 +26,9 @@ pub use crate::context::{CallbackError, Context};
 pub use crate::graph::{Edge, EdgeKind, GroupGraph, Violation, LOOP_SUFFIX, TABLE_SUFFIX};
 pub use crate::processor::{Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful};
 pub use crate::topic::{Stream, Table, Topic};
+
+/// Checks that the topic of an `#[output]` is a stream (`Emits` itself does not).
+pub const fn output_is_a_stream<T: Stream>() {}
 
 /// The edge of topic `T`.
 pub const fn topic_edge<T: Topic>(kind: EdgeKind) -> Edge {
