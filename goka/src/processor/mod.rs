@@ -421,6 +421,16 @@ impl<P: Group> Processor<P> {
 }
 
 impl<P: Stateful> Processor<P> {
+    /// The storages of the group table partitions this instance owns, for the monitor's
+    /// table browser.
+    pub(crate) fn table_storages(&self) -> Vec<Arc<dyn crate::storage::Storage>> {
+        let Some(shared) = self.running() else {
+            return Vec::new();
+        };
+        let tables = shared.tables.lock().unwrap_or_else(|p| p.into_inner());
+        tables.values().cloned().collect()
+    }
+
     /// Reads the group table at `key` from a partition this instance owns (goka's
     /// `Processor.Get`). `Ok(None)` when the row is missing or the partition is not local.
     pub fn get(&self, key: &P::Key) -> Result<Option<<P as Stateful>::Value>, ProcessorError> {

@@ -435,6 +435,15 @@ impl<T: Table> View<T> {
         }
     }
 
+    /// The storage of every partition, for the monitor's table browser.
+    pub(crate) fn storages(&self) -> Vec<Arc<dyn Storage>> {
+        self.inner
+            .partitions
+            .iter()
+            .map(|p| p.storage.clone())
+            .collect()
+    }
+
     /// Number of partitions of the table.
     pub fn partitions(&self) -> u32 {
         self.inner.partitions.len() as u32

@@ -15,9 +15,14 @@
 //! # }
 //! ```
 //!
-//! Pages are rendered on the server and refresh themselves; `monitor.router()` returns the
-//! axum router to mount under an application's own server instead (behind its own
-//! authentication layer, if it has one).
+//! Pages are rendered on the server and refresh themselves, with charts drawn as inline SVG
+//! from a history of the last five minutes the monitor samples once a second (messages in
+//! and out per second, lag, per partition on the detail pages, recovery as a bar per
+//! partition, handler latency as a histogram), and a table browser that pages through a
+//! processor's or view's rows. Nothing is fetched from elsewhere: the pages work offline.
+//! `monitor.router()` returns the axum router to mount under an application's own server
+//! instead (behind its own authentication layer, if it has one), with `monitor.sample(..)`
+//! running beside it.
 //!
 //! **What it exposes**: the names, states, offsets and counters of every registered
 //! component, and through `/query` any key of every registered table, decoded. Bind it to
@@ -26,9 +31,11 @@
 //! `Authorization: Bearer <token>`.
 
 mod api;
+mod browse;
+mod chart;
+mod history;
 mod metrics;
 mod pages;
-mod rates;
 mod registry;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,6 +43,9 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+pub use self::browse::{Row, RowsPage, DEFAULT_PAGE, MAX_PAGE};
+use self::history::History;
+pub use self::history::{PartitionSeries, Series, CAPACITY as HISTORY_SAMPLES};
 use self::registry::{Component, Queryable};
 pub use self::registry::{ComponentKind, ComponentStats, PartitionRow, QueryError};
 
@@ -56,10 +66,18 @@ struct Inner {
     tables: RwLock<Vec<Arc<dyn Queryable>>>,
 }
 
-/// A component and the samples its rates are computed from.
+/// A component, its table if the browser can list it, and what the monitor remembers of it.
 struct Registered {
     component: Arc<dyn Component>,
-    rates: Mutex<rates::Rates>,
+    table: Option<Arc<dyn Queryable>>,
+    history: Mutex<History>,
+}
+
+/// A component's figures with its history, as a detail page shows them.
+struct Snapshot {
+    stats: ComponentStats,
+    series: Series,
+    table: Option<Arc<dyn Queryable>>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -83,14 +101,15 @@ impl Monitor {
         self
     }
 
-    fn add(&self, component: Arc<dyn Component>) {
+    fn add(&self, component: Arc<dyn Component>, table: Option<Arc<dyn Queryable>>) {
         self.inner
             .components
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(Registered {
                 component,
-                rates: Mutex::default(),
+                table,
+                history: Mutex::default(),
             });
     }
 
@@ -103,24 +122,83 @@ impl Monitor {
     }
 
     /// The figures of every registered component, in registration order, with the rates
-    /// of their counters since the monitor last looked (over about ten seconds).
+    /// of their counters over the last ten seconds or so, and each partition marked
+    /// stalled or lagging from the monitor's history. Each call is also a sample of the
+    /// history (at most one a second is kept).
     pub fn stats(&self) -> Vec<ComponentStats> {
+        self.snapshots(|_| true)
+            .into_iter()
+            .map(|snapshot| snapshot.stats)
+            .collect()
+    }
+
+    /// The history of the components named `name` (a processor's group, a view's or an
+    /// emitter's topic): the samples its charts draw.
+    pub fn history(&self, name: &str) -> Vec<(ComponentKind, Series)> {
+        self.snapshots(|stats| stats.name == name)
+            .into_iter()
+            .map(|snapshot| (snapshot.stats.kind, snapshot.series))
+            .collect()
+    }
+
+    /// Samples every component once a second until `cancel` fires, so the charts have a
+    /// point per second whether or not anyone is looking. [`serve`](Self::serve) runs it;
+    /// run it beside [`router`](Self::router) when mounting the monitor elsewhere.
+    pub async fn sample(&self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(history::SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {
+                    self.stats();
+                }
+            }
+        }
+    }
+
+    fn snapshots(&self, wanted: impl Fn(&ComponentStats) -> bool) -> Vec<Snapshot> {
         let now = Instant::now();
         self.inner
             .components
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|registered| {
+            .filter_map(|registered| {
                 let mut stats = registered.component.stats();
-                stats.rates = registered
-                    .rates
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .observe(now, &stats.counters);
-                stats
+                let mut history = registered.history.lock().unwrap_or_else(|p| p.into_inner());
+                history.observe(now, &stats);
+                stats.rates = history.rates();
+                for row in &mut stats.partitions {
+                    row.stalled |= history.stuck(row.partition);
+                    row.lagging = !row.stalled && history.lagging(row.partition);
+                }
+                wanted(&stats).then(|| Snapshot {
+                    series: history.series(),
+                    table: registered.table.clone(),
+                    stats,
+                })
             })
             .collect()
+    }
+
+    /// A page of the rows of `table` in key order, as the table browser lists them.
+    fn rows(&self, table: &str, browse: &browse::Browse) -> Result<RowsPage, QueryError> {
+        browse::page(&*self.find_table(table)?, browse)
+    }
+
+    fn find_table(&self, table: &str) -> Result<Arc<dyn Queryable>, QueryError> {
+        self.inner
+            .tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|t| t.table() == table)
+            .cloned()
+            .ok_or_else(|| QueryError::UnknownTable {
+                table: table.to_owned(),
+                known: self.tables().join(", "),
+            })
     }
 
     /// The names of the tables the query page can read.
@@ -143,19 +221,7 @@ impl Monitor {
                 max: MAX_KEY_LEN,
             });
         }
-        let source = self
-            .inner
-            .tables
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|t| t.table() == table)
-            .cloned()
-            .ok_or_else(|| QueryError::UnknownTable {
-                table: table.to_owned(),
-                known: self.tables().join(", "),
-            })?;
-        source.query(key)
+        self.find_table(table)?.query(key)
     }
 
     /// The axum router of the pages, the API and the metrics.
@@ -166,7 +232,9 @@ impl Monitor {
             .route("/components/{name}", get(pages::detail))
             .route("/query", get(pages::query))
             .route("/api/components", get(api::components))
+            .route("/api/components/{name}/history", get(api::history))
             .route("/api/query", get(api::query))
+            .route("/api/rows", get(api::rows))
             .route("/metrics", get(metrics::metrics))
             .with_state(self.clone());
         match &self.token {
@@ -178,15 +246,19 @@ impl Monitor {
         }
     }
 
-    /// Serves [`router`](Self::router) on `listener` until `cancel` fires.
+    /// Serves [`router`](Self::router) on `listener` until `cancel` fires, sampling the
+    /// components' history meanwhile ([`sample`](Self::sample)).
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await
+        let server = axum::serve(listener, self.router()).with_graceful_shutdown({
+            let cancel = cancel.clone();
+            async move { cancel.cancelled().await }
+        });
+        let (served, ()) = tokio::join!(async move { server.await }, self.sample(cancel));
+        served
     }
 }
 

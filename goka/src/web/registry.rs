@@ -9,6 +9,8 @@ use super::Monitor;
 use crate::codec::Codec;
 use crate::emitter::Emitter;
 use crate::processor::{Group, LatencyHistogram, PartitionState, Processor, Stateful};
+use crate::storage::Storage;
+use crate::table::TableStats;
 use crate::topic::{Stream, Table, Topic};
 use crate::view::{View, ViewState};
 
@@ -62,8 +64,12 @@ pub struct PartitionRow {
     /// Changelog messages still to read before the partition's tables are recovered, while
     /// it recovers and where the end is known.
     pub recovery_remaining: Option<i64>,
-    /// A table of the partition has lag and has not moved for a while.
+    /// How far its recovery got, in percent, while it recovers and where the end is known.
+    pub recovery_percent: Option<u8>,
+    /// It has lag and has not moved for ten seconds (a table of it, or its input).
     pub stalled: bool,
+    /// It has had lag for ten seconds and moves, but does not catch up.
+    pub lagging: bool,
 }
 
 /// Why a query failed; each maps to a 4xx answer.
@@ -115,6 +121,44 @@ pub(super) trait Component: Send + Sync {
 pub(super) trait Queryable: Send + Sync {
     fn table(&self) -> &'static str;
     fn query(&self, key: &str) -> Result<Option<serde_json::Value>, QueryError>;
+    /// The storages of the partitions the component holds, for the table browser.
+    fn storages(&self) -> Vec<Arc<dyn Storage>>;
+    /// A stored row's value, decoded and rendered as JSON.
+    fn value_json(&self, key: &[u8], raw: &[u8]) -> Result<serde_json::Value, QueryError>;
+}
+
+/// How far the recoveries of `tables` got, in percent; `None` while an end is unknown.
+fn recovery_percent(tables: &[TableStats]) -> Option<u8> {
+    let mut done = 0i64;
+    let mut total = 0i64;
+    for table in tables {
+        if table.recovery.finished {
+            continue;
+        }
+        let (start, end) = (table.recovery.start?, table.recovery.end?);
+        let read = table.offset.map_or(0, |offset| offset + 1 - start);
+        total += (end - start).max(0);
+        done += read.clamp(0, (end - start).max(0));
+    }
+    if total == 0 {
+        return Some(100);
+    }
+    Some((done * 100 / total) as u8)
+}
+
+/// Decodes a stored value of `table` with codec `C` and renders it as JSON.
+fn stored_json<V: Serialize, C: Codec<V>>(
+    table: &'static str,
+    key: &[u8],
+    raw: &[u8],
+) -> Result<serde_json::Value, QueryError> {
+    let read = |message: String| QueryError::Read {
+        table,
+        key: String::from_utf8_lossy(key).into_owned(),
+        message,
+    };
+    let value = C::decode(raw).map_err(|e| read(e.to_string()))?;
+    serde_json::to_value(value).map_err(|e| read(e.to_string()))
 }
 
 /// Decodes a key typed as text: goka's key codecs (string, int64 as decimal text) take the
@@ -163,7 +207,9 @@ impl<P: Group> Component for ProcessorComponent<P> {
                         lag: Some(p.tables.iter().map(|t| t.lag).sum()),
                         messages: Some(p.tables.iter().map(|t| t.messages).sum()),
                         recovery_remaining: None,
+                        recovery_percent: None,
                         stalled,
+                        lagging: false,
                     };
                 }
                 PartitionRow {
@@ -176,7 +222,11 @@ impl<P: Group> Component for ProcessorComponent<P> {
                     recovery_remaining: (p.state == PartitionState::Recovering)
                         .then(|| p.tables.iter().map(|t| t.remaining()).sum::<Option<i64>>())
                         .flatten(),
+                    recovery_percent: (p.state == PartitionState::Recovering)
+                        .then(|| recovery_percent(&p.tables))
+                        .flatten(),
                     stalled,
+                    lagging: false,
                 }
             })
             .collect();
@@ -229,6 +279,14 @@ where
         })?;
         to_json(table, key, value)
     }
+
+    fn storages(&self) -> Vec<Arc<dyn Storage>> {
+        self.0.table_storages()
+    }
+
+    fn value_json(&self, key: &[u8], raw: &[u8]) -> Result<serde_json::Value, QueryError> {
+        stored_json::<<P as Stateful>::Value, <P as Stateful>::ValueCodec>(self.table(), key, raw)
+    }
 }
 
 struct ViewComponent<T: Table>(View<T>);
@@ -247,7 +305,11 @@ impl<T: Table> Component for ViewComponent<T> {
                 lag: Some(p.lag),
                 messages: Some(p.messages),
                 recovery_remaining: (p.state == ViewState::Recovering).then_some(p.lag),
+                recovery_percent: (p.state == ViewState::Recovering)
+                    .then(|| recovery_percent(std::slice::from_ref(p)))
+                    .flatten(),
                 stalled: p.stalled,
+                lagging: false,
             })
             .collect();
         let sum = |f: fn(&crate::view::PartitionStats) -> u64| stats.partitions.iter().map(f).sum();
@@ -285,6 +347,14 @@ where
         })?;
         to_json(T::NAME, key, value)
     }
+
+    fn storages(&self) -> Vec<Arc<dyn Storage>> {
+        self.0.storages()
+    }
+
+    fn value_json(&self, key: &[u8], raw: &[u8]) -> Result<serde_json::Value, QueryError> {
+        stored_json::<T::Value, T::ValueCodec>(T::NAME, key, raw)
+    }
 }
 
 struct EmitterComponent<T: Stream>(Emitter<T>);
@@ -316,13 +386,17 @@ impl Monitor {
     where
         <P as Stateful>::Value: Serialize,
     {
-        self.add(Arc::new(ProcessorComponent(processor.clone())));
-        self.add_table(Arc::new(ProcessorTable(processor.clone())));
+        let table: Arc<dyn Queryable> = Arc::new(ProcessorTable(processor.clone()));
+        self.add(
+            Arc::new(ProcessorComponent(processor.clone())),
+            Some(table.clone()),
+        );
+        self.add_table(table);
     }
 
     /// Registers a processor without a group table (or whose values are not `Serialize`).
     pub fn stateless_processor<P: Group>(&self, processor: &Arc<Processor<P>>) {
-        self.add(Arc::new(ProcessorComponent(processor.clone())));
+        self.add(Arc::new(ProcessorComponent(processor.clone())), None);
     }
 
     /// Registers a view: its state and partitions, and its table on the query page.
@@ -331,12 +405,12 @@ impl Monitor {
         T::Value: Serialize,
     {
         let component = Arc::new(ViewComponent(view.clone()));
-        self.add(component.clone());
+        self.add(component.clone(), Some(component.clone()));
         self.add_table(component);
     }
 
     /// Registers an emitter: its counters.
     pub fn emitter<T: Stream>(&self, emitter: &Emitter<T>) {
-        self.add(Arc::new(EmitterComponent(emitter.clone())));
+        self.add(Arc::new(EmitterComponent(emitter.clone())), None);
     }
 }
