@@ -147,3 +147,28 @@ fn testing_runs_without_a_broker() {
         ],
     );
 }
+
+#[test]
+fn monitoring_serves_charts_and_browses_tables_under_load() {
+    let output = run("monitoring", &["--self-test"]);
+    assert!(
+        output
+            .lines()
+            .any(|l| l.starts_with("monitor at http://127.0.0.1:")),
+        "the example prints the monitor's address:\n{output}"
+    );
+    assert_prints(
+        &output,
+        &[
+            "rows of monitoring-counter-table with prefix user-1: 50 on the first page",
+            "and 50 on the second",
+            "self-test passed",
+        ],
+    );
+    assert!(
+        output
+            .lines()
+            .any(|l| l.starts_with("monitoring stopped after ")),
+        "{output}"
+    );
+}

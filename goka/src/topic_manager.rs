@@ -40,6 +40,9 @@ impl Default for TopicManagerConfig {
     }
 }
 
+/// How long [`TopicManager::check_copartitioned`] looks again for a topic it does not find.
+pub const MISSING_GRACE: Duration = Duration::from_secs(3);
+
 /// Errors of the topic manager, naming the topics involved.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -187,16 +190,25 @@ impl TopicManager {
     }
 
     /// Checks that all `topics` exist with the same partition count and returns it. The error
-    /// lists every topic with its count.
+    /// lists every topic with its count. A missing topic is looked for again for up to
+    /// [`MISSING_GRACE`] first: a topic another client just created is not in every
+    /// broker's metadata at once (the test broker even answers "unknown" for a moment after
+    /// it answered with the topic).
     pub async fn check_copartitioned(&self, topics: &[&str]) -> Result<u32, TopicManagerError> {
-        let mut counts = Vec::with_capacity(topics.len());
-        for topic in topics {
-            counts.push(((*topic).to_owned(), self.admin.partitions(topic).await?));
-        }
-        let first = counts.first().and_then(|(_, n)| *n);
-        match first {
-            Some(n) if counts.iter().all(|(_, c)| *c == Some(n)) => Ok(n),
-            _ => Err(TopicManagerError::NotCopartitioned { topics: counts }),
+        let deadline = Instant::now() + MISSING_GRACE.min(self.config.create_timeout);
+        loop {
+            let mut counts = Vec::with_capacity(topics.len());
+            for topic in topics {
+                counts.push(((*topic).to_owned(), self.admin.partitions(topic).await?));
+            }
+            let first = counts.first().and_then(|(_, n)| *n);
+            match first {
+                Some(n) if counts.iter().all(|(_, c)| *c == Some(n)) => return Ok(n),
+                _ if counts.iter().any(|(_, c)| c.is_none()) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => return Err(TopicManagerError::NotCopartitioned { topics: counts }),
+            }
         }
     }
 
