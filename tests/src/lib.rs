@@ -308,3 +308,35 @@ pub async fn http_get_with(
         .unwrap_or_default();
     (status, body)
 }
+
+/// Runs headless Chromium on `url`: `--dump-dom` returns the rendered DOM, or with
+/// `screenshot` a PNG is written there.
+pub fn chromium(url: &str, screenshot: Option<&std::path::Path>) -> String {
+    chromium_sized(url, screenshot, (1200, 700))
+}
+
+/// [`chromium`] with a window of `size` (width, height) pixels.
+pub fn chromium_sized(url: &str, screenshot: Option<&std::path::Path>, size: (u32, u32)) -> String {
+    let binary = std::env::var("GOKA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut command = std::process::Command::new(&binary);
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+    ]);
+    command.arg(format!("--window-size={},{}", size.0, size.1));
+    match screenshot {
+        Some(path) => command.arg(format!("--screenshot={}", path.display())),
+        None => command.arg("--dump-dom"),
+    };
+    let output = command.arg(url).output().unwrap_or_else(|e| {
+        panic!("cannot run {binary} (scripts/prerequisites.sh --browser installs it): {e}")
+    });
+    assert!(
+        output.status.success(),
+        "chromium failed on {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

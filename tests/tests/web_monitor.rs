@@ -14,7 +14,7 @@ use goka::processor::{PartitionState, Processor, ProcessorConfig};
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::View;
 use goka::web::Monitor;
-use goka_tests::{client, http_get, http_get_with, TestBroker};
+use goka_tests::{chromium, client, http_get, http_get_with, TestBroker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -303,33 +303,6 @@ async fn the_monitor_shows_components_serves_queries_and_metrics() {
     );
 
     monitored.stop().await;
-}
-
-/// Runs headless Chromium on `url`: `--dump-dom` returns the rendered DOM, or with
-/// `screenshot` a PNG is written there.
-fn chromium(url: &str, screenshot: Option<&std::path::Path>) -> String {
-    let binary = std::env::var("GOKA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let mut command = std::process::Command::new(&binary);
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,700",
-    ]);
-    match screenshot {
-        Some(path) => command.arg(format!("--screenshot={}", path.display())),
-        None => command.arg("--dump-dom"),
-    };
-    let output = command.arg(url).output().unwrap_or_else(|e| {
-        panic!("cannot run {binary} (scripts/prerequisites.sh --browser installs it): {e}")
-    });
-    assert!(
-        output.status.success(),
-        "chromium failed on {url}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,6 +64,7 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
     let offset = Family::<Labels, Gauge>::default();
     let recovery = Family::<Labels, Gauge>::default();
     let stalled = Family::<Labels, Gauge>::default();
+    let lagging = Family::<Labels, Gauge>::default();
     let latency = Family::<Labels, LatencySnapshot>::default();
     for stats in monitor.stats() {
         let kind = match stats.kind {
@@ -108,6 +109,7 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
                 recovery.get_or_create(&labels).set(remaining);
             }
             stalled.get_or_create(&labels).set(i64::from(p.stalled));
+            lagging.get_or_create(&labels).set(i64::from(p.lagging));
         }
     }
     registry.register(
@@ -138,8 +140,13 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
     );
     registry.register(
         "partition_stalled",
-        "1 for a partition whose tables have lag and have not moved for 10 s",
+        "1 for a partition (its input or a table) that has had lag and not moved for 10 s",
         stalled,
+    );
+    registry.register(
+        "partition_lagging",
+        "1 for a partition that has had lag for 10 s and moves without catching up",
+        lagging,
     );
     registry.register(
         "callback_latency_seconds",

@@ -303,7 +303,12 @@ pub(super) async fn overview(State(monitor): State<Monitor>) -> Html<String> {
         };
         let flow = series.rates.first();
         let spark = flow.map_or("-".to_owned(), |(name, points)| {
-            chart::sparkline(&format!("{name}/s of {}", stats.name), points)
+            let now = stats.rates.iter().find(|(rate, _)| rate == name);
+            format!(
+                "{} {}",
+                chart::sparkline(&format!("{name}/s of {}", stats.name), points),
+                now.map_or(String::new(), |(_, per_s)| format!("{per_s:.1}/s"))
+            )
         });
         let _ = write!(
             body,
