@@ -414,3 +414,55 @@ impl Monitor {
         self.add(Arc::new(EmitterComponent(emitter.clone())), None);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::table::{RecoveryStats, TableState};
+
+    fn table(offset: Option<i64>, start: i64, end: i64, finished: bool) -> TableStats {
+        TableStats {
+            topic: "t",
+            partition: 0,
+            state: TableState::Recovering,
+            offset,
+            high_watermark: Some(end),
+            lag: end - offset.map_or(start, |o| o + 1),
+            messages: 0,
+            bytes: 0,
+            decode_errors: 0,
+            stalled: false,
+            recovery: RecoveryStats {
+                start: Some(start),
+                end: Some(end),
+                messages: 0,
+                elapsed: Duration::ZERO,
+                finished,
+            },
+        }
+    }
+
+    #[test]
+    fn recovery_percent_weighs_each_table_by_what_it_has_to_read() {
+        // 100 of 400 read in one table, the other (100 to read) not begun: 100 of 500.
+        let tables = [
+            table(Some(199), 100, 500, false),
+            table(None, 0, 100, false),
+        ];
+        assert_eq!(recovery_percent(&tables), Some(20));
+        assert_eq!(
+            recovery_percent(&[table(Some(99), 0, 100, false)]),
+            Some(100)
+        );
+        assert_eq!(
+            recovery_percent(&[table(Some(10), 0, 100, true)]),
+            Some(100),
+            "finished tables count as done"
+        );
+        let mut unknown = table(None, 0, 100, false);
+        unknown.recovery.end = None;
+        assert_eq!(recovery_percent(&[unknown]), None, "no end, no figure");
+    }
+}
