@@ -32,6 +32,7 @@ pub struct Processor {
 pub enum NilHandling {
     Ignore,
     Process,
+    Decode,
     Restore,
 }
 

@@ -34,6 +34,7 @@ pub const CODEC: &str = "codec";
 pub const NIL_VALUES: &[(&str, NilHandling)] = &[
     ("ignore", NilHandling::Ignore),
     ("process", NilHandling::Process),
+    ("decode", NilHandling::Decode),
     ("restore", NilHandling::Restore),
 ];
 pub const DECODE_VALUES: &[(&str, DecodeErrors)] =

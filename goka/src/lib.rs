@@ -59,7 +59,7 @@ pub use error::Error;
 /// |---|---|---|
 /// | `#[processor(group = "g")]` | the group: consumer group id, `g-table`, `g-loop` | `DefineGroup` |
 /// | `crate = "path"` | where the `goka` crate is, when renamed | |
-/// | `nil_handling = "ignore" \| "process" \| "restore"` | tombstones on inputs; with `"process"` handlers take `Option<V>` | `WithNilHandling` |
+/// | `nil_handling = "ignore" \| "process" \| "decode" \| "restore"` | tombstones on inputs: dropped; passed as `None` (handlers take `Option<V>`); decoded from empty bytes by the codec; or deleting the row | `WithNilHandling` (`restore` is goka-rs's own) |
 /// | `decode_errors = "fail" \| "skip"` | inputs that do not decode stop the processor or are skipped and counted | |
 /// | `#[input(topic = T, handler = h)]` | consume `T`; `h(&self, &mut Context<'_, Self>, T::Value)` | `Input` |
 /// | `#[input(topics = [A, B], handler = h)]` | several topics, one handler | `Inputs` |

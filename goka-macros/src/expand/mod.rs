@@ -164,6 +164,7 @@ fn options(p: &Processor) -> TokenStream {
     let nil = p.nil_handling.map(|choice| {
         let variant = match choice {
             NilHandling::Process => quote!(Process),
+            NilHandling::Decode => quote!(Decode),
             NilHandling::Restore => quote!(Restore),
             NilHandling::Ignore => quote!(Ignore),
         };

@@ -208,6 +208,11 @@ impl<'c, P: Group> Context<'c, P> {
         &self.key
     }
 
+    /// The processor's group (goka's `Context.Group()`).
+    pub fn group(&self) -> &'static str {
+        P::GRAPH.group
+    }
+
     /// The message's topic.
     pub fn topic(&self) -> &str {
         &self.message.topic
@@ -263,6 +268,32 @@ impl<'c, P: Group> Context<'c, P> {
         T::KeyCodec::encode(key, key_bytes).map_err(codec_error)?;
         T::ValueCodec::encode(value, value_bytes).map_err(codec_error)?;
         self.send(OutgoingKind::Emit, T::NAME, true, headers);
+        Ok(())
+    }
+
+    /// Emits a tombstone (a message without a value) at `key` to the output stream `T`:
+    /// goka's `Emit(topic, key, nil)`, for consumers that read a deletion.
+    pub fn emit_tombstone<T>(&mut self, key: &T::Key) -> Result<(), CallbackError>
+    where
+        T: Stream,
+        P: Emits<T>,
+    {
+        self.emit_tombstone_with_headers::<T>(key, None)
+    }
+
+    /// [`emit_tombstone`](Self::emit_tombstone) with headers.
+    pub fn emit_tombstone_with_headers<T>(
+        &mut self,
+        key: &T::Key,
+        headers: Option<Headers>,
+    ) -> Result<(), CallbackError>
+    where
+        T: Stream,
+        P: Emits<T>,
+    {
+        let (key_bytes, _) = self.outgoing.scratch();
+        T::KeyCodec::encode(key, key_bytes).map_err(codec_error)?;
+        self.send(OutgoingKind::Emit, T::NAME, false, headers);
         Ok(())
     }
 
@@ -356,9 +387,23 @@ impl<P: Group> Context<'_, P> {
     where
         P: Stateful,
     {
+        self.set_value_with_headers(value, None)
+    }
+
+    /// [`set_value`](Self::set_value) with headers on the changelog message (goka's
+    /// `WithCtxEmitHeaders`). Local storage keeps the value only; views and recovery do not
+    /// see the headers.
+    pub fn set_value_with_headers(
+        &mut self,
+        value: &<P as Stateful>::Value,
+        headers: Option<Headers>,
+    ) -> Result<(), CallbackError>
+    where
+        P: Stateful,
+    {
         let (_, bytes) = self.outgoing.scratch();
         <P as Stateful>::ValueCodec::encode(value, bytes).map_err(codec_error)?;
-        self.write_row(true)
+        self.write_row(true, headers)
     }
 
     /// Deletes the group table's row at this message's key (a tombstone in the changelog).
@@ -366,13 +411,21 @@ impl<P: Group> Context<'_, P> {
     where
         P: Stateful,
     {
+        self.delete_with_headers(None)
+    }
+
+    /// [`delete`](Self::delete) with headers on the changelog's tombstone.
+    pub fn delete_with_headers(&mut self, headers: Option<Headers>) -> Result<(), CallbackError>
+    where
+        P: Stateful,
+    {
         self.outgoing.scratch();
-        self.write_row(false)
+        self.write_row(false, headers)
     }
 
     /// Queues the row write encoded in the scratch value (a delete unless `has_value`) for
     /// the changelog.
-    fn write_row(&mut self, has_value: bool) -> Result<(), CallbackError>
+    fn write_row(&mut self, has_value: bool, headers: Option<Headers>) -> Result<(), CallbackError>
     where
         P: Stateful,
     {
@@ -380,7 +433,7 @@ impl<P: Group> Context<'_, P> {
         let (key_bytes, _) = self.outgoing.scratch_filled();
         key_bytes.extend_from_slice(&self.message.key);
         let topic = <GroupTable<P> as Topic>::NAME;
-        self.send(OutgoingKind::Changelog, topic, has_value, None);
+        self.send(OutgoingKind::Changelog, topic, has_value, headers);
         Ok(())
     }
 
@@ -393,6 +446,20 @@ impl<P: Group> Context<'_, P> {
     where
         P: Loops,
     {
+        self.loopback_with_headers(key, value, None)
+    }
+
+    /// [`loopback`](Self::loopback) with headers, which the loop handler finds in
+    /// [`headers`](Self::headers).
+    pub fn loopback_with_headers(
+        &mut self,
+        key: &P::Key,
+        value: &<P as Loops>::Value,
+        headers: Option<Headers>,
+    ) -> Result<(), CallbackError>
+    where
+        P: Loops,
+    {
         let topic = match P::GRAPH.loopback {
             Some(edge) => edge.topic,
             None => return Err(CallbackError::from("the group has no loop edge")),
@@ -400,7 +467,7 @@ impl<P: Group> Context<'_, P> {
         let (key_bytes, value_bytes) = self.outgoing.scratch();
         P::KeyCodec::encode(key, key_bytes).map_err(codec_error)?;
         <P as Loops>::ValueCodec::encode(value, value_bytes).map_err(codec_error)?;
-        self.send(OutgoingKind::Loop, topic, true, None);
+        self.send(OutgoingKind::Loop, topic, true, headers);
         Ok(())
     }
 }

@@ -91,6 +91,16 @@ impl Outgoing {
         });
     }
 
+    /// Puts `defaults` under each message's own headers.
+    pub(crate) fn add_default_headers(&mut self, defaults: &Headers) {
+        for meta in &mut self.messages {
+            meta.headers = Some(match &meta.headers {
+                Some(own) => own.over(defaults),
+                None => defaults.clone(),
+            });
+        }
+    }
+
     /// The value of the last group table write (`Some(None)` for a delete), if there is one:
     /// a handler reads back what it wrote before the write reaches storage.
     pub(crate) fn last_row(&self) -> Option<Option<&[u8]>> {

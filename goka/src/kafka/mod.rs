@@ -68,6 +68,19 @@ impl Headers {
         self.0.len()
     }
 
+    /// `defaults` with these headers on top: a header of these replaces every default of
+    /// the same name.
+    pub fn over(&self, defaults: &Headers) -> Headers {
+        let mut merged: Vec<(Vec<u8>, Vec<u8>)> = defaults
+            .0
+            .iter()
+            .filter(|(name, _)| self.get(name).is_none())
+            .cloned()
+            .collect();
+        merged.extend(self.0.iter().cloned());
+        Headers(merged)
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

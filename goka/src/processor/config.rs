@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::middleware::Middleware;
 use crate::codec::DecodeErrorPolicy;
+use crate::kafka::Headers;
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::storage::{DefaultStorage, StorageBuilder};
 use crate::topic_manager::TopicManagerConfig;
@@ -14,9 +16,14 @@ pub enum NilHandling {
     /// Drop the message without calling the handler (goka's default).
     #[default]
     Ignore,
-    /// Call the handler with no value.
+    /// Call the handler with no value: handlers take `Option<V>` (goka's `NilProcess`).
     Process,
-    /// Delete the group table's row at the key.
+    /// Hand the tombstone to the value codec as empty bytes and call the handler with what
+    /// it decodes (goka's `NilDecode`): for codecs that give a tombstone a meaning, such as
+    /// a default value. A codec that refuses empty bytes makes it a decode error.
+    Decode,
+    /// Delete the group table's row at the key, without calling the handler (goka-rs's own:
+    /// it keeps a table in step with a compacted input).
     Restore,
 }
 
@@ -60,6 +67,13 @@ pub struct ProcessorConfig {
     /// a reader, local storage and the changelog traffic of every table partition on every
     /// instance. Default: off.
     pub hot_standby: bool,
+    /// Headers on every message the processor produces: emits, loopbacks and group table
+    /// writes (goka's `WithProducerDefaultHeaders`). A header a handler gives with the
+    /// message replaces a default of the same name. Default: none.
+    pub default_headers: Headers,
+    /// Runs around every handler call (goka's `WithContextWrapper`): see [`Middleware`].
+    /// Default: none.
+    pub middleware: Option<Arc<dyn Middleware>>,
 }
 
 impl std::fmt::Debug for ProcessorConfig {
@@ -72,6 +86,8 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("partition_queue_bytes", &self.partition_queue_bytes)
             .field("commit_interval", &self.commit_interval)
             .field("hot_standby", &self.hot_standby)
+            .field("default_headers", &self.default_headers)
+            .field("middleware", &self.middleware.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +104,8 @@ impl Default for ProcessorConfig {
             partition_queue_bytes: 16 << 20,
             commit_interval: Duration::from_millis(500),
             hot_standby: false,
+            default_headers: Headers::new(),
+            middleware: None,
         }
     }
 }

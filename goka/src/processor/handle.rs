@@ -8,10 +8,11 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 
 use super::group::Group;
-use super::{NilHandling, ProcessorError};
+use super::middleware::{MessageInfo, Middleware, Next};
+use super::{NilHandling, ProcessorConfig, ProcessorError};
 use crate::codec::DecodeErrorPolicy;
 use crate::context::{Context, Outgoing, OutgoingKind, PartitionResources};
-use crate::kafka::ConsumedMessage;
+use crate::kafka::{ConsumedMessage, Headers};
 
 /// The outcome of one message.
 #[derive(Debug)]
@@ -26,10 +27,26 @@ pub(crate) enum Handled {
 }
 
 /// The policies that decide what happens besides the handler call.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Policies {
+#[derive(Clone, Copy)]
+pub(crate) struct Policies<'a> {
     pub(crate) nil_handling: NilHandling,
     pub(crate) decode_errors: DecodeErrorPolicy,
+    /// Runs around each handler call.
+    pub(crate) middleware: Option<&'a dyn Middleware>,
+    /// Headers on everything produced (`ProcessorConfig::default_headers`).
+    pub(crate) default_headers: &'a Headers,
+}
+
+impl<'a> Policies<'a> {
+    /// The policies of `config` for group `P`.
+    pub(crate) fn of<P: Group>(config: &'a ProcessorConfig) -> Self {
+        Self {
+            nil_handling: config.nil_handling.unwrap_or(P::NIL_HANDLING),
+            decode_errors: config.decode_errors.unwrap_or(P::DECODE_ERRORS),
+            middleware: config.middleware.as_deref(),
+            default_headers: &config.default_headers,
+        }
+    }
 }
 
 /// Handles `message` with `group`'s handler against `resources`; what it produces replaces
@@ -38,14 +55,28 @@ pub(crate) async fn handle<P: Group>(
     group: &P,
     resources: &PartitionResources,
     message: &ConsumedMessage,
-    policies: Policies,
+    policies: Policies<'_>,
+    outgoing: &mut Outgoing,
+) -> Result<Handled, ProcessorError> {
+    let handled = handle_message(group, resources, message, policies, outgoing).await?;
+    if matches!(handled, Handled::Produced) && !policies.default_headers.is_empty() {
+        outgoing.add_default_headers(policies.default_headers);
+    }
+    Ok(handled)
+}
+
+async fn handle_message<P: Group>(
+    group: &P,
+    resources: &PartitionResources,
+    message: &ConsumedMessage,
+    policies: Policies<'_>,
     outgoing: &mut Outgoing,
 ) -> Result<Handled, ProcessorError> {
     outgoing.clear();
     if message.value.is_none() {
         match policies.nil_handling {
             NilHandling::Ignore => return Ok(Handled::Ignored),
-            NilHandling::Process => {}
+            NilHandling::Process | NilHandling::Decode => {}
             NilHandling::Restore => return restore::<P>(resources, message, outgoing),
         }
     }
@@ -55,10 +86,17 @@ pub(crate) async fn handle<P: Group>(
     let outcome = AssertUnwindSafe(async {
         let mut ctx = Context::<P>::new(resources, message, outgoing).map_err(Failure::Key)?;
         key_decoded.store(true, std::sync::atomic::Ordering::Relaxed);
-        group
-            .dispatch(&mut ctx, message.value.as_deref())
-            .await
-            .map_err(Failure::Handler)
+        let value = match (message.value.as_deref(), policies.nil_handling) {
+            // The codec gets the tombstone as empty bytes.
+            (None, NilHandling::Decode) => Some(&[][..]),
+            (value, _) => value,
+        };
+        let call = group.dispatch(&mut ctx, value);
+        match policies.middleware {
+            None => call.await,
+            Some(middleware) => middleware.around(info::<P>(message), Next(call)).await,
+        }
+        .map_err(Failure::Handler)
     })
     .catch_unwind()
     .await;
@@ -94,13 +132,26 @@ pub(crate) async fn handle<P: Group>(
     }
 }
 
+/// What a middleware learns of the message.
+fn info<P: Group>(message: &ConsumedMessage) -> MessageInfo<'_> {
+    MessageInfo {
+        group: P::GRAPH.group,
+        topic: &message.topic,
+        partition: message.partition,
+        offset: message.offset,
+        key: &message.key,
+        timestamp: message.timestamp,
+        headers: &message.headers,
+    }
+}
+
 /// Why handling a message failed, before the policies decide what that means.
 enum Failure {
     Key(crate::codec::CodecError),
     Handler(crate::context::CallbackError),
 }
 
-/// goka's `NilRestore`: a tombstone on an input deletes the row (locally once the
+/// `NilHandling::Restore`: a tombstone on an input deletes the row (locally once the
 /// changelog's tombstone is queued, like every table write).
 fn restore<P: Group>(
     resources: &PartitionResources,

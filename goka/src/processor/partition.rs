@@ -330,10 +330,7 @@ impl<P: Group> PartitionTask<P> {
         unconfirmed: &mut Vec<Vec<u8>>,
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
-        let policies = Policies {
-            nil_handling: shared.config.nil_handling.unwrap_or(P::NIL_HANDLING),
-            decode_errors: shared.config.decode_errors.unwrap_or(P::DECODE_ERRORS),
-        };
+        let policies = Policies::of::<P>(&shared.config);
         for event in batch.events() {
             match event {
                 BatchEvent::Message(m) => {
@@ -360,7 +357,7 @@ impl<P: Group> PartitionTask<P> {
         &self,
         resources: &PartitionResources,
         message: &ConsumedMessage,
-        policies: Policies,
+        policies: Policies<'_>,
         outgoing: &mut Outgoing,
         pending: &mut Pending,
         unconfirmed: &mut Vec<Vec<u8>>,

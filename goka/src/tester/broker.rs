@@ -66,6 +66,9 @@ pub(crate) struct Broker {
     partitions: Mutex<(u32, HashMap<String, u32>)>,
     /// Bumped on every append, so waiting consumers wake up.
     appended: watch::Sender<u64>,
+    /// The time of appended messages, in milliseconds since the epoch, once the tester set
+    /// it; the wall clock until then.
+    clock: Mutex<Option<i64>>,
 }
 
 impl Broker {
@@ -74,7 +77,45 @@ impl Broker {
             topics: Mutex::new(Topics::default()),
             partitions: Mutex::new((default_partitions, HashMap::new())),
             appended: watch::channel(0).0,
+            clock: Mutex::new(None),
         }
+    }
+
+    /// The timestamp of a message appended now.
+    pub(crate) fn now(&self) -> i64 {
+        self.clock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(now_millis)
+    }
+
+    /// Fixes the clock at `millis`.
+    pub(crate) fn set_time(&self, millis: i64) {
+        *self.clock.lock().unwrap_or_else(|p| p.into_inner()) = Some(millis);
+    }
+
+    /// Removes every row of every table, leaving the logs.
+    pub(crate) fn clear_tables(&self) -> Result<(), KafkaError> {
+        let topics = self.topics();
+        for topic in &topics.0 {
+            for (partition, table) in topic.tables.iter().flatten().enumerate() {
+                let failed = |e: crate::storage::StorageError| KafkaError::Produce {
+                    topic: topic.name.to_string(),
+                    partition: partition as i32,
+                    message: e.to_string(),
+                };
+                let keys: Vec<Vec<u8>> = table
+                    .iter()
+                    .map_err(failed)?
+                    .map(|row| row.map(|(key, _)| key))
+                    .collect::<Result<_, _>>()
+                    .map_err(failed)?;
+                for key in keys {
+                    table.delete(&key).map_err(failed)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn topics(&self) -> MutexGuard<'_, Topics> {
@@ -341,7 +382,7 @@ impl Producer for BrokerClient {
             key: record.key,
             value: record.value,
             headers: record.headers.cloned().unwrap_or_default(),
-            timestamp: now_millis(),
+            timestamp: self.0.now(),
         };
         let offset = self
             .0

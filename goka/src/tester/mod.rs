@@ -50,15 +50,15 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use self::broker::{now_millis, Broker, BrokerClient, Record};
+use self::broker::{Broker, BrokerClient, Record};
 use self::processor::{table_storages, Driven, Tested};
-pub use self::tracker::{QueueTracker, TrackedMessage};
+pub use self::tracker::{QueueTracker, RawMessage, TrackedMessage};
 use crate::codec::{Codec, CodecError};
 use crate::context::Outgoing;
 use crate::emitter::{EmitError, Emitter};
 use crate::kafka::{Client, ConsumedMessage, Headers, KafkaError};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
-use crate::processor::{Group, ProcessorError};
+use crate::processor::{Group, ProcessorConfig, ProcessorError};
 use crate::storage::{MemoryStorage, Storage, StorageError};
 use crate::topic::{Stream, Table, Topic};
 use crate::view::{View, ViewError};
@@ -157,6 +157,34 @@ impl Tester {
         self
     }
 
+    /// Fixes the tester's clock at `at` (goka's `WithClock`): messages written from now on
+    /// carry it as their timestamp (what handlers write carries its input's), so runs are
+    /// repeatable. Until it is called, messages carry the wall clock's time.
+    pub fn set_time(&self, at: std::time::SystemTime) {
+        let millis = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.broker.set_time(millis);
+    }
+
+    /// Moves the tester's clock on by `by` (fixing it first at the wall clock's time if
+    /// [`set_time`](Self::set_time) was not called).
+    pub fn advance_time(&self, by: std::time::Duration) {
+        self.broker
+            .set_time(self.broker.now() + by.as_millis() as i64);
+    }
+
+    /// The time messages written now get.
+    pub fn time(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.broker.now().max(0) as u64)
+    }
+
+    /// Removes every row of every table (goka's `ClearValues`), between test cases that share
+    /// a tester. The topics' messages stay; handled messages are not handled again.
+    pub fn clear_values(&self) -> Result<(), TesterError> {
+        Ok(self.broker.clear_tables()?)
+    }
+
     /// Gives `T` `partitions` partitions; call it before `T` is first used.
     pub fn set_partitions<T: Topic>(&self, partitions: u32) {
         self.broker.set_partitions(T::NAME, partitions);
@@ -190,11 +218,23 @@ impl Tester {
     /// topics are handled by the next `consume` or `run_until_idle` (a new group starts at
     /// the beginning).
     pub async fn register<P: Group>(&mut self, group: P) -> Result<(), ProcessorError> {
+        self.register_with(group, ProcessorConfig::default()).await
+    }
+
+    /// [`register`](Self::register) with the parts of `config` that decide what a handler
+    /// call does: nil handling, decode errors, middleware and default headers (storage,
+    /// topics and the client's settings are the tester's own).
+    pub async fn register_with<P: Group>(
+        &mut self,
+        group: P,
+        config: ProcessorConfig,
+    ) -> Result<(), ProcessorError> {
         let tested = Tested::new(
             group,
             &self.broker,
             self.partitioner.clone(),
             self.cancel.clone(),
+            config,
         )
         .await?;
         self.consumed.extend(P::GRAPH.consumed_topics());
@@ -360,7 +400,7 @@ impl Tester {
             key,
             value,
             headers,
-            timestamp: now_millis(),
+            timestamp: self.broker.now(),
         };
         self.broker.append(T::NAME, partition, record)?;
         Ok(())

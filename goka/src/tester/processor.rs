@@ -14,7 +14,7 @@ use crate::graph::GroupGraph;
 use crate::kafka::ConsumedMessage;
 use crate::partitioner::Partitioner;
 use crate::processor::handle::{handle, Policies};
-use crate::processor::{prepare_topics, Group, ProcessorError};
+use crate::processor::{prepare_topics, Group, ProcessorConfig, ProcessorError};
 use crate::storage::{Storage, StorageError};
 use crate::topic_manager::TopicManagerConfig;
 use crate::view::ViewBuilder;
@@ -36,7 +36,9 @@ pub(crate) struct Tested<P: Group> {
     group: P,
     /// Indexed by partition.
     partitions: Vec<PartitionResources>,
-    policies: Policies,
+    /// What the tester honours of it: nil handling, decode errors, middleware, default
+    /// headers (storage, topics and the rest are the tester's own).
+    config: ProcessorConfig,
 }
 
 impl<P: Group> Tested<P> {
@@ -47,6 +49,7 @@ impl<P: Group> Tested<P> {
         broker: &Arc<Broker>,
         partitioner: Arc<dyn Partitioner>,
         cancel: CancellationToken,
+        config: ProcessorConfig,
     ) -> Result<Self, ProcessorError> {
         let name = P::GRAPH.group;
         let client = BrokerClient(broker.clone());
@@ -106,10 +109,7 @@ impl<P: Group> Tested<P> {
         Ok(Self {
             group,
             partitions,
-            policies: Policies {
-                nil_handling: P::NIL_HANDLING,
-                decode_errors: P::DECODE_ERRORS,
-            },
+            config,
         })
     }
 }
@@ -136,7 +136,8 @@ impl<P: Group> Driven for Tested<P> {
                 });
             };
             // Ignored and skipped messages leave `outgoing` empty.
-            handle(&self.group, resources, message, self.policies, outgoing).await?;
+            let policies = Policies::of::<P>(&self.config);
+            handle(&self.group, resources, message, policies, outgoing).await?;
             Ok(())
         }
         .boxed()

@@ -20,6 +20,9 @@ pub struct TrackedMessage<T: Topic> {
     pub offset: i64,
     /// Its headers.
     pub headers: Headers,
+    /// Its timestamp in milliseconds since the epoch: the tester's clock when it was
+    /// written, or its input's when a handler wrote it.
+    pub timestamp: i64,
 }
 
 impl<T: Topic> std::fmt::Debug for TrackedMessage<T>
@@ -36,6 +39,23 @@ where
             .field("offset", &self.offset)
             .finish()
     }
+}
+
+/// A message of a tracked topic as it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// The encoded key.
+    pub key: Vec<u8>,
+    /// The encoded value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// The partition it went to.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// Its headers.
+    pub headers: Headers,
+    /// Its timestamp in milliseconds since the epoch.
+    pub timestamp: i64,
 }
 
 /// Reads what was written to `T` since the tracker was made, in order per partition
@@ -93,9 +113,49 @@ impl<T: Topic> QueueTracker<T> {
                 partition: message.partition,
                 offset: message.offset,
                 headers: message.headers.clone(),
+                timestamp: message.timestamp.unwrap_or_default(),
             }));
         }
         Ok(None)
+    }
+
+    /// The next message not read yet, undecoded (goka's `NextRaw`): for messages the
+    /// topic's codecs cannot read, or checks of the bytes themselves.
+    pub fn next_raw(&mut self) -> Option<RawMessage> {
+        for (partition, next) in self.next.iter_mut().enumerate() {
+            let Some(message) = self.broker.read(T::NAME, partition as i32, *next) else {
+                continue;
+            };
+            *next += 1;
+            return Some(RawMessage {
+                key: message.key.clone(),
+                value: message.value.clone(),
+                partition: message.partition,
+                offset: message.offset,
+                headers: message.headers.clone(),
+                timestamp: message.timestamp.unwrap_or_default(),
+            });
+        }
+        None
+    }
+
+    /// Reads `partition` from `offset` on (goka's `Seek`): back to read messages again, or
+    /// ahead to skip some.
+    pub fn seek(&mut self, partition: i32, offset: i64) {
+        if let Some(next) = self.next.get_mut(partition as usize) {
+            *next = offset.clamp(0, self.broker.end(T::NAME, partition));
+        }
+    }
+
+    /// The offset the next message of `partition` will be written at (goka's `Hwm`).
+    pub fn high_watermark(&self, partition: i32) -> i64 {
+        self.broker.end(T::NAME, partition)
+    }
+
+    /// The offset of the next message of `partition` this tracker reads (goka's
+    /// `NextOffset`).
+    pub fn next_offset(&self, partition: i32) -> i64 {
+        self.next.get(partition as usize).copied().unwrap_or(0)
     }
 
     /// Every message not read yet.
