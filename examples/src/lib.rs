@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use goka::kafka::rdkafka_client::RdKafkaClient;
 use goka::kafka::{Client, KafkaConfig};
-use goka::processor::{Group, Processor, ProcessorConfig, ProcessorError};
+use goka::processor::{Group, GroupStart, Processor, ProcessorConfig, ProcessorError};
 use goka_tests::TestBroker;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +104,13 @@ pub struct Running<P: Group> {
 impl<P: Group> Running<P> {
     /// Starts `group` on `client` with the default configuration.
     pub fn start(group: P, client: Arc<dyn Client>) -> Self {
-        let processor = Arc::new(Processor::new(group, client, ProcessorConfig::default()));
+        // The examples emit before they start their processors: a new group must start at
+        // the oldest message (by default it starts at the newest, as goka's).
+        let config = ProcessorConfig {
+            new_group_start: GroupStart::Oldest,
+            ..Default::default()
+        };
+        let processor = Arc::new(Processor::new(group, client, config));
         let cancel = CancellationToken::new();
         let task = tokio::spawn({
             let (processor, cancel) = (processor.clone(), cancel.clone());

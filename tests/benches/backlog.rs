@@ -1,7 +1,7 @@
 //! Resident memory of one processor instance working through a large backlog: the stateful
 //! count of the processor bench over 5,000,000 waiting messages (100-byte values, 10,000 keys,
 //! 8 partitions), with the process's RSS printed at every tenth of the way. The processor runs
-//! with `ProcessorConfig::default()`, as the README shows it: each partition's queue in the
+//! with `goka_tests::from_oldest()`, as the README shows it: each partition's queue in the
 //! client is bounded (messages and bytes), and the default storage's memtables share a budget
 //! of their own, so memory stays flat however long the backlog.
 //!
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use goka::codec::{BytesCodec, Int64Codec};
 use goka::context::{CallbackError, Context};
-use goka::processor::{PartitionState, Processor, ProcessorConfig};
+use goka::processor::{PartitionState, Processor};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka_tests::bench::{fill_stream, mib, rss_bytes, RssSampler};
@@ -61,7 +61,7 @@ async fn run(messages: usize) {
     let processor = Arc::new(Processor::new(
         BacklogCount,
         client,
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let before = rss_bytes();
     let sampler = RssSampler::start();

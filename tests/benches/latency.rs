@@ -86,7 +86,7 @@ async fn run(rate: usize, seconds: usize, fetch_wait_ms: u32) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = ProcessorConfig {
         storage: Arc::new(RocksDbBuilder::new(dir.path().join("processor")).without_wal()),
-        ..Default::default()
+        ..goka_tests::from_oldest()
     };
     let processor = Arc::new(Processor::new(Latest, client.clone(), config));
     let processing = Running::spawn({

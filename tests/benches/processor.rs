@@ -4,7 +4,7 @@
 //! each partition count from 1 to 8. Targets: at least the bare loop's figure and twice Quix
 //! Streams', after each side's first message, in every shape.
 //!
-//! Our processor runs as the README shows it: `ProcessorConfig::default()` (its table on
+//! Our processor runs as the README shows it: `goka_tests::from_oldest()` (its table on
 //! disk in RocksDB) and a client of `KafkaConfig::new(brokers)` with nothing tuned; a second
 //! run keeps its table in memory (`MemoryBuilder`), to show what the disk costs. Every side
 //! joins its consumer group with a 10 s session timeout (goka's default): Quix Streams'
@@ -138,7 +138,7 @@ async fn run(messages: usize, shapes: Vec<u32>) {
         let ours = processor_count(
             Count::<README_RUN>,
             &broker,
-            ProcessorConfig::default(),
+            goka_tests::from_oldest(),
             messages,
         )
         .await;
@@ -148,7 +148,7 @@ async fn run(messages: usize, shapes: Vec<u32>) {
             &broker,
             ProcessorConfig {
                 storage: Arc::new(MemoryBuilder),
-                ..Default::default()
+                ..goka_tests::from_oldest()
             },
             messages,
         )
@@ -458,7 +458,7 @@ async fn start_timed(
 ) -> Start {
     let config = ProcessorConfig {
         storage,
-        ..Default::default()
+        ..goka_tests::from_oldest()
     };
     let processor = Arc::new(Processor::new(
         Count::<RESTARTS>,

@@ -138,7 +138,7 @@ struct Takeover {
 async fn takeover<const STANDBY: bool>(broker: &TestBroker, rows: usize) -> Takeover {
     let config = || ProcessorConfig {
         hot_standby: STANDBY,
-        ..ProcessorConfig::default()
+        ..goka_tests::from_oldest()
     };
     let start = |processor: &Arc<Processor<Count<STANDBY>>>| {
         let processor = processor.clone();

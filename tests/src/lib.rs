@@ -340,3 +340,13 @@ pub fn chromium_sized(url: &str, screenshot: Option<&std::path::Path>, size: (u3
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// The processor configuration of tests and benchmarks: the defaults, except that a new
+/// group starts at the oldest message, since they write their inputs before they start
+/// the processor (a new group starts at the newest by default, as goka's).
+pub fn from_oldest() -> goka::processor::ProcessorConfig {
+    goka::processor::ProcessorConfig {
+        new_group_start: goka::processor::GroupStart::Oldest,
+        ..Default::default()
+    }
+}

@@ -15,8 +15,8 @@ use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
 use goka::kafka::rdkafka_client::RdKafkaClient;
 use goka::kafka::{
-    Ack, Admin, Client, GroupConsumer, HeaderUse, Headers, KafkaError, OutgoingRecord,
-    PartitionConsumer, PartitionQueueBounds, Producer, RebalanceListener, SendError, StartOffset,
+    Ack, Admin, Client, GroupConsumer, HeaderUse, Headers, KafkaError, MemberOptions,
+    OutgoingRecord, PartitionConsumer, Producer, RebalanceListener, SendError, StartOffset,
 };
 use goka::processor::{GroupTable, Processor, ProcessorConfig, ProcessorError};
 use goka::storage::RocksDbBuilder;
@@ -124,7 +124,7 @@ async fn a_header_name_that_is_not_utf8_reaches_the_handler_and_a_view() {
     let processor = Arc::new(Processor::new(
         counter,
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let mut running = spawn(&processor);
     eventually(
@@ -206,7 +206,7 @@ async fn a_delivery_failing_after_queueing_stops_run_naming_the_input() {
     let processor = Arc::new(Processor::new(
         counter,
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let started = spawn(&processor);
     eventually(
@@ -245,7 +245,7 @@ async fn a_delivery_failing_after_queueing_stops_run_naming_the_input() {
     let processor = Arc::new(Processor::new(
         Counter::new(),
         client,
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let running = spawn(&processor);
     eventually(
@@ -270,7 +270,7 @@ async fn a_rebalance_while_partition_queues_are_full_loses_none() {
     let expected = emit(&emitter, 2_000, 40).await;
     let config = ProcessorConfig {
         partition_queue: 50,
-        ..Default::default()
+        ..goka_tests::from_oldest()
     };
     let mut counter = Counter::new();
     counter.pause = Duration::from_millis(2);
@@ -354,7 +354,7 @@ async fn a_panicking_key_codec_stops_run_with_coordinates() {
         .emit_sync(&"boom".into(), &"b".into())
         .await
         .unwrap();
-    let processor = Processor::new(TouchyCounter, client, ProcessorConfig::default());
+    let processor = Processor::new(TouchyCounter, client, goka_tests::from_oldest());
     let error = goka_tests::run_until_error(&processor).await;
     assert!(
         error.contains("fault-touchy-counter")
@@ -403,6 +403,10 @@ impl Producer for FailingProducer {
 }
 
 impl Client for FailingWrites {
+    fn with_client_id(self: Arc<Self>, _id: &str) -> Arc<dyn Client> {
+        self
+    }
+
     fn producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
         self.inner.producer()
     }
@@ -428,10 +432,10 @@ impl Client for FailingWrites {
         &self,
         group: &str,
         topics: &[&str],
-        bounds: PartitionQueueBounds,
+        options: MemberOptions,
         listener: Arc<dyn RebalanceListener>,
     ) -> Result<Box<dyn GroupConsumer>, KafkaError> {
-        self.inner.join_group(group, topics, bounds, listener)
+        self.inner.join_group(group, topics, options, listener)
     }
 }
 
@@ -444,7 +448,7 @@ async fn a_failed_changelog_write_leaves_no_local_row(at_queue: bool) {
     let dir = tempfile::tempdir().unwrap();
     let config = ProcessorConfig {
         storage: Arc::new(RocksDbBuilder::new(dir.path())),
-        ..Default::default()
+        ..goka_tests::from_oldest()
     };
     // user-1 first, then user-0's first click, whose changelog write fails.
     emitter
@@ -541,7 +545,7 @@ async fn a_member_without_partitions_is_running_not_starting() {
     let first = Arc::new(Processor::new(
         Counter::new(),
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let first_running = spawn(&first);
     tokio::time::timeout(Duration::from_secs(60), first.recovered())
@@ -551,7 +555,7 @@ async fn a_member_without_partitions_is_running_not_starting() {
     let second = Arc::new(Processor::new(
         Counter::new(),
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let second_running = spawn(&second);
     eventually(
@@ -599,7 +603,7 @@ async fn a_byte_bound_smaller_than_a_message_still_handles_every_message() {
     let expected = emit(&emitter, 120, 10).await;
     let config = ProcessorConfig {
         partition_queue_bytes: 4,
-        ..Default::default()
+        ..goka_tests::from_oldest()
     };
     let processor = Arc::new(Processor::new(Counter::new(), client, config));
     let running = spawn(&processor);

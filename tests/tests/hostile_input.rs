@@ -97,7 +97,7 @@ async fn very_long_keys_are_processed_and_an_oversized_emit_stops_the_processor_
     let processor = Arc::new(Processor::new(
         Counter,
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let task = tokio::spawn({
         let processor = processor.clone();
@@ -173,7 +173,7 @@ async fn a_locked_table_directory_stops_run_naming_the_path() {
         .collect();
     let config = ProcessorConfig {
         storage: Arc::new(RocksDbBuilder::new(dir.path())),
-        ..Default::default()
+        ..goka_tests::from_oldest()
     };
     let processor = Processor::new(Counter, client.clone(), config);
     let error = run_until_error(&processor).await;
@@ -192,7 +192,7 @@ async fn a_locked_table_directory_stops_run_naming_the_path() {
         client,
         ProcessorConfig {
             storage: Arc::new(RocksDbBuilder::new(dir.path())),
-            ..Default::default()
+            ..goka_tests::from_oldest()
         },
     ));
     let running = goka_tests::Running::spawn({
@@ -222,7 +222,7 @@ async fn a_table_topic_without_compaction_stops_run_before_consuming() {
         .ensure_stream("hostile-counter-table", PARTITIONS)
         .await
         .unwrap();
-    let processor = Processor::new(Counter, client.clone(), ProcessorConfig::default());
+    let processor = Processor::new(Counter, client.clone(), goka_tests::from_oldest());
     let error = run_until_error(&processor).await;
     assert!(
         error.contains("hostile-counter-table") && error.contains("cleanup.policy=compact"),

@@ -116,7 +116,7 @@ fn start(
 /// Runs a processor of `group` with the default config until it stops by itself; returns its
 /// error message.
 async fn run_until_error<P: Group>(group: P, client: &TestClient) -> String {
-    let processor = Processor::new(group, client.clone(), ProcessorConfig::default());
+    let processor = Processor::new(group, client.clone(), goka_tests::from_oldest());
     goka_tests::run_until_error(&processor).await
 }
 
@@ -148,7 +148,7 @@ async fn counts_are_exact_and_survive_a_restart() {
     let processor = Arc::new(Processor::new(
         Counter,
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let (cancel, task) = start(&processor);
     assert_eq!(
@@ -185,7 +185,7 @@ async fn counts_are_exact_and_survive_a_restart() {
     let processor = Arc::new(Processor::new(
         Counter,
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let (cancel, task) = start(&processor);
     wait_for_counts(&view, &expected).await;
@@ -286,7 +286,7 @@ async fn an_undecodable_value_stops_run_or_is_skipped_and_counted() {
 
     let config = ProcessorConfig {
         decode_errors: Some(DecodeErrorPolicy::SkipAndCount),
-        ..Default::default()
+        ..goka_tests::from_oldest()
     };
     let processor = Arc::new(Processor::new(Counter, client.clone(), config));
     let cancel = CancellationToken::new();
@@ -348,7 +348,7 @@ async fn a_copartitioning_mismatch_is_reported_before_consuming() {
         .ensure_table(Profiles::NAME, 3)
         .await
         .unwrap();
-    let processor = Processor::new(Mismatched, client.clone(), ProcessorConfig::default());
+    let processor = Processor::new(Mismatched, client.clone(), goka_tests::from_oldest());
     let err = processor.run(CancellationToken::new()).await.unwrap_err();
     let text = err.to_string();
     assert!(
@@ -367,7 +367,7 @@ async fn two_instances_split_partitions_and_one_takes_over() {
     let first = Arc::new(Processor::new(
         Counter,
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let (first_cancel, first_task) = start(&first);
     tokio::time::timeout(Duration::from_secs(60), first.recovered())
@@ -376,7 +376,7 @@ async fn two_instances_split_partitions_and_one_takes_over() {
     let second = Arc::new(Processor::new(
         Counter,
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let (second_cancel, second_task) = start(&second);
 
@@ -433,7 +433,7 @@ async fn a_hot_standby_follows_the_partitions_it_does_not_own_and_takes_over_wit
     let (client, emitter) = setup(&broker).await;
     let standby = || ProcessorConfig {
         hot_standby: true,
-        ..ProcessorConfig::default()
+        ..goka_tests::from_oldest()
     };
     let first = Arc::new(Processor::new(Counter, client.clone(), standby()));
     let (first_cancel, first_task) = start(&first);
@@ -562,7 +562,7 @@ async fn connection_cuts_do_not_stop_the_processor_or_lose_messages() {
     let processor = Arc::new(Processor::new(
         Counter,
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let (cancel, task) = start(&processor);
     tokio::time::timeout(Duration::from_secs(60), processor.recovered())
@@ -637,7 +637,7 @@ async fn counter_child_runs_until_killed() {
         client,
         ProcessorConfig {
             storage: Arc::new(goka::storage::RocksDbBuilder::new(storage)),
-            ..Default::default()
+            ..goka_tests::from_oldest()
         },
     );
     processor.run(CancellationToken::new()).await.unwrap();
@@ -738,7 +738,7 @@ async fn count_with_nil_handling(
 
     let config = ProcessorConfig {
         nil_handling: Some(nil_handling),
-        ..Default::default()
+        ..goka_tests::from_oldest()
     };
     let processor = Arc::new(Processor::new(Counter, client.clone(), config));
     let (cancel, task) = start(&processor);
@@ -790,7 +790,7 @@ async fn full_partition_queues_stop_fetching_and_resume_without_losing_messages(
     // A queue of a few messages: the client stops and resumes fetching all the time.
     let config = ProcessorConfig {
         partition_queue: 50,
-        ..Default::default()
+        ..goka_tests::from_oldest()
     };
     let processor = Arc::new(Processor::new(Counter, client.clone(), config));
     let running = goka_tests::Running::spawn({

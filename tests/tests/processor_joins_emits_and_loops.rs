@@ -12,7 +12,7 @@ use goka::codec::{Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
 use goka::partitioner::{GokaPartitioner, Partitioner};
-use goka::processor::{Processor, ProcessorConfig};
+use goka::processor::Processor;
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka_tests::{client, produce_raw, read_all, Running, TestBroker};
@@ -102,7 +102,7 @@ async fn joins_emits_and_loopbacks_work_end_to_end() {
     let processor = Arc::new(Processor::new(
         Router,
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let running = Running::spawn({
         let processor = processor.clone();

@@ -171,7 +171,7 @@ fn start_counter(
     let processor = Arc::new(Processor::new(
         counter,
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let running = Running::spawn({
         let processor = processor.clone();
@@ -279,7 +279,7 @@ async fn reliability_child_counts_until_killed() {
         client,
         ProcessorConfig {
             storage: Arc::new(goka::storage::RocksDbBuilder::new(storage).without_wal()),
-            ..Default::default()
+            ..goka_tests::from_oldest()
         },
     ));
     let running = tokio::spawn({

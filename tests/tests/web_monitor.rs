@@ -10,7 +10,7 @@ use std::time::Duration;
 use goka::codec::{Int64Codec, Json, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
-use goka::processor::{PartitionState, Processor, ProcessorConfig};
+use goka::processor::{PartitionState, Processor};
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::View;
 use goka::web::Monitor;
@@ -68,7 +68,7 @@ impl Monitored {
         let processor = Arc::new(Processor::new(
             Counter,
             client.clone(),
-            ProcessorConfig::default(),
+            goka_tests::from_oldest(),
         ));
         let cancel = CancellationToken::new();
         let run = tokio::spawn({

@@ -13,7 +13,7 @@ use goka::codec::{Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
 use goka::partitioner::{GokaPartitioner, Partitioner};
-use goka::processor::{Processor, ProcessorConfig};
+use goka::processor::Processor;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::web::Monitor;
 use goka_tests::{chromium_sized, client, http_get, TestBroker};
@@ -105,7 +105,7 @@ async fn charts_hold_a_point_per_sample_the_browser_pages_and_a_held_partition_i
     let processor = Arc::new(Processor::new(
         Counter { gate: gate.clone() },
         client.clone(),
-        ProcessorConfig::default(),
+        goka_tests::from_oldest(),
     ));
     let cancel = CancellationToken::new();
     let run = tokio::spawn({

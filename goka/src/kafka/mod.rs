@@ -470,6 +470,27 @@ pub struct PartitionQueueBounds {
     pub bytes: usize,
 }
 
+/// Where a group member reads a partition its group never committed an offset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupStart {
+    /// At the end: only messages written from then on (goka's default, librdkafka's
+    /// `auto.offset.reset=latest`).
+    #[default]
+    Newest,
+    /// At the oldest message kept (`auto.offset.reset=earliest`): for a group started after
+    /// the messages it must handle were written.
+    Oldest,
+}
+
+/// How a group member consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberOptions {
+    /// What each assigned partition's reader may hold.
+    pub bounds: PartitionQueueBounds,
+    /// Where partitions without a committed offset start.
+    pub new_group_start: GroupStart,
+}
+
 /// A member of a consumer group (the client side of a processor). Used from one thread;
 /// [`poll`](GroupConsumer::poll) blocks for at most its timeout. Messages do not come
 /// through it: each assigned partition has a reader of its own ([`AssignedPartition`]).
@@ -526,6 +547,11 @@ pub trait Client: Send + Sync + 'static {
     /// An admin client.
     fn admin(&self) -> Result<std::sync::Arc<dyn Admin>, KafkaError>;
 
+    /// A client of the same cluster whose connections identify as `id` (Kafka's
+    /// `client.id`), for a processor's `client_id`. Clients without client ids return
+    /// themselves.
+    fn with_client_id(self: std::sync::Arc<Self>, id: &str) -> std::sync::Arc<dyn Client>;
+
     /// A consumer of `partitions` of `topic`, each from its start offset, handing over the
     /// messages' headers or not.
     fn consume(
@@ -537,12 +563,13 @@ pub trait Client: Send + Sync + 'static {
 
     /// Joins the consumer group `group` as a new member subscribed to `topics`, with an
     /// assignment that keeps co-partitioned topics together (range); each assigned
-    /// partition's reader holds at most `bounds` before its partition stops being fetched.
+    /// partition's reader holds at most `options.bounds` before its partition stops being
+    /// fetched, and a partition never committed starts at `options.new_group_start`.
     fn join_group(
         &self,
         group: &str,
         topics: &[&str],
-        bounds: PartitionQueueBounds,
+        options: MemberOptions,
         listener: std::sync::Arc<dyn RebalanceListener>,
     ) -> Result<Box<dyn GroupConsumer>, KafkaError>;
 }

@@ -49,6 +49,11 @@ impl RdKafkaClient {
         &self.config
     }
 
+    /// A client of the same cluster and settings whose connections identify as `id`.
+    pub fn renamed(&self, id: &str) -> Self {
+        Self::new(self.config.clone().client_id(id))
+    }
+
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         for (key, value) in self.config.properties() {
@@ -74,6 +79,10 @@ impl RdKafkaClient {
 }
 
 impl Client for RdKafkaClient {
+    fn with_client_id(self: Arc<Self>, id: &str) -> Arc<dyn Client> {
+        Arc::new(self.renamed(id))
+    }
+
     fn producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
         if let Some(producer) = self.producer.get() {
             return Ok(producer.clone());
@@ -167,14 +176,14 @@ impl Client for RdKafkaClient {
         &self,
         group: &str,
         topics: &[&str],
-        bounds: super::PartitionQueueBounds,
+        options: super::MemberOptions,
         listener: Arc<dyn super::RebalanceListener>,
     ) -> Result<Box<dyn super::GroupConsumer>, KafkaError> {
         let consumer = super::rdkafka_group::RdGroupConsumer::join(
             self.consumer_config(),
             group,
             topics,
-            bounds,
+            options,
             listener,
         )?;
         Ok(Box::new(consumer))
@@ -517,4 +526,23 @@ fn push_borrowed(batch: &mut ConsumedBatch, message: &BorrowedMessage<'_>, heade
         message.payload(),
         names_and_values,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renamed_client_keeps_every_setting_but_the_client_id() {
+        let client = RdKafkaClient::new(
+            KafkaConfig::new("broker:9092")
+                .client_id("service")
+                .set("security.protocol", "SSL"),
+        );
+        let renamed = client.renamed("service-orders");
+        assert_eq!(renamed.config().get("client.id"), Some("service-orders"));
+        assert_eq!(renamed.config().brokers(), "broker:9092");
+        assert_eq!(renamed.config().get("security.protocol"), Some("SSL"));
+        assert_eq!(client.config().get("client.id"), Some("service"));
+    }
 }

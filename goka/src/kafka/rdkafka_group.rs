@@ -22,8 +22,8 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use super::rdkafka_client::{add_polled, is_fatal, Polled};
 use super::{
-    AssignedPartition, ConsumedBatch, GroupConsumer, HeaderUse, KafkaError, PartitionConsumer,
-    PartitionQueueBounds, RebalanceListener, TopicPartitionOffset,
+    AssignedPartition, ConsumedBatch, GroupConsumer, GroupStart, HeaderUse, KafkaError,
+    MemberOptions, PartitionConsumer, RebalanceListener, TopicPartitionOffset,
 };
 
 /// How long leaving the group may take before the member is abandoned.
@@ -243,9 +243,10 @@ impl RdGroupConsumer {
         mut config: ClientConfig,
         group: &str,
         topics: &[&str],
-        bounds: PartitionQueueBounds,
+        options: MemberOptions,
         listener: Arc<dyn RebalanceListener>,
     ) -> Result<Self, KafkaError> {
+        let bounds = options.bounds;
         let setup_error = |message: String| KafkaError::Consume {
             topic: topics.join(","),
             message: format!("group {group}: {message}"),
@@ -255,8 +256,9 @@ impl RdGroupConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("partition.assignment.strategy", "range");
-        // A new group starts at the oldest message, and a member that died is noticed within
-        // 10 s (goka's default), unless the user chose otherwise. Each partition's queue holds
+        // A partition never committed starts where the processor's configuration says (it
+        // wins over the client's `auto.offset.reset`), and a member that died is noticed
+        // within 10 s (goka's default), unless the user chose otherwise. Each partition's queue holds
         // the processor's bounds (librdkafka counts kilobytes of 1,000 bytes). A fetch
         // response lands in the partition queues whole, however full they are, and its
         // buffer lives as long as any of its messages waits: responses of librdkafka's 50 MB
@@ -264,8 +266,14 @@ impl RdGroupConsumer {
         // `max.partition.fetch.bytes` per partition.
         let queued_messages = bounds.messages.max(1).to_string();
         let queued_kbytes = bounds.bytes.div_ceil(1000).max(1).to_string();
+        config.set(
+            "auto.offset.reset",
+            match options.new_group_start {
+                GroupStart::Newest => "latest",
+                GroupStart::Oldest => "earliest",
+            },
+        );
         for (key, value) in [
-            ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "10000"),
             ("queued.min.messages", queued_messages.as_str()),
             ("queued.max.messages.kbytes", queued_kbytes.as_str()),

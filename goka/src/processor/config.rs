@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use super::middleware::Middleware;
 use crate::codec::DecodeErrorPolicy;
-use crate::kafka::Headers;
+use crate::kafka::{GroupStart, Headers};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::storage::{DefaultStorage, StorageBuilder};
 use crate::topic_manager::TopicManagerConfig;
+use crate::view::UpdateCallback;
 
 /// What a message with a null value (a tombstone) on an input means (goka's `NilHandling`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,7 +75,37 @@ pub struct ProcessorConfig {
     /// Runs around every handler call (goka's `WithContextWrapper`): see [`Middleware`].
     /// Default: none.
     pub middleware: Option<Arc<dyn Middleware>>,
+    /// Where a partition the group never committed an offset for starts: at the newest
+    /// message by default, as goka and Kafka's own clients do, so a new group handles what
+    /// is written from its start on. A group started after the messages it must handle were
+    /// written (a backfill, a test, an example that emits first) sets
+    /// [`GroupStart::Oldest`]. Committed offsets always win.
+    pub new_group_start: GroupStart,
+    /// Called with each rebalance of this instance (goka's `WithRebalanceCallback`): the
+    /// partitions assigned, once their tasks started, and those revoked, once their work
+    /// is finished and before their offsets are committed. Called on the group member's
+    /// thread: keep it short. Default: none.
+    pub rebalance: Option<Arc<RebalanceCallback>>,
+    /// Applies each changelog message while a group table partition recovers (goka's
+    /// `WithUpdateCallback`), instead of setting or deleting the row: for a storage that
+    /// keeps rows in a shape of its own. Default: none.
+    pub update: Option<Arc<UpdateCallback>>,
+    /// The client id of everything this processor opens (goka's `WithClientID`), in place
+    /// of the client's own. Default: the client's.
+    pub client_id: Option<String>,
 }
+
+/// A rebalance of a processor instance, as [`ProcessorConfig::rebalance`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalance {
+    /// These partitions were assigned, and their tasks started.
+    Assigned(Vec<i32>),
+    /// These partitions were taken away; their work is finished.
+    Revoked(Vec<i32>),
+}
+
+/// The rebalance callback of [`ProcessorConfig::rebalance`].
+pub type RebalanceCallback = dyn Fn(&Rebalance) + Send + Sync + 'static;
 
 impl std::fmt::Debug for ProcessorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,6 +119,10 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("hot_standby", &self.hot_standby)
             .field("default_headers", &self.default_headers)
             .field("middleware", &self.middleware.is_some())
+            .field("new_group_start", &self.new_group_start)
+            .field("rebalance", &self.rebalance.is_some())
+            .field("update", &self.update.is_some())
+            .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +141,10 @@ impl Default for ProcessorConfig {
             hot_standby: false,
             default_headers: Headers::new(),
             middleware: None,
+            new_group_start: GroupStart::default(),
+            rebalance: None,
+            update: None,
+            client_id: None,
         }
     }
 }

@@ -13,12 +13,13 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::config::Rebalance;
 use super::group::Group;
 use super::partition::PartitionTask;
 use super::{PartitionState, ProcessorError, Shared};
 use crate::kafka::{
-    AssignedPartition, GroupConsumer, PartitionConsumer, PartitionQueueBounds, RebalanceListener,
-    TopicPartitionOffset,
+    AssignedPartition, GroupConsumer, MemberOptions, PartitionConsumer, PartitionQueueBounds,
+    RebalanceListener, TopicPartitionOffset,
 };
 
 /// How long one poll of the group member may block.
@@ -167,6 +168,28 @@ impl<P: Group> Listener<P> {
         }
     }
 
+    /// Calls the rebalance callback, if there is one; a panic in it stops the processor.
+    fn tell(&self, rebalance: Rebalance) {
+        let Some(callback) = &self.shared.config.rebalance else {
+            return;
+        };
+        let called =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(&rebalance)));
+        if let Err(panic) = called {
+            self.shared.fail(ProcessorError::Callback {
+                group: self.shared.group,
+                topic: String::new(),
+                partition: -1,
+                offset: -1,
+                key: String::new(),
+                message: format!(
+                    "the rebalance callback panicked on {rebalance:?}: {}",
+                    panic_text(&*panic)
+                ),
+            });
+        }
+    }
+
     fn stop_all(&self) {
         let all: Vec<i32> = self
             .tasks
@@ -189,6 +212,8 @@ impl<P: Group> RebalanceListener for Listener<P> {
                 .or_default()
                 .push(assigned.messages);
         }
+        let mut assigned: Vec<i32> = inputs.keys().copied().collect();
+        assigned.sort_unstable();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for (partition, readers) in inputs {
             // The group revokes every partition before it assigns again (range assignment
@@ -203,6 +228,7 @@ impl<P: Group> RebalanceListener for Listener<P> {
             }
         }
         self.follow_unowned(&tasks);
+        self.tell(Rebalance::Assigned(assigned));
         if tasks.is_empty() {
             // A member without partitions (more instances than partitions) has nothing to
             // recover: it runs, idle, instead of staying `Starting` forever.
@@ -224,6 +250,7 @@ impl<P: Group> RebalanceListener for Listener<P> {
         let numbers: std::collections::BTreeSet<i32> = partitions.iter().map(|(_, p)| *p).collect();
         self.shared.state.send_replace(PartitionState::Stopping);
         self.stop(numbers.iter().copied());
+        self.tell(Rebalance::Revoked(numbers.iter().copied().collect()));
         self.follow_unowned(&self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         self.shared.state.send_replace(PartitionState::Starting);
         self.shared.stats.await_assignment();
@@ -246,24 +273,28 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
     // Tables are followed while the group forms: the first assignment finds them recovered.
     listener.follow_unowned(&HashMap::new());
     let topics: Vec<&str> = P::GRAPH.consumed_topics().collect();
-    let bounds = PartitionQueueBounds {
-        messages: shared.config.partition_queue,
-        bytes: shared.config.partition_queue_bytes,
+    let options = MemberOptions {
+        bounds: PartitionQueueBounds {
+            messages: shared.config.partition_queue,
+            bytes: shared.config.partition_queue_bytes,
+        },
+        new_group_start: shared.config.new_group_start,
     };
-    let mut member = match shared
-        .client
-        .join_group(shared.group, &topics, bounds, listener.clone())
-    {
-        Ok(member) => member,
-        Err(source) => {
-            shared.fail(ProcessorError::Kafka {
-                group: shared.group,
-                topic: topics.join(","),
-                source,
-            });
-            return;
-        }
-    };
+    let mut member =
+        match shared
+            .client
+            .join_group(shared.group, &topics, options, listener.clone())
+        {
+            Ok(member) => member,
+            Err(source) => {
+                shared.fail(ProcessorError::Kafka {
+                    group: shared.group,
+                    topic: topics.join(","),
+                    source,
+                });
+                return;
+            }
+        };
     shared.stats.await_assignment();
     let mut unassigned = Unassigned::default();
     let mut last_commit = Instant::now();

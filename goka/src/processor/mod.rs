@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use self::config::{NilHandling, ProcessorConfig};
+pub use self::config::{NilHandling, ProcessorConfig, Rebalance, RebalanceCallback};
 pub use self::error::ProcessorError;
 pub use self::group::{Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
 pub use self::latency::{LatencyHistogram, LATENCY_BOUNDS_MICROS};
@@ -36,6 +36,7 @@ pub use self::middleware::{MessageInfo, Middleware, Next};
 use self::shared::{LookupViews, OffsetTable, Shared};
 use self::stats::{Counters, Tables};
 pub use self::stats::{ProcessorPartitionStats, ProcessorStats};
+pub use crate::kafka::GroupStart;
 use crate::kafka::{Client, TopicPartitionOffset};
 use crate::storage::{self, Owner, Storage};
 use crate::topic_manager::{TopicManager, TopicManagerConfig};
@@ -183,6 +184,10 @@ impl<P: Group> Processor<P> {
     /// A processor running `group`'s handlers on `client`'s cluster.
     pub fn new(group: P, client: Arc<dyn Client>, mut config: ProcessorConfig) -> Self {
         config.storage = storage::scoped(config.storage, Owner::Processor(P::GRAPH.group));
+        let client = match &config.client_id {
+            Some(id) => client.with_client_id(id),
+            None => client,
+        };
         let (state, _) = watch::channel(PartitionState::Idle);
         Self {
             group: Arc::new(group),
@@ -225,6 +230,7 @@ impl<P: Group> Processor<P> {
         let (lookups, lookup_tasks) = self.start_lookups(&internal).await?;
         let shared = Arc::new(Shared {
             group,
+            table_topic: P::GRAPH.table.map(|edge| edge.topic),
             client: self.client.clone(),
             config: self.config.clone(),
             producer,

@@ -528,12 +528,21 @@ pub(super) async fn read_table(
 ) -> Result<TableReader, TableError> {
     let progress = Arc::new(TableProgress::new(topic, partition, stored));
     figures.add(partition, progress.clone());
+    // The update callback applies the group table's changelog, not joined tables'.
+    let apply = Apply {
+        update: shared
+            .config
+            .update
+            .clone()
+            .filter(|_| Some(topic) == shared.table_topic),
+        ..Apply::default()
+    };
     TableReader::start(
         &*shared.client,
         topic,
         vec![TablePartition { storage, progress }],
         HeaderUse::Skip,
-        Apply::default(),
+        apply,
     )
     .await
 }

@@ -81,6 +81,8 @@ impl OffsetTable {
 /// What the processor's threads and tasks share.
 pub(super) struct Shared {
     pub(super) group: &'static str,
+    /// The group table's topic, if the group has one.
+    pub(super) table_topic: Option<&'static str>,
     pub(super) client: Arc<dyn Client>,
     pub(super) config: ProcessorConfig,
     pub(super) producer: Arc<dyn Producer>,

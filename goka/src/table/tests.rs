@@ -11,8 +11,8 @@ use futures::FutureExt;
 use super::*;
 use crate::codec::{CodecError, DecodeErrorPolicy};
 use crate::kafka::{
-    Admin, Client, ConsumedBatch, GroupConsumer, HeaderUse, KafkaError, PartitionConsumer,
-    PartitionQueueBounds, Producer, RebalanceListener, StartOffset, TopicSpec,
+    Admin, Client, ConsumedBatch, GroupConsumer, HeaderUse, KafkaError, MemberOptions,
+    PartitionConsumer, Producer, RebalanceListener, StartOffset, TopicSpec,
 };
 use crate::storage::{MemoryStorage, Storage};
 
@@ -44,6 +44,10 @@ impl Changelog {
 struct Scripted(Arc<Changelog>);
 
 impl Client for Scripted {
+    fn with_client_id(self: Arc<Self>, _id: &str) -> Arc<dyn Client> {
+        self
+    }
+
     fn producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
         Err(KafkaError::Config("scripted: no producer".into()))
     }
@@ -86,7 +90,7 @@ impl Client for Scripted {
         &self,
         _group: &str,
         _topics: &[&str],
-        _bounds: PartitionQueueBounds,
+        _options: MemberOptions,
         _listener: Arc<dyn RebalanceListener>,
     ) -> Result<Box<dyn GroupConsumer>, KafkaError> {
         Err(KafkaError::Config("scripted: no groups".into()))

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::log::{Log, Logged};
 use crate::kafka::{
     Ack, Admin, Client, ConsumedBatch, ConsumedMessage, Delivery, GroupConsumer, HeaderUse,
-    Headers, KafkaError, OutgoingRecord, PartitionConsumer, PartitionQueueBounds, Producer,
+    Headers, KafkaError, MemberOptions, OutgoingRecord, PartitionConsumer, Producer,
     RebalanceListener, SendError, StartOffset, TopicSpec,
 };
 use crate::storage::{MemoryStorage, Storage, WriteBatch};
@@ -330,6 +330,10 @@ pub(crate) fn now_millis() -> i64 {
 pub(crate) struct BrokerClient(pub(crate) Arc<Broker>);
 
 impl Client for BrokerClient {
+    fn with_client_id(self: Arc<Self>, _id: &str) -> Arc<dyn Client> {
+        self
+    }
+
     fn producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
         Ok(Arc::new(self.clone()))
     }
@@ -366,7 +370,7 @@ impl Client for BrokerClient {
         &self,
         group: &str,
         _topics: &[&str],
-        _bounds: PartitionQueueBounds,
+        _options: MemberOptions,
         _listener: Arc<dyn RebalanceListener>,
     ) -> Result<Box<dyn GroupConsumer>, KafkaError> {
         Err(KafkaError::Config(format!(

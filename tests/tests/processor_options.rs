@@ -1,0 +1,276 @@
+//! goka's processor options on the test broker: where a new group starts, the rebalance
+//! callback, and the update callback of group-table recovery.
+
+// Test helpers unwrap: a failure is a loud test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use goka::codec::StringCodec;
+use goka::context::{CallbackError, Context};
+use goka::emitter::Emitter;
+use goka::processor::{GroupStart, PartitionState, Processor, ProcessorConfig, Rebalance};
+use goka::storage::{MemoryBuilder, Storage, StorageError};
+use goka::topic_manager::{TopicManager, TopicManagerConfig};
+use goka_tests::{client, eventually, Running, TestBroker};
+
+goka::stream!(pub Notes = "option-notes": String as StringCodec);
+
+const PARTITIONS: u32 = 2;
+
+/// Keeps the last note per key.
+#[goka::processor(group = "option-keeper")]
+#[input(topic = Notes, handler = Self::on_note)]
+#[persist(value = String, codec = StringCodec)]
+#[derive(Debug, Clone, Copy)]
+pub struct Keeper;
+
+impl Keeper {
+    fn on_note(&self, ctx: &mut Context<'_, Self>, note: String) -> Result<(), CallbackError> {
+        ctx.set_value(&note)
+    }
+}
+
+async fn emitter(broker: &TestBroker) -> Emitter<Notes> {
+    let client = client(broker);
+    let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
+    Emitter::<Notes>::ensuring(&*client, &manager, PARTITIONS)
+        .await
+        .unwrap()
+}
+
+fn start(processor: &Arc<Processor<Keeper>>) -> Running<goka::processor::ProcessorError> {
+    let processor = processor.clone();
+    Running::spawn(move |cancel| async move { processor.run(cancel).await })
+}
+
+async fn running(processor: &Processor<Keeper>) {
+    eventually(
+        Duration::from_secs(60),
+        || processor.state() == PartitionState::Running,
+        || format!("{:?}", processor.state()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_group_starts_at_the_newest_message_unless_told_the_oldest() {
+    let broker = TestBroker::start();
+    let notes = emitter(&broker).await;
+    for key in ["early-1", "early-2", "early-3"] {
+        notes
+            .emit_sync(&key.into(), &"before".into())
+            .await
+            .unwrap();
+    }
+    // The default, as goka's: only what is written from the start on.
+    let newest = Arc::new(Processor::new(
+        Keeper,
+        client(&broker),
+        ProcessorConfig {
+            storage: Arc::new(MemoryBuilder),
+            ..Default::default()
+        },
+    ));
+    let run = start(&newest);
+    running(&newest).await;
+    // The partitions' reads begin at the end once assigned; give them a moment to ask for it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for key in ["late-1", "late-2"] {
+        notes.emit_sync(&key.into(), &"after".into()).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(30),
+        || {
+            ["late-1", "late-2"]
+                .iter()
+                .all(|k| newest.get(&(*k).into()).unwrap().is_some())
+        },
+        || "the messages written after the start were not handled".to_owned(),
+    )
+    .await;
+    for key in ["early-1", "early-2", "early-3"] {
+        assert_eq!(
+            newest.get(&key.into()).unwrap(),
+            None,
+            "{key} came before the group"
+        );
+    }
+    run.stop().await;
+}
+
+/// The same group under another name, for a group that starts at the oldest message.
+#[goka::processor(group = "option-backfill")]
+#[input(topic = Notes, handler = Self::on_note)]
+#[persist(value = String, codec = StringCodec)]
+#[derive(Debug)]
+pub struct Backfill;
+
+impl Backfill {
+    fn on_note(&self, ctx: &mut Context<'_, Self>, note: String) -> Result<(), CallbackError> {
+        ctx.set_value(&note)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_told_the_oldest_handles_what_came_before_it() {
+    let broker = TestBroker::start();
+    let notes = emitter(&broker).await;
+    for key in ["early-1", "early-2", "early-3"] {
+        notes
+            .emit_sync(&key.into(), &"before".into())
+            .await
+            .unwrap();
+    }
+    let backfill = Arc::new(Processor::new(
+        Backfill,
+        client(&broker),
+        ProcessorConfig {
+            storage: Arc::new(MemoryBuilder),
+            new_group_start: GroupStart::Oldest,
+            ..Default::default()
+        },
+    ));
+    let run = {
+        let backfill = backfill.clone();
+        Running::spawn(move |cancel| async move { backfill.run(cancel).await })
+    };
+    eventually(
+        Duration::from_secs(60),
+        || {
+            ["early-1", "early-2", "early-3"]
+                .iter()
+                .all(|k| backfill.get(&(*k).into()).unwrap().as_deref() == Some("before"))
+        },
+        || "the earlier messages were not handled".to_owned(),
+    )
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rebalance_callback_hears_of_assigned_and_revoked_partitions() {
+    let broker = TestBroker::start();
+    let _notes = emitter(&broker).await;
+    let heard = |log: &Arc<Mutex<Vec<Rebalance>>>| {
+        let log = log.clone();
+        Arc::new(move |rebalance: &Rebalance| log.lock().unwrap().push(rebalance.clone()))
+    };
+    let (first_log, second_log) = (Arc::default(), Arc::default());
+    let config = |log| ProcessorConfig {
+        storage: Arc::new(MemoryBuilder),
+        rebalance: Some(heard(log)),
+        ..Default::default()
+    };
+    let first = Arc::new(Processor::new(Keeper, client(&broker), config(&first_log)));
+    let first_run = start(&first);
+    running(&first).await;
+    assert_eq!(
+        first_log.lock().unwrap().as_slice(),
+        [Rebalance::Assigned(vec![0, 1])],
+        "the only member gets both partitions"
+    );
+
+    let second = Arc::new(Processor::new(Keeper, client(&broker), config(&second_log)));
+    let second_run = start(&second);
+    eventually(
+        Duration::from_secs(60),
+        || {
+            let (a, b) = (first_log.lock().unwrap(), second_log.lock().unwrap());
+            matches!(a.last(), Some(Rebalance::Assigned(p)) if p.len() == 1)
+                && matches!(b.last(), Some(Rebalance::Assigned(p)) if p.len() == 1)
+        },
+        || {
+            format!(
+                "first {:?}, second {:?}",
+                first_log.lock().unwrap(),
+                second_log.lock().unwrap()
+            )
+        },
+    )
+    .await;
+    let a = first_log.lock().unwrap().clone();
+    assert_eq!(
+        a[1],
+        Rebalance::Revoked(vec![0, 1]),
+        "the first member gave its partitions up before the new assignment: {a:?}"
+    );
+    let (Some(Rebalance::Assigned(mine)), Some(Rebalance::Assigned(theirs))) =
+        (a.last(), second_log.lock().unwrap().last().cloned())
+    else {
+        unreachable!("checked above");
+    };
+    let mut both = [mine.clone(), theirs].concat();
+    both.sort_unstable();
+    assert_eq!(both, [0, 1], "each partition has one owner");
+    second_run.stop().await;
+    first_run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_update_callback_applies_the_group_tables_changelog_on_recovery() {
+    let broker = TestBroker::start();
+    let notes = emitter(&broker).await;
+    let writer = Arc::new(Processor::new(
+        Keeper,
+        client(&broker),
+        ProcessorConfig {
+            storage: Arc::new(MemoryBuilder),
+            ..Default::default()
+        },
+    ));
+    let run = start(&writer);
+    running(&writer).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (key, note) in [("ann", "tea"), ("bo", "cake"), ("ann", "coffee")] {
+        notes.emit_sync(&key.into(), &note.into()).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(30),
+        || writer.get(&"ann".into()).unwrap().as_deref() == Some("coffee"),
+        || "not written".to_owned(),
+    )
+    .await;
+    run.stop().await;
+
+    // In memory, a new instance recovers the whole changelog through the callback.
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let update = {
+        let applied = applied.clone();
+        Arc::new(
+            move |storage: &dyn Storage,
+                  message: &goka::kafka::ConsumedMessage|
+                  -> Result<(), StorageError> {
+                let key = String::from_utf8_lossy(&message.key).into_owned();
+                applied.lock().unwrap().push(key);
+                let mut value = b"restored ".to_vec();
+                value.extend(message.value.as_deref().unwrap_or_default());
+                storage.set(&message.key, &value)
+            },
+        )
+    };
+    let reader = Arc::new(Processor::new(
+        Keeper,
+        client(&broker),
+        ProcessorConfig {
+            storage: Arc::new(MemoryBuilder),
+            update: Some(update),
+            ..Default::default()
+        },
+    ));
+    let run = start(&reader);
+    running(&reader).await;
+    assert_eq!(
+        reader.get(&"ann".into()).unwrap().as_deref(),
+        Some("restored coffee")
+    );
+    assert_eq!(
+        reader.get(&"bo".into()).unwrap().as_deref(),
+        Some("restored cake")
+    );
+    let mut keys = applied.lock().unwrap().clone();
+    keys.sort();
+    assert_eq!(keys, ["ann", "ann", "bo"], "one call per changelog message");
+    run.stop().await;
+}
