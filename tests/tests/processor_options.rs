@@ -274,3 +274,121 @@ async fn the_update_callback_applies_the_group_tables_changelog_on_recovery() {
     assert_eq!(keys, ["ann", "ann", "bo"], "one call per changelog message");
     run.stop().await;
 }
+
+/// Keeps the last note; a note "defer" finishes its work in another task once the gate
+/// opens, "fail-later" fails it there, "forget" drops the handle.
+#[goka::processor(group = "option-deferred")]
+#[input(topic = Notes, handler = Self::on_note)]
+#[persist(value = String, codec = StringCodec)]
+#[derive(Debug)]
+pub struct Deferring {
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Deferring {
+    fn on_note(&self, ctx: &mut Context<'_, Self>, note: String) -> Result<(), CallbackError> {
+        ctx.set_value(&note)?;
+        match note.as_str() {
+            "defer" => {
+                let commit = ctx.defer_commit();
+                let gate = self.gate.clone();
+                tokio::spawn(async move {
+                    let _open = gate.acquire().await;
+                    commit.done();
+                });
+            }
+            "fail-later" => {
+                let commit = ctx.defer_commit();
+                tokio::spawn(async move { commit.fail("the upstream call timed out") });
+            }
+            "forget" => drop(ctx.defer_commit()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn deferring(broker: &TestBroker, gate: &Arc<tokio::sync::Semaphore>) -> Arc<Processor<Deferring>> {
+    Arc::new(Processor::new(
+        Deferring { gate: gate.clone() },
+        client(broker),
+        ProcessorConfig {
+            storage: Arc::new(MemoryBuilder),
+            new_group_start: GroupStart::Oldest,
+            ..Default::default()
+        },
+    ))
+}
+
+/// The committable offset of the partition of key "k".
+fn done_offset(processor: &Processor<Deferring>) -> Option<i64> {
+    use goka::partitioner::Partitioner;
+    let partition = goka::partitioner::GokaPartitioner.partition(b"k", PARTITIONS);
+    processor
+        .done_offsets()
+        .into_iter()
+        .find(|o| o.partition == partition)
+        .map(|o| o.offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_commit_lets_later_messages_go_on_but_is_never_passed() {
+    let broker = TestBroker::start();
+    let notes = emitter(&broker).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let processor = deferring(&broker, &gate);
+    let run = {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    for note in ["first", "defer", "after-1", "after-2"] {
+        notes.emit_sync(&"k".into(), &note.into()).await.unwrap();
+    }
+    // Later messages were handled while the deferred one waits...
+    eventually(
+        Duration::from_secs(60),
+        || processor.get(&"k".into()).unwrap().as_deref() == Some("after-2"),
+        || format!("{:?}", processor.get(&"k".into())),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // ...but the commit stops at it: "first" (offset 0) is done, "defer" (offset 1) is not.
+    assert_eq!(done_offset(&processor), Some(1));
+    gate.add_permits(1);
+    eventually(
+        Duration::from_secs(30),
+        || done_offset(&processor) == Some(4),
+        || format!("done offset {:?}", done_offset(&processor)),
+    )
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_or_forgotten_deferred_work_stops_run_naming_the_message() {
+    for (note, expected) in [
+        (
+            "fail-later",
+            "deferred work failed: the upstream call timed out",
+        ),
+        ("forget", "deferred commit dropped without done() or fail()"),
+    ] {
+        let broker = TestBroker::start();
+        let notes = emitter(&broker).await;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let processor = deferring(&broker, &gate);
+        notes.emit_sync(&"k".into(), &"first".into()).await.unwrap();
+        notes.emit_sync(&"k".into(), &note.into()).await.unwrap();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(60),
+            processor.run(tokio_util::sync::CancellationToken::new()),
+        )
+        .await
+        .expect("run stops by itself");
+        let error = outcome.unwrap_err().to_string();
+        assert!(
+            error.contains(expected) && error.contains("offset 1") && error.contains("\"k\""),
+            "{note}: {error}"
+        );
+    }
+}

@@ -238,6 +238,23 @@ impl<'c, P: Group> Context<'c, P> {
         &self.message.headers
     }
 
+    /// Lets later messages of the partition go on while this one's work finishes elsewhere
+    /// (goka's `DeferCommit`): the message counts as done, and its offset may be committed,
+    /// only once the returned handle's [`done`](DeferredCommit::done) is called, and never
+    /// before an earlier message of the partition is done. [`fail`](DeferredCommit::fail),
+    /// or dropping the handle unfinished, stops the processor with an error naming this
+    /// message. What the handler produced is sent as usual, at once. The tester does not
+    /// wait for deferred work.
+    pub fn defer_commit(&mut self) -> DeferredCommit {
+        let (sender, done) = crate::kafka::Ack::channel();
+        self.outgoing.defer(done);
+        DeferredCommit {
+            sender,
+            partition: self.message.partition,
+            offset: self.message.offset,
+        }
+    }
+
     /// Fires when the processor shuts down (goka's `Context.Context()`); long async work in a
     /// handler can stop early on it.
     pub fn cancellation(&self) -> &CancellationToken {
@@ -469,5 +486,32 @@ impl<P: Group> Context<'_, P> {
         <P as Loops>::ValueCodec::encode(value, value_bytes).map_err(codec_error)?;
         self.send(OutgoingKind::Loop, topic, true, headers);
         Ok(())
+    }
+}
+
+/// The completion of a message's deferred work ([`Context::defer_commit`]). `Send` and
+/// `'static`: hand it to the task doing the work.
+#[derive(Debug)]
+#[must_use = "the message is not done until `done()` is called"]
+pub struct DeferredCommit {
+    sender: crate::kafka::AckSender,
+    partition: i32,
+    offset: i64,
+}
+
+impl DeferredCommit {
+    /// The work finished: the message is done.
+    pub fn done(self) {
+        self.sender.send(Ok(crate::kafka::Delivery {
+            partition: self.partition,
+            offset: self.offset,
+        }));
+    }
+
+    /// The work failed: the processor stops with `error`, naming the message, and its
+    /// offset is never committed.
+    pub fn fail(self, error: impl fmt::Display) {
+        self.sender
+            .send(Err(crate::kafka::KafkaError::Deferred(error.to_string())));
     }
 }

@@ -12,6 +12,8 @@ pub(crate) enum OutgoingKind {
     Changelog,
     Emit,
     Loop,
+    /// Not a message: the completion of work a handler deferred (`Context::defer_commit`).
+    Deferred,
 }
 
 /// The messages produced while handling one message, in order.
@@ -21,6 +23,8 @@ pub(crate) struct Outgoing {
     messages: Vec<Meta>,
     /// Where codecs write a key and a value before they are appended.
     scratch: (Vec<u8>, Vec<u8>),
+    /// Completions of work the handler deferred: the input is done once they arrive.
+    deferred: Vec<crate::kafka::Ack>,
 }
 
 #[derive(Debug)]
@@ -51,6 +55,17 @@ impl Outgoing {
     pub(crate) fn clear(&mut self) {
         self.data.clear();
         self.messages.clear();
+        self.deferred.clear();
+    }
+
+    /// Adds the completion of work the handler deferred.
+    pub(crate) fn defer(&mut self, done: crate::kafka::Ack) {
+        self.deferred.push(done);
+    }
+
+    /// Takes the completions of deferred work.
+    pub(crate) fn take_deferred(&mut self) -> impl Iterator<Item = crate::kafka::Ack> + '_ {
+        self.deferred.drain(..)
     }
 
     /// Empty key and value buffers to encode the next message into; then [`Self::push_scratch`].

@@ -578,6 +578,10 @@ pub trait Client: Send + Sync + 'static {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum KafkaError {
+    /// Work a handler deferred failed ([`DeferredCommit::fail`](crate::context::DeferredCommit::fail)):
+    /// not a Kafka error, carried where a deferred message's completion is awaited.
+    #[error("{0}")]
+    Deferred(String),
     /// The client could not be created (bad configuration).
     #[error("cannot create the Kafka client: {0}")]
     Config(String),

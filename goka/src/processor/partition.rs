@@ -387,7 +387,7 @@ impl<P: Group> PartitionTask<P> {
         &self,
         resources: &PartitionResources,
         message: &ConsumedMessage,
-        outgoing: &Outgoing,
+        outgoing: &mut Outgoing,
         pending: &mut Pending,
         unconfirmed: &mut Vec<Vec<u8>>,
     ) -> Result<(), ProcessorError> {
@@ -443,6 +443,11 @@ impl<P: Group> PartitionTask<P> {
                 .fetch_add(bytes as u64, Ordering::Relaxed);
             acks.push((out.kind, ack));
         }
+        acks.extend(
+            outgoing
+                .take_deferred()
+                .map(|done| (OutgoingKind::Deferred, done)),
+        );
         pending.push(
             message.topic.clone(),
             message.offset,

@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 
 use super::ProcessorError;
 use crate::context::OutgoingKind;
-use crate::kafka::Ack;
+use crate::kafka::{Ack, KafkaError};
 
 /// An input message whose produced messages were all acknowledged.
 #[derive(Debug)]
@@ -114,17 +114,35 @@ impl Pending {
                     oldest.arrived += 1;
                 }
                 Poll::Ready(Err(source)) => {
+                    let deferred = *kind == OutgoingKind::Deferred;
                     let wrote_table = oldest
                         .acks
                         .iter()
                         .any(|(kind, _)| *kind == OutgoingKind::Changelog);
-                    let error = ProcessorError::HandlerProduce {
-                        group: self.group,
-                        topic: oldest.topic.to_string(),
-                        partition: self.partition,
-                        offset: oldest.offset,
-                        key: String::from_utf8_lossy(&oldest.key).into_owned(),
-                        source: Box::new(source),
+                    let key = String::from_utf8_lossy(&oldest.key).into_owned();
+                    let error = if deferred {
+                        ProcessorError::Callback {
+                            group: self.group,
+                            topic: oldest.topic.to_string(),
+                            partition: self.partition,
+                            offset: oldest.offset,
+                            key,
+                            message: match source {
+                                KafkaError::Unacknowledged => "deferred commit dropped without \
+                                     done() or fail(): the deferred work never finished"
+                                    .to_owned(),
+                                other => format!("deferred work failed: {other}"),
+                            },
+                        }
+                    } else {
+                        ProcessorError::HandlerProduce {
+                            group: self.group,
+                            topic: oldest.topic.to_string(),
+                            partition: self.partition,
+                            offset: oldest.offset,
+                            key,
+                            source: Box::new(source),
+                        }
                     };
                     // Polled again, the failed entry would answer at once, forever.
                     let failed = self.queue.pop_front().map(|w| w.key);
@@ -160,7 +178,7 @@ impl Future for NextDone<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::{Delivery, KafkaError};
+    use crate::kafka::Delivery;
     use futures::FutureExt;
 
     fn delivered(offset: i64) -> Ack {
