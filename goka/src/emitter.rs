@@ -36,6 +36,12 @@ pub enum EmitError {
         /// The codec's error.
         source: CodecError,
     },
+    /// [`Emitter::finish`] closed the emitter: nothing more is sent.
+    #[error("emitter of topic {topic:?} is finished: nothing is emitted after finish()")]
+    Finished {
+        /// The topic.
+        topic: &'static str,
+    },
     /// The broker did not take the message.
     #[error("emit to topic {topic:?} (key {key:?}): {source}")]
     Delivery {
@@ -98,6 +104,8 @@ struct Counters {
     pending: AtomicU64,
     /// Failed deliveries nobody awaited since the last `finish`, and the last of them.
     unawaited_failures: std::sync::Mutex<(u64, Option<String>)>,
+    /// `finish` was called: emits fail from then on.
+    finished: std::sync::atomic::AtomicBool,
 }
 
 impl Counters {
@@ -109,6 +117,7 @@ impl Counters {
             errors: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             unawaited_failures: std::sync::Mutex::new((0, None)),
+            finished: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -308,11 +317,15 @@ impl<T: Stream> Emitter<T> {
             })
     }
 
-    /// Flushes everything pending (goka's `Finish`), waiting as long as it takes the client
-    /// to deliver or fail each message. Fails with [`EmitError::Undelivered`] if messages
-    /// emitted without awaiting their delivery failed since the last `finish` (an awaited
-    /// failure was returned to its awaiter already).
+    /// Closes the emitter and its clones (goka's `Finish`): emits fail with
+    /// [`EmitError::Finished`] from now on, and everything pending is flushed, waiting as
+    /// long as it takes the client to deliver or fail each message. Fails with
+    /// [`EmitError::Undelivered`] if messages emitted without awaiting their delivery
+    /// failed since the last `finish` (an awaited failure was returned to its awaiter
+    /// already). Calling it again flushes again. To wait for pending messages and go on
+    /// emitting, [`flush`](Self::flush).
     pub async fn finish(&self) -> Result<(), EmitError> {
+        self.counters.finished.store(true, Ordering::SeqCst);
         self.flush(Duration::from_secs(300)).await?;
         let (failed, last) = std::mem::take(
             &mut *self
@@ -347,6 +360,9 @@ impl<T: Stream> Emitter<T> {
         value: Option<&T::Value>,
         headers: Option<&Headers>,
     ) -> Result<PendingDelivery, EmitError> {
+        if self.counters.finished.load(Ordering::SeqCst) {
+            return Err(EmitError::Finished { topic: T::NAME });
+        }
         // Encode into this thread's buffer and queue at once: the client copies the bytes, so
         // a message costs no allocation of ours unless the client's queue is full.
         let queued = ENCODE_BUFFER.with(|shared| {

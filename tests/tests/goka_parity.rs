@@ -361,3 +361,43 @@ async fn the_queue_tracker_reads_raw_seeks_and_knows_its_offsets() {
     assert_eq!(shipped.next_offset(0), 2, "a seek past the end stops at it");
     assert!(shipped.next().unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_views_iterator_seeks_and_the_view_names_its_topic() {
+    let mut tester = Tester::new();
+    tester.register(Keeper).await.unwrap();
+    for (customer, order) in [("ann", "tea"), ("bo", "cake"), ("cy", "pie"), ("di", "jam")] {
+        tester
+            .consume::<Orders>(&s(customer), &s(order))
+            .await
+            .unwrap();
+    }
+    let view = tester.view::<GroupTable<Keeper>>().await.unwrap();
+    assert_eq!(view.topic(), "orders-keeper-table");
+    let mut rows = view.iter();
+    let first = rows.next().unwrap().unwrap();
+    assert_eq!(first.0, "ann");
+    rows.seek(&s("c")).unwrap();
+    let rest: Vec<String> = rows.map(|row| row.unwrap().0).collect();
+    assert_eq!(rest, ["cy", "di"], "from the first key at least \"c\"");
+}
+
+#[tokio::test]
+async fn a_finished_emitter_refuses_to_emit() {
+    let mut tester = Tester::new();
+    tester.register(Keeper).await.unwrap();
+    let emitter = tester.emitter::<Orders>().await.unwrap();
+    emitter.emit_sync(&s("ann"), &s("tea")).await.unwrap();
+    let clone = emitter.clone();
+    emitter.finish().await.unwrap();
+    let error = clone.emit(&s("bo"), &s("cake")).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            goka::emitter::EmitError::Finished { topic: "orders" }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("finish"), "{error}");
+    emitter.finish().await.unwrap();
+}

@@ -475,3 +475,41 @@ async fn local_state_of_a_table_made_anew_stops_the_view_naming_where() {
         "nothing of the new table was mixed into the old rows"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_told_not_to_reconnect_stops_run_naming_the_partition() {
+    let broker = TestBroker::start_behind_proxy();
+    let proxy = broker.proxy().unwrap();
+    let client = profiles_table(&broker).await;
+    write(&broker, &[("alice", Some("a1"))]).await;
+    let view = View::<Profiles>::builder(client.clone())
+        .auto_reconnect(false)
+        .build()
+        .await
+        .expect("view");
+    let (_cancel, task) = start(&view);
+    view.recovered().await;
+    proxy.set_mode(goka_tests::ProxyMode::Refuse);
+    proxy.cut();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("run stops by itself")
+        .unwrap();
+    let error = outcome.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ViewError::Disconnected {
+                topic: "profiles",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("lost its connection"), "{error}");
+    assert_eq!(
+        view.get(&"alice".into()).unwrap().as_deref(),
+        Some("a1"),
+        "the rows it had are still there"
+    );
+}

@@ -32,7 +32,7 @@ use crate::storage::{
 };
 use crate::table::{TablePartition, TableProgress, Validate};
 use crate::topic::Table;
-use crate::topic_manager::{TopicManager, TopicManagerError};
+use crate::topic_manager::{TopicManager, TopicManagerConfig, TopicManagerError};
 
 mod runner;
 
@@ -93,6 +93,15 @@ pub enum ViewError {
         /// The codec's error.
         source: CodecError,
     },
+    /// A partition lost its connection and the view does not reconnect
+    /// ([`ViewBuilder::auto_reconnect`]).
+    #[error("view of table {topic:?}: partition {partition} lost its connection, and the view does not reconnect (auto_reconnect(false))")]
+    Disconnected {
+        /// The table topic.
+        topic: &'static str,
+        /// The partition that lost its connection.
+        partition: i32,
+    },
     /// `run` was called while the view was running already.
     #[error("view of table {topic:?} is running already")]
     AlreadyRunning {
@@ -119,6 +128,8 @@ pub struct ViewBuilder<T> {
     partitioner: Arc<dyn Partitioner>,
     update: Option<Arc<UpdateCallback>>,
     decode_errors: DecodeErrorPolicy,
+    topics: TopicManagerConfig,
+    auto_reconnect: bool,
     _table: PhantomData<fn() -> T>,
 }
 
@@ -141,6 +152,8 @@ impl<T> ViewBuilder<T> {
             partitioner: Arc::new(DefaultPartitioner::default()),
             update: None,
             decode_errors: DecodeErrorPolicy::Fail,
+            topics: TopicManagerConfig::default(),
+            auto_reconnect: true,
             _table: PhantomData,
         }
     }
@@ -183,6 +196,22 @@ impl<T> ViewBuilder<T> {
         self
     }
 
+    /// How the table topic is looked up (goka's `WithViewTopicManagerBuilder`): for
+    /// instance how long to wait for metadata.
+    pub fn topics(mut self, config: TopicManagerConfig) -> Self {
+        self.topics = config;
+        self
+    }
+
+    /// Whether a running view that loses its connection keeps serving and reconnects
+    /// (`true`, the default: goka's `WithViewAutoReconnect`, always on here), or stops `run`
+    /// with [`ViewError::Disconnected`] naming the partition, for a service that would
+    /// rather restart than serve rows that may be getting old.
+    pub fn auto_reconnect(mut self, reconnect: bool) -> Self {
+        self.auto_reconnect = reconnect;
+        self
+    }
+
     /// Opens a view of `topic` whose values are checked with `validate`: the untyped core
     /// that [`View<T>`] wraps, and that processors use for lookup tables.
     pub(crate) async fn open(
@@ -191,7 +220,7 @@ impl<T> ViewBuilder<T> {
         validate: Validate,
     ) -> Result<ViewInner, ViewError> {
         let setup = |source| ViewError::Setup { topic, source };
-        let manager = TopicManager::new(&*self.client, Default::default()).map_err(setup)?;
+        let manager = TopicManager::new(&*self.client, self.topics.clone()).map_err(setup)?;
         let count = manager.partitions(topic).await.map_err(setup)?;
         let storage = crate::storage::scoped(self.storage, Owner::View(topic));
         let mut partitions = Vec::with_capacity(count as usize);
@@ -219,6 +248,7 @@ impl<T> ViewBuilder<T> {
             state,
             _storage: storage,
             running: AtomicBool::new(false),
+            auto_reconnect: self.auto_reconnect,
         })
     }
 }
@@ -290,6 +320,7 @@ pub(crate) struct ViewInner {
     partitioner: Arc<dyn Partitioner>,
     update: Option<Arc<UpdateCallback>>,
     decode_errors: DecodeErrorPolicy,
+    auto_reconnect: bool,
     partitions: Vec<TablePartition>,
     state: watch::Sender<ViewState>,
     running: AtomicBool,
@@ -444,6 +475,11 @@ impl<T: Table> View<T> {
             .collect()
     }
 
+    /// The table topic (goka's `View.Topic`).
+    pub fn topic(&self) -> &'static str {
+        self.inner.topic
+    }
+
     /// Number of partitions of the table.
     pub fn partitions(&self) -> u32 {
         self.inner.partitions.len() as u32
@@ -489,6 +525,23 @@ impl<T: Table> std::fmt::Debug for ViewIter<'_, T> {
         f.debug_struct("ViewIter")
             .field("range", &self.range)
             .finish_non_exhaustive()
+    }
+}
+
+impl<T: Table> ViewIter<'_, T> {
+    /// Goes back to the first partition and, in each, to the first row whose encoded key is
+    /// at least `key` (goka's `Iterator.Seek`); rows before it in key order are skipped,
+    /// and so is the rest of the range before `key`.
+    pub fn seek(&mut self, key: &T::Key) -> Result<(), ViewError> {
+        let bytes = T::encode_key(key).map_err(|source| ViewError::Read {
+            topic: self.view.inner.topic,
+            key: "<key does not encode>".into(),
+            source,
+        })?;
+        self.range.start = self.range.start.take().max(Some(bytes));
+        self.next_partition = 0;
+        self.current = None;
+        Ok(())
     }
 }
 

@@ -45,6 +45,7 @@ pub(super) async fn run(
     };
     let watermarks = cancel.child_token();
     let following = tokio::spawn(follow_watermarks(inner.clone(), watermarks.clone()));
+    let mut disconnected = None;
     let result = loop {
         let step = tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
@@ -52,7 +53,19 @@ pub(super) async fn run(
         };
         match step {
             Ok(Step::Closed) => break Ok(()),
-            Ok(Step::StateChanged) => update_view_state(inner),
+            Ok(Step::StateChanged) => {
+                if !inner.auto_reconnect {
+                    let lost = inner
+                        .partitions
+                        .iter()
+                        .find(|p| p.progress.state() == ViewState::Reconnecting);
+                    if let Some(lost) = lost {
+                        disconnected = Some(lost.progress.stats().partition);
+                        break Ok(());
+                    }
+                }
+                update_view_state(inner);
+            }
             // Messages after a reconnect bring the view back to its partitions' state.
             Ok(Step::Read) if *inner.state.borrow() == ViewState::Reconnecting => {
                 update_view_state(inner);
@@ -64,7 +77,11 @@ pub(super) async fn run(
     watermarks.cancel();
     let _ = following.await;
     let stopped = reader.stop();
-    result.and(stopped).map_err(|e| view_error(topic, e))
+    result.and(stopped).map_err(|e| view_error(topic, e))?;
+    match disconnected {
+        Some(partition) => Err(ViewError::Disconnected { topic, partition }),
+        None => Ok(()),
+    }
 }
 
 fn view_error(topic: &'static str, error: TableError) -> ViewError {
