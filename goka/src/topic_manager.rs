@@ -20,12 +20,42 @@ pub struct TopicManagerConfig {
     /// Replication factor of created topics; `None` lets the broker choose
     /// (`default.replication.factor`).
     pub replication: Option<u16>,
-    /// Extra configs of created stream topics (for example `retention.ms`).
+    /// Replication factor of created table topics, in place of `replication` (goka's
+    /// `Table.Replication`).
+    pub table_replication: Option<u16>,
+    /// Replication factor of created stream and loop topics, in place of `replication`
+    /// (goka's `Stream.Replication`).
+    pub stream_replication: Option<u16>,
+    /// Extra configs of created stream topics (for example `retention.ms`);
+    /// `cleanup.policy=delete` unless it says otherwise.
     pub stream_config: BTreeMap<String, String>,
     /// Extra configs of created table topics; `cleanup.policy=compact` is always set.
     pub table_config: BTreeMap<String, String>,
+    /// Retention of created loop topics (`<group>-loop`), unless `stream_config` sets
+    /// `retention.ms`: goka's stream retention, 1 hour by default. A loop message is read
+    /// moments after it is written; one left unread longer belongs to a group that was down
+    /// for that long.
+    pub loop_retention: Duration,
+    /// What an existing stream topic with another partition count than asked for does
+    /// (goka's `MismatchBehavior`, whose default ignores it). Tables and loop topics must
+    /// always match, since they are co-partitioned with the inputs. Default:
+    /// [`Mismatch::Fail`].
+    pub mismatch: Mismatch,
     /// How long to wait for a created topic to appear in the metadata.
     pub create_timeout: Duration,
+}
+
+/// What a stream topic with another partition count than asked for does
+/// ([`TopicManagerConfig::mismatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mismatch {
+    /// An error naming the topic and both counts.
+    #[default]
+    Fail,
+    /// A warning in the log; the topic is used with the partitions it has.
+    Warn,
+    /// The topic is used with the partitions it has.
+    Ignore,
 }
 
 impl Default for TopicManagerConfig {
@@ -33,8 +63,12 @@ impl Default for TopicManagerConfig {
         Self {
             auto_create: true,
             replication: None,
+            table_replication: None,
+            stream_replication: None,
             stream_config: BTreeMap::new(),
             table_config: BTreeMap::new(),
+            loop_retention: Duration::from_secs(3600),
+            mismatch: Mismatch::Fail,
             create_timeout: Duration::from_secs(30),
         }
     }
@@ -159,8 +193,43 @@ impl TopicManager {
         topic: &str,
         partitions: u32,
     ) -> Result<u32, TopicManagerError> {
-        self.ensure(topic, partitions, self.config.stream_config.clone())
+        let count = self
+            .ensure(
+                topic,
+                partitions,
+                self.stream_config(),
+                self.stream_replication(),
+                false,
+            )
+            .await?;
+        Ok(count)
+    }
+
+    /// Makes sure a group's loop topic exists with `partitions` partitions (creating it as
+    /// a stream with the loop retention if allowed) and returns the count, which must match.
+    pub async fn ensure_loop(
+        &self,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<u32, TopicManagerError> {
+        let mut config = self.stream_config();
+        config
+            .entry("retention.ms".into())
+            .or_insert_with(|| self.config.loop_retention.as_millis().to_string());
+        self.ensure(topic, partitions, config, self.stream_replication(), true)
             .await
+    }
+
+    fn stream_config(&self) -> BTreeMap<String, String> {
+        let mut config = self.config.stream_config.clone();
+        config
+            .entry("cleanup.policy".into())
+            .or_insert_with(|| "delete".into());
+        config
+    }
+
+    fn stream_replication(&self) -> Option<u16> {
+        self.config.stream_replication.or(self.config.replication)
     }
 
     /// Makes sure a compacted table topic exists with `partitions` partitions (creating it if
@@ -172,7 +241,10 @@ impl TopicManager {
     ) -> Result<u32, TopicManagerError> {
         let mut config = self.config.table_config.clone();
         config.insert("cleanup.policy".into(), "compact".into());
-        let count = self.ensure(topic, partitions, config).await?;
+        let replication = self.config.table_replication.or(self.config.replication);
+        let count = self
+            .ensure(topic, partitions, config, replication, true)
+            .await?;
         let policy = self
             .admin
             .topic_config(topic)
@@ -212,14 +284,23 @@ impl TopicManager {
         }
     }
 
+    /// Creates `topic` if it is missing and allowed; an existing topic's partition count must
+    /// match when `strict`, or else follows the mismatch setting.
     async fn ensure(
         &self,
         topic: &str,
         partitions: u32,
         config: BTreeMap<String, String>,
+        replication: Option<u16>,
+        strict: bool,
     ) -> Result<u32, TopicManagerError> {
         if let Some(actual) = self.admin.partitions(topic).await? {
-            return check_count(topic, partitions, actual);
+            let mismatch = if strict {
+                Mismatch::Fail
+            } else {
+                self.config.mismatch
+            };
+            return check_count(topic, partitions, actual, mismatch);
         }
         if !self.config.auto_create {
             return Err(TopicManagerError::Missing {
@@ -229,7 +310,7 @@ impl TopicManager {
         let spec = TopicSpec {
             name: topic.to_owned(),
             partitions,
-            replication: self.config.replication,
+            replication,
             config,
         };
         match self.admin.create_topic(&spec).await {
@@ -238,7 +319,7 @@ impl TopicManager {
             Err(e) => return Err(e.into()),
         }
         let actual = self.wait_visible(topic).await?;
-        check_count(topic, partitions, actual)
+        check_count(topic, partitions, actual, Mismatch::Fail)
     }
 
     async fn wait_visible(&self, topic: &str) -> Result<u32, TopicManagerError> {
@@ -258,14 +339,188 @@ impl TopicManager {
     }
 }
 
-fn check_count(topic: &str, expected: u32, actual: u32) -> Result<u32, TopicManagerError> {
-    if actual == expected {
-        Ok(actual)
-    } else {
-        Err(TopicManagerError::PartitionMismatch {
+fn check_count(
+    topic: &str,
+    expected: u32,
+    actual: u32,
+    mismatch: Mismatch,
+) -> Result<u32, TopicManagerError> {
+    match mismatch {
+        _ if actual == expected => Ok(actual),
+        Mismatch::Fail => Err(TopicManagerError::PartitionMismatch {
             topic: topic.to_owned(),
             expected,
             actual,
-        })
+        }),
+        Mismatch::Warn => {
+            tracing::warn!(
+                topic,
+                expected,
+                actual,
+                "topic has another partition count than asked for; using it as it is"
+            );
+            Ok(actual)
+        }
+        Mismatch::Ignore => Ok(actual),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+
+    use super::*;
+
+    /// An admin that keeps what it was asked to create.
+    #[derive(Default)]
+    struct Recording {
+        topics: Mutex<HashMap<String, TopicSpec>>,
+    }
+
+    impl Admin for Recording {
+        fn partitions(&self, topic: &str) -> BoxFuture<'_, Result<Option<u32>, KafkaError>> {
+            let found = self
+                .topics
+                .lock()
+                .ok()
+                .and_then(|t| t.get(topic).map(|s| s.partitions));
+            async move { Ok(found) }.boxed()
+        }
+        fn create_topic(&self, spec: &TopicSpec) -> BoxFuture<'_, Result<(), KafkaError>> {
+            if let Ok(mut topics) = self.topics.lock() {
+                topics.insert(spec.name.clone(), spec.clone());
+            }
+            async { Ok(()) }.boxed()
+        }
+        fn topic_config(
+            &self,
+            topic: &str,
+        ) -> BoxFuture<'_, Result<BTreeMap<String, String>, KafkaError>> {
+            let config = self
+                .topics
+                .lock()
+                .ok()
+                .and_then(|t| t.get(topic).map(|s| s.config.clone()));
+            async move { Ok(config.unwrap_or_default()) }.boxed()
+        }
+        fn watermarks(
+            &self,
+            _topic: &str,
+            _partition: i32,
+        ) -> BoxFuture<'_, Result<(i64, i64), KafkaError>> {
+            async { Ok((0, 0)) }.boxed()
+        }
+    }
+
+    fn manager(config: TopicManagerConfig) -> (TopicManager, Arc<Recording>) {
+        let admin = Arc::new(Recording::default());
+        let manager = TopicManager {
+            admin: admin.clone(),
+            config,
+        };
+        (manager, admin)
+    }
+
+    fn created(admin: &Recording, topic: &str) -> TopicSpec {
+        admin
+            .topics
+            .lock()
+            .ok()
+            .and_then(|t| t.get(topic).cloned())
+            .unwrap_or_else(|| panic!("{topic} was not created"))
+    }
+
+    #[tokio::test]
+    async fn streams_tables_and_loop_topics_are_created_as_goka_creates_them() {
+        let (manager, admin) = manager(TopicManagerConfig {
+            replication: Some(3),
+            table_replication: Some(2),
+            ..Default::default()
+        });
+        manager
+            .ensure_stream("events", 4)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        manager
+            .ensure_table("g-table", 4)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        manager
+            .ensure_loop("g-loop", 4)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let events = created(&admin, "events");
+        assert_eq!(
+            events.config.get("cleanup.policy").map(String::as_str),
+            Some("delete")
+        );
+        assert_eq!(
+            events.config.get("retention.ms"),
+            None,
+            "the broker's retention"
+        );
+        assert_eq!(events.replication, Some(3));
+        let table = created(&admin, "g-table");
+        assert_eq!(
+            table.config.get("cleanup.policy").map(String::as_str),
+            Some("compact")
+        );
+        assert_eq!(
+            table.replication,
+            Some(2),
+            "tables have a replication of their own"
+        );
+        let looped = created(&admin, "g-loop");
+        assert_eq!(
+            looped.config.get("cleanup.policy").map(String::as_str),
+            Some("delete")
+        );
+        assert_eq!(
+            looped.config.get("retention.ms").map(String::as_str),
+            Some("3600000"),
+            "goka's stream retention, an hour"
+        );
+        assert_eq!((looped.partitions, looped.replication), (4, Some(3)));
+    }
+
+    #[tokio::test]
+    async fn a_stream_with_another_partition_count_fails_warns_or_is_taken_as_it_is() {
+        for (mismatch, expected) in [
+            (Mismatch::Fail, None),
+            (Mismatch::Warn, Some(3)),
+            (Mismatch::Ignore, Some(3)),
+        ] {
+            let (manager, _admin) = manager(TopicManagerConfig {
+                mismatch,
+                ..Default::default()
+            });
+            manager
+                .ensure_stream("events", 3)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let outcome = manager.ensure_stream("events", 8).await;
+            match expected {
+                None => {
+                    let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+                    assert!(error.contains("has 3 partitions, but 8"), "{error}");
+                }
+                Some(count) => {
+                    assert_eq!(outcome.ok(), Some(count), "{mismatch:?}");
+                }
+            }
+            // Tables and loop topics are co-partitioned with the inputs: always checked.
+            manager
+                .ensure_loop("g-loop", 3)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                manager.ensure_loop("g-loop", 8).await.is_err(),
+                "{mismatch:?}"
+            );
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use goka::codec::{Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
+use goka::kafka::Client;
 use goka::partitioner::{GokaPartitioner, Partitioner};
 use goka::processor::Processor;
 use goka::topic::Topic;
@@ -150,6 +151,17 @@ async fn joins_emits_and_loopbacks_work_end_to_end() {
     assert_eq!(
         stats.messages_in, 8,
         "four orders and four loop messages: {stats:?}"
+    );
+    // The loop topic was created as goka creates it: a stream with a retention of an hour.
+    let admin = client.admin().unwrap();
+    let config = admin.topic_config("router-loop").await.unwrap();
+    assert_eq!(
+        config.get("cleanup.policy").map(String::as_str),
+        Some("delete")
+    );
+    assert_eq!(
+        config.get("retention.ms").map(String::as_str),
+        Some("3600000")
     );
     running.stop().await;
 }

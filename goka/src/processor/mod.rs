@@ -95,7 +95,7 @@ pub(crate) async fn prepare_topics<P: Group>(
     }
     if let Some(edge) = P::GRAPH.loopback {
         manager
-            .ensure_stream(edge.topic, partitions)
+            .ensure_loop(edge.topic, partitions)
             .await
             .map_err(topics_error)?;
         partition_counts.insert(edge.topic, partitions);
