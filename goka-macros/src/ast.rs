@@ -39,6 +39,7 @@ pub enum NilHandling {
 /// `decode_errors = "..."`: what an input that does not decode does.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum DecodeErrors {
+    DeadLetter,
     Fail,
     Skip,
 }

@@ -37,8 +37,11 @@ pub const NIL_VALUES: &[(&str, NilHandling)] = &[
     ("decode", NilHandling::Decode),
     ("restore", NilHandling::Restore),
 ];
-pub const DECODE_VALUES: &[(&str, DecodeErrors)] =
-    &[("fail", DecodeErrors::Fail), ("skip", DecodeErrors::Skip)];
+pub const DECODE_VALUES: &[(&str, DecodeErrors)] = &[
+    ("fail", DecodeErrors::Fail),
+    ("skip", DecodeErrors::Skip),
+    ("dead-letter", DecodeErrors::DeadLetter),
+];
 
 /// The default path of the runtime crate.
 pub const DEFAULT_CRATE: &str = "::goka";

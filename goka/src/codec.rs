@@ -113,6 +113,10 @@ pub enum DecodeErrorPolicy {
     Fail,
     /// Skip the message and count it in the stats.
     SkipAndCount,
+    /// Send the message as it came, with its coordinates and the error in headers, to the
+    /// processor's dead-letter topic, count it, and go on (processors only; a view, which
+    /// has nowhere to send it, stops as with `Fail`).
+    DeadLetter,
 }
 
 /// UTF-8 strings, as goka's `codec.String`. Invalid UTF-8 is a decode error, never replaced.

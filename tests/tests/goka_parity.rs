@@ -401,3 +401,89 @@ async fn a_finished_emitter_refuses_to_emit() {
     assert!(error.to_string().contains("finish"), "{error}");
     emitter.finish().await.unwrap();
 }
+
+goka::stream!(pub Payments = "payments": i64 as Int64Codec);
+
+/// Books payments; a negative one is refused by the handler.
+#[goka::processor(group = "ledger", decode_errors = "dead-letter")]
+#[input(topic = Payments, handler = Self::on_payment)]
+#[persist(value = i64, codec = Int64Codec)]
+#[output(topic = Shipped)]
+#[derive(Debug)]
+pub struct Ledger;
+
+impl Ledger {
+    fn on_payment(&self, ctx: &mut Context<'_, Self>, amount: i64) -> Result<(), CallbackError> {
+        let key = ctx.key().clone();
+        ctx.emit::<Shipped>(&key, &format!("booking {amount}"))?;
+        if amount < 0 {
+            return Err(format!("refusing a negative payment of {amount}").into());
+        }
+        let balance = ctx.value()?.unwrap_or(0) + amount;
+        ctx.set_value(&balance)
+    }
+}
+
+goka::stream!(pub DeadLetters = "ledger-dead-letters": String as StringCodec);
+// The same topic as `Payments`, written as text: "oops" is no int64.
+goka::stream!(pub PaymentsAsText = "payments": String as StringCodec);
+
+#[tokio::test]
+async fn bad_messages_go_to_the_dead_letter_topic_with_their_coordinates() {
+    use goka::processor::{
+        HandlerErrorPolicy, DEAD_LETTER_ERROR, DEAD_LETTER_OFFSET, DEAD_LETTER_REASON,
+        DEAD_LETTER_TOPIC,
+    };
+    let mut tester = Tester::new();
+    let config = ProcessorConfig {
+        handler_errors: HandlerErrorPolicy::DeadLetter,
+        ..Default::default()
+    };
+    tester.register_with(Ledger, config).await.unwrap();
+    let mut letters = tester.track::<DeadLetters>();
+    let mut shipped = tester.track::<Shipped>();
+    tester.consume::<Payments>(&s("ann"), &10).await.unwrap();
+    // Not an int64: a decode error, under decode_errors = "dead-letter".
+    tester
+        .consume::<PaymentsAsText>(&s("ann"), &s("oops"))
+        .await
+        .unwrap();
+    tester.consume::<Payments>(&s("ann"), &-5).await.unwrap();
+    tester.consume::<Payments>(&s("ann"), &7).await.unwrap();
+    assert_eq!(
+        tester.table::<GroupTable<Ledger>>().get(&s("ann")).unwrap(),
+        Some(17),
+        "the good payments were booked, the bad ones did not stop anything"
+    );
+    assert_eq!(
+        shipped.drain().unwrap().len(),
+        2,
+        "what a failed handler emitted was not sent"
+    );
+    let letters = letters.drain().unwrap();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let head = |i: usize, name: &str| header(&letters[i].headers, name).unwrap_or_default();
+    assert_eq!(
+        (letters[0].key.as_str(), letters[0].value.as_deref()),
+        ("ann", Some("oops")),
+        "the message as it came"
+    );
+    assert_eq!(head(0, DEAD_LETTER_TOPIC), "payments");
+    assert_eq!(head(0, DEAD_LETTER_OFFSET), "1");
+    assert_eq!(head(0, DEAD_LETTER_REASON), "decode");
+    assert_eq!(head(1, DEAD_LETTER_OFFSET), "2");
+    assert_eq!(head(1, DEAD_LETTER_REASON), "handler");
+    assert!(head(1, DEAD_LETTER_ERROR).contains("refusing a negative payment of -5"));
+}
+
+#[tokio::test]
+async fn without_a_dead_letter_policy_a_failing_handler_still_stops() {
+    let mut tester = Tester::new();
+    tester.register(Ledger).await.unwrap();
+    let error = tester
+        .consume::<Payments>(&s("ann"), &-5)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("refusing a negative payment"), "{error}");
+}

@@ -392,3 +392,88 @@ async fn failed_or_forgotten_deferred_work_stops_run_naming_the_message() {
         );
     }
 }
+
+/// Keeps notes; refuses the note "poison".
+#[goka::processor(group = "option-careful")]
+#[input(topic = Notes, handler = Self::on_note)]
+#[persist(value = String, codec = StringCodec)]
+#[derive(Debug)]
+pub struct Careful;
+
+impl Careful {
+    fn on_note(&self, ctx: &mut Context<'_, Self>, note: String) -> Result<(), CallbackError> {
+        if note == "poison" {
+            return Err("cannot keep poison".into());
+        }
+        ctx.set_value(&note)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_message_goes_to_the_dead_letter_topic_and_the_partition_goes_on() {
+    use goka::partitioner::Partitioner;
+    let broker = TestBroker::start();
+    let notes = emitter(&broker).await;
+    for note in ["one", "poison", "two"] {
+        notes.emit_sync(&"k".into(), &note.into()).await.unwrap();
+    }
+    let processor = Arc::new(Processor::new(
+        Careful,
+        client(&broker),
+        ProcessorConfig {
+            storage: Arc::new(MemoryBuilder),
+            new_group_start: GroupStart::Oldest,
+            handler_errors: goka::processor::HandlerErrorPolicy::DeadLetter,
+            ..Default::default()
+        },
+    ));
+    let run = {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    let partition = goka::partitioner::GokaPartitioner.partition(b"k", PARTITIONS);
+    eventually(
+        Duration::from_secs(60),
+        || {
+            processor.get(&"k".into()).unwrap().as_deref() == Some("two")
+                && processor
+                    .done_offsets()
+                    .iter()
+                    .any(|o| o.partition == partition && o.offset == 3)
+        },
+        || {
+            format!(
+                "{:?} {:?}",
+                processor.get(&"k".into()),
+                processor.done_offsets()
+            )
+        },
+    )
+    .await;
+    assert_eq!(processor.stats().dead_letters, 1);
+    let letters =
+        goka_tests::read_all(&broker, "option-careful-dead-letters", PARTITIONS as i32, 1);
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(
+        (letter.key.as_slice(), letter.value.as_deref()),
+        (&b"k"[..], Some(&b"poison"[..]))
+    );
+    let head = |name: &str| {
+        letter
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(head(goka::processor::DEAD_LETTER_TOPIC), "option-notes");
+    assert_eq!(
+        head(goka::processor::DEAD_LETTER_PARTITION),
+        partition.to_string()
+    );
+    assert_eq!(head(goka::processor::DEAD_LETTER_OFFSET), "1");
+    assert_eq!(head(goka::processor::DEAD_LETTER_GROUP), "option-careful");
+    assert!(head(goka::processor::DEAD_LETTER_ERROR).contains("cannot keep poison"));
+    run.stop().await;
+}

@@ -174,10 +174,15 @@ fn options(p: &Processor) -> TokenStream {
         let variant = match choice {
             DecodeErrors::Skip => quote!(SkipAndCount),
             DecodeErrors::Fail => quote!(Fail),
+            DecodeErrors::DeadLetter => quote!(DeadLetter),
         };
         quote!(const DECODE_ERRORS: #pv::DecodeErrorPolicy = #pv::DecodeErrorPolicy::#variant;)
     });
-    quote!(#nil #decode)
+    let dead_letters = format!("{}{}", p.group_name(), "-dead-letters");
+    quote! {
+        #nil #decode
+        const DEAD_LETTERS: &'static str = #dead_letters;
+    }
 }
 
 /// A `Group` impl with no inputs and goka's default key type (`String`), for a processor

@@ -93,6 +93,27 @@ pub struct ProcessorConfig {
     /// The client id of everything this processor opens (goka's `WithClientID`), in place
     /// of the client's own. Default: the client's.
     pub client_id: Option<String>,
+    /// What a handler's error does: stop `run` (the default), or send the message to the
+    /// dead-letter topic and go on.
+    pub handler_errors: HandlerErrorPolicy,
+    /// Where dead letters go (`DecodeErrorPolicy::DeadLetter`,
+    /// `HandlerErrorPolicy::DeadLetter`). Default: the group's `<group>-dead-letters`,
+    /// created as a stream with the inputs' partition count if it is missing.
+    pub dead_letter_topic: Option<&'static str>,
+}
+
+/// What a handler's error does ([`ProcessorConfig::handler_errors`]). Panics always stop
+/// the processor: they are bugs, not bad messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandlerErrorPolicy {
+    /// Stop `run` with the error, naming the message; nothing after it is committed.
+    #[default]
+    Fail,
+    /// Send the message as it came to the dead-letter topic, with its coordinates and the
+    /// error in headers (`dead-letter-*`); what the handler produced is not sent; count it
+    /// in `ProcessorStats::dead_letters` and go on. The message's offset is committed once
+    /// the dead letter is acknowledged.
+    DeadLetter,
 }
 
 /// A rebalance of a processor instance, as [`ProcessorConfig::rebalance`] sees it.
@@ -123,6 +144,8 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("rebalance", &self.rebalance.is_some())
             .field("update", &self.update.is_some())
             .field("client_id", &self.client_id)
+            .field("handler_errors", &self.handler_errors)
+            .field("dead_letter_topic", &self.dead_letter_topic)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +168,8 @@ impl Default for ProcessorConfig {
             rebalance: None,
             update: None,
             client_id: None,
+            handler_errors: HandlerErrorPolicy::Fail,
+            dead_letter_topic: None,
         }
     }
 }

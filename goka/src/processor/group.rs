@@ -35,6 +35,12 @@ pub trait Group: Send + Sync + Sized + 'static {
     /// [`ProcessorConfig::decode_errors`](crate::processor::ProcessorConfig) overrides it.
     const DECODE_ERRORS: DecodeErrorPolicy = DecodeErrorPolicy::Fail;
 
+    /// The dead-letter topic, `<group>-dead-letters` for processors the macro makes; where
+    /// messages go under [`DecodeErrorPolicy::DeadLetter`] or
+    /// [`HandlerErrorPolicy::DeadLetter`](crate::processor::HandlerErrorPolicy).
+    /// [`ProcessorConfig::dead_letter_topic`](crate::processor::ProcessorConfig) overrides it.
+    const DEAD_LETTERS: &'static str = "";
+
     /// Decodes the message in `ctx` (topic, value) and calls the handler of its topic. The
     /// value is `None` for a tombstone that nil handling let through.
     fn dispatch<'a>(

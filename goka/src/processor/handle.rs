@@ -9,7 +9,7 @@ use futures::FutureExt;
 
 use super::group::Group;
 use super::middleware::{MessageInfo, Middleware, Next};
-use super::{NilHandling, ProcessorConfig, ProcessorError};
+use super::{HandlerErrorPolicy, NilHandling, ProcessorConfig, ProcessorError};
 use crate::codec::DecodeErrorPolicy;
 use crate::context::{Context, Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::{ConsumedMessage, Headers};
@@ -24,6 +24,16 @@ pub(crate) enum Handled {
     Ignored,
     /// Key or value did not decode and the policy skips such messages.
     Undecodable,
+    /// The message did not decode or its handler failed, and the policy sends it to the
+    /// dead-letter topic: the dead letter is in the [`Outgoing`], to go out like an emit.
+    DeadLettered,
+}
+
+/// The dead-letter topic of `P` under `config`, if a policy sends messages there.
+pub(crate) fn dead_letter_topic<P: Group>(config: &ProcessorConfig) -> Option<&'static str> {
+    let decode = config.decode_errors.unwrap_or(P::DECODE_ERRORS) == DecodeErrorPolicy::DeadLetter;
+    let handler = config.handler_errors == HandlerErrorPolicy::DeadLetter;
+    (decode || handler).then(|| config.dead_letter_topic.unwrap_or(P::DEAD_LETTERS))
 }
 
 /// The policies that decide what happens besides the handler call.
@@ -35,6 +45,9 @@ pub(crate) struct Policies<'a> {
     pub(crate) middleware: Option<&'a dyn Middleware>,
     /// Headers on everything produced (`ProcessorConfig::default_headers`).
     pub(crate) default_headers: &'a Headers,
+    pub(crate) handler_errors: HandlerErrorPolicy,
+    /// Where dead letters go, when a policy sends them.
+    pub(crate) dead_letters: Option<&'static str>,
 }
 
 impl<'a> Policies<'a> {
@@ -45,6 +58,8 @@ impl<'a> Policies<'a> {
             decode_errors: config.decode_errors.unwrap_or(P::DECODE_ERRORS),
             middleware: config.middleware.as_deref(),
             default_headers: &config.default_headers,
+            handler_errors: config.handler_errors,
+            dead_letters: dead_letter_topic::<P>(config),
         }
     }
 }
@@ -100,8 +115,42 @@ async fn handle_message<P: Group>(
     })
     .catch_unwind()
     .await;
+    let decode_letter = policies
+        .dead_letters
+        .filter(|_| policies.decode_errors == DecodeErrorPolicy::DeadLetter);
+    let handler_letter = policies
+        .dead_letters
+        .filter(|_| policies.handler_errors == HandlerErrorPolicy::DeadLetter);
     match outcome {
         Ok(Ok(())) => Ok(Handled::Produced),
+        Ok(Err(Failure::Key(e))) if decode_letter.is_some() => Ok(dead_letter::<P>(
+            resources,
+            message,
+            outgoing,
+            decode_letter,
+            "decode",
+            &format!("key does not decode: {e}"),
+        )),
+        Ok(Err(Failure::Handler(e))) if e.is_decode() && decode_letter.is_some() => {
+            Ok(dead_letter::<P>(
+                resources,
+                message,
+                outgoing,
+                decode_letter,
+                "decode",
+                &e.to_string(),
+            ))
+        }
+        Ok(Err(Failure::Handler(e))) if !e.is_decode() && handler_letter.is_some() => {
+            Ok(dead_letter::<P>(
+                resources,
+                message,
+                outgoing,
+                handler_letter,
+                "handler",
+                &e.to_string(),
+            ))
+        }
         Ok(Err(Failure::Key(e))) if skip => {
             tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose key does not decode");
             Ok(Handled::Undecodable)
@@ -131,6 +180,62 @@ async fn handle_message<P: Group>(
         }
     }
 }
+
+/// Replaces what the handler produced by the message itself, as it came, addressed to the
+/// dead-letter `topic` with its coordinates and `error` in headers.
+fn dead_letter<P: Group>(
+    resources: &PartitionResources,
+    message: &ConsumedMessage,
+    outgoing: &mut Outgoing,
+    topic: Option<&'static str>,
+    reason: &str,
+    error: &str,
+) -> Handled {
+    let Some(topic) = topic else {
+        return Handled::DeadLettered;
+    };
+    tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, %error, dead_letters = topic, "sending a message to the dead-letter topic");
+    outgoing.clear();
+    let mut headers = message.headers.clone();
+    headers
+        .insert(DEAD_LETTER_GROUP, P::GRAPH.group)
+        .insert(DEAD_LETTER_TOPIC, message.topic.as_bytes())
+        .insert(DEAD_LETTER_PARTITION, message.partition.to_string())
+        .insert(DEAD_LETTER_OFFSET, message.offset.to_string())
+        .insert(DEAD_LETTER_REASON, reason)
+        .insert(DEAD_LETTER_ERROR, error);
+    if let Some(timestamp) = message.timestamp {
+        headers.insert(DEAD_LETTER_TIMESTAMP, timestamp.to_string());
+    }
+    let (key, value) = outgoing.scratch();
+    key.extend_from_slice(&message.key);
+    value.extend_from_slice(message.value.as_deref().unwrap_or_default());
+    let count = resources.partition_counts.get(topic).copied().unwrap_or(1);
+    let partition = resources.partitioner.partition(&message.key, count);
+    outgoing.push_scratch(
+        OutgoingKind::Emit,
+        topic,
+        partition,
+        message.value.is_some(),
+        Some(headers),
+    );
+    Handled::DeadLettered
+}
+
+/// Header of a dead letter: the group that could not handle it.
+pub const DEAD_LETTER_GROUP: &str = "dead-letter-group";
+/// Header of a dead letter: the topic it was read from.
+pub const DEAD_LETTER_TOPIC: &str = "dead-letter-topic";
+/// Header of a dead letter: its partition there.
+pub const DEAD_LETTER_PARTITION: &str = "dead-letter-partition";
+/// Header of a dead letter: its offset there.
+pub const DEAD_LETTER_OFFSET: &str = "dead-letter-offset";
+/// Header of a dead letter: its timestamp there (milliseconds since the epoch).
+pub const DEAD_LETTER_TIMESTAMP: &str = "dead-letter-timestamp";
+/// Header of a dead letter: `decode` or `handler`.
+pub const DEAD_LETTER_REASON: &str = "dead-letter-reason";
+/// Header of a dead letter: the error, as text.
+pub const DEAD_LETTER_ERROR: &str = "dead-letter-error";
 
 /// What a middleware learns of the message.
 fn info<P: Group>(message: &ConsumedMessage) -> MessageInfo<'_> {

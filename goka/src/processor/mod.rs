@@ -28,9 +28,15 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use self::config::{NilHandling, ProcessorConfig, Rebalance, RebalanceCallback};
+pub use self::config::{
+    HandlerErrorPolicy, NilHandling, ProcessorConfig, Rebalance, RebalanceCallback,
+};
 pub use self::error::ProcessorError;
 pub use self::group::{Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
+pub use self::handle::{
+    DEAD_LETTER_ERROR, DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION,
+    DEAD_LETTER_REASON, DEAD_LETTER_TIMESTAMP, DEAD_LETTER_TOPIC,
+};
 pub use self::latency::{LatencyHistogram, LATENCY_BOUNDS_MICROS};
 pub use self::middleware::{MessageInfo, Middleware, Next};
 use self::shared::{LookupViews, OffsetTable, Shared};
@@ -39,7 +45,7 @@ pub use self::stats::{ProcessorPartitionStats, ProcessorStats};
 pub use crate::kafka::GroupStart;
 use crate::kafka::{Client, TopicPartitionOffset};
 use crate::storage::{self, Owner, Storage};
-use crate::topic_manager::{TopicManager, TopicManagerConfig};
+use crate::topic_manager::TopicManager;
 
 /// The state of a processor or of one of its partitions (goka's `ProcessorState` and
 /// `PartitionStatus`).
@@ -63,12 +69,13 @@ pub enum PartitionState {
 }
 
 /// Validates the graph of `P`, checks that its inputs and joined tables are co-partitioned,
-/// and creates the table, loop and missing output topics. Returns the partition count of
-/// every topic the group writes to.
+/// and creates the table, loop, dead-letter and missing output topics. Returns the
+/// partition count of every topic the group writes to.
 pub(crate) async fn prepare_topics<P: Group>(
     client: &dyn Client,
-    topics: &TopicManagerConfig,
+    config: &ProcessorConfig,
 ) -> Result<HashMap<&'static str, u32>, ProcessorError> {
+    let topics = &config.topics;
     let group = P::GRAPH.group;
     P::GRAPH
         .validate()
@@ -113,6 +120,29 @@ pub(crate) async fn prepare_topics<P: Group>(
                 .map_err(topics_error)?,
         };
         partition_counts.insert(edge.topic, count);
+    }
+    if let Some(topic) = handle::dead_letter_topic::<P>(config) {
+        if topic.is_empty() {
+            return Err(ProcessorError::Topics {
+                group,
+                source: crate::topic_manager::TopicManagerError::Missing {
+                    topic: "(the dead-letter topic: set ProcessorConfig::dead_letter_topic)"
+                        .to_owned(),
+                },
+            });
+        }
+        let count = match manager
+            .partitions_if_exists(topic)
+            .await
+            .map_err(topics_error)?
+        {
+            Some(count) => count,
+            None => manager
+                .ensure_stream(topic, partitions)
+                .await
+                .map_err(topics_error)?,
+        };
+        partition_counts.insert(topic, count);
     }
     Ok(partition_counts)
 }
@@ -221,7 +251,7 @@ impl<P: Group> Processor<P> {
 
     async fn run_inner(&self, cancel: CancellationToken) -> Result<(), ProcessorError> {
         let group = P::GRAPH.group;
-        let partition_counts = prepare_topics::<P>(&*self.client, &self.config.topics).await?;
+        let partition_counts = prepare_topics::<P>(&*self.client, &self.config).await?;
         let producer = self
             .client
             .ordered_producer()

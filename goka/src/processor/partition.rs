@@ -372,8 +372,14 @@ impl<P: Group> PartitionTask<P> {
         let started = std::time::Instant::now();
         let handled = handle(&*self.group, resources, message, policies, outgoing).await;
         shared.stats.callback_latency.record(started.elapsed());
-        if let Handled::Undecodable = handled? {
-            shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+        match handled? {
+            Handled::Undecodable => {
+                shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Handled::DeadLettered => {
+                shared.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+            }
+            Handled::Produced | Handled::Ignored => {}
         }
         self.send(resources, message, outgoing, pending, unconfirmed)
             .await

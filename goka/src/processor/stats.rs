@@ -43,6 +43,10 @@ pub struct ProcessorStats {
     pub bytes_out: u64,
     /// Messages skipped because they did not decode.
     pub decode_errors: u64,
+    /// Messages sent to the dead-letter topic (those that did not decode under
+    /// `DecodeErrorPolicy::DeadLetter`, and those whose handler failed under
+    /// `HandlerErrorPolicy::DeadLetter`).
+    pub dead_letters: u64,
     /// How long handlers took, from the call until they returned (async ones included).
     pub callback_latency: LatencyHistogram,
     /// How long this member has been waiting for the group to give it an assignment (since
@@ -59,6 +63,7 @@ pub(super) struct Counters {
     pub(super) messages_out: AtomicU64,
     pub(super) bytes_out: AtomicU64,
     pub(super) decode_errors: AtomicU64,
+    pub(super) dead_letters: AtomicU64,
     pub(super) callback_latency: LatencyRecorder,
     /// Since when the member waits for an assignment, `None` while it has one.
     awaiting_since: Mutex<Option<Instant>>,
@@ -72,6 +77,7 @@ impl Counters {
             messages_out: self.messages_out.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
             callback_latency: self.callback_latency.snapshot(),
             awaiting_assignment: self.awaiting_assignment(),
         }

@@ -269,7 +269,8 @@ impl Tables {
         if let (Some(validate), Some(value)) = (self.apply.validate, value) {
             if let Err(source) = validate(value) {
                 match self.apply.decode_errors {
-                    DecodeErrorPolicy::Fail => {
+                    // A table reader has no dead-letter topic: it stops as with `Fail`.
+                    DecodeErrorPolicy::Fail | DecodeErrorPolicy::DeadLetter => {
                         self.write(index)?;
                         return Err(TableError::Decode {
                             partition: message.partition(),

@@ -16,7 +16,6 @@ use crate::partitioner::Partitioner;
 use crate::processor::handle::{handle, Policies};
 use crate::processor::{prepare_topics, Group, ProcessorConfig, ProcessorError};
 use crate::storage::{Storage, StorageError};
-use crate::topic_manager::TopicManagerConfig;
 use crate::view::ViewBuilder;
 
 /// What the tester needs from a registered group, whatever its type.
@@ -62,7 +61,7 @@ impl<P: Group> Tested<P> {
             broker.set_partitions(table.topic, broker.ensure(input.topic, false));
             broker.ensure(table.topic, true);
         }
-        let partition_counts = prepare_topics::<P>(&client, &TopicManagerConfig::default()).await?;
+        let partition_counts = prepare_topics::<P>(&client, &config).await?;
         let tables = |topic: &str| {
             broker.table(topic).map_err(|source| ProcessorError::Kafka {
                 group: name,

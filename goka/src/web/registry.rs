@@ -241,6 +241,7 @@ impl<P: Group> Component for ProcessorComponent<P> {
                 ("messages_out", stats.messages_out),
                 ("bytes_out", stats.bytes_out),
                 ("decode_errors", stats.decode_errors),
+                ("dead_letters", stats.dead_letters),
                 (
                     "awaiting_assignment_ms",
                     stats
