@@ -152,6 +152,37 @@ async fn joins_emits_and_loopbacks_work_end_to_end() {
         stats.messages_in, 8,
         "four orders and four loop messages: {stats:?}"
     );
+    // Per consumed topic and per written topic, as goka's InputStats and OutputStats.
+    let mut consumed: Vec<(&str, u64)> = Vec::new();
+    for partition in processor.partition_stats() {
+        for input in &partition.inputs {
+            assert!(input.lag.unwrap_or(0) >= 0, "{input:?}");
+            if input.messages > 0 {
+                assert!(
+                    input.last_offset.is_some() && input.delay.is_some(),
+                    "{input:?}"
+                );
+            }
+            match consumed.iter_mut().find(|(t, _)| *t == input.topic) {
+                Some((_, n)) => *n += input.messages,
+                None => consumed.push((input.topic, input.messages)),
+            }
+        }
+    }
+    consumed.sort();
+    assert_eq!(consumed, [("orders", 4), ("router-loop", 4)]);
+    let produced: Vec<(&str, u64)> = processor
+        .output_stats()
+        .iter()
+        .map(|o| (o.topic, o.messages))
+        .collect();
+    assert_eq!(
+        produced,
+        [("router-loop", 4), ("router-table", 4), ("shipments", 4)],
+        "written topics"
+    );
+    assert_eq!(processor.lookup_stats().len(), 1, "the rates lookup");
+    assert_eq!(processor.lookup_stats()[0].topic, "rates");
     // The loop topic was created as goka creates it: a stream with a retention of an hour.
     let admin = client.admin().unwrap();
     let config = admin.topic_config("router-loop").await.unwrap();

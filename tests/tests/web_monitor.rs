@@ -179,6 +179,25 @@ async fn the_monitor_shows_components_serves_queries_and_metrics() {
         assert!(std::time::Instant::now() < deadline, "offsets: {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Each consumed topic of each partition, and each written topic.
+    let (_, body) = http_get(address, "/api/components").await;
+    let components: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let inputs = components[0]["inputs"].as_array().unwrap();
+    assert_eq!(inputs.len(), PARTITIONS as usize, "{body}");
+    let handled: u64 = inputs.iter().map(|i| i["messages"].as_u64().unwrap()).sum();
+    assert_eq!(handled, 3, "{body}");
+    assert!(inputs.iter().all(|i| i["topic"] == "web-pages"), "{body}");
+    assert_eq!(
+        components[0]["outputs"],
+        serde_json::json!([{ "topic": "web-counter-table", "messages": 3, "bytes": components[0]["outputs"][0]["bytes"] }]),
+        "{body}"
+    );
+    let (_, metrics) = http_get(address, "/metrics").await;
+    assert!(
+        metrics.contains("goka_input_lag{kind=\"processor\",name=\"web-counter\",topic=\"web-pages\",partition=\"0\"}")
+            && metrics.contains("goka_output_messages{kind=\"processor\",name=\"web-counter\",topic=\"web-counter-table\"} 3"),
+        "{metrics}"
+    );
     // Rates appear once the monitor has looked a second apart: of flows, not of levels.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, body) = http_get(address, "/api/components").await;

@@ -97,6 +97,10 @@ impl<P: Group> Listener<P> {
             stop: stop.clone(),
             unsaved_offset: std::sync::atomic::AtomicI64::new(-1),
             unsaved: std::sync::atomic::AtomicU32::new(0),
+            inputs: self
+                .shared
+                .input_figures
+                .start(partition, P::GRAPH.consumed_topics()),
         };
         let shared = self.shared.clone();
         // Every event of the task carries its group and partition.

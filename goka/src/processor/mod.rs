@@ -41,7 +41,7 @@ pub use self::latency::{LatencyHistogram, LATENCY_BOUNDS_MICROS};
 pub use self::middleware::{MessageInfo, Middleware, Next};
 use self::shared::{LookupViews, OffsetTable, Shared};
 use self::stats::{Counters, Tables};
-pub use self::stats::{ProcessorPartitionStats, ProcessorStats};
+pub use self::stats::{InputStats, OutputStats, ProcessorPartitionStats, ProcessorStats};
 pub use crate::kafka::GroupStart;
 use crate::kafka::{Client, TopicPartitionOffset};
 use crate::storage::{self, Owner, Storage};
@@ -264,11 +264,13 @@ impl<P: Group> Processor<P> {
             client: self.client.clone(),
             config: self.config.clone(),
             producer,
-            partition_counts,
+            partition_counts: partition_counts.clone(),
             lookups,
             offsets: OffsetTable::default(),
             stats: Counters::default(),
             table_figures: Tables::default(),
+            input_figures: stats::Inputs::default(),
+            outputs: stats::Outputs::new(partition_counts.keys().copied()),
             standbys: standby::Standbys::default(),
             standby_figures: Tables::default(),
             tables: Mutex::new(HashMap::new()),
@@ -424,6 +426,15 @@ impl<P: Group> Processor<P> {
                     .map(|o| o.offset);
                 let high_watermark = highs.get(&(input, partition)).copied();
                 let lag = high_watermark.map(|high| (high - offset.unwrap_or(0)).max(0));
+                let inputs = shared.input_figures.of(
+                    partition,
+                    |topic| {
+                        done.iter()
+                            .find(|o| o.topic == topic && o.partition == partition)
+                            .map(|o| o.offset)
+                    },
+                    |topic| highs.get(&(topic, partition)).copied(),
+                );
                 ProcessorPartitionStats {
                     partition,
                     state,
@@ -432,6 +443,7 @@ impl<P: Group> Processor<P> {
                     high_watermark,
                     lag,
                     tables: shared.table_figures.of(partition),
+                    inputs,
                 }
             })
             .collect();
@@ -445,9 +457,28 @@ impl<P: Group> Processor<P> {
                 high_watermark: None,
                 lag: None,
                 tables: shared.standby_figures.of(partition),
+                inputs: Vec::new(),
             });
         }
         stats.sort_by_key(|s| (s.partition, s.state == PartitionState::Standby));
+        stats
+    }
+
+    /// Messages and bytes produced to each topic the processor writes, since `run` started
+    /// (goka's `OutputStats`).
+    pub fn output_stats(&self) -> Vec<OutputStats> {
+        self.running()
+            .map_or_else(Vec::new, |shared| shared.outputs.stats())
+    }
+
+    /// The figures of the views of the lookup tables (goka's `ProcessorStats.Lookup`).
+    pub fn lookup_stats(&self) -> Vec<crate::view::ViewStats> {
+        let Some(shared) = self.running() else {
+            return Vec::new();
+        };
+        let mut stats: Vec<crate::view::ViewStats> =
+            shared.lookups.values().map(|view| view.stats()).collect();
+        stats.sort_by_key(|s| s.topic);
         stats
     }
 

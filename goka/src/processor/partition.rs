@@ -42,6 +42,8 @@ pub(super) struct PartitionTask<P: Group> {
     pub(super) unsaved_offset: AtomicI64,
     /// Acknowledged changelog writes since the offset was last stored.
     pub(super) unsaved: AtomicU32,
+    /// Figures of each consumed topic of the partition.
+    pub(super) inputs: Arc<[super::stats::InputFigures]>,
 }
 
 impl<P: Group> PartitionTask<P> {
@@ -331,12 +333,17 @@ impl<P: Group> PartitionTask<P> {
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
         let policies = Policies::of::<P>(&shared.config);
+        let figures = self.inputs.iter().find(|f| **batch.topic() == *f.topic());
         for event in batch.events() {
             match event {
                 BatchEvent::Message(m) => {
                     m.copy_into(message);
                     self.process(resources, message, policies, outgoing, pending, unconfirmed)
                         .await?;
+                    if let Some(figures) = figures {
+                        let size = message.key.len() + message.value.as_ref().map_or(0, Vec::len);
+                        figures.handled(message.offset, size, message.timestamp);
+                    }
                     // Reading the partition's queue never waits while a backlog lasts: give
                     // the other tasks of the runtime their turn now and then, as a channel
                     // read would.
@@ -442,6 +449,7 @@ impl<P: Group> PartitionTask<P> {
                 }
             }
             let bytes = out.key.len() + out.value.map_or(0, <[u8]>::len);
+            shared.outputs.produced(out.topic, bytes);
             shared.stats.messages_out.fetch_add(1, Ordering::Relaxed);
             shared
                 .stats

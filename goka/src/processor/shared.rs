@@ -93,6 +93,10 @@ pub(super) struct Shared {
     pub(super) stats: Counters,
     /// Figures of the table partitions of each running partition.
     pub(super) table_figures: Tables,
+    /// Figures of the consumed topics of each running partition.
+    pub(super) input_figures: super::stats::Inputs,
+    /// Figures of the topics the processor writes.
+    pub(super) outputs: super::stats::Outputs,
     /// Partitions followed in hot standby, and the figures of their tables.
     pub(super) standbys: standby::Standbys,
     pub(super) standby_figures: Tables,
@@ -113,6 +117,7 @@ impl Shared {
         if state == PartitionState::Stopped {
             states.remove(&partition);
             self.table_figures.forget(partition);
+            self.input_figures.forget(partition);
         } else {
             states.insert(partition, state);
         }

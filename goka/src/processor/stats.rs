@@ -3,7 +3,7 @@
 //! and the figures of its tables.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,180 @@ pub struct ProcessorPartitionStats {
     pub lag: Option<i64>,
     /// The group table and each joined table of the partition: recovery, position, lag.
     pub tables: Vec<TableStats>,
+    /// Each topic the partition consumes (inputs and the loop topic), as goka's
+    /// `InputStats`.
+    pub inputs: Vec<InputStats>,
+}
+
+/// One consumed topic of a processor partition (goka's `InputStats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputStats {
+    /// The topic.
+    pub topic: &'static str,
+    /// The next offset to commit, once a message of it is done.
+    pub offset: Option<i64>,
+    /// Its high watermark, once read.
+    pub high_watermark: Option<i64>,
+    /// Messages between the two.
+    pub lag: Option<i64>,
+    /// Messages handled since the partition started here.
+    pub messages: u64,
+    /// Their key and value bytes.
+    pub bytes: u64,
+    /// Offset of the last message handled.
+    pub last_offset: Option<i64>,
+    /// How old the last message handled was when it was handled (its timestamp to the
+    /// handling), where it had a timestamp.
+    pub delay: Option<Duration>,
+}
+
+/// One topic a processor writes (goka's `OutputStats`): emits, loopbacks, group table
+/// writes, dead letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputStats {
+    /// The topic.
+    pub topic: &'static str,
+    /// Messages produced to it since `run` started.
+    pub messages: u64,
+    /// Their key and value bytes.
+    pub bytes: u64,
+}
+
+/// The live figures of one consumed topic of one partition task.
+#[derive(Debug)]
+pub(super) struct InputFigures {
+    topic: &'static str,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    last_offset: AtomicI64,
+    /// How old the last message was, in ms; `i64::MIN` when unknown.
+    delay_ms: AtomicI64,
+}
+
+impl InputFigures {
+    /// A message of this topic was handled.
+    pub(super) fn handled(&self, offset: i64, bytes: usize, timestamp: Option<i64>) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.last_offset.store(offset, Ordering::Relaxed);
+        let delay = timestamp.map_or(i64::MIN, |at| (now_millis() - at).max(0));
+        self.delay_ms.store(delay, Ordering::Relaxed);
+    }
+
+    pub(super) fn topic(&self) -> &'static str {
+        self.topic
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The consumed topics' figures of each running partition.
+#[derive(Debug, Default)]
+pub(super) struct Inputs {
+    partitions: Mutex<HashMap<i32, Arc<[InputFigures]>>>,
+}
+
+impl Inputs {
+    /// Fresh figures of `topics` for `partition`, which starts here.
+    pub(super) fn start(
+        &self,
+        partition: i32,
+        topics: impl Iterator<Item = &'static str>,
+    ) -> Arc<[InputFigures]> {
+        let figures: Arc<[InputFigures]> = topics
+            .map(|topic| InputFigures {
+                topic,
+                messages: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+                last_offset: AtomicI64::new(-1),
+                delay_ms: AtomicI64::new(i64::MIN),
+            })
+            .collect();
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition, figures.clone());
+        figures
+    }
+
+    pub(super) fn forget(&self, partition: i32) {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
+    }
+
+    /// The figures of `partition`, with the commit offsets and high watermarks given.
+    pub(super) fn of(
+        &self,
+        partition: i32,
+        offset: impl Fn(&str) -> Option<i64>,
+        high_watermark: impl Fn(&'static str) -> Option<i64>,
+    ) -> Vec<InputStats> {
+        let partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(figures) = partitions.get(&partition) else {
+            return Vec::new();
+        };
+        figures
+            .iter()
+            .map(|f| {
+                let offset = offset(f.topic);
+                let high_watermark = high_watermark(f.topic);
+                let last = f.last_offset.load(Ordering::Relaxed);
+                let delay = f.delay_ms.load(Ordering::Relaxed);
+                InputStats {
+                    topic: f.topic,
+                    offset,
+                    high_watermark,
+                    lag: high_watermark.map(|high| (high - offset.unwrap_or(0)).max(0)),
+                    messages: f.messages.load(Ordering::Relaxed),
+                    bytes: f.bytes.load(Ordering::Relaxed),
+                    last_offset: (last >= 0).then_some(last),
+                    delay: (delay != i64::MIN).then(|| Duration::from_millis(delay as u64)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The live figures of the topics a processor writes.
+#[derive(Debug, Default)]
+pub(super) struct Outputs(Vec<(&'static str, AtomicU64, AtomicU64)>);
+
+impl Outputs {
+    pub(super) fn new(topics: impl Iterator<Item = &'static str>) -> Self {
+        Self(
+            topics
+                .map(|t| (t, AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
+        )
+    }
+
+    /// A message of `bytes` went to `topic`.
+    pub(super) fn produced(&self, topic: &str, bytes: usize) {
+        if let Some((_, messages, total)) = self.0.iter().find(|(t, _, _)| *t == topic) {
+            messages.fetch_add(1, Ordering::Relaxed);
+            total.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn stats(&self) -> Vec<OutputStats> {
+        let mut stats: Vec<OutputStats> = self
+            .0
+            .iter()
+            .map(|(topic, messages, bytes)| OutputStats {
+                topic,
+                messages: messages.load(Ordering::Relaxed),
+                bytes: bytes.load(Ordering::Relaxed),
+            })
+            .collect();
+        stats.sort_by_key(|s| s.topic);
+        stats
+    }
 }
 
 /// Counters of a processor (goka's `ProcessorStats`, summed over partitions).

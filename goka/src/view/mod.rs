@@ -329,6 +329,17 @@ pub(crate) struct ViewInner {
     _storage: Arc<dyn StorageBuilder>,
 }
 
+impl ViewInner {
+    /// Figures of the view and each partition.
+    pub(crate) fn stats(&self) -> ViewStats {
+        ViewStats {
+            topic: self.topic,
+            state: *self.state.borrow(),
+            partitions: self.partitions.iter().map(|p| p.progress.stats()).collect(),
+        }
+    }
+}
+
 impl Drop for ViewInner {
     /// Closes the partitions' storage: a view without the write-ahead log makes its rows
     /// durable here, with a warning if it cannot, instead of depending on the order in which
@@ -454,16 +465,7 @@ impl<T: Table> View<T> {
 
     /// Figures of the view and each partition.
     pub fn stats(&self) -> ViewStats {
-        ViewStats {
-            topic: self.inner.topic,
-            state: self.state(),
-            partitions: self
-                .inner
-                .partitions
-                .iter()
-                .map(|p| p.progress.stats())
-                .collect(),
-        }
+        self.inner.stats()
     }
 
     /// The storage of every partition, for the monitor's table browser.

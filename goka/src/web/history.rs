@@ -297,6 +297,8 @@ mod tests {
                 stalled: false,
                 lagging: false,
             }],
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 

@@ -65,6 +65,11 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
     let recovery = Family::<Labels, Gauge>::default();
     let stalled = Family::<Labels, Gauge>::default();
     let lagging = Family::<Labels, Gauge>::default();
+    let input_lag = Family::<Labels, Gauge>::default();
+    let input_messages = Family::<Labels, Gauge>::default();
+    let input_delay = Family::<Labels, Gauge>::default();
+    let output_messages = Family::<Labels, Gauge>::default();
+    let output_bytes = Family::<Labels, Gauge>::default();
     let latency = Family::<Labels, LatencySnapshot>::default();
     for stats in monitor.stats() {
         let kind = match stats.kind {
@@ -111,6 +116,32 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
             stalled.get_or_create(&labels).set(i64::from(p.stalled));
             lagging.get_or_create(&labels).set(i64::from(p.lagging));
         }
+        for i in &stats.inputs {
+            let mut labels = base.clone();
+            labels.push(("topic".to_owned(), i.topic.clone()));
+            labels.push(("partition".to_owned(), i.partition.to_string()));
+            if let Some(l) = i.lag {
+                input_lag.get_or_create(&labels).set(l);
+            }
+            input_messages
+                .get_or_create(&labels)
+                .set(i64::try_from(i.messages).unwrap_or(i64::MAX));
+            if let Some(ms) = i.delay_ms {
+                input_delay
+                    .get_or_create(&labels)
+                    .set(i64::try_from(ms).unwrap_or(i64::MAX));
+            }
+        }
+        for o in &stats.outputs {
+            let mut labels = base.clone();
+            labels.push(("topic".to_owned(), o.topic.clone()));
+            output_messages
+                .get_or_create(&labels)
+                .set(i64::try_from(o.messages).unwrap_or(i64::MAX));
+            output_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(o.bytes).unwrap_or(i64::MAX));
+        }
     }
     registry.register(
         "component_counter",
@@ -147,6 +178,31 @@ pub(super) fn render(monitor: &Monitor) -> Result<String, std::fmt::Error> {
         "partition_lagging",
         "1 for a partition that has had lag for 10 s and moves without catching up",
         lagging,
+    );
+    registry.register(
+        "input_lag",
+        "Messages between a processor partition's commit offset and the high watermark, per consumed topic",
+        input_lag,
+    );
+    registry.register(
+        "input_messages",
+        "Messages a processor partition handled per consumed topic since it started here",
+        input_messages,
+    );
+    registry.register(
+        "input_delay_milliseconds",
+        "How old the last message of a consumed topic was when it was handled",
+        input_delay,
+    );
+    registry.register(
+        "output_messages",
+        "Messages a processor produced per topic (emits, loopbacks, table writes, dead letters)",
+        output_messages,
+    );
+    registry.register(
+        "output_bytes",
+        "Key and value bytes a processor produced per topic",
+        output_bytes,
     );
     registry.register(
         "callback_latency_seconds",

@@ -47,7 +47,9 @@ pub use self::browse::{Row, RowsPage, DEFAULT_PAGE, MAX_PAGE};
 use self::history::History;
 pub use self::history::{PartitionSeries, Series, CAPACITY as HISTORY_SAMPLES};
 use self::registry::{Component, Queryable};
-pub use self::registry::{ComponentKind, ComponentStats, PartitionRow, QueryError};
+pub use self::registry::{
+    ComponentKind, ComponentStats, InputRow, OutputRow, PartitionRow, QueryError,
+};
 
 /// Keys longer than this are refused by the query endpoints.
 pub const MAX_KEY_LEN: usize = 4096;

@@ -149,6 +149,51 @@ fn partitions_table(stats: &ComponentStats, series: &Series) -> String {
     out
 }
 
+/// Each consumed topic of each partition, and each topic written (processors).
+fn topics_tables(stats: &ComponentStats) -> String {
+    let mut out = String::new();
+    let show = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
+    if !stats.inputs.is_empty() {
+        out.push_str(
+            "<h3>inputs</h3><table id=\"inputs\"><tr><th>partition</th><th>topic</th><th>offset</th>\
+             <th>high watermark</th><th>lag</th><th>messages</th><th>bytes</th>\
+             <th>last offset</th><th>delay</th></tr>",
+        );
+        for i in &stats.inputs {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                i.partition,
+                esc(&i.topic),
+                show(i.offset),
+                show(i.high_watermark),
+                show(i.lag),
+                i.messages,
+                i.bytes,
+                show(i.last_offset),
+                i.delay_ms.map_or("-".to_owned(), |ms| format!("{ms} ms")),
+            );
+        }
+        out.push_str("</table>");
+    }
+    if !stats.outputs.is_empty() {
+        out.push_str(
+            "<h3>outputs</h3><table id=\"outputs\"><tr><th>topic</th><th>messages</th><th>bytes</th></tr>",
+        );
+        for o in &stats.outputs {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&o.topic),
+                o.messages,
+                o.bytes
+            );
+        }
+        out.push_str("</table>");
+    }
+    out
+}
+
 /// The component's charts: messages per second, lag, handler latency.
 fn charts(stats: &ComponentStats, series: &Series) -> String {
     let span = series.seconds_ago.first().copied().unwrap_or(0.0);
@@ -347,7 +392,7 @@ pub(super) async fn detail(
         let _ = write!(
             body,
             "<h2>{kind:?} {name}</h2><p>state <span class=\"{state}\">{state}</span>; {counters}; \
-             {samples} samples</p>{latency}{charts}{partitions}{rows}",
+             {samples} samples</p>{latency}{charts}{partitions}{topics}{rows}",
             kind = stats.kind,
             name = esc(&stats.name),
             state = esc(&stats.state),
@@ -360,6 +405,7 @@ pub(super) async fn detail(
             } else {
                 partitions_table(stats, &snapshot.series)
             },
+            topics = topics_tables(stats),
             rows = browser(&name, snapshot, &monitor, &browse),
         );
     }

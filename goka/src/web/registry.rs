@@ -44,6 +44,44 @@ pub struct ComponentStats {
     pub callback_latency: Option<LatencyHistogram>,
     /// Each partition, where the component has partitions.
     pub partitions: Vec<PartitionRow>,
+    /// Each consumed topic of each partition (processors).
+    pub inputs: Vec<InputRow>,
+    /// Each topic written (processors).
+    pub outputs: Vec<OutputRow>,
+}
+
+/// One consumed topic of one partition of a processor (goka's `InputStats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InputRow {
+    /// The partition.
+    pub partition: i32,
+    /// The topic.
+    pub topic: String,
+    /// Next offset to commit.
+    pub offset: Option<i64>,
+    /// High watermark.
+    pub high_watermark: Option<i64>,
+    /// Messages behind it.
+    pub lag: Option<i64>,
+    /// Messages handled.
+    pub messages: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Offset of the last message handled.
+    pub last_offset: Option<i64>,
+    /// Age of the last message handled when it was handled, in milliseconds.
+    pub delay_ms: Option<u64>,
+}
+
+/// One topic a processor writes (goka's `OutputStats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputRow {
+    /// The topic.
+    pub topic: String,
+    /// Messages produced to it.
+    pub messages: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// One partition of a component.
@@ -191,9 +229,34 @@ struct ProcessorComponent<P: Group>(Arc<Processor<P>>);
 impl<P: Group> Component for ProcessorComponent<P> {
     fn stats(&self) -> ComponentStats {
         let stats = self.0.stats();
-        let mut partitions: Vec<PartitionRow> = self
+        let partition_stats = self.0.partition_stats();
+        let inputs = partition_stats
+            .iter()
+            .flat_map(|p| {
+                p.inputs.iter().map(move |i| InputRow {
+                    partition: p.partition,
+                    topic: i.topic.to_owned(),
+                    offset: i.offset,
+                    high_watermark: i.high_watermark,
+                    lag: i.lag,
+                    messages: i.messages,
+                    bytes: i.bytes,
+                    last_offset: i.last_offset,
+                    delay_ms: i.delay.map(|d| d.as_millis() as u64),
+                })
+            })
+            .collect();
+        let outputs = self
             .0
-            .partition_stats()
+            .output_stats()
+            .into_iter()
+            .map(|o| OutputRow {
+                topic: o.topic.to_owned(),
+                messages: o.messages,
+                bytes: o.bytes,
+            })
+            .collect();
+        let mut partitions: Vec<PartitionRow> = partition_stats
             .into_iter()
             .map(|p| {
                 let stalled = p.tables.iter().any(|t| t.stalled);
@@ -252,6 +315,8 @@ impl<P: Group> Component for ProcessorComponent<P> {
             rates: Vec::new(),
             callback_latency: Some(stats.callback_latency),
             partitions,
+            inputs,
+            outputs,
         }
     }
 }
@@ -327,6 +392,8 @@ impl<T: Table> Component for ViewComponent<T> {
             rates: Vec::new(),
             callback_latency: None,
             partitions,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 }
@@ -376,6 +443,8 @@ impl<T: Stream> Component for EmitterComponent<T> {
             rates: Vec::new(),
             callback_latency: None,
             partitions: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 }
