@@ -25,6 +25,7 @@ pub struct Processor {
     pub lookups: Vec<TopicRef>,
     pub outputs: Vec<TopicRef>,
     pub loopbacks: Vec<Loopback>,
+    pub visits: Vec<Visit>,
 }
 
 /// `nil_handling = "..."`: what a tombstone on an input does.
@@ -63,6 +64,12 @@ pub struct Persist {
 /// `#[join(table = T)]`, `#[lookup(table = T)]`, `#[output(topic = T)]`.
 pub struct TopicRef {
     pub topic: syn::Type,
+}
+
+/// `#[visit(visitor = V, handler = ...)]`.
+pub struct Visit {
+    pub visitor: syn::Type,
+    pub handler: syn::Path,
 }
 
 /// `#[loopback(value = V, codec = C, handler = ...)]`.

@@ -10,7 +10,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Token, Type};
 
-use crate::ast::{DecodeErrors, Input, Loopback, NilHandling, Persist, Processor, TopicRef};
+use crate::ast::{DecodeErrors, Input, Loopback, NilHandling, Persist, Processor, TopicRef, Visit};
 use crate::ctxt::Ctxt;
 use crate::symbol::*;
 
@@ -77,6 +77,7 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, input: TokenStream) -> Option<Pro
         lookups: Vec::new(),
         outputs: Vec::new(),
         loopbacks: Vec::new(),
+        visits: Vec::new(),
     };
     for attr in &helpers {
         above_the_macro(cx, attr);
@@ -172,6 +173,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
         PERSIST => &[VALUE, CODEC],
         JOIN | LOOKUP => &[TABLE],
         OUTPUT => &[TOPIC],
+        VISIT => &[VISITOR, HANDLER],
         _ => &[VALUE, CODEC, HANDLER], // LOOPBACK
     };
     let mut fields = Fields::default();
@@ -191,6 +193,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
         let value = meta.value()?;
         let parsed = match key.as_str() {
             TOPIC | TABLE => value.parse().map(|t| fields.topics = Some(vec![t])),
+            VISITOR => value.parse().map(|v| fields.visitor = Some(v)),
             TOPICS => parse_type_list(value).map(|t| fields.topics = Some(t)),
             HANDLER => parse_handler(value).map(|h| fields.handler = Some(h)),
             VALUE => value.parse().map(|v| fields.value = Some(v)),
@@ -201,6 +204,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
                 TOPIC => "a topic type declared with `goka::stream!` or `goka::table!`",
                 TABLE => "a table type declared with `goka::table!`",
                 TOPICS => "a list of topic types: `[Clicks, Views]`",
+                VISITOR => "a visitor type declared with `goka::visitor!`",
                 HANDLER => "a method: `Self::on_click`",
                 VALUE => "a type",
                 _ => "a codec type such as `Json`",
@@ -253,6 +257,11 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
             }
             (None, _) => missing(VALUE),
         },
+        VISIT => match (fields.visitor, fields.handler) {
+            (Some(visitor), Some(handler)) => p.visits.push(Visit { visitor, handler }),
+            (None, _) => missing(VISITOR),
+            (_, None) => missing(HANDLER),
+        },
         LOOPBACK => match (fields.value, fields.codec, fields.handler) {
             (Some(value), Some(codec), Some(handler)) => p.loopbacks.push(Loopback {
                 value,
@@ -279,6 +288,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
 #[derive(Default)]
 struct Fields {
     topics: Option<Vec<Type>>,
+    visitor: Option<Type>,
     handler: Option<syn::Path>,
     value: Option<Type>,
     codec: Option<Type>,

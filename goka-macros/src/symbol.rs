@@ -12,9 +12,10 @@ pub const JOIN: &str = "join";
 pub const LOOKUP: &str = "lookup";
 pub const OUTPUT: &str = "output";
 pub const LOOPBACK: &str = "loopback";
+pub const VISIT: &str = "visit";
 
 /// All helper attributes, for "unknown attribute" hints and stripping.
-pub const HELPERS: &[&str] = &[INPUT, PERSIST, JOIN, LOOKUP, OUTPUT, LOOPBACK];
+pub const HELPERS: &[&str] = &[INPUT, PERSIST, JOIN, LOOKUP, OUTPUT, LOOPBACK, VISIT];
 
 /// Keys of `#[processor(...)]`.
 pub const GROUP: &str = "group";
@@ -27,6 +28,7 @@ pub const TOPIC: &str = "topic";
 pub const TOPICS: &str = "topics";
 pub const TABLE: &str = "table";
 pub const HANDLER: &str = "handler";
+pub const VISITOR: &str = "visitor";
 pub const VALUE: &str = "value";
 pub const CODEC: &str = "codec";
 

@@ -487,3 +487,74 @@ async fn without_a_dead_letter_policy_a_failing_handler_still_stops() {
         .to_string();
     assert!(error.contains("refusing a negative payment"), "{error}");
 }
+
+goka::visitor!(
+    /// Drops balances below the given floor.
+    pub DropBelow: i64
+);
+
+/// Keeps balances; a visit drops those below a floor and says so.
+#[goka::processor(group = "balances")]
+#[input(topic = Payments, handler = Self::on_payment)]
+#[persist(value = i64, codec = Int64Codec)]
+#[output(topic = Shipped)]
+#[visit(visitor = DropBelow, handler = Self::on_drop_below)]
+#[derive(Debug)]
+pub struct Balances;
+
+impl Balances {
+    fn on_payment(&self, ctx: &mut Context<'_, Self>, amount: i64) -> Result<(), CallbackError> {
+        let balance = ctx.value()?.unwrap_or(0) + amount;
+        ctx.set_value(&balance)
+    }
+
+    async fn on_drop_below(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        floor: i64,
+    ) -> Result<(), CallbackError> {
+        let balance = ctx.value()?.unwrap_or(0);
+        if balance < floor {
+            let key = ctx.key().clone();
+            ctx.delete()?;
+            ctx.emit::<Shipped>(
+                &key,
+                &format!("dropped {balance} (visit via {})", ctx.topic()),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn visit_all_runs_the_visitor_over_every_key_as_a_message_would() {
+    let mut tester = Tester::with_partitions(3);
+    tester.register(Balances).await.unwrap();
+    for (customer, amount) in [("ann", 50), ("bo", 5), ("cy", 12), ("di", 1)] {
+        tester
+            .consume::<Payments>(&s(customer), &amount)
+            .await
+            .unwrap();
+    }
+    let mut shipped = tester.track::<Shipped>();
+    let visited = tester.visit_all::<Balances, DropBelow>(10).await.unwrap();
+    assert_eq!(visited, 4, "every key of every partition");
+    let table = tester.table::<GroupTable<Balances>>();
+    let mut left = table.rows().unwrap();
+    left.sort();
+    assert_eq!(left, [(s("ann"), 50), (s("cy"), 12)]);
+    let mut notes: Vec<String> = shipped
+        .drain()
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.value)
+        .collect();
+    notes.sort();
+    assert_eq!(
+        notes,
+        [
+            "dropped 1 (visit via DropBelow)",
+            "dropped 5 (visit via DropBelow)"
+        ]
+    );
+}

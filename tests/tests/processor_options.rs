@@ -477,3 +477,82 @@ async fn a_failing_message_goes_to_the_dead_letter_topic_and_the_partition_goes_
     assert!(head(goka::processor::DEAD_LETTER_ERROR).contains("cannot keep poison"));
     run.stop().await;
 }
+
+goka::visitor!(pub Shout: String);
+
+/// Keeps notes; a visit appends the visitor's value to every note.
+#[goka::processor(group = "option-visited")]
+#[input(topic = Notes, handler = Self::on_note)]
+#[persist(value = String, codec = StringCodec)]
+#[visit(visitor = Shout, handler = Self::on_shout)]
+#[derive(Debug)]
+pub struct Visited;
+
+impl Visited {
+    fn on_note(&self, ctx: &mut Context<'_, Self>, note: String) -> Result<(), CallbackError> {
+        ctx.set_value(&note)
+    }
+
+    fn on_shout(&self, ctx: &mut Context<'_, Self>, suffix: String) -> Result<(), CallbackError> {
+        let note = ctx.value()?.unwrap_or_default();
+        ctx.set_value(&format!("{note}{suffix}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visit_all_visits_every_key_of_every_owned_partition_on_a_running_processor() {
+    let broker = TestBroker::start();
+    let notes = emitter(&broker).await;
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        notes.emit_sync(key, &"hi".into()).await.unwrap();
+    }
+    let processor = Arc::new(Processor::new(
+        Visited,
+        client(&broker),
+        ProcessorConfig {
+            storage: Arc::new(MemoryBuilder),
+            new_group_start: GroupStart::Oldest,
+            ..Default::default()
+        },
+    ));
+    let run = {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    eventually(
+        Duration::from_secs(60),
+        || keys.iter().all(|k| processor.get(k).unwrap().is_some()),
+        || "not every note was kept".to_owned(),
+    )
+    .await;
+    let visited = processor.visit_all::<Shout>("!".into()).await.unwrap();
+    assert_eq!(visited, 20);
+    for key in &keys {
+        assert_eq!(processor.get(key).unwrap().as_deref(), Some("hi!"), "{key}");
+    }
+    let progress: Vec<_> = processor
+        .partition_stats()
+        .into_iter()
+        .filter_map(|p| p.visit)
+        .collect();
+    assert_eq!(progress.len(), PARTITIONS as usize);
+    assert!(progress
+        .iter()
+        .all(|v| v.finished && v.visited == v.total && v.visitor == "Shout"));
+    assert_eq!(progress.iter().map(|v| v.total).sum::<u64>(), 20);
+    // A message after the visit sees what the visit wrote, and the commit still follows
+    // the inputs only.
+    notes
+        .emit_sync(&"k0".into(), &"again".into())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        || processor.get(&"k0".into()).unwrap().as_deref() == Some("again"),
+        || format!("{:?}", processor.get(&"k0".into())),
+    )
+    .await;
+    assert!(processor.done_offsets().iter().all(|o| o.offset >= 0));
+    run.stop().await;
+}

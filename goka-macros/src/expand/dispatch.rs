@@ -64,6 +64,45 @@ pub fn dispatch(p: &Processor) -> TokenStream {
     }
 }
 
+/// `Group::visit`, for groups with `#[visit]` edges: a `match` from the visitor's name to its
+/// handler, whose signature is checked like an input handler's.
+pub fn visit(p: &Processor) -> TokenStream {
+    if p.visits.is_empty() {
+        return TokenStream::new();
+    }
+    let pv = super::private(p);
+    let mut arms = TokenStream::new();
+    for v in &p.visits {
+        let visitor = &v.visitor;
+        let value = quote_spanned!(visitor.span()=> #pv::visit_value::<#visitor>(value)?);
+        let caller = quote!(call_visit::<Self, #visitor, <#visitor as #pv::Visitor>::Value, _, _>);
+        let call = call(p, &v.handler, value, caller);
+        arms.extend(quote! {
+            <#visitor as #pv::Visitor>::NAME => { #call }
+        });
+    }
+    quote! {
+        fn visit<'a>(
+            &'a self,
+            ctx: &'a mut #pv::Context<'_, Self>,
+            visitor: &'a str,
+            value: &'a (dyn #pv::Any + Send + Sync),
+        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
+            #[allow(unused_imports)]
+            use #pv::{
+                AsyncKind as _, BoxedAsyncKind as _, BoxedSyncKind as _, OtherKind as _,
+                SyncKind as _,
+            };
+            #pv::Box::pin(async move {
+                match visitor {
+                    #arms
+                    other => #pv::Result::Err(#pv::CallbackError::no_handler(other)),
+                }
+            })
+        }
+    }
+}
+
 /// Decodes, calls the handler and awaits it if it is async. The call goes through `caller`
 /// (a `__private::call_*` function), whose bounds check the handler's parameters for its
 /// edge and report a mismatch at the user's `handler = ...`.

@@ -40,6 +40,13 @@ pub fn markers(p: &Processor) -> TokenStream {
             const _: () = #pv::output_is_a_stream::<#topic>();
         });
     }
+    for visit in &p.visits {
+        let visitor = &visit.visitor;
+        let pv = super::private_at(p, visitor.span());
+        out.extend(quote_spanned! {visitor.span()=>
+            impl #impl_generics #pv::Visits<#visitor> for #name #ty_generics #where_clause {}
+        });
+    }
     if let Some(persist) = p.persists.first() {
         let value = &persist.value;
         let value_ty = quote_spanned!(value.span()=> type Value = #value;);

@@ -126,7 +126,9 @@ fn full(p: &Processor, check_graph: bool) -> TokenStream {
     let dispatch = if has_generics(p) {
         stub_dispatch(p)
     } else {
-        dispatch::dispatch(p)
+        let mut both = dispatch::dispatch(p);
+        both.extend(dispatch::visit(p));
+        both
     };
     let markers = markers::markers(p);
     let key = {

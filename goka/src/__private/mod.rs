@@ -10,8 +10,8 @@ use std::marker::PhantomData;
 mod signature;
 
 pub use signature::{
-    call_input, call_loop, call_optional, Handler, InputArgs, LoopArgs, NotAParameter,
-    OptionalInputArgs,
+    call_input, call_loop, call_optional, call_visit, Handler, InputArgs, LoopArgs, NotAParameter,
+    OptionalInputArgs, VisitArgs,
 };
 
 pub use futures::future::BoxFuture;
@@ -24,7 +24,20 @@ pub use crate::codec::DecodeErrorPolicy;
 pub use crate::codec::{Codec, CodecError, StringCodec};
 pub use crate::context::{CallbackError, Context};
 pub use crate::graph::{Edge, EdgeKind, GroupGraph, Violation, LOOP_SUFFIX, TABLE_SUFFIX};
-pub use crate::processor::{Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful};
+pub use crate::processor::{
+    Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful, Visitor, Visits,
+};
+pub use std::any::Any;
+
+/// The value of a visit of `V`, cloned for one key's call.
+pub fn visit_value<V: Visitor>(value: &(dyn Any + Send + Sync)) -> Result<V::Value, CallbackError> {
+    value.downcast_ref::<V::Value>().cloned().ok_or_else(|| {
+        CallbackError::from(format!(
+            "the value of a visit with {} has another type",
+            V::NAME
+        ))
+    })
+}
 pub use crate::topic::{Stream, Table, Topic};
 
 /// Checks that the topic of an `#[output]` is a stream (`Emits` itself does not).

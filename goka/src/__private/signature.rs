@@ -86,6 +86,17 @@ pub trait LoopArgs<'a, 'b, 'c, G: Group, V>: Sized {
     fn new(group: &'a G, ctx: &'b mut Context<'c, G>, value: V) -> Self;
 }
 
+/// The parameters of the `#[visit]` handler of visitor `T`, whose values are `V`.
+#[diagnostic::on_unimplemented(
+    message = "this is not a visit handler of `{T}`: it takes `{Self}`",
+    label = "a #[visit] handler of `{T}` is `fn(&self, ctx: &mut Context<'_, Self>, value: {V})`, sync or async",
+    note = "the visitor's value comes by value, as `{V}`, and nothing comes after it"
+)]
+pub trait VisitArgs<'a, 'b, 'c, G: Group, T, V>: Sized {
+    /// The arguments of the call.
+    fn new(group: &'a G, ctx: &'b mut Context<'c, G>, value: V) -> Self;
+}
+
 macro_rules! edge_args {
     ($trait:ident [$($param:ident),*], $value:ty) => {
         #[diagnostic::do_not_recommend]
@@ -112,6 +123,22 @@ macro_rules! edge_args {
 edge_args!(InputArgs[T, V], V);
 edge_args!(OptionalInputArgs[T, V], Option<V>);
 edge_args!(LoopArgs[V], V);
+edge_args!(VisitArgs[T, V], V);
+
+/// Calls the `#[visit]` handler of visitor `T` with the visit's value.
+pub fn call_visit<'a, 'b, 'c, G, T, V, Args, F>(
+    handler: F,
+    group: &'a G,
+    ctx: &'b mut Context<'c, G>,
+    value: V,
+) -> F::Output
+where
+    G: Group,
+    F: Handler<Args>,
+    Args: VisitArgs<'a, 'b, 'c, G, T, V>,
+{
+    handler.call_with(Args::new(group, ctx, value))
+}
 
 /// Calls the `#[input]` handler of topic `T` with a message's value.
 pub fn call_input<'a, 'b, 'c, G, T, V, Args, F>(

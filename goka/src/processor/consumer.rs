@@ -90,6 +90,12 @@ impl<P: Group> Listener<P> {
     /// Starts the task of `partition`, reading `inputs` (one reader per consumed topic).
     fn start(&self, partition: i32, inputs: Vec<Box<dyn PartitionConsumer>>) -> Task {
         let stop = self.shared.cancel.child_token();
+        let (visit_requests, visits) = tokio::sync::mpsc::unbounded_channel();
+        self.shared
+            .visitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition, visit_requests);
         let task = PartitionTask {
             group: self.group.clone(),
             shared: self.shared.clone(),
@@ -109,7 +115,7 @@ impl<P: Group> Listener<P> {
             async move {
                 // A panic outside the handler's guard (storage, a codec of a join) must stop
                 // the processor too: the partition would never move again.
-                let outcome = std::panic::AssertUnwindSafe(task.run(inputs))
+                let outcome = std::panic::AssertUnwindSafe(task.run(inputs, visits))
                     .catch_unwind()
                     .await;
                 let error = match outcome {

@@ -118,6 +118,16 @@ pub enum ProcessorError {
         /// What went wrong.
         message: String,
     },
+    /// A visit could not be done.
+    #[error("processor {group:?}: visit with {visitor}: {message}")]
+    Visit {
+        /// The group.
+        group: &'static str,
+        /// The visitor.
+        visitor: &'static str,
+        /// What went wrong.
+        message: String,
+    },
     /// `run` was called while running.
     #[error("processor {group:?} is running already")]
     AlreadyRunning {

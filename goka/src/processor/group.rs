@@ -48,6 +48,23 @@ pub trait Group: Send + Sync + Sized + 'static {
         ctx: &'a mut Context<'_, Self>,
         value: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<(), CallbackError>>;
+
+    /// Calls the handler of the visitor named `visitor` for the key in `ctx`, with `value`
+    /// (the visitor's value). Generated for groups with `#[visit(...)]` edges.
+    fn visit<'a>(
+        &'a self,
+        ctx: &'a mut Context<'_, Self>,
+        visitor: &'a str,
+        value: &'a (dyn std::any::Any + Send + Sync),
+    ) -> BoxFuture<'a, Result<(), CallbackError>> {
+        let _ = (ctx, value);
+        Box::pin(async move {
+            Err(CallbackError::from(format!(
+                "group {} has no visitor {visitor}",
+                Self::GRAPH.group
+            )))
+        })
+    }
 }
 
 /// A group that consumes the topic `T` with a handler (`#[input(topic = T, ...)]`). Every

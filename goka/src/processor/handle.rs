@@ -250,6 +250,46 @@ fn info<P: Group>(message: &ConsumedMessage) -> MessageInfo<'_> {
     }
 }
 
+/// Calls `group`'s handler of `visitor` for the key of `message` (a visit's stand-in for a
+/// message: the visitor's name as its topic, offset -1); what it produces replaces the
+/// contents of `outgoing`. Errors and panics stop the visit, naming the key.
+pub(crate) async fn handle_visit<P: Group>(
+    group: &P,
+    resources: &PartitionResources,
+    message: &ConsumedMessage,
+    visitor: &str,
+    value: &(dyn std::any::Any + Send + Sync),
+    policies: Policies<'_>,
+    outgoing: &mut Outgoing,
+) -> Result<(), ProcessorError> {
+    outgoing.clear();
+    let outcome = AssertUnwindSafe(async {
+        let mut ctx = Context::<P>::new(resources, message, outgoing)
+            .map_err(|e| format!("key does not decode: {e}"))?;
+        group
+            .visit(&mut ctx, visitor, value)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .catch_unwind()
+    .await;
+    let failed = match outcome {
+        Ok(Ok(())) => {
+            if !policies.default_headers.is_empty() {
+                outgoing.add_default_headers(policies.default_headers);
+            }
+            return Ok(());
+        }
+        Ok(Err(message)) => message,
+        Err(panic) => format!(
+            "visit handler panicked: {}",
+            super::consumer::panic_text(&*panic)
+        ),
+    };
+    outgoing.clear();
+    Err(callback_error::<P>(message, failed))
+}
+
 /// Why handling a message failed, before the policies decide what that means.
 enum Failure {
     Key(crate::codec::CodecError),

@@ -20,6 +20,7 @@ mod pending;
 mod shared;
 mod standby;
 mod stats;
+mod visit;
 mod watermarks;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub use self::middleware::{MessageInfo, Middleware, Next};
 use self::shared::{LookupViews, OffsetTable, Shared};
 use self::stats::{Counters, Tables};
 pub use self::stats::{InputStats, OutputStats, ProcessorPartitionStats, ProcessorStats};
+pub use self::visit::{VisitProgress, Visitor, Visits};
 pub use crate::kafka::GroupStart;
 use crate::kafka::{Client, TopicPartitionOffset};
 use crate::storage::{self, Owner, Storage};
@@ -275,6 +277,8 @@ impl<P: Group> Processor<P> {
             standby_figures: Tables::default(),
             tables: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
+            visitors: Mutex::new(HashMap::new()),
+            visit_progress: Mutex::new(HashMap::new()),
             high_watermarks: Mutex::new(HashMap::new()),
             state: self.state.clone(),
             cancel: internal,
@@ -411,6 +415,11 @@ impl<P: Group> Processor<P> {
             return Vec::new();
         };
         let done = self.done_offsets();
+        let visits = shared
+            .visit_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let highs = shared
             .high_watermarks
             .lock()
@@ -444,6 +453,7 @@ impl<P: Group> Processor<P> {
                     lag,
                     tables: shared.table_figures.of(partition),
                     inputs,
+                    visit: visits.get(&partition).cloned(),
                 }
             })
             .collect();
@@ -458,10 +468,66 @@ impl<P: Group> Processor<P> {
                 lag: None,
                 tables: shared.standby_figures.of(partition),
                 inputs: Vec::new(),
+                visit: None,
             });
         }
         stats.sort_by_key(|s| (s.partition, s.state == PartitionState::Standby));
         stats
+    }
+
+    /// Calls the `#[visit]` handler of `V` for every key of the group table of every
+    /// partition this instance owns (goka's `VisitAll`), as if a message for the key
+    /// arrived: the handler reads and writes the key's row, emits and loops back as any
+    /// handler. Each partition visits in its own task, between its messages, with the keys
+    /// its table held when the visit began. Returns the number of keys visited, once every
+    /// partition is done; `partition_stats()` shows the progress meanwhile. A partition
+    /// revoked mid-visit answers with an error (its new owner is not asked); a failing visit
+    /// handler stops the processor as a failing handler does.
+    pub async fn visit_all<V: Visitor>(&self, value: V::Value) -> Result<u64, ProcessorError>
+    where
+        P: Visits<V>,
+    {
+        let visit_error = |message: String| ProcessorError::Visit {
+            group: P::GRAPH.group,
+            visitor: V::NAME,
+            message,
+        };
+        let Some(shared) = self.running() else {
+            return Err(visit_error("the processor is not running".into()));
+        };
+        let value: Arc<dyn std::any::Any + Send + Sync> = Arc::new(value);
+        let senders: Vec<_> = shared
+            .visitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(partition, sender)| (*partition, sender.clone()))
+            .collect();
+        let mut answers = Vec::with_capacity(senders.len());
+        for (partition, sender) in senders {
+            let (done, answer) = tokio::sync::oneshot::channel();
+            let request = visit::VisitRequest {
+                visitor: V::NAME,
+                value: value.clone(),
+                done,
+            };
+            if sender.send(request).is_ok() {
+                answers.push((partition, answer));
+            }
+        }
+        let mut visited = 0;
+        for (partition, answer) in answers {
+            match answer.await {
+                Ok(Ok(count)) => visited += count,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => {
+                    return Err(visit_error(format!(
+                        "partition {partition} stopped before it visited its keys"
+                    )))
+                }
+            }
+        }
+        Ok(visited)
     }
 
     /// Messages and bytes produced to each topic the processor writes, since `run` started

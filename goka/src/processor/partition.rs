@@ -12,7 +12,7 @@ use smallvec::SmallVec;
 use tokio_util::sync::CancellationToken;
 
 use super::group::Group;
-use super::handle::{handle, Handled, Policies};
+use super::handle::{handle, handle_visit, Handled, Policies};
 use super::pending::{Done, Pending};
 use super::{ProcessorError, Shared};
 use crate::context::{Outgoing, OutgoingKind, PartitionResources};
@@ -27,6 +27,21 @@ use crate::table::{
 
 /// Input messages whose acknowledgements may be outstanding at once, per partition.
 const MAX_IN_FLIGHT: usize = 10_000;
+
+/// The visits asked of a partition task.
+pub(super) type Visits = tokio::sync::mpsc::UnboundedReceiver<super::visit::VisitRequest>;
+
+/// How a visit ended.
+enum Visited {
+    All(u64),
+    Stopped { visited: u64, total: u64 },
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 /// Changelog acknowledgements between two writes of the table's stored offset.
 const OFFSET_EVERY: u32 = 1_000;
 /// A stored table offset that makes the next recovery start at the changelog's beginning
@@ -52,6 +67,7 @@ impl<P: Group> PartitionTask<P> {
     pub(super) async fn run(
         self,
         mut inputs: Vec<Box<dyn PartitionConsumer>>,
+        mut visits: Visits,
     ) -> Result<(), ProcessorError> {
         let shared = self.shared.clone();
         let partition = self.partition;
@@ -79,7 +95,7 @@ impl<P: Group> PartitionTask<P> {
         resources.cancel = shared.cancel.clone();
 
         let result = self
-            .process_loop(&resources, &mut inputs, &mut joined)
+            .process_loop(&resources, &mut inputs, &mut joined, &mut visits)
             .await;
         let closed = self.close(&resources, joined);
         result.and(closed)
@@ -201,6 +217,7 @@ impl<P: Group> PartitionTask<P> {
         resources: &PartitionResources,
         inputs: &mut [Box<dyn PartitionConsumer>],
         joins: &mut [TableReader],
+        visits: &mut Visits,
     ) -> Result<(), ProcessorError> {
         let mut pending = Pending::new(P::GRAPH.group, self.partition);
         let mut failure = None;
@@ -238,6 +255,9 @@ impl<P: Group> PartitionTask<P> {
                     None => break,
                 },
                 update = join_update => update,
+                Some(request) = visits.recv() => {
+                    self.visit(resources, request, &mut outgoing, &mut pending, &mut unconfirmed).await
+                }
             };
             if let Err(error) = step {
                 failure = Some(error);
@@ -313,10 +333,149 @@ impl<P: Group> PartitionTask<P> {
                 self.save_offset(resources)?;
             }
         }
-        self.shared
-            .offsets
-            .done(&done.topic, self.partition, done.offset);
+        // A visit's stand-in messages (offset -1) have no input offset to commit.
+        if done.offset >= 0 {
+            self.shared
+                .offsets
+                .done(&done.topic, self.partition, done.offset);
+        }
         Ok(())
+    }
+
+    /// Runs a visit over every key of the partition's group table, answers its requester,
+    /// and goes on: a visit that the partition's stop interrupts is answered with an error
+    /// but stops nothing; a failing visit handler stops the processor, as a handler does.
+    async fn visit(
+        &self,
+        resources: &PartitionResources,
+        request: super::visit::VisitRequest,
+        outgoing: &mut Outgoing,
+        pending: &mut Pending,
+        unconfirmed: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ProcessorError> {
+        let super::visit::VisitRequest {
+            visitor,
+            value,
+            done,
+        } = request;
+        let visit_error = |message: String| ProcessorError::Visit {
+            group: P::GRAPH.group,
+            visitor,
+            message,
+        };
+        let outcome = self
+            .visit_keys(resources, visitor, &*value, outgoing, pending, unconfirmed)
+            .await;
+        let (answer, result) = match outcome {
+            Ok(Visited::All(count)) => (Ok(count), Ok(())),
+            Ok(Visited::Stopped { visited, total }) => (
+                Err(visit_error(format!(
+                    "partition {} stopped after {visited} of {total} keys",
+                    self.partition
+                ))),
+                Ok(()),
+            ),
+            Err(error) => (Err(visit_error(error.to_string())), Err(error)),
+        };
+        let _ = done.send(answer);
+        result
+    }
+
+    async fn visit_keys(
+        &self,
+        resources: &PartitionResources,
+        visitor: &'static str,
+        value: &(dyn std::any::Any + Send + Sync),
+        outgoing: &mut Outgoing,
+        pending: &mut Pending,
+        unconfirmed: &mut Vec<Vec<u8>>,
+    ) -> Result<Visited, ProcessorError> {
+        let storage_error = |source| ProcessorError::Storage {
+            group: P::GRAPH.group,
+            source,
+        };
+        let Some(table) = &resources.table else {
+            return Ok(Visited::All(0));
+        };
+        // The keys as they are now: rows the visit writes do not move the iteration.
+        let keys: Vec<Vec<u8>> = table
+            .iter()
+            .map_err(storage_error)?
+            .map(|row| row.map(|(key, _)| key))
+            .collect::<Result<_, _>>()
+            .map_err(storage_error)?;
+        let total = keys.len() as u64;
+        let progress = |visited: u64, finished: bool| {
+            self.shared
+                .visit_progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    self.partition,
+                    super::VisitProgress {
+                        visitor,
+                        visited,
+                        total,
+                        finished,
+                    },
+                );
+        };
+        progress(0, false);
+        tracing::info!(
+            group = P::GRAPH.group,
+            partition = self.partition,
+            visitor,
+            keys = total,
+            "visiting the group table"
+        );
+        let policies = Policies::of::<P>(&self.shared.config);
+        let mut message = ConsumedMessage {
+            topic: Arc::from(visitor),
+            partition: self.partition,
+            offset: -1,
+            key: Vec::new(),
+            value: None,
+            timestamp: Some(now_millis()),
+            headers: crate::kafka::Headers::new(),
+        };
+        for (visited, key) in keys.into_iter().enumerate() {
+            if self.stop.is_cancelled() {
+                progress(visited as u64, false);
+                return Ok(Visited::Stopped {
+                    visited: visited as u64,
+                    total,
+                });
+            }
+            // What earlier keys produced must be acknowledged before too much waits.
+            while pending.len() >= MAX_IN_FLIGHT {
+                match pending.next_done().await {
+                    Ok(done) => self.complete(resources, done)?,
+                    Err(failed) => {
+                        unconfirmed.extend(failed.table_key);
+                        return Err(failed.error);
+                    }
+                }
+            }
+            message.key = key;
+            handle_visit(
+                &*self.group,
+                resources,
+                &message,
+                visitor,
+                value,
+                policies,
+                outgoing,
+            )
+            .await?;
+            self.send(resources, &message, outgoing, pending, unconfirmed)
+                .await?;
+            if visited % 256 == 0 {
+                progress(visited as u64 + 1, false);
+            }
+            tokio::task::consume_budget().await;
+        }
+        progress(total, true);
+        Ok(Visited::All(total))
     }
 
     /// Handles the messages of `batch` one by one, each read into `message`, and queues each

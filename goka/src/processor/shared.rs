@@ -103,6 +103,11 @@ pub(super) struct Shared {
     /// Group table storage of each running partition, for `Processor::get`.
     pub(super) tables: Mutex<HashMap<i32, Arc<dyn Storage>>>,
     pub(super) states: Mutex<HashMap<i32, PartitionState>>,
+    /// Where to ask each running partition task for a visit.
+    pub(super) visitors:
+        Mutex<HashMap<i32, tokio::sync::mpsc::UnboundedSender<super::visit::VisitRequest>>>,
+    /// How far the last visit of each running partition got.
+    pub(super) visit_progress: Mutex<HashMap<i32, super::VisitProgress>>,
     /// Last read high watermark per input topic and partition.
     pub(super) high_watermarks: Mutex<HashMap<(&'static str, i32), i64>>,
     pub(super) state: watch::Sender<PartitionState>,
@@ -118,6 +123,14 @@ impl Shared {
             states.remove(&partition);
             self.table_figures.forget(partition);
             self.input_figures.forget(partition);
+            self.visitors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&partition);
+            self.visit_progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&partition);
         } else {
             states.insert(partition, state);
         }

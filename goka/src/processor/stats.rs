@@ -31,6 +31,9 @@ pub struct ProcessorPartitionStats {
     /// Each topic the partition consumes (inputs and the loop topic), as goka's
     /// `InputStats`.
     pub inputs: Vec<InputStats>,
+    /// The partition's last visit ([`Processor::visit_all`](super::Processor::visit_all)),
+    /// while the partition runs here.
+    pub visit: Option<super::VisitProgress>,
 }
 
 /// One consumed topic of a processor partition (goka's `InputStats`).

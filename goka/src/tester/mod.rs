@@ -245,6 +245,49 @@ impl Tester {
         Ok(())
     }
 
+    /// Visits every key of `P`'s group table with `V` (goka's `VisitAll`), as a running
+    /// processor does, then handles everything the visit caused. Returns the keys visited.
+    pub async fn visit_all<P, V>(&mut self, value: V::Value) -> Result<u64, ProcessorError>
+    where
+        P: crate::processor::Visits<V>,
+        V: crate::processor::Visitor,
+    {
+        let Some(registered) = self
+            .processors
+            .iter()
+            .find(|r| r.driven.graph().group == P::GRAPH.group)
+        else {
+            return Err(ProcessorError::Visit {
+                group: P::GRAPH.group,
+                visitor: V::NAME,
+                message: "the group is not registered with the tester".into(),
+            });
+        };
+        let keys = registered.driven.table_keys()?;
+        let mut message = crate::kafka::ConsumedMessage::empty();
+        message.topic = std::sync::Arc::from(V::NAME);
+        message.offset = -1;
+        message.timestamp = Some(self.broker.now());
+        let visited = keys.len() as u64;
+        for (partition, key) in keys {
+            message.partition = partition;
+            message.key = key;
+            registered
+                .driven
+                .visit(&message, V::NAME, &value, &mut self.outgoing)
+                .await?;
+            append(
+                &self.broker,
+                P::GRAPH.group,
+                &self.consumed,
+                &message,
+                &self.outgoing,
+            )?;
+        }
+        self.run_until_idle().await?;
+        Ok(visited)
+    }
+
     /// Writes `value` at `key` to `T`, then handles it and everything it causes.
     /// A failing handler's error is returned with its coordinates, as in production.
     pub async fn consume<T: Topic>(
@@ -307,27 +350,7 @@ impl Tester {
                         while self.broker.read_into(topic, partition, *cursor, message) {
                             *cursor += 1;
                             registered.driven.handle(message, outgoing).await?;
-                            for out in outgoing.iter() {
-                                // What a handler writes carries its input's timestamp, so
-                                // runs are repeatable.
-                                let record = Record {
-                                    key: out.key,
-                                    value: out.value,
-                                    headers: out.headers.cloned().unwrap_or_default(),
-                                    timestamp: message.timestamp.unwrap_or_default(),
-                                };
-                                fed |= consumed.contains(&out.topic);
-                                self.broker
-                                    .append(out.topic, out.partition, record)
-                                    .map_err(|source| ProcessorError::HandlerProduce {
-                                        group: graph.group,
-                                        topic: message.topic.to_string(),
-                                        partition: message.partition,
-                                        offset: message.offset,
-                                        key: String::from_utf8_lossy(&message.key).into_owned(),
-                                        source: Box::new(source),
-                                    })?;
-                            }
+                            fed |= append(&self.broker, graph.group, consumed, message, outgoing)?;
                         }
                     }
                 }
@@ -460,4 +483,37 @@ impl<T: Table> TableReader<T> {
         }
         Ok(rows)
     }
+}
+
+/// Appends what the handler of `message` produced to the tester's topics; whether a
+/// registered processor consumes any of it.
+fn append(
+    broker: &Broker,
+    group: &'static str,
+    consumed: &[&'static str],
+    message: &ConsumedMessage,
+    outgoing: &Outgoing,
+) -> Result<bool, ProcessorError> {
+    let mut fed = false;
+    for out in outgoing.iter() {
+        // What a handler writes carries its input's timestamp, so runs are repeatable.
+        let record = Record {
+            key: out.key,
+            value: out.value,
+            headers: out.headers.cloned().unwrap_or_default(),
+            timestamp: message.timestamp.unwrap_or_default(),
+        };
+        fed |= consumed.contains(&out.topic);
+        broker
+            .append(out.topic, out.partition, record)
+            .map_err(|source| ProcessorError::HandlerProduce {
+                group,
+                topic: message.topic.to_string(),
+                partition: message.partition,
+                offset: message.offset,
+                key: String::from_utf8_lossy(&message.key).into_owned(),
+                source: Box::new(source),
+            })?;
+    }
+    Ok(fed)
 }

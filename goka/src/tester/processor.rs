@@ -29,6 +29,19 @@ pub(crate) trait Driven: Send + Sync {
         message: &'a ConsumedMessage,
         outgoing: &'a mut Outgoing,
     ) -> BoxFuture<'a, Result<(), ProcessorError>>;
+
+    /// Every key of the group table, with its partition, in partition and key order.
+    fn table_keys(&self) -> Result<Vec<(i32, Vec<u8>)>, ProcessorError>;
+
+    /// Visits the key of `message` (a visit's stand-in) with `visitor`; what it produced
+    /// replaces the contents of `outgoing`.
+    fn visit<'a>(
+        &'a self,
+        message: &'a ConsumedMessage,
+        visitor: &'static str,
+        value: &'a (dyn std::any::Any + Send + Sync),
+        outgoing: &'a mut Outgoing,
+    ) -> BoxFuture<'a, Result<(), ProcessorError>>;
 }
 
 pub(crate) struct Tested<P: Group> {
@@ -138,6 +151,50 @@ impl<P: Group> Driven for Tested<P> {
             let policies = Policies::of::<P>(&self.config);
             handle(&self.group, resources, message, policies, outgoing).await?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn table_keys(&self) -> Result<Vec<(i32, Vec<u8>)>, ProcessorError> {
+        let mut keys = Vec::new();
+        for (partition, resources) in self.partitions.iter().enumerate() {
+            let Some(table) = &resources.table else {
+                continue;
+            };
+            let storage_error = |source| ProcessorError::Storage {
+                group: P::GRAPH.group,
+                source,
+            };
+            for row in table.iter().map_err(storage_error)? {
+                let (key, _) = row.map_err(storage_error)?;
+                keys.push((partition as i32, key));
+            }
+        }
+        Ok(keys)
+    }
+
+    fn visit<'a>(
+        &'a self,
+        message: &'a ConsumedMessage,
+        visitor: &'static str,
+        value: &'a (dyn std::any::Any + Send + Sync),
+        outgoing: &'a mut Outgoing,
+    ) -> BoxFuture<'a, Result<(), ProcessorError>> {
+        async move {
+            let Some(resources) = self.partitions.get(message.partition as usize) else {
+                return Ok(());
+            };
+            let policies = Policies::of::<P>(&self.config);
+            crate::processor::handle::handle_visit(
+                &self.group,
+                resources,
+                message,
+                visitor,
+                value,
+                policies,
+                outgoing,
+            )
+            .await
         }
         .boxed()
     }
