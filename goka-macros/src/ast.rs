@@ -19,6 +19,9 @@ pub struct Processor {
     pub input_malformed: bool,
     pub nil_handling: Option<NilHandling>,
     pub decode_errors: Option<DecodeErrors>,
+    /// `table_suffix = "..."` and `loop_suffix = "..."`, when given.
+    pub table_suffix: Option<String>,
+    pub loop_suffix: Option<String>,
     pub inputs: Vec<Input>,
     pub persists: Vec<Persist>,
     pub joins: Vec<TopicRef>,
@@ -95,11 +98,13 @@ impl Processor {
 
     /// The table and loop topic names, derived from the group.
     pub fn table_topic(&self) -> String {
-        format!("{}-table", self.group_name())
+        let suffix = self.table_suffix.as_deref().unwrap_or("-table");
+        format!("{}{suffix}", self.group_name())
     }
 
     pub fn loop_topic(&self) -> String {
-        format!("{}-loop", self.group_name())
+        let suffix = self.loop_suffix.as_deref().unwrap_or("-loop");
+        format!("{}{suffix}", self.group_name())
     }
 
     /// The group name, or a placeholder after an error (the expansion goes on so that one

@@ -22,6 +22,8 @@ struct Args {
     krate: Option<syn::Path>,
     nil_handling: Option<NilHandling>,
     decode_errors: Option<DecodeErrors>,
+    table_suffix: Option<String>,
+    loop_suffix: Option<String>,
 }
 
 /// Reads the whole annotated item. `None` only when the tokens are not an item at all.
@@ -71,6 +73,8 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, input: TokenStream) -> Option<Pro
         input_malformed: false,
         nil_handling: args.nil_handling,
         decode_errors: args.decode_errors,
+        table_suffix: args.table_suffix,
+        loop_suffix: args.loop_suffix,
         inputs: Vec::new(),
         persists: Vec::new(),
         joins: Vec::new(),
@@ -140,6 +144,30 @@ fn parse_args(cx: &mut Ctxt, args: TokenStream) -> Args {
                     ),
                 }
             }
+            TABLE_SUFFIX | LOOP_SUFFIX => {
+                let Some(lit) = lit_str(cx, &meta, "table_suffix = \"-state\"")? else {
+                    return Ok(());
+                };
+                let suffix = lit.value();
+                let valid = !suffix.is_empty()
+                    && suffix.len() <= 20
+                    && suffix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                if !valid {
+                    cx.error_spanned_by(
+                        &lit,
+                        format!(
+                            "`{key}` takes 1 to 20 characters of a-z, A-Z, 0-9, `.`, `_` and `-` \
+                             (it ends topic names), not {suffix:?}"
+                        ),
+                    );
+                } else if key == TABLE_SUFFIX {
+                    out.table_suffix = Some(suffix);
+                } else {
+                    out.loop_suffix = Some(suffix);
+                }
+            }
             NIL_HANDLING => out.nil_handling = choice(cx, &meta, NIL_HANDLING, NIL_VALUES)?,
             DECODE_ERRORS => out.decode_errors = choice(cx, &meta, DECODE_ERRORS, DECODE_VALUES)?,
             _ => {
@@ -148,7 +176,14 @@ fn parse_args(cx: &mut Ctxt, args: TokenStream) -> Args {
                     &meta,
                     &key,
                     PROCESSOR,
-                    &[GROUP, CRATE, NIL_HANDLING, DECODE_ERRORS],
+                    &[
+                        GROUP,
+                        CRATE,
+                        NIL_HANDLING,
+                        DECODE_ERRORS,
+                        TABLE_SUFFIX,
+                        LOOP_SUFFIX,
+                    ],
                 );
                 return skip_value(&meta);
             }

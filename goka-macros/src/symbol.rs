@@ -22,6 +22,8 @@ pub const GROUP: &str = "group";
 pub const CRATE: &str = "crate";
 pub const NIL_HANDLING: &str = "nil_handling";
 pub const DECODE_ERRORS: &str = "decode_errors";
+pub const TABLE_SUFFIX: &str = "table_suffix";
+pub const LOOP_SUFFIX: &str = "loop_suffix";
 
 /// Keys of the helper attributes.
 pub const TOPIC: &str = "topic";

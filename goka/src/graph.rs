@@ -77,6 +77,12 @@ pub struct GroupGraph {
     pub loopback: Option<Edge>,
     /// The group table, if the group persists state.
     pub table: Option<Edge>,
+    /// What follows the group name in its table topic: `-table` (goka's default; goka's
+    /// `SetTableSuffix` changes it for a whole program, `#[processor(table_suffix = ...)]`
+    /// for one group).
+    pub table_suffix: &'static str,
+    /// What follows the group name in its loop topic: `-loop` (goka's `SetLoopSuffix`).
+    pub loop_suffix: &'static str,
 }
 
 /// The first rule of goka's a graph breaks, as [`GroupGraph::violation`] finds it: the same
@@ -199,17 +205,19 @@ impl GroupGraph {
             outputs: &[],
             loopback: None,
             table: None,
+            table_suffix: TABLE_SUFFIX,
+            loop_suffix: LOOP_SUFFIX,
         }
     }
 
-    /// The group table topic: `<group>-table`.
+    /// The group table topic: `<group>-table`, or with the group's own suffix.
     pub fn table_topic(&self) -> String {
-        format!("{}{TABLE_SUFFIX}", self.group)
+        format!("{}{}", self.group, self.table_suffix)
     }
 
-    /// The loop topic: `<group>-loop`.
+    /// The loop topic: `<group>-loop`, or with the group's own suffix.
     pub fn loop_topic(&self) -> String {
-        format!("{}{LOOP_SUFFIX}", self.group)
+        format!("{}{}", self.group, self.loop_suffix)
     }
 
     /// Every edge, inputs first.
@@ -316,8 +324,8 @@ impl GroupGraph {
             i += 1;
         }
         let owns = [
-            (EdgeKind::Persist, self.table, TABLE_SUFFIX),
-            (EdgeKind::Loop, self.loopback, LOOP_SUFFIX),
+            (EdgeKind::Persist, self.table, self.table_suffix),
+            (EdgeKind::Loop, self.loopback, self.loop_suffix),
         ];
         let mut o = 0;
         while o < owns.len() {

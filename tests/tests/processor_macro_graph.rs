@@ -54,7 +54,6 @@ const fn edge(kind: EdgeKind, topic: &'static str, key: &'static str, value: &'s
 #[test]
 fn the_generated_graph_has_every_declared_edge() {
     const EXPECTED: GroupGraph = GroupGraph {
-        group: "click-counter",
         inputs: &[
             edge(EdgeKind::Input, "clicks", "string", "json"),
             edge(EdgeKind::Input, "mobile-clicks", "string", "json"),
@@ -74,6 +73,7 @@ fn the_generated_graph_has_every_declared_edge() {
             "string",
             "int64",
         )),
+        ..GroupGraph::new("click-counter")
     };
     assert_eq!(ClickCounter::GRAPH, EXPECTED);
     assert_eq!(ClickCounter::GRAPH.validate(), Ok(()));
@@ -95,5 +95,45 @@ fn options_and_the_group_table_follow_the_attributes() {
     assert_eq!(
         encoded, b"41",
         "the table's codec is the persist codec (goka's Int64)"
+    );
+}
+
+goka::stream!(pub Orders = "suffix-orders": String as goka::codec::StringCodec);
+
+/// A group whose table and loop topics carry the suffixes of a Go service that set them
+/// with goka's `SetTableSuffix` and `SetLoopSuffix`.
+#[goka::processor(group = "suffixed", table_suffix = "-state", loop_suffix = "-again")]
+#[input(topic = Orders, handler = Self::on_order)]
+#[persist(value = String, codec = goka::codec::StringCodec)]
+#[loopback(value = String, codec = goka::codec::StringCodec, handler = Self::on_order)]
+#[derive(Debug)]
+pub struct Suffixed;
+
+impl Suffixed {
+    fn on_order(
+        &self,
+        ctx: &mut goka::context::Context<'_, Self>,
+        order: String,
+    ) -> Result<(), goka::context::CallbackError> {
+        ctx.set_value(&order)
+    }
+}
+
+#[test]
+fn table_and_loop_suffixes_name_the_groups_own_topics() {
+    assert_eq!(
+        Suffixed::GRAPH.table.map(|t| t.topic),
+        Some("suffixed-state")
+    );
+    assert_eq!(
+        Suffixed::GRAPH.loopback.map(|t| t.topic),
+        Some("suffixed-again")
+    );
+    assert_eq!(Suffixed::GRAPH.table_topic(), "suffixed-state");
+    assert_eq!(Suffixed::GRAPH.loop_topic(), "suffixed-again");
+    assert_eq!(Suffixed::GRAPH.validate(), Ok(()));
+    assert_eq!(
+        <goka::processor::GroupTable<Suffixed> as goka::topic::Topic>::NAME,
+        "suffixed-state"
     );
 }

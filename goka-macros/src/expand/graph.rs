@@ -31,15 +31,19 @@ pub fn graph(p: &Processor) -> TokenStream {
         }
         None => quote!(#pv::Option::None),
     };
+    let table_suffix = p.table_suffix.as_ref().map(|s| quote!(table_suffix: #s,));
+    let loop_suffix = p.loop_suffix.as_ref().map(|s| quote!(loop_suffix: #s,));
     quote! {
         #pv::GroupGraph {
-            group: #group,
             inputs: #inputs,
             joins: #joins,
             lookups: #lookups,
             outputs: #outputs,
             loopback: #loopback,
             table: #table,
+            #table_suffix
+            #loop_suffix
+            ..#pv::GroupGraph::new(#group)
         }
     }
 }

@@ -198,15 +198,7 @@ fn stub(p: &Processor) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = generics(p);
     quote! {
         impl #impl_generics #pv::Group for #name #ty_generics #where_clause {
-            const GRAPH: #pv::GroupGraph = #pv::GroupGraph {
-                group: #group,
-                inputs: &[],
-                joins: &[],
-                lookups: &[],
-                outputs: &[],
-                loopback: #pv::Option::None,
-                table: #pv::Option::None,
-            };
+            const GRAPH: #pv::GroupGraph = #pv::GroupGraph::new(#group);
             // goka's default key type, so joins, emits and `ctx.key()` still type-check.
             type Key = #pv::String;
             type KeyCodec = #pv::StringCodec;
