@@ -125,6 +125,10 @@ edge_args!(OptionalInputArgs[T, V], Option<V>);
 edge_args!(LoopArgs[V], V);
 edge_args!(VisitArgs[T, V], V);
 
+// The `call_*` functions are written out, not made by a macro: a wrong handler's error
+// shows the bound of the function it was called through, which a macro would show as its
+// own template.
+
 /// Calls the `#[visit]` handler of visitor `T` with the visit's value.
 pub fn call_visit<'a, 'b, 'c, G, T, V, Args, F>(
     handler: F,
