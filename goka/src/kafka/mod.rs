@@ -406,6 +406,13 @@ pub trait PartitionConsumer: Send + 'static {
     fn next_batch(&mut self) -> BoxFuture<'_, Option<Result<ConsumedBatch, KafkaError>>>;
 }
 
+/// Milliseconds since the epoch: the time a message gets, or is measured against.
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A topic partition and the offset of the next message to read from it (what a consumer
 /// group commits).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -37,11 +37,6 @@ enum Visited {
     Stopped { visited: u64, total: u64 },
 }
 
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 /// Changelog acknowledgements between two writes of the table's stored offset.
 const OFFSET_EVERY: u32 = 1_000;
 /// A stored table offset that makes the next recovery start at the changelog's beginning
@@ -435,7 +430,7 @@ impl<P: Group> PartitionTask<P> {
             offset: -1,
             key: Vec::new(),
             value: None,
-            timestamp: Some(now_millis()),
+            timestamp: Some(crate::kafka::now_millis()),
             headers: crate::kafka::Headers::new(),
         };
         for (visited, key) in keys.into_iter().enumerate() {

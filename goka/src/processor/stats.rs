@@ -87,19 +87,13 @@ impl InputFigures {
         self.messages.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.last_offset.store(offset, Ordering::Relaxed);
-        let delay = timestamp.map_or(i64::MIN, |at| (now_millis() - at).max(0));
+        let delay = timestamp.map_or(i64::MIN, |at| (crate::kafka::now_millis() - at).max(0));
         self.delay_ms.store(delay, Ordering::Relaxed);
     }
 
     pub(super) fn topic(&self) -> &'static str {
         self.topic
     }
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The consumed topics' figures of each running partition.

@@ -318,12 +318,7 @@ fn write_row(
         })
 }
 
-/// Milliseconds since the epoch, the timestamp of appended messages.
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use crate::kafka::now_millis;
 
 /// [`Client`] of a tester's topics.
 #[derive(Clone)]
