@@ -128,6 +128,14 @@ pub enum TopicManagerError {
     Kafka(#[from] KafkaError),
 }
 
+impl TopicManagerError {
+    /// Whether the cluster did not answer ([`KafkaError::is_unreachable`]): the same request
+    /// may succeed later.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Kafka(error) if error.is_unreachable())
+    }
+}
+
 fn describe_counts(topics: &[(String, Option<u32>)]) -> String {
     topics
         .iter()

@@ -556,3 +556,97 @@ async fn visit_all_visits_every_key_of_every_owned_partition_on_a_running_proces
     assert!(processor.done_offsets().iter().all(|o| o.offset >= 0));
     run.stop().await;
 }
+
+/// A client of `broker` whose metadata and admin requests give up after 2 s, so that an
+/// attempt against a cluster that does not answer ends soon.
+fn impatient_client(broker: &TestBroker) -> goka_tests::TestClient {
+    Arc::new(goka::kafka::rdkafka_client::RdKafkaClient::new(
+        goka_tests::config(broker).set("socket.timeout.ms", "2000"),
+    ))
+}
+
+/// goka's `WithBackoffBuilder`: a processor started while the cluster refuses every
+/// connection shows `Starting`, tries again after each wait, and handles messages once the
+/// cluster answers; one whose backoff gives up stops `run` with the error, naming the group
+/// and the topic it could not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_started_while_the_cluster_is_unreachable_waits_or_gives_up() {
+    use goka::kafka::Backoff;
+    use goka::processor::ProcessorError;
+
+    let broker = TestBroker::start_behind_proxy();
+    let notes = emitter(&broker).await;
+    let proxy = broker.proxy().unwrap();
+    proxy.set_mode(goka_tests::ProxyMode::Refuse);
+    let backoff = Backoff {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(1),
+        reset_after: Duration::from_secs(60),
+        give_up_after: Some(Duration::from_secs(4)),
+    };
+
+    let giving_up = Processor::new(
+        Keeper,
+        impatient_client(&broker),
+        ProcessorConfig {
+            storage: Arc::new(MemoryBuilder),
+            backoff,
+            ..goka_tests::from_oldest()
+        },
+    );
+    let error = tokio::time::timeout(
+        Duration::from_secs(60),
+        giving_up.run(tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("gives up by itself")
+    .expect_err("cannot start");
+    match &error {
+        ProcessorError::Unreachable {
+            group,
+            attempts,
+            failing_for,
+            source,
+        } => {
+            assert_eq!(*group, "option-keeper");
+            assert!(*attempts >= 2, "{attempts} attempts");
+            assert!(*failing_for >= Duration::from_secs(4));
+            assert!(source.is_unreachable(), "{source}");
+        }
+        other => panic!("not an unreachable cluster: {other}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("option-keeper"), "{message}");
+    assert!(message.contains("option-notes"), "{message}");
+    assert_eq!(giving_up.state(), PartitionState::Stopped);
+
+    let waiting = Arc::new(Processor::new(
+        Keeper,
+        impatient_client(&broker),
+        ProcessorConfig {
+            storage: Arc::new(MemoryBuilder),
+            backoff: Backoff {
+                give_up_after: None,
+                ..backoff
+            },
+            ..goka_tests::from_oldest()
+        },
+    ));
+    let mut run = start(&waiting);
+    // Longer than an attempt takes: the processor tried, failed and waits to try again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(waiting.state(), PartitionState::Starting, "{:?}", run.ended());
+    proxy.set_mode(goka_tests::ProxyMode::Forward);
+    running(&waiting).await;
+    notes
+        .emit_sync(&"after".into(), &"the outage".into())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        || waiting.get(&"after".into()).unwrap().as_deref() == Some("the outage"),
+        || format!("{:?}", waiting.get(&"after".into())),
+    )
+    .await;
+    run.stop().await;
+}

@@ -9,6 +9,7 @@
 // Only the rdkafka producer answers through the ring; the tester answers at once.
 #[cfg_attr(not(feature = "rdkafka"), allow(dead_code))]
 mod ack_ring;
+mod backoff;
 mod batch;
 mod config;
 #[cfg(feature = "rdkafka")]
@@ -25,6 +26,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub(crate) use self::backoff::{retry, Stopped};
+pub use self::backoff::Backoff;
 pub use self::batch::{BatchEvent, ConsumedBatch, MessageRef};
 pub use self::config::KafkaConfig;
 
@@ -620,6 +623,17 @@ pub enum KafkaError {
         /// The client's explanation.
         message: String,
     },
+    /// The cluster did not answer a metadata or admin request: no broker could be reached,
+    /// or the request timed out. Trying again later may succeed ([`Backoff`]).
+    #[error("{operation} for topic {topic:?} failed: the cluster did not answer: {message}")]
+    Unreachable {
+        /// What was asked.
+        operation: &'static str,
+        /// Topic.
+        topic: String,
+        /// The client's explanation.
+        message: String,
+    },
     /// The topic exists already.
     #[error("topic {0:?} exists already")]
     TopicExists(String),
@@ -646,6 +660,14 @@ pub enum KafkaError {
         /// The partition's high watermark.
         high: i64,
     },
+}
+
+impl KafkaError {
+    /// Whether the cluster did not answer, so that the same request may succeed later:
+    /// [`KafkaError::Unreachable`] and [`KafkaError::Timeout`].
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,19 @@ use super::{
     StartOffset, TopicSpec,
 };
 
-/// How long metadata and admin requests may take.
+/// How long metadata and admin requests may take: librdkafka's `socket.timeout.ms` where
+/// it is set lower.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// [`REQUEST_TIMEOUT`], or the configuration's `socket.timeout.ms` where that is shorter.
+fn request_timeout(config: &ClientConfig) -> Duration {
+    config
+        .get("socket.timeout.ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map_or(REQUEST_TIMEOUT, |ms| {
+            Duration::from_millis(ms).min(REQUEST_TIMEOUT)
+        })
+}
 
 /// The [`Client`] on librdkafka. Creates one producer and one admin client lazily and shares
 /// them; every [`consume`](Client::consume) opens a consumer of its own.
@@ -122,6 +133,7 @@ impl Client for RdKafkaClient {
             .create()
             .map_err(|e| KafkaError::Config(format!("metadata client: {e}")))?;
         let admin = RdAdmin {
+            timeout: request_timeout(&config),
             admin,
             metadata: Arc::new(metadata),
         };
@@ -191,6 +203,8 @@ impl Client for RdKafkaClient {
 }
 
 struct RdAdmin {
+    /// How long a request may take.
+    timeout: Duration,
     admin: AdminClient<DefaultClientContext>,
     metadata: Arc<rdkafka::consumer::BaseConsumer>,
 }
@@ -210,15 +224,14 @@ impl RdAdmin {
         call: impl FnOnce(&rdkafka::consumer::BaseConsumer) -> Result<T, RdError> + Send + 'static,
     ) -> Result<T, KafkaError> {
         let metadata = self.metadata.clone();
-        let admin_error = |message: String| KafkaError::Admin {
-            operation,
-            topic: topic.to_owned(),
-            message,
-        };
         tokio::task::spawn_blocking(move || call(&metadata))
             .await
-            .map_err(|e| admin_error(e.to_string()))?
-            .map_err(|e| admin_error(e.to_string()))
+            .map_err(|e| KafkaError::Admin {
+                operation,
+                topic: topic.to_owned(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| admin_failure(operation, topic, &e))
     }
 }
 
@@ -226,10 +239,10 @@ impl Admin for RdAdmin {
     fn partitions(&self, topic: &str) -> BoxFuture<'_, Result<Option<u32>, KafkaError>> {
         let name = topic.to_owned();
         async move {
-            let lookup = name.clone();
+            let (lookup, timeout) = (name.clone(), self.timeout);
             let found = self
                 .blocking("read partition count", &name, move |client| {
-                    let metadata = client.fetch_metadata(Some(&lookup), REQUEST_TIMEOUT)?;
+                    let metadata = client.fetch_metadata(Some(&lookup), timeout)?;
                     Ok(metadata
                         .topics()
                         .iter()
@@ -249,11 +262,7 @@ impl Admin for RdAdmin {
                     ) {
                         Ok(None)
                     } else {
-                        Err(KafkaError::Admin {
-                            operation: "read partition count",
-                            topic: name.clone(),
-                            message: code.to_string(),
-                        })
+                        Err(admin_code("read partition count", &name, code))
                     }
                 }
             }
@@ -273,24 +282,22 @@ impl Admin for RdAdmin {
             for (key, value) in &spec.config {
                 topic = topic.set(key, value);
             }
-            let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-            let admin_error = |message: String| KafkaError::Admin {
-                operation: "create topic",
-                topic: spec.name.clone(),
-                message,
-            };
+            let options = AdminOptions::new()
+                .operation_timeout(Some(self.timeout))
+                .request_timeout(Some(self.timeout));
+            let operation = "create topic";
             let results = self
                 .admin
                 .create_topics([&topic], &options)
                 .await
-                .map_err(|e| admin_error(e.to_string()))?;
+                .map_err(|e| admin_failure(operation, &spec.name, &e))?;
             for result in results {
                 match result {
                     Ok(_) => {}
                     Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
                         return Err(KafkaError::TopicExists(name))
                     }
-                    Err((_, code)) => return Err(admin_error(code.to_string())),
+                    Err((_, code)) => return Err(admin_code(operation, &spec.name, code)),
                 }
             }
             Ok(())
@@ -304,20 +311,16 @@ impl Admin for RdAdmin {
     ) -> BoxFuture<'_, Result<BTreeMap<String, String>, KafkaError>> {
         let topic = topic.to_owned();
         async move {
-            let admin_error = |message: String| KafkaError::Admin {
-                operation: "describe topic config",
-                topic: topic.clone(),
-                message,
-            };
-            let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+            let operation = "describe topic config";
+            let options = AdminOptions::new().request_timeout(Some(self.timeout));
             let results = self
                 .admin
                 .describe_configs([&ResourceSpecifier::Topic(&topic)], &options)
                 .await
-                .map_err(|e| admin_error(e.to_string()))?;
+                .map_err(|e| admin_failure(operation, &topic, &e))?;
             let mut config = BTreeMap::new();
             for result in results {
-                let resource = result.map_err(|code| admin_error(code.to_string()))?;
+                let resource = result.map_err(|code| admin_code(operation, &topic, code))?;
                 for entry in resource.entries {
                     if let Some(value) = entry.value {
                         config.insert(entry.name, value);
@@ -336,14 +339,56 @@ impl Admin for RdAdmin {
     ) -> BoxFuture<'_, Result<(i64, i64), KafkaError>> {
         let name = topic.to_owned();
         async move {
-            let lookup = name.clone();
+            let (lookup, timeout) = (name.clone(), self.timeout);
             self.blocking("read watermarks", &name, move |client| {
-                client.fetch_watermarks(&lookup, partition, REQUEST_TIMEOUT)
+                client.fetch_watermarks(&lookup, partition, timeout)
             })
             .await
         }
         .boxed()
     }
+}
+
+/// An admin or metadata request's failure: [`KafkaError::Unreachable`] where the cluster did
+/// not answer (so that trying again later may help), [`KafkaError::Admin`] otherwise.
+fn admin_failure(operation: &'static str, topic: &str, error: &RdError) -> KafkaError {
+    let code = match error {
+        RdError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    };
+    match code {
+        Some(code) if is_unreachable(code) => KafkaError::Unreachable {
+            operation,
+            topic: topic.to_owned(),
+            message: error.to_string(),
+        },
+        _ => KafkaError::Admin {
+            operation,
+            topic: topic.to_owned(),
+            message: error.to_string(),
+        },
+    }
+}
+
+/// [`admin_failure`] for an error code the broker gave for one topic.
+fn admin_code(operation: &'static str, topic: &str, code: RDKafkaErrorCode) -> KafkaError {
+    admin_failure(operation, topic, &RdError::AdminOp(code))
+}
+
+/// Codes that say the cluster did not answer, not that it refused.
+fn is_unreachable(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::Resolve
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::BrokerNotAvailable
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+    )
 }
 
 /// Events handed from the polling thread to the async side at once, at most.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::middleware::Middleware;
 use crate::codec::DecodeErrorPolicy;
-use crate::kafka::{GroupStart, Headers};
+use crate::kafka::{Backoff, GroupStart, Headers};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::storage::{DefaultStorage, StorageBuilder};
 use crate::topic_manager::TopicManagerConfig;
@@ -93,6 +93,16 @@ pub struct ProcessorConfig {
     /// The client id of everything this processor opens (goka's `WithClientID`), in place
     /// of the client's own. Default: the client's.
     pub client_id: Option<String>,
+    /// How starting waits for a cluster that does not answer (goka's `WithBackoffBuilder`
+    /// and `WithBackoffResetTimeout`): reading and creating the group's topics and opening
+    /// its lookup tables are tried again after each wait, while the processor shows
+    /// `Starting` and warns about each failure; once failures have gone on for
+    /// [`Backoff::give_up_after`], `run` stops with [`ProcessorError::Unreachable`](super::ProcessorError::Unreachable).
+    /// A running processor's client reconnects by itself (librdkafka's
+    /// `reconnect.backoff.ms` and `reconnect.backoff.max.ms`, set on the client's
+    /// configuration); an outage longer than a message's delivery timeout stops `run`.
+    /// Default: [`Backoff::default`].
+    pub backoff: Backoff,
     /// What a handler's error does: stop `run` (the default), or send the message to the
     /// dead-letter topic and go on.
     pub handler_errors: HandlerErrorPolicy,
@@ -144,6 +154,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("rebalance", &self.rebalance.is_some())
             .field("update", &self.update.is_some())
             .field("client_id", &self.client_id)
+            .field("backoff", &self.backoff)
             .field("handler_errors", &self.handler_errors)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .finish_non_exhaustive()
@@ -168,6 +179,7 @@ impl Default for ProcessorConfig {
             rebalance: None,
             update: None,
             client_id: None,
+            backoff: Backoff::default(),
             handler_errors: HandlerErrorPolicy::Fail,
             dead_letter_topic: None,
         }

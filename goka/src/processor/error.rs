@@ -128,10 +128,36 @@ pub enum ProcessorError {
         /// What went wrong.
         message: String,
     },
+    /// The cluster did not answer while the processor started, for longer than
+    /// [`Backoff::give_up_after`](crate::kafka::Backoff::give_up_after) of
+    /// [`ProcessorConfig::backoff`](super::ProcessorConfig::backoff).
+    #[error("{source} (the cluster did not answer for {failing_for:?}, {attempts} attempts: gave up)")]
+    Unreachable {
+        /// The group.
+        group: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// How long the attempts failed.
+        failing_for: std::time::Duration,
+        /// The last attempt's error.
+        source: Box<ProcessorError>,
+    },
     /// `run` was called while running.
     #[error("processor {group:?} is running already")]
     AlreadyRunning {
         /// The group.
         group: &'static str,
     },
+}
+
+impl ProcessorError {
+    /// Whether the cluster did not answer, so that trying again later may succeed.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Topics { source, .. } => source.is_unreachable(),
+            Self::Produce { source, .. } | Self::Kafka { source, .. } => source.is_unreachable(),
+            Self::Lookup { source, .. } => source.is_unreachable(),
+            _ => false,
+        }
+    }
 }

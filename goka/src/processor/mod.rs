@@ -70,6 +70,23 @@ pub enum PartitionState {
     Standby,
 }
 
+/// The error of a start that [`retry`](crate::kafka::retry) stopped.
+fn gave_up(group: &'static str, stopped: crate::kafka::Stopped<ProcessorError>) -> ProcessorError {
+    match stopped {
+        crate::kafka::Stopped::Failed(error) => error,
+        crate::kafka::Stopped::GaveUp {
+            error,
+            attempts,
+            failing_for,
+        } => ProcessorError::Unreachable {
+            group,
+            attempts,
+            failing_for,
+            source: Box::new(error),
+        },
+    }
+}
+
 /// Validates the graph of `P`, checks that its inputs and joined tables are co-partitioned,
 /// and creates the table, loop, dead-letter and missing output topics. Returns the
 /// partition count of every topic the group writes to.
@@ -253,13 +270,31 @@ impl<P: Group> Processor<P> {
 
     async fn run_inner(&self, cancel: CancellationToken) -> Result<(), ProcessorError> {
         let group = P::GRAPH.group;
-        let partition_counts = prepare_topics::<P>(&*self.client, &self.config).await?;
+        let what = format!("processor {group:?}");
+        let prepared = crate::kafka::retry(
+            self.config.backoff,
+            &what,
+            &cancel,
+            ProcessorError::is_unreachable,
+            || prepare_topics::<P>(&*self.client, &self.config),
+        )
+        .await;
+        let partition_counts = match prepared {
+            Ok(Some(counts)) => counts,
+            // Cancelled before the cluster answered: nothing was started.
+            Ok(None) => return Ok(()),
+            Err(stopped) => return Err(gave_up(group, stopped)),
+        };
         let producer = self
             .client
             .ordered_producer()
             .map_err(|source| ProcessorError::Produce { group, source })?;
         let internal = cancel.child_token();
-        let (lookups, lookup_tasks) = self.start_lookups(&internal).await?;
+        let (lookups, lookup_tasks) = tokio::select! {
+            started = self.start_lookups(&internal) => started?,
+            // The views' tasks stop with `internal`, a child of `cancel`.
+            _ = cancel.cancelled() => return Ok(()),
+        };
         let shared = Arc::new(Shared {
             group,
             table_topic: P::GRAPH.table.map(|edge| edge.topic),
@@ -324,6 +359,7 @@ impl<P: Group> Processor<P> {
         let mut tasks = Vec::new();
         for edge in P::GRAPH.lookups {
             let view = crate::view::ViewBuilder::<()>::new(self.client.clone())
+                .backoff(self.config.backoff)
                 .storage(self.config.storage.clone())
                 .shared_partitioner(self.config.partitioner.clone())
                 .open(edge.topic, |_| Ok(()))

@@ -25,7 +25,7 @@ pub use crate::table::TableState as ViewState;
 pub use crate::table::TableStats as PartitionStats;
 
 use crate::codec::{Codec, CodecError};
-use crate::kafka::{Client, ConsumedMessage, KafkaError};
+use crate::kafka::{Backoff, Client, ConsumedMessage, KafkaError, Stopped};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::storage::{
     DefaultStorage, KeyRange, Owner, Storage, StorageBuilder, StorageError, StorageIter,
@@ -102,12 +102,36 @@ pub enum ViewError {
         /// The partition that lost its connection.
         partition: i32,
     },
+    /// The cluster did not answer while the view opened, for longer than
+    /// [`Backoff::give_up_after`] ([`ViewBuilder::backoff`]).
+    #[error("{source} (the cluster did not answer for {failing_for:?}, {attempts} attempts: gave up)")]
+    Unreachable {
+        /// The table topic.
+        topic: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// How long the attempts failed.
+        failing_for: std::time::Duration,
+        /// The last attempt's error.
+        source: Box<ViewError>,
+    },
     /// `run` was called while the view was running already.
     #[error("view of table {topic:?} is running already")]
     AlreadyRunning {
         /// The table topic.
         topic: &'static str,
     },
+}
+
+impl ViewError {
+    /// Whether the cluster did not answer, so that trying again later may succeed.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Setup { source, .. } => source.is_unreachable(),
+            Self::Kafka { source, .. } => source.is_unreachable(),
+            _ => false,
+        }
+    }
 }
 
 /// Figures of a view (goka's `ViewStats`).
@@ -130,6 +154,7 @@ pub struct ViewBuilder<T> {
     decode_errors: DecodeErrorPolicy,
     topics: TopicManagerConfig,
     auto_reconnect: bool,
+    backoff: Backoff,
     _table: PhantomData<fn() -> T>,
 }
 
@@ -154,6 +179,7 @@ impl<T> ViewBuilder<T> {
             decode_errors: DecodeErrorPolicy::Fail,
             topics: TopicManagerConfig::default(),
             auto_reconnect: true,
+            backoff: Backoff::default(),
             _table: PhantomData,
         }
     }
@@ -212,6 +238,16 @@ impl<T> ViewBuilder<T> {
         self
     }
 
+    /// How opening the view waits for a cluster that does not answer (goka's
+    /// `WithViewBackoffBuilder` and `WithViewBackoffResetTimeout`): it reads the table's
+    /// partition count again after each wait, and gives up with
+    /// [`ViewError::Unreachable`]. Default: [`Backoff::default`]. A running view reconnects
+    /// by itself ([`auto_reconnect`](Self::auto_reconnect)).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
     /// Opens a view of `topic` whose values are checked with `validate`: the untyped core
     /// that [`View<T>`] wraps, and that processors use for lookup tables.
     pub(crate) async fn open(
@@ -221,7 +257,34 @@ impl<T> ViewBuilder<T> {
     ) -> Result<ViewInner, ViewError> {
         let setup = |source| ViewError::Setup { topic, source };
         let manager = TopicManager::new(&*self.client, self.topics.clone()).map_err(setup)?;
-        let count = manager.partitions(topic).await.map_err(setup)?;
+        let what = format!("view of table {topic:?}");
+        // Dropping the future is how a caller stops waiting.
+        let never = CancellationToken::new();
+        let counted = crate::kafka::retry(
+            self.backoff,
+            &what,
+            &never,
+            TopicManagerError::is_unreachable,
+            || manager.partitions(topic),
+        )
+        .await;
+        let count = match counted {
+            Ok(Some(count)) => count,
+            Ok(None) => unreachable!("never cancelled"),
+            Err(Stopped::Failed(error)) => return Err(setup(error)),
+            Err(Stopped::GaveUp {
+                error,
+                attempts,
+                failing_for,
+            }) => {
+                return Err(ViewError::Unreachable {
+                    topic,
+                    attempts,
+                    failing_for,
+                    source: Box::new(setup(error)),
+                })
+            }
+        };
         let storage = crate::storage::scoped(self.storage, Owner::View(topic));
         let mut partitions = Vec::with_capacity(count as usize);
         for partition in 0..count as i32 {
