@@ -29,6 +29,7 @@ pub struct Processor {
     pub outputs: Vec<TopicRef>,
     pub loopbacks: Vec<Loopback>,
     pub visits: Vec<Visit>,
+    pub windows: Vec<WindowDecl>,
 }
 
 /// `nil_handling = "..."`: what a tombstone on an input does.
@@ -73,6 +74,12 @@ pub struct TopicRef {
 pub struct Visit {
     pub visitor: syn::Type,
     pub handler: syn::Path,
+}
+
+/// `#[window(window = W)]`, or `#[window(window = W, on_close = ...)]`.
+pub struct WindowDecl {
+    pub window: syn::Type,
+    pub on_close: Option<syn::Path>,
 }
 
 /// `#[loopback(value = V, codec = C, handler = ...)]`.

@@ -10,7 +10,9 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Token, Type};
 
-use crate::ast::{DecodeErrors, Input, Loopback, NilHandling, Persist, Processor, TopicRef, Visit};
+use crate::ast::{
+    DecodeErrors, Input, Loopback, NilHandling, Persist, Processor, TopicRef, Visit, WindowDecl,
+};
 use crate::ctxt::Ctxt;
 use crate::symbol::*;
 
@@ -82,6 +84,7 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, input: TokenStream) -> Option<Pro
         outputs: Vec::new(),
         loopbacks: Vec::new(),
         visits: Vec::new(),
+        windows: Vec::new(),
     };
     for attr in &helpers {
         above_the_macro(cx, attr);
@@ -209,6 +212,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
         JOIN | LOOKUP => &[TABLE],
         OUTPUT => &[TOPIC],
         VISIT => &[VISITOR, HANDLER],
+        WINDOW => &[WINDOW, ON_CLOSE],
         _ => &[VALUE, CODEC, HANDLER], // LOOPBACK
     };
     let mut fields = Fields::default();
@@ -228,7 +232,8 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
         let value = meta.value()?;
         let parsed = match key.as_str() {
             TOPIC | TABLE => value.parse().map(|t| fields.topics = Some(vec![t])),
-            VISITOR => value.parse().map(|v| fields.visitor = Some(v)),
+            VISITOR | WINDOW => value.parse().map(|v| fields.visitor = Some(v)),
+            ON_CLOSE => parse_handler(value).map(|h| fields.handler = Some(h)),
             TOPICS => parse_type_list(value).map(|t| fields.topics = Some(t)),
             HANDLER => parse_handler(value).map(|h| fields.handler = Some(h)),
             VALUE => value.parse().map(|v| fields.value = Some(v)),
@@ -240,7 +245,8 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
                 TABLE => "a table type declared with `goka::table!`",
                 TOPICS => "a list of topic types: `[Clicks, Views]`",
                 VISITOR => "a visitor type declared with `goka::visitor!`",
-                HANDLER => "a method: `Self::on_click`",
+                WINDOW => "a window type declared with `goka::window!`",
+                HANDLER | ON_CLOSE => "a method: `Self::on_click`",
                 VALUE => "a type",
                 _ => "a codec type such as `Json`",
             };
@@ -296,6 +302,13 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
             (Some(visitor), Some(handler)) => p.visits.push(Visit { visitor, handler }),
             (None, _) => missing(VISITOR),
             (_, None) => missing(HANDLER),
+        },
+        WINDOW => match fields.visitor {
+            Some(window) => p.windows.push(WindowDecl {
+                window,
+                on_close: fields.handler,
+            }),
+            None => missing(WINDOW),
         },
         LOOPBACK => match (fields.value, fields.codec, fields.handler) {
             (Some(value), Some(codec), Some(handler)) => p.loopbacks.push(Loopback {

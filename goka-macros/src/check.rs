@@ -17,6 +17,22 @@ pub fn check(cx: &mut Ctxt, p: &Processor) {
     at_most_one_persist(cx, p);
     at_most_one_loopback(cx, p);
     each_topic_used_once(cx, p);
+    each_window_once(cx, p);
+}
+
+fn each_window_once(cx: &mut Ctxt, p: &Processor) {
+    let mut seen: Vec<String> = Vec::new();
+    for window in &p.windows {
+        let written = window.window.to_token_stream().to_string();
+        if seen.contains(&written) {
+            cx.error_spanned_by(
+                &window.window,
+                format!("the window `{written}` is declared twice: each window has one edge"),
+            );
+        } else {
+            seen.push(written);
+        }
+    }
 }
 
 fn group_is_given_and_valid(cx: &mut Ctxt, p: &Processor) {

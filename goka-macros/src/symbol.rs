@@ -13,9 +13,12 @@ pub const LOOKUP: &str = "lookup";
 pub const OUTPUT: &str = "output";
 pub const LOOPBACK: &str = "loopback";
 pub const VISIT: &str = "visit";
+pub const WINDOW: &str = "window";
 
 /// All helper attributes, for "unknown attribute" hints and stripping.
-pub const HELPERS: &[&str] = &[INPUT, PERSIST, JOIN, LOOKUP, OUTPUT, LOOPBACK, VISIT];
+pub const HELPERS: &[&str] = &[
+    INPUT, PERSIST, JOIN, LOOKUP, OUTPUT, LOOPBACK, VISIT, WINDOW,
+];
 
 /// Keys of `#[processor(...)]`.
 pub const GROUP: &str = "group";
@@ -31,6 +34,7 @@ pub const TOPICS: &str = "topics";
 pub const TABLE: &str = "table";
 pub const HANDLER: &str = "handler";
 pub const VISITOR: &str = "visitor";
+pub const ON_CLOSE: &str = "on_close";
 pub const VALUE: &str = "value";
 pub const CODEC: &str = "codec";
 

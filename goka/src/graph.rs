@@ -27,6 +27,9 @@ pub enum EdgeKind {
     Loop,
     /// The group table (goka's `Persist`).
     Persist,
+    /// A windowed table of the group (`#[window]`), kept like the group table in the
+    /// changelog `<group>-<window>-window`.
+    Window,
 }
 
 /// One edge of the graph: a topic and how its keys and values are encoded.
@@ -60,6 +63,22 @@ impl Edge {
     }
 }
 
+/// A windowed table of the group: its changelog edge and the window's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowEdge {
+    /// The changelog, [`EdgeKind::Window`] on `<group>-<name>-window`.
+    pub edge: Edge,
+    /// The window's name ([`Window::NAME`](crate::window::Window::NAME)).
+    pub name: &'static str,
+    /// Size, hop, grace and retention.
+    pub spec: crate::window::WindowSpec,
+    /// Whether a handler gets each window's final value when it closes.
+    pub on_close: bool,
+}
+
+/// Suffix of a window's changelog topic: `<group>-<window>-window`.
+pub const WINDOW_SUFFIX: &str = "-window";
+
 /// The graph of a processor group. Built as a `const`; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupGraph {
@@ -77,6 +96,8 @@ pub struct GroupGraph {
     pub loopback: Option<Edge>,
     /// The group table, if the group persists state.
     pub table: Option<Edge>,
+    /// The group's windowed tables.
+    pub windows: &'static [WindowEdge],
     /// What follows the group name in its table topic: `-table` (goka's default; goka's
     /// `SetTableSuffix` changes it for a whole program, `#[processor(table_suffix = ...)]`
     /// for one group).
@@ -103,9 +124,9 @@ pub enum Violation {
         /// The kind it carries.
         kind: EdgeKind,
     },
-    /// The table or loop edge does not carry the group's topic name.
+    /// The table, loop or a window edge does not carry the group's topic name.
     WrongName {
-        /// [`EdgeKind::Persist`] or [`EdgeKind::Loop`].
+        /// [`EdgeKind::Persist`], [`EdgeKind::Loop`] or [`EdgeKind::Window`].
         own: EdgeKind,
         /// What the edge had.
         actual: &'static str,
@@ -205,6 +226,7 @@ impl GroupGraph {
             outputs: &[],
             loopback: None,
             table: None,
+            windows: &[],
             table_suffix: TABLE_SUFFIX,
             loop_suffix: LOOP_SUFFIX,
         }
@@ -230,6 +252,7 @@ impl GroupGraph {
             .copied()
             .chain(self.loopback)
             .chain(self.table)
+            .chain(self.windows.iter().map(|w| w.edge))
     }
 
     /// Topics consumed by the group's partition tasks: inputs and the loop topic.
@@ -245,6 +268,17 @@ impl GroupGraph {
         self.consumed_topics()
             .chain(self.joins.iter().map(|e| e.topic))
             .chain(self.table.map(|e| e.topic))
+            .chain(self.windows.iter().map(|w| w.edge.topic))
+    }
+
+    /// The changelog topic of the window `name`: `<group>-<name>-window`.
+    pub fn window_topic(&self, name: &str) -> String {
+        format!("{}-{name}{WINDOW_SUFFIX}", self.group)
+    }
+
+    /// The window edge whose changelog is `topic`.
+    pub fn window(&self, topic: &str) -> Option<&'static WindowEdge> {
+        self.windows.iter().find(|w| w.edge.topic == topic)
     }
 
     /// Checks goka's rules (see [`violation`](Self::violation)).
@@ -271,7 +305,12 @@ impl GroupGraph {
                 kind,
             },
             Violation::WrongName { own, actual } => {
-                let (what, expected) = own_name(own);
+                let (what, expected) = match self.windows.iter().find(|w| w.edge.topic == actual) {
+                    Some(window) if own == EdgeKind::Window => {
+                        ("window", self.window_topic(window.name))
+                    }
+                    _ => own_name(own),
+                };
                 GraphError::WrongName {
                     group,
                     what,
@@ -352,6 +391,17 @@ impl GroupGraph {
             }
             o += 1;
         }
+        let mut w = 0;
+        while w < self.windows.len() {
+            let window = self.windows[w];
+            if !is_window_topic(self.group, window.name, window.edge.topic) {
+                return Some(Violation::WrongName {
+                    own: EdgeKind::Window,
+                    actual: window.edge.topic,
+                });
+            }
+            w += 1;
+        }
         let mut i = 0;
         while i < count {
             let (_, first) = self.edge_at(i);
@@ -380,6 +430,7 @@ impl GroupGraph {
             + self.outputs.len()
             + self.loopback.is_some() as usize
             + self.table.is_some() as usize
+            + self.windows.len()
     }
 
     /// The `index`-th edge in the order of [`edges`](Self::edges), with the kind of the list
@@ -400,11 +451,19 @@ impl GroupGraph {
             rest -= lists[l].1.len();
             l += 1;
         }
-        match (self.loopback, self.table) {
-            (Some(edge), _) if rest == 0 => (EdgeKind::Loop, edge),
-            (Some(_), Some(edge)) | (None, Some(edge)) => (EdgeKind::Persist, edge),
-            _ => panic!("edge index out of range"),
+        if let Some(edge) = self.loopback {
+            if rest == 0 {
+                return (EdgeKind::Loop, edge);
+            }
+            rest -= 1;
         }
+        if let Some(edge) = self.table {
+            if rest == 0 {
+                return (EdgeKind::Persist, edge);
+            }
+            rest -= 1;
+        }
+        (EdgeKind::Window, self.windows[rest].edge)
     }
 }
 
@@ -421,6 +480,19 @@ const fn is_own(group: &str, topic: &str, suffix: &str) -> bool {
     }
     let (head, tail) = t.split_at(g.len());
     bytes_eq(head, g) && bytes_eq(tail, s)
+}
+
+/// Whether `topic` is `<group>-<name>-window`.
+const fn is_window_topic(group: &str, name: &str, topic: &str) -> bool {
+    let (g, n, t) = (group.as_bytes(), name.as_bytes(), topic.as_bytes());
+    let suffix = WINDOW_SUFFIX.as_bytes();
+    if t.len() != g.len() + 1 + n.len() + suffix.len() {
+        return false;
+    }
+    let (head, rest) = t.split_at(g.len());
+    let (dash, rest) = rest.split_at(1);
+    let (middle, tail) = rest.split_at(n.len());
+    bytes_eq(head, g) && dash[0] == b'-' && bytes_eq(middle, n) && bytes_eq(tail, suffix)
 }
 
 const fn str_eq(a: &str, b: &str) -> bool {
@@ -604,6 +676,56 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    const PER_MINUTE: WindowEdge = WindowEdge {
+        edge: edge(EdgeKind::Window, "clicks-per-minute-window"),
+        name: "per-minute",
+        spec: crate::window::WindowSpec::tumbling(std::time::Duration::from_secs(60)),
+        on_close: true,
+    };
+
+    #[test]
+    fn window_changelogs_are_named_after_group_and_window_and_copartitioned() {
+        let g = GroupGraph {
+            windows: const { &[PER_MINUTE] },
+            ..CLICKS
+        };
+        g.validate().unwrap();
+        assert_eq!(g.window_topic("per-minute"), "clicks-per-minute-window");
+        assert_eq!(g.window("clicks-per-minute-window"), Some(&g.windows[0]));
+        assert!(g
+            .copartitioned_topics()
+            .any(|t| t == "clicks-per-minute-window"));
+        assert_eq!(g.edges().count(), 7);
+
+        let misnamed = GroupGraph {
+            windows: const {
+                &[WindowEdge {
+                    edge: edge(EdgeKind::Window, "per-minute"),
+                    ..PER_MINUTE
+                }]
+            },
+            ..CLICKS
+        };
+        let err = misnamed.validate().unwrap_err();
+        assert!(
+            matches!(&err, GraphError::WrongName { what: "window", expected, .. } if expected == "clicks-per-minute-window"),
+            "{err}"
+        );
+
+        let emits_it = GroupGraph {
+            windows: const { &[PER_MINUTE] },
+            outputs: const { &[edge(EdgeKind::Output, "clicks-per-minute-window")] },
+            ..CLICKS
+        };
+        assert!(matches!(
+            emits_it.validate(),
+            Err(GraphError::DuplicateTopic {
+                second: EdgeKind::Window,
+                ..
+            })
+        ));
     }
 
     #[test]

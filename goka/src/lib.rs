@@ -18,6 +18,7 @@
 //! | [`topic_manager`] | creating and checking topics |
 //! | [`emitter`] | [`Emitter`](emitter::Emitter): typed producer of a stream topic |
 //! | [`view`] | [`View`](view::View): local, always-catching-up copy of a table |
+//! | [`window`] | windowed tables over event time: tumbling and hopping windows per key |
 //! | [`storage`] | the local state of a table partition (memory, RocksDB) |
 //! | [`tester`] | deterministic in-memory tests of processors, views and emitters |
 //! | `web` | the web monitor, query page, JSON API and Prometheus metrics (feature `web`) |
@@ -43,6 +44,7 @@ pub mod topic_manager;
 pub mod view;
 #[cfg(feature = "web")]
 pub mod web;
+pub mod window;
 
 pub use codec::Codec;
 pub use error::Error;

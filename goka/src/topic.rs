@@ -70,6 +70,12 @@ pub trait Topic: Send + Sync + 'static {
     fn decode_value(bytes: &[u8]) -> Result<Self::Value, CodecError> {
         Self::ValueCodec::decode(bytes)
     }
+
+    /// The part of an encoded key the partitioner hashes: all of it, but for topics whose
+    /// keys hold more than the key they are partitioned by (a window's `(key, start)`).
+    fn partition_key(encoded: &[u8]) -> &[u8] {
+        encoded
+    }
 }
 
 /// A topic of events: can be emitted to and consumed as a processor input.
@@ -84,7 +90,7 @@ pub trait Stream: Topic {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a table topic",
     label = "declared as a stream, or not a topic",
-    note = "declare tables with `goka::table!`, or use a processor's `GroupTable<P>`"
+    note = "declare tables with `goka::table!`, or use a processor's `GroupTable<P>` or `WindowTable<P, W>`"
 )]
 pub trait Table: Topic {}
 

@@ -635,7 +635,12 @@ async fn a_processor_started_while_the_cluster_is_unreachable_waits_or_gives_up(
     let mut run = start(&waiting);
     // Longer than an attempt takes: the processor tried, failed and waits to try again.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(waiting.state(), PartitionState::Starting, "{:?}", run.ended());
+    assert_eq!(
+        waiting.state(),
+        PartitionState::Starting,
+        "{:?}",
+        run.ended()
+    );
     proxy.set_mode(goka_tests::ProxyMode::Forward);
     running(&waiting).await;
     notes

@@ -103,6 +103,54 @@ pub fn visit(p: &Processor) -> TokenStream {
     }
 }
 
+/// `Group::close_window`, for groups with `#[window(..., on_close = ...)]` edges: a `match`
+/// from the window's name to its `on_close` handler, whose signature is checked like an
+/// input handler's.
+pub fn close(p: &Processor) -> TokenStream {
+    let with_handler: Vec<_> = super::markers::unique_windows(p)
+        .filter_map(|t| {
+            p.windows
+                .iter()
+                .find(|w| std::ptr::eq(&w.window, t))
+                .and_then(|w| w.on_close.as_ref().map(|h| (t, h)))
+        })
+        .collect();
+    if with_handler.is_empty() {
+        return TokenStream::new();
+    }
+    let pv = super::private(p);
+    let mut arms = TokenStream::new();
+    for (window, handler) in with_handler {
+        let value = quote_spanned!(window.span()=> #pv::closed_value::<#window>(range, value)?);
+        let caller = quote!(call_close::<Self, #window, <#window as #pv::Window>::Value, _, _>);
+        let call = call(p, handler, value, caller);
+        arms.extend(quote! {
+            <#window as #pv::Window>::NAME => { #call }
+        });
+    }
+    quote! {
+        fn close_window<'a>(
+            &'a self,
+            ctx: &'a mut #pv::Context<'_, Self>,
+            window: &'a str,
+            range: #pv::WindowRange,
+            value: &'a [u8],
+        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
+            #[allow(unused_imports)]
+            use #pv::{
+                AsyncKind as _, BoxedAsyncKind as _, BoxedSyncKind as _, OtherKind as _,
+                SyncKind as _,
+            };
+            #pv::Box::pin(async move {
+                match window {
+                    #arms
+                    other => #pv::Result::Err(#pv::CallbackError::no_handler(other)),
+                }
+            })
+        }
+    }
+}
+
 /// Decodes, calls the handler and awaits it if it is async. The call goes through `caller`
 /// (a `__private::call_*` function), whose bounds check the handler's parameters for its
 /// edge and report a mismatch at the user's `handler = ...`.

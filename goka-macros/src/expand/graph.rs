@@ -31,6 +31,20 @@ pub fn graph(p: &Processor) -> TokenStream {
         }
         None => quote!(#pv::Option::None),
     };
+    // `<group>-<name>-window`, assembled at compile time from the window's declaration.
+    let windows = p.windows.iter().filter(|w| {
+        super::markers::unique_windows(p).any(|u| std::ptr::eq(u, &w.window))
+    }).map(|w| {
+        let window = &w.window;
+        let on_close = w.on_close.is_some();
+        quote! {
+            #pv::window_edge::<Self, #window>({
+                const LEN: usize = #pv::window_topic_len(#group, <#window as #pv::Window>::NAME);
+                const BYTES: [u8; LEN] = #pv::window_topic::<LEN>(#group, <#window as #pv::Window>::NAME);
+                #pv::topic_str(&BYTES)
+            }, #on_close)
+        }
+    });
     let table_suffix = p.table_suffix.as_ref().map(|s| quote!(table_suffix: #s,));
     let loop_suffix = p.loop_suffix.as_ref().map(|s| quote!(loop_suffix: #s,));
     quote! {
@@ -41,6 +55,7 @@ pub fn graph(p: &Processor) -> TokenStream {
             outputs: #outputs,
             loopback: #loopback,
             table: #table,
+            windows: &[#(#windows),*],
             #table_suffix
             #loop_suffix
             ..#pv::GroupGraph::new(#group)

@@ -47,6 +47,12 @@ pub fn markers(p: &Processor) -> TokenStream {
             impl #impl_generics #pv::Visits<#visitor> for #name #ty_generics #where_clause {}
         });
     }
+    for window in unique_windows(p) {
+        let pv = super::private_at(p, window.span());
+        out.extend(quote_spanned! {window.span()=>
+            impl #impl_generics #pv::Windowed<#window> for #name #ty_generics #where_clause {}
+        });
+    }
     if let Some(persist) = p.persists.first() {
         let value = &persist.value;
         let value_ty = quote_spanned!(value.span()=> type Value = #value;);
@@ -79,4 +85,16 @@ pub fn markers(p: &Processor) -> TokenStream {
         });
     }
     out
+}
+
+/// Each declared window once: a window declared twice is reported, and a second impl would
+/// only add a conflict.
+pub fn unique_windows(p: &Processor) -> impl Iterator<Item = &syn::Type> {
+    let mut seen = Vec::new();
+    p.windows.iter().map(|w| &w.window).filter(move |t| {
+        let written = quote::ToTokens::to_token_stream(t).to_string();
+        let new = !seen.contains(&written);
+        seen.push(written);
+        new
+    })
 }

@@ -126,9 +126,10 @@ fn full(p: &Processor, check_graph: bool) -> TokenStream {
     let dispatch = if has_generics(p) {
         stub_dispatch(p)
     } else {
-        let mut both = dispatch::dispatch(p);
-        both.extend(dispatch::visit(p));
-        both
+        let mut all = dispatch::dispatch(p);
+        all.extend(dispatch::visit(p));
+        all.extend(dispatch::close(p));
+        all
     };
     let markers = markers::markers(p);
     let key = {

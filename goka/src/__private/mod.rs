@@ -10,8 +10,8 @@ use std::marker::PhantomData;
 mod signature;
 
 pub use signature::{
-    call_input, call_loop, call_optional, call_visit, Handler, InputArgs, LoopArgs, NotAParameter,
-    OptionalInputArgs, VisitArgs,
+    call_close, call_input, call_loop, call_optional, call_visit, CloseArgs, Handler, InputArgs,
+    LoopArgs, NotAParameter, OptionalInputArgs, VisitArgs,
 };
 
 pub use futures::future::BoxFuture;
@@ -23,10 +23,75 @@ pub use std::string::String;
 pub use crate::codec::DecodeErrorPolicy;
 pub use crate::codec::{Codec, CodecError, StringCodec};
 pub use crate::context::{CallbackError, Context};
-pub use crate::graph::{Edge, EdgeKind, GroupGraph, Violation, LOOP_SUFFIX, TABLE_SUFFIX};
-pub use crate::processor::{
-    Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful, Visitor, Visits,
+pub use crate::graph::{
+    Edge, EdgeKind, GroupGraph, Violation, WindowEdge, LOOP_SUFFIX, TABLE_SUFFIX,
 };
+pub use crate::processor::{
+    Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful, Visitor, Visits, Windowed,
+};
+pub use crate::window::{ClosedWindow, Window, WindowRange};
+
+/// The edge of window `W` of group `P`, whose changelog is `topic`.
+pub const fn window_edge<P: Group, W: Window>(topic: &'static str, on_close: bool) -> WindowEdge {
+    WindowEdge {
+        edge: Edge {
+            kind: EdgeKind::Window,
+            topic,
+            key_codec: <P::KeyCodec as Codec<P::Key>>::NAME,
+            value_codec: <W::ValueCodec as Codec<W::Value>>::NAME,
+        },
+        name: W::NAME,
+        spec: W::SPEC,
+        on_close,
+    }
+}
+
+/// The length of `<group>-<name>-window`, for [`window_topic`]'s array.
+pub const fn window_topic_len(group: &str, name: &str) -> usize {
+    group.len() + 1 + name.len() + crate::graph::WINDOW_SUFFIX.len()
+}
+
+/// The bytes of `<group>-<name>-window`, built at compile time: a window's name comes from
+/// its declaration, the group from the processor's, and the graph needs the topic as a
+/// `&'static str`. `N` is [`window_topic_len`].
+pub const fn window_topic<const N: usize>(group: &str, name: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let parts = [
+        group.as_bytes(),
+        b"-",
+        name.as_bytes(),
+        crate::graph::WINDOW_SUFFIX.as_bytes(),
+    ];
+    let mut at = 0;
+    let mut p = 0;
+    while p < parts.len() {
+        let mut i = 0;
+        while i < parts[p].len() && at < N {
+            out[at] = parts[p][i];
+            at += 1;
+            i += 1;
+        }
+        p += 1;
+    }
+    out
+}
+
+/// [`window_topic`]'s bytes as the topic name.
+pub const fn topic_str(bytes: &'static [u8]) -> &'static str {
+    match std::str::from_utf8(bytes) {
+        Ok(topic) => topic,
+        Err(_) => panic!("a window topic name is not UTF-8"),
+    }
+}
+
+/// The final value of a window of `W`, decoded for its `on_close` handler.
+pub fn closed_value<W: Window>(
+    window: WindowRange,
+    value: &[u8],
+) -> Result<ClosedWindow<W::Value>, CallbackError> {
+    let value = W::ValueCodec::decode(value).map_err(CallbackError::decode)?;
+    Ok(ClosedWindow { window, value })
+}
 pub use std::any::Any;
 
 /// The value of a visit of `V`, cloned for one key's call.
@@ -397,6 +462,7 @@ const fn kind_name(kind: EdgeKind) -> &'static str {
         EdgeKind::Output => "output",
         EdgeKind::Loop => "loopback",
         EdgeKind::Persist => "persist",
+        EdgeKind::Window => "window",
     }
 }
 

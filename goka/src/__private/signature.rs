@@ -12,6 +12,7 @@
 
 use crate::context::Context;
 use crate::processor::Group;
+use crate::window::ClosedWindow;
 
 /// A function of `Args`, called with them as a tuple.
 #[diagnostic::on_unimplemented(
@@ -97,6 +98,17 @@ pub trait VisitArgs<'a, 'b, 'c, G: Group, T, V>: Sized {
     fn new(group: &'a G, ctx: &'b mut Context<'c, G>, value: V) -> Self;
 }
 
+/// The parameters of the `on_close` handler of window `T`, whose values are `V`.
+#[diagnostic::on_unimplemented(
+    message = "this is not an on_close handler of `{T}`: it takes `{Self}`",
+    label = "an on_close handler of `{T}` is `fn(&self, ctx: &mut Context<'_, Self>, closed: ClosedWindow<{V}>)`, sync or async",
+    note = "`ClosedWindow` (in `goka::window`) holds the window's range and final value"
+)]
+pub trait CloseArgs<'a, 'b, 'c, G: Group, T, V>: Sized {
+    /// The arguments of the call.
+    fn new(group: &'a G, ctx: &'b mut Context<'c, G>, value: ClosedWindow<V>) -> Self;
+}
+
 macro_rules! edge_args {
     ($trait:ident [$($param:ident),*], $value:ty) => {
         #[diagnostic::do_not_recommend]
@@ -124,6 +136,7 @@ edge_args!(InputArgs[T, V], V);
 edge_args!(OptionalInputArgs[T, V], Option<V>);
 edge_args!(LoopArgs[V], V);
 edge_args!(VisitArgs[T, V], V);
+edge_args!(CloseArgs[T, V], ClosedWindow<V>);
 
 // The `call_*` functions are written out, not made by a macro: a wrong handler's error
 // shows the bound of the function it was called through, which a macro would show as its
@@ -142,6 +155,21 @@ where
     Args: VisitArgs<'a, 'b, 'c, G, T, V>,
 {
     handler.call_with(Args::new(group, ctx, value))
+}
+
+/// Calls the `on_close` handler of window `T` with a window's final value.
+pub fn call_close<'a, 'b, 'c, G, T, V, Args, F>(
+    handler: F,
+    group: &'a G,
+    ctx: &'b mut Context<'c, G>,
+    closed: ClosedWindow<V>,
+) -> F::Output
+where
+    G: Group,
+    F: Handler<Args>,
+    Args: CloseArgs<'a, 'b, 'c, G, T, V>,
+{
+    handler.call_with(Args::new(group, ctx, closed))
 }
 
 /// Calls the `#[input]` handler of topic `T` with a message's value.

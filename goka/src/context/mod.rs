@@ -21,7 +21,9 @@ use crate::storage::{Storage, StorageError};
 use crate::topic::{Stream, Table, Topic};
 
 mod outgoing;
+mod window;
 pub(crate) use self::outgoing::{Outgoing, OutgoingKind};
+pub use self::window::WindowRows;
 
 /// Why a handler failed. Handlers return `Result<(), E>` for any error type `E` that
 /// converts into this (every `std::error::Error + Send + Sync + 'static` does, and so do
@@ -141,6 +143,8 @@ pub(crate) struct PartitionResources {
     pub(crate) partition_counts: HashMap<&'static str, u32>,
     pub(crate) partitioner: Arc<dyn Partitioner>,
     pub(crate) cancel: CancellationToken,
+    /// The partition's windows and stream time.
+    pub(crate) windows: Arc<crate::window::partition::PartitionWindows>,
 }
 
 /// The handler's view of the message it handles. See the [module docs](self).
@@ -353,7 +357,7 @@ impl<'c, P: Group> Context<'c, P> {
         headers: Option<Headers>,
     ) {
         let partition = match kind {
-            OutgoingKind::Changelog => self.message.partition,
+            OutgoingKind::Changelog | OutgoingKind::Window => self.message.partition,
             _ => {
                 let count = self
                     .resources

@@ -10,6 +10,8 @@ use crate::kafka::Headers;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OutgoingKind {
     Changelog,
+    /// A write of a window's row, to its changelog (`Context::window`).
+    Window,
     Emit,
     Loop,
     /// Not a message: the completion of work a handler deferred (`Context::defer_commit`).
@@ -122,6 +124,19 @@ impl Outgoing {
         self.iter()
             .rev()
             .find(|m| m.kind == OutgoingKind::Changelog)
+            .map(|m| m.value)
+    }
+
+    /// The value of the last `kind` write of `key` to `topic` (`Some(None)` for a delete).
+    pub(crate) fn last_write(
+        &self,
+        kind: OutgoingKind,
+        topic: &str,
+        key: &[u8],
+    ) -> Option<Option<&[u8]>> {
+        self.iter()
+            .rev()
+            .find(|m| m.kind == kind && m.topic == topic && m.key == key)
             .map(|m| m.value)
     }
 

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub(crate) use self::backoff::{retry, Stopped};
 pub use self::backoff::Backoff;
+pub(crate) use self::backoff::{retry, Stopped};
 pub use self::batch::{BatchEvent, ConsumedBatch, MessageRef};
 pub use self::config::KafkaConfig;
 

@@ -160,6 +160,7 @@ impl<P: Group> Listener<P> {
         let topics: Vec<&'static str> = P::GRAPH
             .table
             .iter()
+            .chain(P::GRAPH.windows.iter().map(|window| &window.edge))
             .chain(P::GRAPH.joins)
             .map(|edge| edge.topic)
             .collect();

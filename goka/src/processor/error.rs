@@ -131,7 +131,9 @@ pub enum ProcessorError {
     /// The cluster did not answer while the processor started, for longer than
     /// [`Backoff::give_up_after`](crate::kafka::Backoff::give_up_after) of
     /// [`ProcessorConfig::backoff`](super::ProcessorConfig::backoff).
-    #[error("{source} (the cluster did not answer for {failing_for:?}, {attempts} attempts: gave up)")]
+    #[error(
+        "{source} (the cluster did not answer for {failing_for:?}, {attempts} attempts: gave up)"
+    )]
     Unreachable {
         /// The group.
         group: &'static str,

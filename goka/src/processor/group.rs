@@ -49,6 +49,25 @@ pub trait Group: Send + Sync + Sized + 'static {
         value: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<(), CallbackError>>;
 
+    /// Calls the `on_close` handler of the window named `window` for the key in `ctx`, with
+    /// the window's range and final value (encoded). Generated for groups with
+    /// `#[window(..., on_close = ...)]` edges.
+    fn close_window<'a>(
+        &'a self,
+        ctx: &'a mut Context<'_, Self>,
+        window: &'a str,
+        range: crate::window::WindowRange,
+        value: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), CallbackError>> {
+        let _ = (ctx, range, value);
+        Box::pin(async move {
+            Err(CallbackError::from(format!(
+                "group {} has no on_close handler for window {window}",
+                Self::GRAPH.group
+            )))
+        })
+    }
+
     /// Calls the handler of the visitor named `visitor` for the key in `ctx`, with `value`
     /// (the visitor's value). Generated for groups with `#[visit(...)]` edges.
     fn visit<'a>(
@@ -131,6 +150,15 @@ pub trait Loops: Group {
     /// How loop messages are encoded.
     type ValueCodec: Codec<Self::Value>;
 }
+
+/// A group that keeps the windows `W` (`#[window(window = W)]`): handlers may read and
+/// write them with `ctx.window::<W>()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not keep the window `{W}`",
+    label = "not a window of this processor",
+    note = "add `#[window(window = {W})]` to `{Self}`"
+)]
+pub trait Windowed<W: crate::window::Window>: Group {}
 
 /// The group table of `P` as a table topic (`<group>-table`), so views of it are typed by
 /// the processor and cannot disagree with it.

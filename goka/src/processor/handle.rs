@@ -73,8 +73,22 @@ pub(crate) async fn handle<P: Group>(
     policies: Policies<'_>,
     outgoing: &mut Outgoing,
 ) -> Result<Handled, ProcessorError> {
+    let windowed = !resources.windows.tables.is_empty();
+    if windowed {
+        resources.windows.advance(message.timestamp);
+    }
     let handled = handle_message(group, resources, message, policies, outgoing).await?;
-    if matches!(handled, Handled::Produced) && !policies.default_headers.is_empty() {
+    if windowed {
+        super::closing::close_windows(group, resources, message, outgoing).await?;
+        // What closes next follows the rows written, before they reach storage: only the
+        // windows of earlier messages can be due before that.
+        for out in outgoing.iter().filter(|o| o.kind == OutgoingKind::Window) {
+            if let Some(table) = resources.windows.table(out.topic) {
+                table.written(out.key, out.value);
+            }
+        }
+    }
+    if !matches!(handled, Handled::DeadLettered) && !policies.default_headers.is_empty() {
         outgoing.add_default_headers(policies.default_headers);
     }
     Ok(handled)

@@ -8,6 +8,7 @@
 //! bounded queues, pausing partitions whose queue is full, and commits the offsets the tasks
 //! report done: at-least-once, never ahead of the work.
 
+mod closing;
 mod config;
 mod consumer;
 mod error;
@@ -33,7 +34,9 @@ pub use self::config::{
     HandlerErrorPolicy, NilHandling, ProcessorConfig, Rebalance, RebalanceCallback,
 };
 pub use self::error::ProcessorError;
-pub use self::group::{Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
+pub use self::group::{
+    Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful, Windowed,
+};
 pub use self::handle::{
     DEAD_LETTER_ERROR, DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION,
     DEAD_LETTER_REASON, DEAD_LETTER_TIMESTAMP, DEAD_LETTER_TOPIC,
@@ -118,6 +121,14 @@ pub(crate) async fn prepare_topics<P: Group>(
             .await
             .map_err(topics_error)?;
         partition_counts.insert(table.topic, partitions);
+    }
+    for window in P::GRAPH.windows {
+        let topic = window.edge.topic;
+        manager
+            .ensure_table(topic, partitions)
+            .await
+            .map_err(topics_error)?;
+        partition_counts.insert(topic, partitions);
     }
     if let Some(edge) = P::GRAPH.loopback {
         manager
@@ -311,6 +322,7 @@ impl<P: Group> Processor<P> {
             standbys: standby::Standbys::default(),
             standby_figures: Tables::default(),
             tables: Mutex::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
             visitors: Mutex::new(HashMap::new()),
             visit_progress: Mutex::new(HashMap::new()),
@@ -461,6 +473,11 @@ impl<P: Group> Processor<P> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let windows = shared
+            .windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut stats: Vec<ProcessorPartitionStats> = self
             .partitions()
             .into_iter()
@@ -490,6 +507,10 @@ impl<P: Group> Processor<P> {
                     tables: shared.table_figures.of(partition),
                     inputs,
                     visit: visits.get(&partition).cloned(),
+                    windows: windows
+                        .get(&partition)
+                        .map(|w| w.stats())
+                        .unwrap_or_default(),
                 }
             })
             .collect();
@@ -505,6 +526,7 @@ impl<P: Group> Processor<P> {
                 tables: shared.standby_figures.of(partition),
                 inputs: Vec::new(),
                 visit: None,
+                windows: Vec::new(),
             });
         }
         stats.sort_by_key(|s| (s.partition, s.state == PartitionState::Standby));

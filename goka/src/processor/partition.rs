@@ -115,6 +115,20 @@ impl<P: Group> PartitionTask<P> {
                 None => return Ok(false),
             }
         }
+        // Windows are written by the partition alone, as the group table is.
+        for table in &resources.windows.tables {
+            let topic = table.edge.edge.topic;
+            if self.recover(topic, table.storage.clone()).await?.is_none() {
+                return Ok(false);
+            }
+        }
+        resources
+            .windows
+            .index_stored()
+            .map_err(|source| ProcessorError::Storage {
+                group: self.shared.group,
+                source,
+            })?;
         Ok(true)
     }
 
@@ -196,6 +210,18 @@ impl<P: Group> PartitionTask<P> {
         for edge in P::GRAPH.joins {
             joins.insert(edge.topic, open(edge.topic)?);
         }
+        let mut windows = Vec::with_capacity(P::GRAPH.windows.len());
+        for edge in P::GRAPH.windows {
+            windows.push((edge, open(edge.edge.topic)?));
+        }
+        let windows = Arc::new(crate::window::partition::PartitionWindows::new(windows));
+        if !windows.tables.is_empty() {
+            shared
+                .windows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(self.partition, windows.clone());
+        }
         Ok(PartitionResources {
             group: P::GRAPH.group,
             table,
@@ -204,6 +230,7 @@ impl<P: Group> PartitionTask<P> {
             partition_counts: shared.partition_counts.clone(),
             partitioner: shared.config.partitioner.clone(),
             cancel: shared.cancel.clone(),
+            windows,
         })
     }
 
@@ -590,17 +617,23 @@ impl<P: Group> PartitionTask<P> {
                     });
                 }
             };
-            if out.kind == OutgoingKind::Changelog {
-                if let Some(table) = &resources.table {
-                    match out.value {
-                        Some(value) => table.set(out.key, value),
-                        None => table.delete(out.key),
-                    }
-                    .map_err(|source| ProcessorError::Storage {
-                        group: P::GRAPH.group,
-                        source,
-                    })?;
+            let local = match out.kind {
+                OutgoingKind::Changelog => resources.table.as_ref(),
+                OutgoingKind::Window => resources
+                    .windows
+                    .table(out.topic)
+                    .map(|table| &table.storage),
+                _ => None,
+            };
+            if let Some(storage) = local {
+                match out.value {
+                    Some(value) => storage.set(out.key, value),
+                    None => storage.delete(out.key),
                 }
+                .map_err(|source| ProcessorError::Storage {
+                    group: P::GRAPH.group,
+                    source,
+                })?;
             }
             let bytes = out.key.len() + out.value.map_or(0, <[u8]>::len);
             shared.outputs.produced(out.topic, bytes);
@@ -663,12 +696,20 @@ impl<P: Group> PartitionTask<P> {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.partition);
         self.shared
+            .windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.partition);
+        self.shared
             .set_partition_state(self.partition, super::PartitionState::Stopped);
         if let Some(table) = &resources.table {
             table.close().map_err(storage_error)?;
         }
         for storage in resources.joins.values() {
             storage.close().map_err(storage_error)?;
+        }
+        for table in &resources.windows.tables {
+            table.storage.close().map_err(storage_error)?;
         }
         Ok(())
     }

@@ -102,6 +102,8 @@ pub(super) struct Shared {
     pub(super) standby_figures: Tables,
     /// Group table storage of each running partition, for `Processor::get`.
     pub(super) tables: Mutex<HashMap<i32, Arc<dyn Storage>>>,
+    /// The windows of each partition running here, for their figures.
+    pub(super) windows: Mutex<HashMap<i32, Arc<crate::window::partition::PartitionWindows>>>,
     pub(super) states: Mutex<HashMap<i32, PartitionState>>,
     /// Where to ask each running partition task for a visit.
     pub(super) visitors:

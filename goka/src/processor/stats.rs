@@ -34,6 +34,8 @@ pub struct ProcessorPartitionStats {
     /// The partition's last visit ([`Processor::visit_all`](super::Processor::visit_all)),
     /// while the partition runs here.
     pub visit: Option<super::VisitProgress>,
+    /// Each window the partition keeps (`#[window]`), while the partition runs here.
+    pub windows: Vec<crate::window::WindowStats>,
 }
 
 /// One consumed topic of a processor partition (goka's `InputStats`).

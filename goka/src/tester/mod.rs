@@ -459,7 +459,9 @@ impl<T: Table> TableReader<T> {
             return Ok(None);
         }
         let key = T::encode_key(key).map_err(codec)?;
-        let partition = self.partitioner.partition(&key, self.tables.len() as u32) as usize;
+        let partition =
+            self.partitioner
+                .partition(T::partition_key(&key), self.tables.len() as u32) as usize;
         let raw = self.tables[partition % self.tables.len()].get(&key)?;
         raw.map(|raw| T::decode_value(&raw).map_err(codec))
             .transpose()

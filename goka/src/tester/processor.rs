@@ -70,9 +70,15 @@ impl<P: Group> Tested<P> {
         }
         // Topics exist on first use in the tester; the group table must be a compacted one
         // with the inputs' partition count, as `prepare_topics` creates it.
-        if let (Some(table), Some(input)) = (P::GRAPH.table, P::GRAPH.inputs.first()) {
-            broker.set_partitions(table.topic, broker.ensure(input.topic, false));
-            broker.ensure(table.topic, true);
+        if let Some(input) = P::GRAPH.inputs.first() {
+            let owned = P::GRAPH
+                .table
+                .iter()
+                .chain(P::GRAPH.windows.iter().map(|w| &w.edge));
+            for table in owned {
+                broker.set_partitions(table.topic, broker.ensure(input.topic, false));
+                broker.ensure(table.topic, true);
+            }
         }
         let partition_counts = prepare_topics::<P>(&client, &config).await?;
         let tables = |topic: &str| {
@@ -86,6 +92,10 @@ impl<P: Group> Tested<P> {
         let mut joins = HashMap::new();
         for edge in P::GRAPH.joins {
             joins.insert(edge.topic, tables(edge.topic)?);
+        }
+        let mut windows = Vec::new();
+        for edge in P::GRAPH.windows {
+            windows.push((edge, tables(edge.edge.topic)?));
         }
         let mut lookups = HashMap::new();
         for edge in P::GRAPH.lookups {
@@ -116,6 +126,12 @@ impl<P: Group> Tested<P> {
                 partition_counts: partition_counts.clone(),
                 partitioner: partitioner.clone(),
                 cancel: cancel.clone(),
+                windows: Arc::new(crate::window::partition::PartitionWindows::new(
+                    windows
+                        .iter()
+                        .map(|(edge, tables)| (*edge, tables[p].clone() as Arc<dyn Storage>))
+                        .collect(),
+                )),
             })
             .collect();
         Ok(Self {

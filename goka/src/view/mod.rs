@@ -104,7 +104,9 @@ pub enum ViewError {
     },
     /// The cluster did not answer while the view opened, for longer than
     /// [`Backoff::give_up_after`] ([`ViewBuilder::backoff`]).
-    #[error("{source} (the cluster did not answer for {failing_for:?}, {attempts} attempts: gave up)")]
+    #[error(
+        "{source} (the cluster did not answer for {failing_for:?}, {attempts} attempts: gave up)"
+    )]
     Unreachable {
         /// The table topic.
         topic: &'static str,
@@ -556,7 +558,10 @@ impl<T: Table> View<T> {
             key: "<key does not encode>".into(),
             source,
         })?;
-        let p = self.inner.partitioner.partition(&bytes, self.partitions());
+        let p = self
+            .inner
+            .partitioner
+            .partition(T::partition_key(&bytes), self.partitions());
         let table = &self.inner.partitions[p as usize % self.inner.partitions.len()];
         Ok((bytes, &*table.storage))
     }

@@ -1,0 +1,315 @@
+//! Windowed tables on the in-memory tester: tumbling and hopping windows over event time,
+//! grace for late messages, `on_close` once per window, and dropping after retention; on the
+//! test broker, recovery after a restart.
+
+// Test helpers unwrap: a failure is a loud test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use goka::codec::{Json, StringCodec};
+use goka::context::{CallbackError, Context};
+use goka::tester::Tester;
+use goka::topic::Topic;
+use goka::window::{ClosedWindow, WindowRange, WindowSpec, WindowTable};
+use goka_tests::{client, from_oldest, read_until, Running, TestBroker};
+
+goka::stream!(pub Clicks = "window-clicks": String as StringCodec);
+goka::stream!(pub Alerts = "window-alerts": String as StringCodec);
+
+goka::window!(
+    /// Clicks per user and minute; late clicks count for 10 s after the minute.
+    pub PerMinute = "per-minute": u64 as Json,
+    WindowSpec::tumbling(Duration::from_secs(60)).grace(Duration::from_secs(10))
+);
+goka::window!(
+    /// Clicks per user over the last three minutes, every minute; no grace.
+    pub LastThree = "last-three": u64 as Json,
+    WindowSpec::hopping(Duration::from_secs(180), Duration::from_secs(60))
+);
+
+/// Counts clicks per minute and per three minutes; says each minute's final count.
+#[goka::processor(group = "window-counter")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[window(window = PerMinute, on_close = Self::minute_closed)]
+#[window(window = LastThree)]
+#[output(topic = Alerts)]
+#[derive(Debug, Default)]
+pub struct Counter;
+
+impl Counter {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, _page: String) -> Result<(), CallbackError> {
+        ctx.window::<PerMinute>()?
+            .update(|_, count| count.unwrap_or(0) + 1)?;
+        ctx.window::<LastThree>()?
+            .update(|_, count| count.unwrap_or(0) + 1)?;
+        Ok(())
+    }
+
+    fn minute_closed(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        closed: ClosedWindow<u64>,
+    ) -> Result<(), CallbackError> {
+        let user = ctx.key().clone();
+        let text = format!(
+            "{} clicks from {}",
+            closed.value,
+            closed.window.start / 1000
+        );
+        ctx.emit::<Alerts>(&user, &text)
+    }
+}
+
+/// Consumes a click of `user` at `at` ms of event time.
+async fn click(tester: &mut Tester, user: &str, at: u64) {
+    tester.set_time(UNIX_EPOCH + Duration::from_millis(at));
+    tester
+        .consume::<Clicks>(&user.to_owned(), &"page".to_owned())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn clicks_are_counted_per_window_and_each_minute_closes_once_with_its_count() {
+    let mut tester = Tester::new();
+    tester.register(Counter).await.unwrap();
+    let mut alerts = tester.track::<Alerts>();
+    let minutes = tester.table::<WindowTable<Counter, PerMinute>>();
+    let threes = tester.table::<WindowTable<Counter, LastThree>>();
+
+    click(&mut tester, "ann", 1_000).await;
+    click(&mut tester, "ann", 30_000).await;
+    click(&mut tester, "bob", 59_999).await;
+    click(&mut tester, "ann", 61_000).await;
+    assert_eq!(minutes.get(&("ann".into(), 0)).unwrap(), Some(2));
+    assert_eq!(minutes.get(&("ann".into(), 60_000)).unwrap(), Some(1));
+    assert_eq!(minutes.get(&("bob".into(), 0)).unwrap(), Some(1));
+    // Hopping: the click at 61 s is in the windows starting at -60 s, 0 and 60 s.
+    assert_eq!(threes.get(&("ann".into(), -60_000)).unwrap(), Some(3));
+    assert_eq!(threes.get(&("ann".into(), 0)).unwrap(), Some(3));
+    assert_eq!(threes.get(&("ann".into(), 60_000)).unwrap(), Some(1));
+    // Within the grace: a click at 5 s still counts for the first minute.
+    click(&mut tester, "bob", 5_000).await;
+    assert_eq!(minutes.get(&("bob".into(), 0)).unwrap(), Some(2));
+    assert!(alerts.next().unwrap().is_none(), "nothing closed yet");
+
+    // Stream time 70 s: the first minute closes (end 60 s + grace 10 s), once per key.
+    click(&mut tester, "cat", 70_000).await;
+    let mut closed: Vec<(String, String)> = Vec::new();
+    while let Some(alert) = alerts.next().unwrap() {
+        closed.push((alert.key, alert.value.unwrap_or_default()));
+    }
+    closed.sort();
+    assert_eq!(
+        closed,
+        [
+            ("ann".to_owned(), "2 clicks from 0".to_owned()),
+            ("bob".to_owned(), "2 clicks from 0".to_owned())
+        ]
+    );
+    // A click for the closed minute is late: counted nowhere, and it closes nothing again.
+    click(&mut tester, "ann", 59_000).await;
+    assert_eq!(minutes.get(&("ann".into(), 0)).unwrap(), Some(2));
+    assert!(alerts.next().unwrap().is_none());
+    // The closed minute stays readable for a window's length more, then is dropped.
+    assert!(minutes.get(&("ann".into(), 0)).unwrap().is_some());
+    click(&mut tester, "cat", 130_000).await;
+    assert_eq!(minutes.get(&("ann".into(), 0)).unwrap(), None);
+    assert_eq!(minutes.get(&("ann".into(), 60_000)).unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn a_window_that_closed_takes_no_writes_and_a_misaligned_range_is_refused() {
+    /// Writes a given window, to see what `set` refuses.
+    #[goka::processor(group = "window-writer")]
+    #[input(topic = Clicks, handler = Self::on_click)]
+    #[window(window = PerMinute)]
+    #[derive(Debug, Default)]
+    pub struct Writer;
+
+    impl Writer {
+        fn on_click(
+            &self,
+            ctx: &mut Context<'_, Self>,
+            start: String,
+        ) -> Result<(), CallbackError> {
+            let start: i64 = start.parse()?;
+            let mut minutes = ctx.window::<PerMinute>()?;
+            let window = WindowRange {
+                start,
+                end: start + 60_000,
+            };
+            minutes.set(window, &7)
+        }
+    }
+
+    let mut tester = Tester::new();
+    tester.register(Writer).await.unwrap();
+    tester.set_time(UNIX_EPOCH + Duration::from_secs(200));
+    tester
+        .consume::<Clicks>(&"ann".to_owned(), &"180000".to_owned())
+        .await
+        .unwrap();
+    let closed = tester
+        .consume::<Clicks>(&"ann".to_owned(), &"0".to_owned())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(closed.contains("closed at stream time 200000"), "{closed}");
+    assert!(closed.contains("window-writer"), "{closed}");
+    let misaligned = tester
+        .consume::<Clicks>(&"ann".to_owned(), &"240500".to_owned())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        misaligned.contains("[240500, 300500) is not a window of per-minute"),
+        "{misaligned}"
+    );
+}
+
+/// Produces clicks at the given event times (ms) to the one partition of the clicks topic.
+async fn produce_clicks(broker: &TestBroker, clicks: &[(&str, i64)]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = goka_tests::rdkafka_config(broker)
+        .create()
+        .expect("producer");
+    for (user, at) in clicks {
+        let record = FutureRecord::to(Clicks::NAME)
+            .partition(0)
+            .key(user.as_bytes())
+            .payload("page")
+            .timestamp(*at);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {user}: {e}"));
+    }
+}
+
+fn alerts(broker: &TestBroker, count: usize) -> Vec<(String, String)> {
+    let mut read: Vec<(String, String)> = read_until(broker, Alerts::NAME, 1, |m| m.len() >= count)
+        .into_iter()
+        .map(|m| {
+            (
+                String::from_utf8_lossy(&m.key).into_owned(),
+                String::from_utf8_lossy(&m.value.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    read.sort();
+    read
+}
+
+fn start(
+    broker: &TestBroker,
+) -> (
+    std::sync::Arc<goka::processor::Processor<Counter>>,
+    Running<goka::processor::ProcessorError>,
+) {
+    let processor = std::sync::Arc::new(goka::processor::Processor::new(
+        Counter,
+        client(broker),
+        goka::processor::ProcessorConfig {
+            storage: std::sync::Arc::new(goka::storage::MemoryBuilder),
+            ..from_oldest()
+        },
+    ));
+    let running = {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    (processor, running)
+}
+
+/// On the test broker: windows are changelogged and recovered by the next instance, a
+/// window that closed before the restart does not close again, and dropping a window
+/// tombstones it in the changelog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_survive_a_restart_and_close_once() {
+    let broker = TestBroker::start();
+    let manager = goka::topic_manager::TopicManager::new(
+        &*client(&broker),
+        goka::topic_manager::TopicManagerConfig::default(),
+    )
+    .unwrap();
+    manager.ensure_stream(Clicks::NAME, 1).await.unwrap();
+    manager.ensure_stream(Alerts::NAME, 1).await.unwrap();
+
+    let (processor, running) = start(&broker);
+    produce_clicks(
+        &broker,
+        &[
+            ("ann", 1_000),
+            ("ann", 30_000),
+            ("bob", 59_999),
+            ("ann", 61_000),
+            ("cat", 70_000),
+        ],
+    )
+    .await;
+    assert_eq!(
+        alerts(&broker, 2),
+        [
+            ("ann".to_owned(), "2 clicks from 0".to_owned()),
+            ("bob".to_owned(), "1 clicks from 0".to_owned())
+        ]
+    );
+    // A click for the closed minute is late: counted in the stats, applied nowhere.
+    produce_clicks(&broker, &[("ann", 59_000)]).await;
+    goka_tests::eventually(
+        Duration::from_secs(30),
+        || {
+            processor
+                .partition_stats()
+                .iter()
+                .flat_map(|p| &p.windows)
+                .any(|w| w.window == "per-minute" && w.late == 1)
+        },
+        || format!("{:?}", processor.partition_stats()),
+    )
+    .await;
+    let stats = processor.partition_stats();
+    let minutes = stats[0]
+        .windows
+        .iter()
+        .find(|w| w.window == "per-minute")
+        .unwrap();
+    assert_eq!(minutes.stream_time, Some(70_000));
+    // ann's two minutes, bob's first, cat's second.
+    assert_eq!(minutes.windows, 4);
+    running.stop().await;
+
+    // A new instance recovers the windows from their changelog.
+    let (_, running) = start(&broker);
+    produce_clicks(&broker, &[("cat", 130_000)]).await;
+    assert_eq!(
+        alerts(&broker, 4),
+        [
+            ("ann".to_owned(), "1 clicks from 60".to_owned()),
+            ("ann".to_owned(), "2 clicks from 0".to_owned()),
+            ("bob".to_owned(), "1 clicks from 0".to_owned()),
+            ("cat".to_owned(), "1 clicks from 60".to_owned())
+        ]
+    );
+    // Nothing more comes: the minute that closed before the restart did not close again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(alerts(&broker, 5).len(), 4);
+    running.stop().await;
+
+    // The first minute of ann was dropped at 130 s: its last changelog write is a tombstone.
+    let topic = <WindowTable<Counter, PerMinute> as Topic>::NAME;
+    assert_eq!(topic, "window-counter-per-minute-window");
+    let mut ann_first = Vec::new();
+    goka::window::encode_window_key(b"ann", 0, &mut ann_first);
+    let changelog = read_until(&broker, topic, 1, |m| {
+        m.iter().any(|m| m.key == ann_first && m.value.is_none())
+    });
+    let last = changelog
+        .iter()
+        .rev()
+        .find(|m| m.key == ann_first)
+        .expect("ann's first minute in the changelog");
+    assert_eq!(last.value, None);
+}
