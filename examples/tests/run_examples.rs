@@ -124,6 +124,23 @@ fn messaging_filters_translates_and_blocks() {
 }
 
 #[test]
+fn windows_close_once_with_their_final_counts() {
+    let output = run("windows", &[]);
+    assert_prints(
+        &output,
+        &[
+            "total    alice: 5 clicks, each counted in one closed window",
+            "total    bob: 5 clicks, each counted in one closed window",
+            "windows complete",
+        ],
+    );
+    assert!(
+        output.lines().any(|l| l.starts_with("closed   alice clicked ")),
+        "the example prints each closed window:\n{output}"
+    );
+}
+
+#[test]
 fn loopback_counts_per_page() {
     let output = run("loopback", &[]);
     assert_prints(

@@ -70,6 +70,8 @@ pub use error::Error;
 /// | `#[lookup(table = T)]` | read any key of `T`: `ctx.lookup::<T>(key)` | `Lookup` |
 /// | `#[output(topic = T)]` | `ctx.emit::<T>(key, value)` | `Output` |
 /// | `#[loopback(value = V, codec = C, handler = h)]` | `ctx.loopback(key, value)`, handled by `h` | `Loop` |
+/// | `#[visit(visitor = V, handler = h)]` | `processor.visit_all::<V>(value)` runs `h` for every key | `Visitor` |
+/// | `#[window(window = W, on_close = h)]` | a windowed table: `ctx.window::<W>()`; `h` gets each closed window once | |
 ///
 /// Handlers are methods (sync or `async`) returning `()` or `Result<(), E>` for any error
 /// `E` that converts into [`CallbackError`](context::CallbackError).
