@@ -135,7 +135,9 @@ fn windows_close_once_with_their_final_counts() {
         ],
     );
     assert!(
-        output.lines().any(|l| l.starts_with("closed   alice clicked ")),
+        output
+            .lines()
+            .any(|l| l.starts_with("closed   alice clicked ")),
         "the example prints each closed window:\n{output}"
     );
 }

@@ -18,7 +18,7 @@
 //! | [`topic_manager`] | creating and checking topics |
 //! | [`emitter`] | [`Emitter`](emitter::Emitter): typed producer of a stream topic |
 //! | [`view`] | [`View`](view::View): local, always-catching-up copy of a table |
-//! | [`window`] | windowed tables over event time: tumbling and hopping windows per key |
+//! | [`window`] | windowed tables over event time: tumbling, hopping and session windows per key |
 //! | [`storage`] | the local state of a table partition (memory, RocksDB) |
 //! | [`tester`] | deterministic in-memory tests of processors, views and emitters |
 //! | `web` | the web monitor, query page, JSON API and Prometheus metrics (feature `web`) |

@@ -313,3 +313,75 @@ async fn windows_survive_a_restart_and_close_once() {
         .expect("ann's first minute in the changelog");
     assert_eq!(last.value, None);
 }
+
+goka::window!(
+    /// Bursts of clicks per user: a click less than 30 s from a burst joins it; late clicks
+    /// count for a minute more.
+    pub Bursts = "bursts": u64 as Json,
+    WindowSpec::session(Duration::from_secs(30)).grace(Duration::from_secs(60))
+);
+
+/// Counts clicks per burst; says each burst's count when it ends.
+#[goka::processor(group = "burst-counter")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[window(window = Bursts, on_close = Self::burst_ended)]
+#[output(topic = Alerts)]
+#[derive(Debug, Default)]
+pub struct BurstCounter;
+
+impl BurstCounter {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, _page: String) -> Result<(), CallbackError> {
+        ctx.window::<Bursts>()?
+            .update_session(|a, b| a + b, |_, count| count.unwrap_or(0) + 1)?;
+        Ok(())
+    }
+
+    fn burst_ended(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        closed: ClosedWindow<u64>,
+    ) -> Result<(), CallbackError> {
+        let user = ctx.key().clone();
+        let (start, end) = (closed.window.start / 1000, closed.window.end / 1000);
+        ctx.emit::<Alerts>(
+            &user,
+            &format!("{} clicks in [{start}, {end}]", closed.value),
+        )
+    }
+}
+
+#[tokio::test]
+async fn sessions_grow_merge_and_close_a_gap_after_their_last_click() {
+    let mut tester = Tester::new();
+    tester.register(BurstCounter).await.unwrap();
+    let mut alerts = tester.track::<Alerts>();
+    let bursts = tester.table::<WindowTable<BurstCounter, Bursts>>();
+
+    click(&mut tester, "ann", 200_000).await;
+    click(&mut tester, "ann", 250_000).await;
+    // 50 s apart: two sessions.
+    assert_eq!(bursts.get(&("ann".into(), 200_000)).unwrap(), Some(1));
+    assert_eq!(bursts.get(&("ann".into(), 250_000)).unwrap(), Some(1));
+    // A click within 30 s of both joins them into one (the first is past its gap at stream
+    // time 250 s, but within its grace).
+    click(&mut tester, "ann", 225_000).await;
+    assert_eq!(bursts.get(&("ann".into(), 200_000)).unwrap(), Some(3));
+    assert_eq!(bursts.get(&("ann".into(), 250_000)).unwrap(), None);
+    assert!(alerts.next().unwrap().is_none());
+
+    // Stream time 340 s, the gap and the grace after ann's last click: the session ends,
+    // once.
+    click(&mut tester, "bob", 339_999).await;
+    assert!(alerts.next().unwrap().is_none());
+    click(&mut tester, "bob", 340_000).await;
+    let alert = alerts.next().unwrap().expect("ann's burst ended");
+    assert_eq!(alert.key, "ann");
+    assert_eq!(alert.value.as_deref(), Some("3 clicks in [200, 250]"));
+    // A click of ann's closed session is late now; a later one starts a new session.
+    click(&mut tester, "ann", 240_000).await;
+    click(&mut tester, "ann", 345_000).await;
+    assert_eq!(bursts.get(&("ann".into(), 345_000)).unwrap(), Some(1));
+    assert_eq!(bursts.get(&("ann".into(), 240_000)).unwrap(), None);
+    assert_eq!(bursts.get(&("ann".into(), 200_000)).unwrap(), Some(3));
+    assert!(alerts.next().unwrap().is_none());
+}

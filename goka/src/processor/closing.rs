@@ -12,7 +12,8 @@ use super::group::Group;
 use super::ProcessorError;
 use crate::context::{Context, Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::ConsumedMessage;
-use crate::window::partition::{DueWindow, CLOSED};
+use crate::window::partition::DueWindow;
+use crate::window::row::{self, CLOSED};
 use crate::window::{decode_window_key, WindowRange};
 
 /// Closes and drops the windows of the partition whose time `message` brought, appending to
@@ -32,19 +33,25 @@ pub(crate) async fn close_windows<P: Group>(
         let topic = edge.edge.topic;
         match due {
             DueWindow::Drop { row } => push(outgoing, topic, message.partition, &row, None),
-            DueWindow::Close { row, window } => {
-                let Some(stored) =
-                    table
-                        .storage
-                        .get(&row)
-                        .map_err(|source| ProcessorError::Storage {
-                            group: P::GRAPH.group,
-                            source,
-                        })?
-                else {
+            DueWindow::Close { row } => {
+                let stored = table
+                    .storage
+                    .get(&row)
+                    .map_err(|source| ProcessorError::Storage {
+                        group: P::GRAPH.group,
+                        source,
+                    })?;
+                let (Some(stored), Ok((_, start))) = (stored, decode_window_key(&row)) else {
                     continue;
                 };
-                let value = stored.get(1..).unwrap_or_default();
+                let Some(parsed) = row::parse(&stored) else {
+                    continue;
+                };
+                let window = WindowRange {
+                    start,
+                    end: parsed.end,
+                };
+                let value = parsed.value;
                 if edge.on_close {
                     on_close(
                         group, resources, message, &row, edge.name, window, value, now, outgoing,
@@ -52,7 +59,7 @@ pub(crate) async fn close_windows<P: Group>(
                     .await?;
                 }
                 let mut closed = Vec::with_capacity(stored.len());
-                closed.push(CLOSED);
+                row::header(CLOSED, window.end, &mut closed);
                 closed.extend_from_slice(value);
                 // A window kept no longer than its grace goes at once.
                 let keep = (edge.spec.dropped_at(window) > now).then_some(&closed[..]);

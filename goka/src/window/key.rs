@@ -22,8 +22,7 @@ pub fn encode_window_key(key: &[u8], start: i64, out: &mut Vec<u8>) {
 }
 
 /// The prefix every row key of `key`'s windows starts with.
-#[cfg(test)]
-fn window_key_prefix(key: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn window_key_prefix(key: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(key.len() as u32).to_be_bytes());
     out.extend_from_slice(key);
 }

@@ -1,6 +1,7 @@
-//! Windowed aggregation over event time: tumbling and hopping windows per key, kept like a
-//! group table (local storage, a compacted changelog `<group>-<window>-window` with the
-//! inputs' partitioning, recovered on rebalance), closed by the partition's stream time.
+//! Windowed aggregation over event time: tumbling, hopping and session windows per key,
+//! kept like a group table (local storage, a compacted changelog `<group>-<window>-window`
+//! with the inputs' partitioning, recovered on rebalance), closed by the partition's stream
+//! time.
 //!
 //! A window is declared once as a type with [`window!`](crate::window!), and a processor
 //! names it with `#[window(window = W)]` (optionally `on_close = Self::handler`); handlers
@@ -15,9 +16,11 @@
 
 mod key;
 pub(crate) mod partition;
+pub(crate) mod row;
 mod spec;
 mod topic;
 
+pub(crate) use self::key::window_key_prefix;
 pub use self::key::{decode_window_key, encode_window_key, WindowKeyError};
 pub use self::spec::{WindowKind, WindowRange, WindowSpec};
 pub use self::topic::{WindowKeyCodec, WindowTable, WindowValueCodec};

@@ -2,11 +2,11 @@
 //! declaration's local storage, the partition's stream time, and which windows close or are
 //! dropped next.
 //!
-//! A stored row is the window's value behind one byte of state: [`OPEN`], or [`CLOSED`] once
-//! its `on_close` handler ran. Closing writes the row again with the closed byte, so that a
-//! restarted partition does not close it a second time; dropping writes a tombstone.
+//! A stored row holds its window's state and end before the value ([`super::row`]). Closing
+//! writes the row again marked closed, so that a restarted partition does not close it a
+//! second time; dropping writes a tombstone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,10 +15,9 @@ use super::WindowRange;
 use crate::graph::WindowEdge;
 use crate::storage::{Storage, StorageError};
 
-/// The state byte of a window that still takes messages.
-pub(crate) const OPEN: u8 = 0;
-/// The state byte of a window whose `on_close` ran.
-pub(crate) const CLOSED: u8 = 1;
+#[cfg(test)]
+use super::row::OPEN;
+use super::row::{self, CLOSED};
 
 /// No message handled yet.
 const NO_TIME: i64 = i64::MIN;
@@ -45,12 +44,14 @@ pub(crate) struct WindowTable {
 struct Due {
     closing: BTreeSet<(i64, Vec<u8>)>,
     dropping: BTreeSet<(i64, Vec<u8>)>,
+    /// Where each row is: in `closing` (true) or `dropping`, at which time.
+    rows: HashMap<Vec<u8>, (bool, i64)>,
 }
 
 /// A window whose time came: close it (call `on_close`, mark it closed) or drop it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum DueWindow {
-    Close { row: Vec<u8>, window: WindowRange },
+    Close { row: Vec<u8> },
     Drop { row: Vec<u8> },
 }
 
@@ -98,12 +99,25 @@ impl PartitionWindows {
             *due = Due::default();
             for row in table.storage.iter()? {
                 let (row, value) = row?;
-                let Ok((_, start)) = decode_window_key(&row) else {
+                let (Ok((_, start)), Some(value)) = (decode_window_key(&row), row::parse(&value))
+                else {
                     continue;
                 };
-                self.stream_time.fetch_max(start, Ordering::Relaxed);
-                let state = value.first().copied().unwrap_or(OPEN);
-                due.index(table.edge, row, start, state);
+                // Some message came at the window's start (a session's end) or later.
+                let seen = match table.edge.spec.kind() {
+                    super::WindowKind::Session => value.end.saturating_sub(1),
+                    _ => start,
+                };
+                self.stream_time.fetch_max(seen, Ordering::Relaxed);
+                due.index(
+                    table.edge,
+                    row,
+                    WindowRange {
+                        start,
+                        end: value.end,
+                    },
+                    value.state,
+                );
             }
         }
         Ok(())
@@ -123,17 +137,15 @@ impl PartitionWindows {
                     break;
                 }
                 due.closing.pop_first();
-                let Ok((_, start)) = decode_window_key(&row) else {
-                    continue;
-                };
-                let window = table.edge.spec.range(start);
-                out.push((index, DueWindow::Close { row, window }));
+                due.rows.remove(&row);
+                out.push((index, DueWindow::Close { row }));
             }
             while let Some((at, row)) = due.dropping.first().cloned() {
                 if at > now {
                     break;
                 }
                 due.dropping.pop_first();
+                due.rows.remove(&row);
                 out.push((index, DueWindow::Drop { row }));
             }
         }
@@ -173,30 +185,51 @@ impl WindowTable {
 
     /// Keeps the index in step with a row written to storage (`None`: deleted).
     pub(crate) fn written(&self, row: &[u8], value: Option<&[u8]>) {
-        let Ok((_, start)) = decode_window_key(row) else {
+        let mut due = self.lock();
+        due.remove(row);
+        let (Ok((_, start)), Some(value)) = (decode_window_key(row), value.and_then(row::parse))
+        else {
             return;
         };
-        let mut due = self.lock();
-        let window = self.edge.spec.range(start);
-        due.closing
-            .remove(&(self.edge.spec.closes_at(window), row.to_vec()));
-        due.dropping
-            .remove(&(self.edge.spec.dropped_at(window), row.to_vec()));
-        if let Some(value) = value {
-            let state = value.first().copied().unwrap_or(OPEN);
-            due.index(self.edge, row.to_vec(), start, state);
-        }
+        due.index(
+            self.edge,
+            row.to_vec(),
+            WindowRange {
+                start,
+                end: value.end,
+            },
+            value.state,
+        );
     }
 }
 
 impl Due {
-    fn index(&mut self, edge: &WindowEdge, row: Vec<u8>, start: i64, state: u8) {
-        let window = edge.spec.range(start);
-        if state == CLOSED || !edge.on_close {
-            // Nothing to call at close: only the drop is due.
-            self.dropping.insert((edge.spec.dropped_at(window), row));
+    fn index(&mut self, edge: &WindowEdge, row: Vec<u8>, window: WindowRange, state: u8) {
+        self.remove(&row);
+        // Nothing to call at close: only the drop is due.
+        let closing = state != CLOSED && edge.on_close;
+        let at = if closing {
+            edge.spec.closes_at(window)
         } else {
-            self.closing.insert((edge.spec.closes_at(window), row));
+            edge.spec.dropped_at(window)
+        };
+        self.rows.insert(row.clone(), (closing, at));
+        if closing {
+            self.closing.insert((at, row));
+        } else {
+            self.dropping.insert((at, row));
+        }
+    }
+
+    /// Forgets `row` (a session's end moves, so its entry is found by the row).
+    fn remove(&mut self, row: &[u8]) {
+        if let Some((closing, at)) = self.rows.remove(row) {
+            let entry = (at, row.to_vec());
+            if closing {
+                self.closing.remove(&entry);
+            } else {
+                self.dropping.remove(&entry);
+            }
         }
     }
 }
@@ -223,6 +256,13 @@ mod tests {
         out
     }
 
+    fn val(state: u8, end: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        row::header(state, end, &mut out);
+        out.push(b'1');
+        out
+    }
+
     fn windows() -> PartitionWindows {
         PartitionWindows::new(vec![(&EDGE, Arc::new(MemoryStorage::new("g-w-window", 0)))])
     }
@@ -231,26 +271,14 @@ mod tests {
     fn a_window_closes_at_end_plus_grace_then_drops_at_end_plus_retention() {
         let w = windows();
         let table = &w.tables[0];
-        table.written(&row("a", 0), Some(&[OPEN, b'1']));
+        table.written(&row("a", 0), Some(&val(OPEN, 60_000)));
         assert_eq!(w.advance(Some(69_999)), Some(69_999));
         assert!(w.take_due().is_empty());
         w.advance(Some(70_000));
-        assert_eq!(
-            w.take_due(),
-            [(
-                0,
-                DueWindow::Close {
-                    row: row("a", 0),
-                    window: WindowRange {
-                        start: 0,
-                        end: 60_000
-                    }
-                }
-            )]
-        );
+        assert_eq!(w.take_due(), [(0, DueWindow::Close { row: row("a", 0) })]);
         // The close writes the row again, marked closed: now only its drop is due, at
         // end + grace + size.
-        table.written(&row("a", 0), Some(&[CLOSED, b'1']));
+        table.written(&row("a", 0), Some(&val(CLOSED, 60_000)));
         w.advance(Some(129_999));
         assert!(w.take_due().is_empty());
         w.advance(Some(130_000));
@@ -273,8 +301,8 @@ mod tests {
     fn indexing_stored_rows_restores_what_is_due_and_a_lower_bound_of_stream_time() {
         let w = windows();
         let storage = &w.tables[0].storage;
-        storage.set(&row("a", 0), &[CLOSED, b'1']).unwrap();
-        storage.set(&row("b", 60_000), &[OPEN, b'2']).unwrap();
+        storage.set(&row("a", 0), &val(CLOSED, 60_000)).unwrap();
+        storage.set(&row("b", 60_000), &val(OPEN, 120_000)).unwrap();
         w.index_stored().unwrap();
         assert_eq!(w.stream_time(), Some(60_000));
         w.advance(Some(130_000));
@@ -285,8 +313,7 @@ mod tests {
                 (
                     0,
                     DueWindow::Close {
-                        row: row("b", 60_000),
-                        window: EDGE.spec.range(60_000)
+                        row: row("b", 60_000)
                     }
                 ),
                 (0, DueWindow::Drop { row: row("a", 0) })

@@ -2,18 +2,21 @@
 
 use std::time::Duration;
 
-/// Tumbling or hopping.
+/// Tumbling, hopping or session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowKind {
     /// Windows of `size` one after the other: each timestamp is in exactly one.
     Tumbling,
     /// Windows of `size` starting every `hop`: a timestamp is in `size / hop` of them.
     Hopping,
+    /// One window per burst of a key's messages: a message within the gap of a session
+    /// joins it (and may join two into one); a session ends a gap after its last message.
+    Session,
 }
 
 /// Size, hop, grace and retention of a window, built in a const:
-/// `WindowSpec::tumbling(size)` or `WindowSpec::hopping(size, hop)`, then `.grace(...)` and
-/// `.retention(...)`.
+/// `WindowSpec::tumbling(size)`, `WindowSpec::hopping(size, hop)` or
+/// `WindowSpec::session(gap)`, then `.grace(...)` and `.retention(...)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
     kind: WindowKind,
@@ -60,6 +63,18 @@ impl WindowSpec {
             kind: WindowKind::Hopping,
             size_ms: millis(size),
             hop_ms: millis(hop),
+            grace_ms: 0,
+            retention_ms: None,
+        }
+    }
+
+    /// Sessions of a key: a message less than `gap` after a session's last message (or
+    /// before its first) joins it. The size and hop of a session spec are the gap.
+    pub const fn session(gap: Duration) -> Self {
+        Self {
+            kind: WindowKind::Session,
+            size_ms: millis(gap),
+            hop_ms: millis(gap),
             grace_ms: 0,
             retention_ms: None,
         }
@@ -132,9 +147,14 @@ impl WindowSpec {
         }
     }
 
-    /// The windows `timestamp` falls in, oldest first.
+    /// The windows `timestamp` falls in, oldest first (for a session spec, the session it
+    /// would start).
     pub fn windows(&self, timestamp: i64) -> impl Iterator<Item = WindowRange> {
-        let (size, hop) = (self.size_ms, self.hop_ms);
+        let (size, hop) = match self.kind {
+            // One window, [timestamp, timestamp + 1): where a session of it would start.
+            WindowKind::Session => (1, 1),
+            _ => (self.size_ms, self.hop_ms),
+        };
         // The last start at or before the timestamp, then back by hops while the window
         // still covers it.
         let last = timestamp.div_euclid(hop).saturating_mul(hop);
@@ -155,14 +175,29 @@ impl WindowSpec {
     }
 
     /// The stream time at which `window` closes: its final value is known, and it takes no
-    /// more messages.
+    /// more messages. A session (`end` one past its last message) closes a gap after its
+    /// last message, plus the grace.
     pub fn closes_at(&self, window: WindowRange) -> i64 {
-        window.end.saturating_add(self.grace_ms)
+        self.settles_at(window).saturating_add(self.grace_ms)
     }
 
     /// The stream time at which `window` is dropped.
     pub fn dropped_at(&self, window: WindowRange) -> i64 {
-        window.end.saturating_add(self.retention_millis())
+        self.settles_at(window)
+            .saturating_add(self.retention_millis())
+    }
+
+    /// When no message can reach the window any more but a late one.
+    fn settles_at(&self, window: WindowRange) -> i64 {
+        match self.kind {
+            WindowKind::Session => window.end.saturating_sub(1).saturating_add(self.size_ms),
+            _ => window.end,
+        }
+    }
+
+    /// The gap of a session spec.
+    pub const fn gap(&self) -> Duration {
+        self.size()
     }
 }
 

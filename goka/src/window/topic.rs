@@ -90,17 +90,20 @@ pub struct WindowValueCodec<C>(PhantomData<fn() -> C>);
 impl<V, C: Codec<V>> Codec<V> for WindowValueCodec<C> {
     const NAME: &'static str = "window-value";
 
-    fn encode(value: &V, buf: &mut Vec<u8>) -> Result<(), CodecError> {
-        buf.push(super::partition::OPEN);
-        C::encode(value, buf)
+    /// Window rows are written by their processor only, which knows each window's end.
+    fn encode(_: &V, _: &mut Vec<u8>) -> Result<(), CodecError> {
+        Err(CodecError::custom(
+            "window-value",
+            "window rows are written by their processor, through ctx.window()",
+        ))
     }
 
     fn decode(bytes: &[u8]) -> Result<V, CodecError> {
-        match bytes.split_first() {
-            Some((_, value)) => C::decode(value),
+        match super::row::parse(bytes) {
+            Some(row) => C::decode(row.value),
             None => Err(CodecError::custom(
                 "window-value",
-                "a window row without its state byte",
+                "a window row without its state and end",
             )),
         }
     }
