@@ -30,6 +30,7 @@ pub struct Processor {
     pub loopbacks: Vec<Loopback>,
     pub visits: Vec<Visit>,
     pub windows: Vec<WindowDecl>,
+    pub timers: Vec<TimerDecl>,
 }
 
 /// `nil_handling = "..."`: what a tombstone on an input does.
@@ -80,6 +81,12 @@ pub struct Visit {
 pub struct WindowDecl {
     pub window: syn::Type,
     pub on_close: Option<syn::Path>,
+}
+
+/// `#[timer(timer = T, handler = ...)]`.
+pub struct TimerDecl {
+    pub timer: syn::Type,
+    pub handler: syn::Path,
 }
 
 /// `#[loopback(value = V, codec = C, handler = ...)]`.

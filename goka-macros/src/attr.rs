@@ -11,7 +11,8 @@ use syn::spanned::Spanned;
 use syn::{Token, Type};
 
 use crate::ast::{
-    DecodeErrors, Input, Loopback, NilHandling, Persist, Processor, TopicRef, Visit, WindowDecl,
+    DecodeErrors, Input, Loopback, NilHandling, Persist, Processor, TimerDecl, TopicRef, Visit,
+    WindowDecl,
 };
 use crate::ctxt::Ctxt;
 use crate::symbol::*;
@@ -85,6 +86,7 @@ pub fn parse(cx: &mut Ctxt, args: TokenStream, input: TokenStream) -> Option<Pro
         loopbacks: Vec::new(),
         visits: Vec::new(),
         windows: Vec::new(),
+        timers: Vec::new(),
     };
     for attr in &helpers {
         above_the_macro(cx, attr);
@@ -213,6 +215,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
         OUTPUT => &[TOPIC],
         VISIT => &[VISITOR, HANDLER],
         WINDOW => &[WINDOW, ON_CLOSE],
+        TIMER => &[TIMER, HANDLER],
         _ => &[VALUE, CODEC, HANDLER], // LOOPBACK
     };
     let mut fields = Fields::default();
@@ -232,7 +235,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
         let value = meta.value()?;
         let parsed = match key.as_str() {
             TOPIC | TABLE => value.parse().map(|t| fields.topics = Some(vec![t])),
-            VISITOR | WINDOW => value.parse().map(|v| fields.visitor = Some(v)),
+            VISITOR | WINDOW | TIMER => value.parse().map(|v| fields.visitor = Some(v)),
             ON_CLOSE => parse_handler(value).map(|h| fields.handler = Some(h)),
             TOPICS => parse_type_list(value).map(|t| fields.topics = Some(t)),
             HANDLER => parse_handler(value).map(|h| fields.handler = Some(h)),
@@ -246,6 +249,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
                 TOPICS => "a list of topic types: `[Clicks, Views]`",
                 VISITOR => "a visitor type declared with `goka::visitor!`",
                 WINDOW => "a window type declared with `goka::window!`",
+                TIMER => "a timer type declared with `goka::timer!`",
                 HANDLER | ON_CLOSE => "a method: `Self::on_click`",
                 VALUE => "a type",
                 _ => "a codec type such as `Json`",
@@ -309,6 +313,11 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
                 on_close: fields.handler,
             }),
             None => missing(WINDOW),
+        },
+        TIMER => match (fields.visitor, fields.handler) {
+            (Some(timer), Some(handler)) => p.timers.push(TimerDecl { timer, handler }),
+            (None, _) => missing(TIMER),
+            (_, None) => missing(HANDLER),
         },
         LOOPBACK => match (fields.value, fields.codec, fields.handler) {
             (Some(value), Some(codec), Some(handler)) => p.loopbacks.push(Loopback {

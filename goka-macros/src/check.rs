@@ -17,17 +17,19 @@ pub fn check(cx: &mut Ctxt, p: &Processor) {
     at_most_one_persist(cx, p);
     at_most_one_loopback(cx, p);
     each_topic_used_once(cx, p);
-    each_window_once(cx, p);
+    declared_once(cx, "window", p.windows.iter().map(|w| &w.window));
+    declared_once(cx, "timer", p.timers.iter().map(|t| &t.timer));
 }
 
-fn each_window_once(cx: &mut Ctxt, p: &Processor) {
+/// A window or timer type has one edge.
+fn declared_once<'a>(cx: &mut Ctxt, what: &str, types: impl Iterator<Item = &'a syn::Type>) {
     let mut seen: Vec<String> = Vec::new();
-    for window in &p.windows {
-        let written = window.window.to_token_stream().to_string();
+    for ty in types {
+        let written = ty.to_token_stream().to_string();
         if seen.contains(&written) {
             cx.error_spanned_by(
-                &window.window,
-                format!("the window `{written}` is declared twice: each window has one edge"),
+                ty,
+                format!("the {what} `{written}` is declared twice: each {what} has one edge"),
             );
         } else {
             seen.push(written);

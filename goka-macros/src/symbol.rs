@@ -14,10 +14,11 @@ pub const OUTPUT: &str = "output";
 pub const LOOPBACK: &str = "loopback";
 pub const VISIT: &str = "visit";
 pub const WINDOW: &str = "window";
+pub const TIMER: &str = "timer";
 
 /// All helper attributes, for "unknown attribute" hints and stripping.
 pub const HELPERS: &[&str] = &[
-    INPUT, PERSIST, JOIN, LOOKUP, OUTPUT, LOOPBACK, VISIT, WINDOW,
+    INPUT, PERSIST, JOIN, LOOKUP, OUTPUT, LOOPBACK, VISIT, WINDOW, TIMER,
 ];
 
 /// Keys of `#[processor(...)]`.

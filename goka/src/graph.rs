@@ -30,6 +30,8 @@ pub enum EdgeKind {
     /// A windowed table of the group (`#[window]`), kept like the group table in the
     /// changelog `<group>-<window>-window`.
     Window,
+    /// The group's timers (`#[timer]`), kept in the changelog `<group>-timers`.
+    Timer,
 }
 
 /// One edge of the graph: a topic and how its keys and values are encoded.
@@ -98,6 +100,10 @@ pub struct GroupGraph {
     pub table: Option<Edge>,
     /// The group's windowed tables.
     pub windows: &'static [WindowEdge],
+    /// The changelog of the group's timers, if it declares any.
+    pub timers: Option<Edge>,
+    /// The names of the group's timers ([`Timer::NAME`](crate::timer::Timer::NAME)).
+    pub timer_names: &'static [&'static str],
     /// What follows the group name in its table topic: `-table` (goka's default; goka's
     /// `SetTableSuffix` changes it for a whole program, `#[processor(table_suffix = ...)]`
     /// for one group).
@@ -227,6 +233,8 @@ impl GroupGraph {
             loopback: None,
             table: None,
             windows: &[],
+            timers: None,
+            timer_names: &[],
             table_suffix: TABLE_SUFFIX,
             loop_suffix: LOOP_SUFFIX,
         }
@@ -252,6 +260,7 @@ impl GroupGraph {
             .copied()
             .chain(self.loopback)
             .chain(self.table)
+            .chain(self.timers)
             .chain(self.windows.iter().map(|w| w.edge))
     }
 
@@ -268,6 +277,7 @@ impl GroupGraph {
         self.consumed_topics()
             .chain(self.joins.iter().map(|e| e.topic))
             .chain(self.table.map(|e| e.topic))
+            .chain(self.timers.map(|e| e.topic))
             .chain(self.windows.iter().map(|w| w.edge.topic))
     }
 
@@ -289,6 +299,10 @@ impl GroupGraph {
         let group = self.group.to_owned();
         let own_name = |own| match own {
             EdgeKind::Loop => ("loop", self.loop_topic()),
+            EdgeKind::Timer => (
+                "timers",
+                format!("{}{}", self.group, crate::timer::TIMERS_SUFFIX),
+            ),
             _ => ("table", self.table_topic()),
         };
         Err(match violation {
@@ -365,6 +379,7 @@ impl GroupGraph {
         let owns = [
             (EdgeKind::Persist, self.table, self.table_suffix),
             (EdgeKind::Loop, self.loopback, self.loop_suffix),
+            (EdgeKind::Timer, self.timers, crate::timer::TIMERS_SUFFIX),
         ];
         let mut o = 0;
         while o < owns.len() {
@@ -430,6 +445,7 @@ impl GroupGraph {
             + self.outputs.len()
             + self.loopback.is_some() as usize
             + self.table.is_some() as usize
+            + self.timers.is_some() as usize
             + self.windows.len()
     }
 
@@ -460,6 +476,12 @@ impl GroupGraph {
         if let Some(edge) = self.table {
             if rest == 0 {
                 return (EdgeKind::Persist, edge);
+            }
+            rest -= 1;
+        }
+        if let Some(edge) = self.timers {
+            if rest == 0 {
+                return (EdgeKind::Timer, edge);
             }
             rest -= 1;
         }

@@ -18,6 +18,7 @@
 //! | [`topic_manager`] | creating and checking topics |
 //! | [`emitter`] | [`Emitter`](emitter::Emitter): typed producer of a stream topic |
 //! | [`view`] | [`View`](view::View): local, always-catching-up copy of a table |
+//! | [`timer`] | timers per key, at a stream or wall-clock time, kept like a table |
 //! | [`window`] | windowed tables over event time: tumbling, hopping and session windows per key |
 //! | [`storage`] | the local state of a table partition (memory, RocksDB) |
 //! | [`tester`] | deterministic in-memory tests of processors, views and emitters |
@@ -39,6 +40,7 @@ pub mod processor;
 pub mod storage;
 pub mod table;
 pub mod tester;
+pub mod timer;
 pub mod topic;
 pub mod topic_manager;
 pub mod view;
@@ -71,6 +73,7 @@ pub use error::Error;
 /// | `#[output(topic = T)]` | `ctx.emit::<T>(key, value)` | `Output` |
 /// | `#[loopback(value = V, codec = C, handler = h)]` | `ctx.loopback(key, value)`, handled by `h` | `Loop` |
 /// | `#[visit(visitor = V, handler = h)]` | `processor.visit_all::<V>(value)` runs `h` for every key | `Visitor` |
+/// | `#[timer(timer = T, handler = h)]` | `ctx.schedule::<T>(at, payload)`; `h` runs when it fires | |
 /// | `#[window(window = W, on_close = h)]` | a windowed table: `ctx.window::<W>()`; `h` gets each closed window once | |
 ///
 /// Handlers are methods (sync or `async`) returning `()` or `Result<(), E>` for any error

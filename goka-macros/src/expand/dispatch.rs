@@ -151,6 +151,47 @@ pub fn close(p: &Processor) -> TokenStream {
     }
 }
 
+/// `Group::fire_timer`, for groups with `#[timer(...)]` edges: a `match` from the timer's
+/// name to its handler, whose signature is checked like an input handler's.
+pub fn fire(p: &Processor) -> TokenStream {
+    if p.timers.is_empty() {
+        return TokenStream::new();
+    }
+    let pv = super::private(p);
+    let mut arms = TokenStream::new();
+    for timer in super::markers::unique_timers(p) {
+        let Some(decl) = p.timers.iter().find(|t| std::ptr::eq(&t.timer, timer)) else {
+            continue;
+        };
+        let value = quote_spanned!(timer.span()=> #pv::timer_value::<#timer>(payload)?);
+        let caller = quote!(call_timer::<Self, #timer, <#timer as #pv::Timer>::Value, _, _>);
+        let call = call(p, &decl.handler, value, caller);
+        arms.extend(quote! {
+            <#timer as #pv::Timer>::NAME => { #call }
+        });
+    }
+    quote! {
+        fn fire_timer<'a>(
+            &'a self,
+            ctx: &'a mut #pv::Context<'_, Self>,
+            timer: &'a str,
+            payload: &'a [u8],
+        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
+            #[allow(unused_imports)]
+            use #pv::{
+                AsyncKind as _, BoxedAsyncKind as _, BoxedSyncKind as _, OtherKind as _,
+                SyncKind as _,
+            };
+            #pv::Box::pin(async move {
+                match timer {
+                    #arms
+                    other => #pv::Result::Err(#pv::CallbackError::no_handler(other)),
+                }
+            })
+        }
+    }
+}
+
 /// Decodes, calls the handler and awaits it if it is async. The call goes through `caller`
 /// (a `__private::call_*` function), whose bounds check the handler's parameters for its
 /// edge and report a mismatch at the user's `handler = ...`.

@@ -45,6 +45,14 @@ pub fn graph(p: &Processor) -> TokenStream {
             }, #on_close)
         }
     });
+    let timers: Vec<_> = super::markers::unique_timers(p).collect();
+    let timer_edge = if timers.is_empty() {
+        quote!(#pv::Option::None)
+    } else {
+        let topic = format!("{group}-timers");
+        quote!(#pv::Option::Some(#pv::timer_edge::<Self>(#topic)))
+    };
+    let timer_names = quote!(&[#(<#timers as #pv::Timer>::NAME),*]);
     let table_suffix = p.table_suffix.as_ref().map(|s| quote!(table_suffix: #s,));
     let loop_suffix = p.loop_suffix.as_ref().map(|s| quote!(loop_suffix: #s,));
     quote! {
@@ -56,6 +64,8 @@ pub fn graph(p: &Processor) -> TokenStream {
             loopback: #loopback,
             table: #table,
             windows: &[#(#windows),*],
+            timers: #timer_edge,
+            timer_names: #timer_names,
             #table_suffix
             #loop_suffix
             ..#pv::GroupGraph::new(#group)

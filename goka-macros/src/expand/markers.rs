@@ -47,6 +47,12 @@ pub fn markers(p: &Processor) -> TokenStream {
             impl #impl_generics #pv::Visits<#visitor> for #name #ty_generics #where_clause {}
         });
     }
+    for timer in unique_timers(p) {
+        let pv = super::private_at(p, timer.span());
+        out.extend(quote_spanned! {timer.span()=>
+            impl #impl_generics #pv::Timed<#timer> for #name #ty_generics #where_clause {}
+        });
+    }
     for window in unique_windows(p) {
         let pv = super::private_at(p, window.span());
         out.extend(quote_spanned! {window.span()=>
@@ -92,6 +98,17 @@ pub fn markers(p: &Processor) -> TokenStream {
 pub fn unique_windows(p: &Processor) -> impl Iterator<Item = &syn::Type> {
     let mut seen = Vec::new();
     p.windows.iter().map(|w| &w.window).filter(move |t| {
+        let written = quote::ToTokens::to_token_stream(t).to_string();
+        let new = !seen.contains(&written);
+        seen.push(written);
+        new
+    })
+}
+
+/// Each declared timer once (see [`unique_windows`]).
+pub fn unique_timers(p: &Processor) -> impl Iterator<Item = &syn::Type> {
+    let mut seen = Vec::new();
+    p.timers.iter().map(|t| &t.timer).filter(move |t| {
         let written = quote::ToTokens::to_token_stream(t).to_string();
         let new = !seen.contains(&written);
         seen.push(written);

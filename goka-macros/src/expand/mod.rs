@@ -129,6 +129,7 @@ fn full(p: &Processor, check_graph: bool) -> TokenStream {
         let mut all = dispatch::dispatch(p);
         all.extend(dispatch::visit(p));
         all.extend(dispatch::close(p));
+        all.extend(dispatch::fire(p));
         all
     };
     let markers = markers::markers(p);

@@ -10,8 +10,8 @@ use std::marker::PhantomData;
 mod signature;
 
 pub use signature::{
-    call_close, call_input, call_loop, call_optional, call_visit, CloseArgs, Handler, InputArgs,
-    LoopArgs, NotAParameter, OptionalInputArgs, VisitArgs,
+    call_close, call_input, call_loop, call_optional, call_timer, call_visit, CloseArgs, Handler,
+    InputArgs, LoopArgs, NotAParameter, OptionalInputArgs, TimerArgs, VisitArgs,
 };
 
 pub use futures::future::BoxFuture;
@@ -27,8 +27,25 @@ pub use crate::graph::{
     Edge, EdgeKind, GroupGraph, Violation, WindowEdge, LOOP_SUFFIX, TABLE_SUFFIX,
 };
 pub use crate::processor::{
-    Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful, Visitor, Visits, Windowed,
+    Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful, Timed, Visitor, Visits,
+    Windowed,
 };
+pub use crate::timer::Timer;
+
+/// The edge of the timer changelog of `P`.
+pub const fn timer_edge<P: Group>(topic: &'static str) -> Edge {
+    Edge {
+        kind: EdgeKind::Timer,
+        topic,
+        key_codec: <P::KeyCodec as Codec<P::Key>>::NAME,
+        value_codec: "timer",
+    }
+}
+
+/// The payload of a timer of `T`, decoded for its handler.
+pub fn timer_value<T: Timer>(payload: &[u8]) -> Result<T::Value, CallbackError> {
+    T::ValueCodec::decode(payload).map_err(CallbackError::decode)
+}
 pub use crate::window::{ClosedWindow, Window, WindowRange};
 
 /// The edge of window `W` of group `P`, whose changelog is `topic`.
@@ -463,6 +480,7 @@ const fn kind_name(kind: EdgeKind) -> &'static str {
         EdgeKind::Loop => "loopback",
         EdgeKind::Persist => "persist",
         EdgeKind::Window => "window",
+        EdgeKind::Timer => "timer",
     }
 }
 

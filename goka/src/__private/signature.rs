@@ -109,6 +109,17 @@ pub trait CloseArgs<'a, 'b, 'c, G: Group, T, V>: Sized {
     fn new(group: &'a G, ctx: &'b mut Context<'c, G>, value: ClosedWindow<V>) -> Self;
 }
 
+/// The parameters of the `#[timer]` handler of timer `T`, whose payloads are `V`.
+#[diagnostic::on_unimplemented(
+    message = "this is not a handler of the timer `{T}`: it takes `{Self}`",
+    label = "a #[timer] handler of `{T}` is `fn(&self, ctx: &mut Context<'_, Self>, payload: {V})`, sync or async",
+    note = "the payload comes by value, as `{V}`; `ctx.timestamp()` is the time the timer was set for"
+)]
+pub trait TimerArgs<'a, 'b, 'c, G: Group, T, V>: Sized {
+    /// The arguments of the call.
+    fn new(group: &'a G, ctx: &'b mut Context<'c, G>, value: V) -> Self;
+}
+
 macro_rules! edge_args {
     ($trait:ident [$($param:ident),*], $value:ty) => {
         #[diagnostic::do_not_recommend]
@@ -137,6 +148,7 @@ edge_args!(OptionalInputArgs[T, V], Option<V>);
 edge_args!(LoopArgs[V], V);
 edge_args!(VisitArgs[T, V], V);
 edge_args!(CloseArgs[T, V], ClosedWindow<V>);
+edge_args!(TimerArgs[T, V], V);
 
 // The `call_*` functions are written out, not made by a macro: a wrong handler's error
 // shows the bound of the function it was called through, which a macro would show as its
@@ -170,6 +182,21 @@ where
     Args: CloseArgs<'a, 'b, 'c, G, T, V>,
 {
     handler.call_with(Args::new(group, ctx, closed))
+}
+
+/// Calls the `#[timer]` handler of timer `T` with its payload.
+pub fn call_timer<'a, 'b, 'c, G, T, V, Args, F>(
+    handler: F,
+    group: &'a G,
+    ctx: &'b mut Context<'c, G>,
+    payload: V,
+) -> F::Output
+where
+    G: Group,
+    F: Handler<Args>,
+    Args: TimerArgs<'a, 'b, 'c, G, T, V>,
+{
+    handler.call_with(Args::new(group, ctx, payload))
 }
 
 /// Calls the `#[input]` handler of topic `T` with a message's value.

@@ -21,6 +21,7 @@ use crate::storage::{Storage, StorageError};
 use crate::topic::{Stream, Table, Topic};
 
 mod outgoing;
+mod timer;
 mod window;
 pub(crate) use self::outgoing::{Outgoing, OutgoingKind};
 pub use self::window::WindowRows;
@@ -145,6 +146,8 @@ pub(crate) struct PartitionResources {
     pub(crate) cancel: CancellationToken,
     /// The partition's windows and stream time.
     pub(crate) windows: Arc<crate::window::partition::PartitionWindows>,
+    /// The partition's timers, if the group declares any.
+    pub(crate) timers: Option<Arc<dyn Storage>>,
 }
 
 /// The handler's view of the message it handles. See the [module docs](self).
@@ -357,7 +360,9 @@ impl<'c, P: Group> Context<'c, P> {
         headers: Option<Headers>,
     ) {
         let partition = match kind {
-            OutgoingKind::Changelog | OutgoingKind::Window => self.message.partition,
+            OutgoingKind::Changelog | OutgoingKind::Window | OutgoingKind::Timer => {
+                self.message.partition
+            }
             _ => {
                 let count = self
                     .resources

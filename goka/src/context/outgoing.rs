@@ -12,6 +12,8 @@ pub(crate) enum OutgoingKind {
     Changelog,
     /// A write of a window's row, to its changelog (`Context::window`).
     Window,
+    /// A write of a timer, to the group's timer changelog (`Context::schedule`).
+    Timer,
     Emit,
     Loop,
     /// Not a message: the completion of work a handler deferred (`Context::defer_commit`).

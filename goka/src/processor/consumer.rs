@@ -161,6 +161,7 @@ impl<P: Group> Listener<P> {
             .table
             .iter()
             .chain(P::GRAPH.windows.iter().map(|window| &window.edge))
+            .chain(P::GRAPH.timers.iter())
             .chain(P::GRAPH.joins)
             .map(|edge| edge.topic)
             .collect();

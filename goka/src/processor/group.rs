@@ -68,6 +68,23 @@ pub trait Group: Send + Sync + Sized + 'static {
         })
     }
 
+    /// Calls the handler of the timer named `timer` for the key in `ctx`, with its payload
+    /// (encoded). Generated for groups with `#[timer(...)]` edges.
+    fn fire_timer<'a>(
+        &'a self,
+        ctx: &'a mut Context<'_, Self>,
+        timer: &'a str,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), CallbackError>> {
+        let _ = (ctx, payload);
+        Box::pin(async move {
+            Err(CallbackError::from(format!(
+                "group {} has no handler for timer {timer}",
+                Self::GRAPH.group
+            )))
+        })
+    }
+
     /// Calls the handler of the visitor named `visitor` for the key in `ctx`, with `value`
     /// (the visitor's value). Generated for groups with `#[visit(...)]` edges.
     fn visit<'a>(
@@ -159,6 +176,15 @@ pub trait Loops: Group {
     note = "add `#[window(window = {W})]` to `{Self}`"
 )]
 pub trait Windowed<W: crate::window::Window>: Group {}
+
+/// A group that schedules the timer `T` (`#[timer(timer = T, handler = ...)]`): handlers
+/// may schedule and cancel it with `ctx.schedule::<T>(...)` and `ctx.cancel::<T>(...)`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not declare the timer `{T}`",
+    label = "not a timer of this processor",
+    note = "add `#[timer(timer = {T}, handler = ...)]` to `{Self}`"
+)]
+pub trait Timed<T: crate::timer::Timer>: Group {}
 
 /// The group table of `P` as a table topic (`<group>-table`), so views of it are typed by
 /// the processor and cannot disagree with it.

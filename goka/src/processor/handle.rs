@@ -74,24 +74,58 @@ pub(crate) async fn handle<P: Group>(
     outgoing: &mut Outgoing,
 ) -> Result<Handled, ProcessorError> {
     let windowed = !resources.windows.tables.is_empty();
-    if windowed {
+    let timed = resources.timers.is_some();
+    if windowed || timed {
         resources.windows.advance(message.timestamp);
     }
     let handled = handle_message(group, resources, message, policies, outgoing).await?;
     if windowed {
         super::closing::close_windows(group, resources, message, outgoing).await?;
-        // What closes next follows the rows written, before they reach storage: only the
-        // windows of earlier messages can be due before that.
-        for out in outgoing.iter().filter(|o| o.kind == OutgoingKind::Window) {
-            if let Some(table) = resources.windows.table(out.topic) {
-                table.written(out.key, out.value);
-            }
-        }
+    }
+    if let (true, Some(now)) = (timed, resources.windows.stream_time()) {
+        let (partition, offset) = (message.partition, message.offset);
+        super::firing::fire_timers(group, resources, partition, offset, true, now, outgoing)
+            .await?;
+    }
+    if windowed {
+        index_windows(resources, outgoing);
     }
     if !matches!(handled, Handled::DeadLettered) && !policies.default_headers.is_empty() {
         outgoing.add_default_headers(policies.default_headers);
     }
     Ok(handled)
+}
+
+/// What closes next follows the window rows written, before they reach storage: only the
+/// windows of earlier messages can be due before that.
+fn index_windows(resources: &PartitionResources, outgoing: &Outgoing) {
+    for out in outgoing.iter().filter(|o| o.kind == OutgoingKind::Window) {
+        if let Some(table) = resources.windows.table(out.topic) {
+            table.written(out.key, out.value);
+        }
+    }
+}
+
+/// Fires the wall-clock timers of `partition` due at `now` (milliseconds since the epoch);
+/// what their handlers produce replaces the contents of `outgoing`. Returns how many fired.
+pub(crate) async fn handle_tick<P: Group>(
+    group: &P,
+    resources: &PartitionResources,
+    partition: i32,
+    now: i64,
+    policies: Policies<'_>,
+    outgoing: &mut Outgoing,
+) -> Result<usize, ProcessorError> {
+    outgoing.clear();
+    let fired =
+        super::firing::fire_timers(group, resources, partition, -1, false, now, outgoing).await?;
+    if !resources.windows.tables.is_empty() {
+        index_windows(resources, outgoing);
+    }
+    if fired > 0 && !policies.default_headers.is_empty() {
+        outgoing.add_default_headers(policies.default_headers);
+    }
+    Ok(fired)
 }
 
 async fn handle_message<P: Group>(

@@ -12,6 +12,7 @@ mod closing;
 mod config;
 mod consumer;
 mod error;
+mod firing;
 pub mod group;
 pub(crate) mod handle;
 mod latency;
@@ -35,7 +36,7 @@ pub use self::config::{
 };
 pub use self::error::ProcessorError;
 pub use self::group::{
-    Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful, Windowed,
+    Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful, Timed, Windowed,
 };
 pub use self::handle::{
     DEAD_LETTER_ERROR, DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION,
@@ -122,8 +123,13 @@ pub(crate) async fn prepare_topics<P: Group>(
             .map_err(topics_error)?;
         partition_counts.insert(table.topic, partitions);
     }
-    for window in P::GRAPH.windows {
-        let topic = window.edge.topic;
+    let owned = P::GRAPH
+        .windows
+        .iter()
+        .map(|w| &w.edge)
+        .chain(P::GRAPH.timers.iter());
+    for edge in owned {
+        let topic = edge.topic;
         manager
             .ensure_table(topic, partitions)
             .await

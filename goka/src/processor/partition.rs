@@ -25,6 +25,9 @@ use crate::table::{
     next_of_any, Apply, Step, TableError, TablePartition, TableProgress, TableReader,
 };
 
+/// How often a partition looks for wall-clock timers that are due.
+const WALL_TIMER_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Input messages whose acknowledgements may be outstanding at once, per partition.
 const MAX_IN_FLIGHT: usize = 10_000;
 
@@ -115,10 +118,18 @@ impl<P: Group> PartitionTask<P> {
                 None => return Ok(false),
             }
         }
-        // Windows are written by the partition alone, as the group table is.
-        for table in &resources.windows.tables {
-            let topic = table.edge.edge.topic;
-            if self.recover(topic, table.storage.clone()).await?.is_none() {
+        // Windows and timers are written by the partition alone, as the group table is.
+        let windows = resources
+            .windows
+            .tables
+            .iter()
+            .map(|table| (table.edge.edge.topic, &table.storage));
+        let timers = P::GRAPH
+            .timers
+            .map(|e| e.topic)
+            .zip(resources.timers.as_ref());
+        for (topic, storage) in windows.chain(timers) {
+            if self.recover(topic, storage.clone()).await?.is_none() {
                 return Ok(false);
             }
         }
@@ -214,6 +225,7 @@ impl<P: Group> PartitionTask<P> {
         for edge in P::GRAPH.windows {
             windows.push((edge, open(edge.edge.topic)?));
         }
+        let timers = P::GRAPH.timers.map(|edge| open(edge.topic)).transpose()?;
         let windows = Arc::new(crate::window::partition::PartitionWindows::new(windows));
         if !windows.tables.is_empty() {
             shared
@@ -231,6 +243,7 @@ impl<P: Group> PartitionTask<P> {
             partitioner: shared.config.partitioner.clone(),
             cancel: shared.cancel.clone(),
             windows,
+            timers,
         })
     }
 
@@ -250,6 +263,10 @@ impl<P: Group> PartitionTask<P> {
         // every message.
         let mut message = ConsumedMessage::empty();
         let mut outgoing = Outgoing::default();
+        // Wall-clock timers are looked at every second.
+        let mut ticks = tokio::time::interval(WALL_TIMER_TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let timed = resources.timers.is_some();
         loop {
             let join_update = next_join_update(P::GRAPH.group, joins);
             let step = tokio::select! {
@@ -279,6 +296,9 @@ impl<P: Group> PartitionTask<P> {
                 update = join_update => update,
                 Some(request) = visits.recv() => {
                     self.visit(resources, request, &mut outgoing, &mut pending, &mut unconfirmed).await
+                }
+                _ = ticks.tick(), if timed && pending.len() < MAX_IN_FLIGHT => {
+                    self.tick(resources, &mut outgoing, &mut pending, &mut unconfirmed).await
                 }
             };
             if let Err(error) = step {
@@ -367,6 +387,42 @@ impl<P: Group> PartitionTask<P> {
     /// Runs a visit over every key of the partition's group table, answers its requester,
     /// and goes on: a visit that the partition's stop interrupts is answered with an error
     /// but stops nothing; a failing visit handler stops the processor, as a handler does.
+    /// Fires the wall-clock timers that are due; what they produce is sent as a visit's is
+    /// (a stand-in without an offset: the commit follows inputs only).
+    async fn tick(
+        &self,
+        resources: &PartitionResources,
+        outgoing: &mut Outgoing,
+        pending: &mut Pending,
+        unconfirmed: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ProcessorError> {
+        let policies = Policies::of::<P>(&self.shared.config);
+        let now = crate::kafka::now_millis();
+        let fired = super::handle::handle_tick(
+            &*self.group,
+            resources,
+            self.partition,
+            now,
+            policies,
+            outgoing,
+        )
+        .await?;
+        if fired == 0 {
+            return Ok(());
+        }
+        let message = ConsumedMessage {
+            topic: Arc::from(P::GRAPH.timers.map_or("", |e| e.topic)),
+            partition: self.partition,
+            offset: -1,
+            key: Vec::new(),
+            value: None,
+            timestamp: Some(now),
+            headers: crate::kafka::Headers::new(),
+        };
+        self.send(resources, &message, outgoing, pending, unconfirmed)
+            .await
+    }
+
     async fn visit(
         &self,
         resources: &PartitionResources,
@@ -623,6 +679,7 @@ impl<P: Group> PartitionTask<P> {
                     .windows
                     .table(out.topic)
                     .map(|table| &table.storage),
+                OutgoingKind::Timer => resources.timers.as_ref(),
                 _ => None,
             };
             if let Some(storage) = local {

@@ -288,6 +288,42 @@ impl Tester {
         Ok(visited)
     }
 
+    /// Fires the wall-clock timers of every registered processor that are due at the
+    /// tester's time ([`set_time`](Self::set_time), [`advance_time`](Self::advance_time)),
+    /// as a running processor does every second, then handles everything they caused.
+    /// Returns how many fired. (Stream-time timers fire with the messages that reach their
+    /// time.)
+    pub async fn fire_timers(&mut self) -> Result<usize, ProcessorError> {
+        let now = self.broker.now();
+        let mut fired = 0;
+        for registered in &self.processors {
+            let group = registered.driven.graph().group;
+            for partition in 0..registered.driven.partitions() as i32 {
+                let count = registered
+                    .driven
+                    .tick(partition, now, &mut self.outgoing)
+                    .await?;
+                if count == 0 {
+                    continue;
+                }
+                fired += count;
+                let mut message = crate::kafka::ConsumedMessage::empty();
+                message.partition = partition;
+                message.offset = -1;
+                message.timestamp = Some(now);
+                append(
+                    &self.broker,
+                    group,
+                    &self.consumed,
+                    &message,
+                    &self.outgoing,
+                )?;
+            }
+        }
+        self.run_until_idle().await?;
+        Ok(fired)
+    }
+
     /// Writes `value` at `key` to `T`, then handles it and everything it causes.
     /// A failing handler's error is returned with its coordinates, as in production.
     pub async fn consume<T: Topic>(

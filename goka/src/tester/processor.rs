@@ -42,6 +42,18 @@ pub(crate) trait Driven: Send + Sync {
         value: &'a (dyn std::any::Any + Send + Sync),
         outgoing: &'a mut Outgoing,
     ) -> BoxFuture<'a, Result<(), ProcessorError>>;
+
+    /// Fires the wall-clock timers of `partition` due at `now`; what they produced replaces
+    /// the contents of `outgoing`.
+    fn tick<'a>(
+        &'a self,
+        partition: i32,
+        now: i64,
+        outgoing: &'a mut Outgoing,
+    ) -> BoxFuture<'a, Result<usize, ProcessorError>>;
+
+    /// How many partitions the processor has.
+    fn partitions(&self) -> usize;
 }
 
 pub(crate) struct Tested<P: Group> {
@@ -74,6 +86,7 @@ impl<P: Group> Tested<P> {
             let owned = P::GRAPH
                 .table
                 .iter()
+                .chain(P::GRAPH.timers.iter())
                 .chain(P::GRAPH.windows.iter().map(|w| &w.edge));
             for table in owned {
                 broker.set_partitions(table.topic, broker.ensure(input.topic, false));
@@ -93,6 +106,7 @@ impl<P: Group> Tested<P> {
         for edge in P::GRAPH.joins {
             joins.insert(edge.topic, tables(edge.topic)?);
         }
+        let timers = P::GRAPH.timers.map(|edge| tables(edge.topic)).transpose()?;
         let mut windows = Vec::new();
         for edge in P::GRAPH.windows {
             windows.push((edge, tables(edge.edge.topic)?));
@@ -132,6 +146,7 @@ impl<P: Group> Tested<P> {
                         .map(|(edge, tables)| (*edge, tables[p].clone() as Arc<dyn Storage>))
                         .collect(),
                 )),
+                timers: timers.as_ref().map(|t| t[p].clone() as Arc<dyn Storage>),
             })
             .collect();
         Ok(Self {
@@ -187,6 +202,34 @@ impl<P: Group> Driven for Tested<P> {
             }
         }
         Ok(keys)
+    }
+
+    fn tick<'a>(
+        &'a self,
+        partition: i32,
+        now: i64,
+        outgoing: &'a mut Outgoing,
+    ) -> BoxFuture<'a, Result<usize, ProcessorError>> {
+        async move {
+            let Some(resources) = self.partitions.get(partition as usize) else {
+                return Ok(0);
+            };
+            let policies = Policies::of::<P>(&self.config);
+            crate::processor::handle::handle_tick(
+                &self.group,
+                resources,
+                partition,
+                now,
+                policies,
+                outgoing,
+            )
+            .await
+        }
+        .boxed()
+    }
+
+    fn partitions(&self) -> usize {
+        self.partitions.len()
     }
 
     fn visit<'a>(

@@ -1,0 +1,194 @@
+//! Timers on the in-memory tester and the test broker: stream-time timers fire with the
+//! message that reaches their time, cancelled ones never do, wall-clock timers fire at the
+//! tester's clock, and timers survive a restart.
+
+// Test helpers unwrap: a failure is a loud test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use goka::codec::{Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+use goka::tester::Tester;
+use goka::timer::TimerTime;
+use goka::topic::Topic;
+use goka_tests::{client, from_oldest, read_until, Running, TestBroker};
+
+goka::stream!(pub Clicks = "timer-clicks": String as StringCodec);
+goka::stream!(pub Alerts = "timer-alerts": String as StringCodec);
+
+goka::timer!(
+    /// A user went a minute without a click; the payload is their last page.
+    pub Quiet: String as StringCodec
+);
+goka::timer!(
+    /// A reminder at a wall-clock time.
+    pub Remind: String as StringCodec
+);
+
+const QUIET_AFTER: i64 = 60_000;
+
+/// Alerts when a user goes quiet for a minute of event time; "remind" clicks ask for a
+/// reminder five seconds of wall-clock time later.
+#[goka::processor(group = "quiet-watch")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[persist(value = i64, codec = Int64Codec)]
+#[timer(timer = Quiet, handler = Self::on_quiet)]
+#[timer(timer = Remind, handler = Self::on_remind)]
+#[output(topic = Alerts)]
+#[derive(Debug, Default)]
+pub struct QuietWatch;
+
+impl QuietWatch {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, page: String) -> Result<(), CallbackError> {
+        let at = ctx.timestamp().unwrap_or_default();
+        if page == "remind" {
+            return ctx.schedule::<Remind>(TimerTime::Wall(at + 5_000), &page);
+        }
+        if let Some(previous) = ctx.value()? {
+            ctx.cancel::<Quiet>(TimerTime::Stream(previous + QUIET_AFTER))?;
+        }
+        ctx.set_value(&at)?;
+        ctx.schedule::<Quiet>(TimerTime::Stream(at + QUIET_AFTER), &page)
+    }
+
+    fn on_quiet(&self, ctx: &mut Context<'_, Self>, page: String) -> Result<(), CallbackError> {
+        let user = ctx.key().clone();
+        let at = ctx.timestamp().unwrap_or_default();
+        ctx.emit::<Alerts>(&user, &format!("quiet at {} after {page}", at / 1000))
+    }
+
+    fn on_remind(&self, ctx: &mut Context<'_, Self>, _page: String) -> Result<(), CallbackError> {
+        let user = ctx.key().clone();
+        ctx.emit::<Alerts>(&user, &"reminder".to_owned())
+    }
+}
+
+async fn click(tester: &mut Tester, user: &str, page: &str, at: u64) {
+    tester.set_time(UNIX_EPOCH + Duration::from_millis(at));
+    tester
+        .consume::<Clicks>(&user.to_owned(), &page.to_owned())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_time_timer_fires_once_at_its_time_and_a_cancelled_one_never() {
+    let mut tester = Tester::new();
+    tester.register(QuietWatch).await.unwrap();
+    let mut alerts = tester.track::<Alerts>();
+
+    click(&mut tester, "ann", "a", 0).await;
+    // The second click moves ann's timer from 60 s to 90 s.
+    click(&mut tester, "ann", "b", 30_000).await;
+    click(&mut tester, "bob", "c", 89_999).await;
+    assert!(
+        alerts.next().unwrap().is_none(),
+        "nothing is due before 90 s"
+    );
+    click(&mut tester, "bob", "d", 95_000).await;
+    let alert = alerts.next().unwrap().expect("ann went quiet");
+    assert_eq!(alert.key, "ann");
+    assert_eq!(alert.value.as_deref(), Some("quiet at 90 after b"));
+    alerts.expect_empty();
+    // Fired timers are gone: nothing fires twice.
+    click(&mut tester, "bob", "e", 96_000).await;
+    alerts.expect_empty();
+}
+
+#[tokio::test]
+async fn a_wall_clock_timer_fires_at_the_testers_clock() {
+    let mut tester = Tester::new();
+    tester.register(QuietWatch).await.unwrap();
+    let mut alerts = tester.track::<Alerts>();
+    click(&mut tester, "cat", "remind", 1_000_000).await;
+    assert_eq!(tester.fire_timers().await.unwrap(), 0);
+    tester.advance_time(Duration::from_millis(4_999));
+    assert_eq!(tester.fire_timers().await.unwrap(), 0);
+    tester.advance_time(Duration::from_millis(1));
+    assert_eq!(tester.fire_timers().await.unwrap(), 1);
+    let alert = alerts.next().unwrap().expect("the reminder");
+    assert_eq!(
+        (alert.key.as_str(), alert.value.as_deref()),
+        ("cat", Some("reminder"))
+    );
+    assert_eq!(tester.fire_timers().await.unwrap(), 0);
+}
+
+async fn produce_clicks(broker: &TestBroker, clicks: &[(&str, &str, i64)]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = goka_tests::rdkafka_config(broker)
+        .create()
+        .expect("producer");
+    for (user, page, at) in clicks {
+        let record = FutureRecord::to(Clicks::NAME)
+            .partition(0)
+            .key(user.as_bytes())
+            .payload(page.as_bytes())
+            .timestamp(*at);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {user}: {e}"));
+    }
+}
+
+fn start(broker: &TestBroker) -> Running<goka::processor::ProcessorError> {
+    let processor = std::sync::Arc::new(goka::processor::Processor::new(
+        QuietWatch,
+        client(broker),
+        goka::processor::ProcessorConfig {
+            storage: std::sync::Arc::new(goka::storage::MemoryBuilder),
+            ..from_oldest()
+        },
+    ));
+    Running::spawn(move |cancel| async move { processor.run(cancel).await })
+}
+
+/// On the test broker: a timer scheduled before a restart fires after it, from the timer
+/// changelog; a wall-clock timer fires on the partition's tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_survive_a_restart_and_wall_clock_timers_fire_on_their_own() {
+    let broker = TestBroker::start();
+    let manager = goka::topic_manager::TopicManager::new(
+        &*client(&broker),
+        goka::topic_manager::TopicManagerConfig::default(),
+    )
+    .unwrap();
+    manager.ensure_stream(Clicks::NAME, 1).await.unwrap();
+    manager.ensure_stream(Alerts::NAME, 1).await.unwrap();
+
+    let running = start(&broker);
+    // (librdkafka takes a timestamp of 0 for "now": event times here start at 1 s.)
+    produce_clicks(&broker, &[("ann", "a", 1_000), ("cat", "remind", 2_000)]).await;
+    let read = |count: usize| {
+        let mut alerts: Vec<(String, String)> =
+            read_until(&broker, Alerts::NAME, 1, |m| m.len() >= count)
+                .into_iter()
+                .map(|m| {
+                    (
+                        String::from_utf8_lossy(&m.key).into_owned(),
+                        String::from_utf8_lossy(&m.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect();
+        alerts.sort();
+        alerts
+    };
+    // The reminder was due long ago by the wall clock: the partition's next tick fires it.
+    assert_eq!(read(1), [("cat".to_owned(), "reminder".to_owned())]);
+    running.stop().await;
+
+    // ann's quiet timer (at 61 s of event time) is in the timer changelog: a new instance
+    // fires it when stream time gets there, and the fired reminder does not come again.
+    let running = start(&broker);
+    produce_clicks(&broker, &[("bob", "b", 62_000)]).await;
+    let expected = [
+        ("ann".to_owned(), "quiet at 61 after a".to_owned()),
+        ("cat".to_owned(), "reminder".to_owned()),
+    ];
+    assert_eq!(read(2), expected);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(read(3), expected);
+    running.stop().await;
+}
