@@ -40,6 +40,7 @@ if [ "${#sizes[@]}" -gt 0 ]; then
   run -p goka --bench storage -- --rows 100000
   run -p goka-tests --bench kafka_layer -- --records 100000
   run -p goka-tests --bench processor -- "${sizes[@]}"
+  run -p goka-tests --bench windows -- "${sizes[@]}"
   run -p goka-tests --bench tester -- "${sizes[@]}"
   run -p goka-tests --bench backlog -- "${sizes[@]}"
   run -p goka-tests --bench latency -- --seconds 3
@@ -48,6 +49,8 @@ else
   run -p goka-tests --bench kafka_layer
   # 1, 2, 4 and 8 partitions, each beside the bare loop and Quix Streams.
   run -p goka-tests --bench processor
+  # A tumbling-window count beside Quix Streams', 1 to 8 partitions.
+  run -p goka-tests --bench windows
   run -p goka-tests --bench tester
   run -p goka-tests --bench backlog
   run -p goka-tests --bench latency

@@ -1,20 +1,23 @@
-"""The processor bench's stateful count in Quix Streams, for a side-by-side figure.
+"""The benches' counts in Quix Streams, for side-by-side figures.
 
-Reads every message of the input topic as consumer group `bench-quix`, keeps one counter
-per key in Quix's state store (read-modify-write, changelogged), and stops after the given
-number of messages. Prints one JSON line: messages, seconds in all, seconds after the
-first message.
+Reads every message of the input topic as a consumer group of its own and stops after the
+given number of messages. Mode `count` (the processor bench) keeps one counter per key in
+Quix's state store (read-modify-write, changelogged); mode `window` (the windows bench)
+counts per key in tumbling windows of one minute over the message timestamps
+(`tumbling_window(...).count()`, changelogged). Prints one JSON line: messages, seconds in
+all, seconds after the first message.
 
 The consumer's session timeout is the one given (the other sides of the bench use the
 same): with Quix Streams' default of 45 s the test broker holds the group join for about
 20 s, which says nothing about the library.
 
-Usage: quix_count.py BROKERS TOPIC MESSAGES STATE_DIR [SESSION_TIMEOUT_MS]
+Usage: quix_count.py BROKERS TOPIC MESSAGES STATE_DIR [SESSION_TIMEOUT_MS [count|window]]
 """
 
 import json
 import sys
 import time
+from datetime import timedelta
 
 from quixstreams import Application
 
@@ -22,9 +25,10 @@ from quixstreams import Application
 def main() -> None:
     brokers, topic_name, messages, state_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     session_timeout_ms = int(sys.argv[5]) if len(sys.argv) > 5 else 45000
+    mode = sys.argv[6] if len(sys.argv) > 6 else "count"
     app = Application(
         broker_address=brokers,
-        consumer_group="bench-quix",
+        consumer_group="bench-quix" if mode == "count" else "bench-quix-window",
         auto_offset_reset="earliest",
         state_dir=state_dir,
         consumer_extra_config={"session.timeout.ms": session_timeout_ms},
@@ -47,7 +51,10 @@ def main() -> None:
         if progress["seen"] >= messages:
             app.stop()
 
-    sdf = sdf.apply(count, stateful=True)
+    if mode == "window":
+        sdf = sdf.tumbling_window(timedelta(minutes=1)).count().current()
+    else:
+        sdf = sdf.apply(count, stateful=True)
     sdf = sdf.update(seen)
     start = time.monotonic()
     app.run()

@@ -33,7 +33,7 @@ use goka::processor::{Group, PartitionState, Processor, ProcessorConfig, Statefu
 use goka::storage::{MemoryBuilder, RocksDbBuilder, StorageBuilder};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
-use goka_tests::bench::{send_waiting, verdict};
+use goka_tests::bench::{send_waiting, verdict, Run};
 use goka_tests::{client, rdkafka_config, string_edge as edge, Running, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -82,23 +82,6 @@ impl<const GROUP: usize> Group for Count<GROUP> {
 impl<const GROUP: usize> Stateful for Count<GROUP> {
     type Value = i64;
     type ValueCodec = Int64Codec;
-}
-
-/// One side's run: time in all and time to its first message.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    total: Duration,
-    first: Duration,
-}
-
-impl Run {
-    fn after_first(&self, messages: usize) -> f64 {
-        messages as f64 / (self.total - self.first).as_secs_f64()
-    }
-
-    fn overall(&self, messages: usize) -> f64 {
-        messages as f64 / self.total.as_secs_f64()
-    }
 }
 
 /// The figures of one partition count.
@@ -288,48 +271,7 @@ fn readme_client(broker: &TestBroker) -> goka_tests::TestClient {
 /// The same count in Quix Streams, when `GOKA_QUIX_PYTHON` names a Python with
 /// `quixstreams` installed (`scripts/bench.sh` sets one up).
 fn quix_count(broker: &TestBroker, messages: usize) -> Option<Run> {
-    let python = std::env::var("GOKA_QUIX_PYTHON")
-        .ok()
-        .filter(|p| !p.is_empty())?;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/bench/quix_count.py"
-    );
-    let state = tempfile::tempdir().expect("quix state dir");
-    let output = std::process::Command::new(&python)
-        .arg(script)
-        .arg(broker.bootstrap())
-        .arg(Input::NAME)
-        .arg(messages.to_string())
-        .arg(state.path())
-        .arg(SESSION_TIMEOUT_MS)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the Quix Streams count failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout.lines().last().unwrap_or_default();
-    let figures: serde_json::Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("quix printed {line:?}: {e}"));
-    assert_eq!(
-        figures["messages"].as_u64(),
-        Some(messages as u64),
-        "{line}"
-    );
-    let seconds = |name: &str| {
-        figures[name]
-            .as_f64()
-            .map(Duration::from_secs_f64)
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-    };
-    let total = seconds("seconds");
-    Some(Run {
-        total,
-        first: total - seconds("after_first"),
-    })
+    goka_tests::bench::quix_run(broker, Input::NAME, messages, SESSION_TIMEOUT_MS, "count")
 }
 
 /// Consumes every input message as a member of a consumer group (as a hand-written

@@ -204,3 +204,79 @@ pub fn verdict(figure: f64, target: f64) -> &'static str {
         "MISSES the target"
     }
 }
+
+/// One side's run of a bench: time in all and time to its first message.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// From the start to the last message.
+    pub total: Duration,
+    /// From the start to the first message (joining the group, recovering).
+    pub first: Duration,
+}
+
+impl Run {
+    /// Messages per second after the first message.
+    pub fn after_first(&self, messages: usize) -> f64 {
+        messages as f64 / (self.total - self.first).as_secs_f64()
+    }
+
+    /// Messages per second in all.
+    pub fn overall(&self, messages: usize) -> f64 {
+        messages as f64 / self.total.as_secs_f64()
+    }
+}
+
+/// Runs `scripts/bench/quix_count.py` (`mode` "count" or "window") over `messages`
+/// messages of `topic`, when `GOKA_QUIX_PYTHON` names a Python with `quixstreams`
+/// installed (`scripts/bench.sh` sets one up); `None` otherwise.
+pub fn quix_run(
+    broker: &TestBroker,
+    topic: &str,
+    messages: usize,
+    session_timeout_ms: &str,
+    mode: &str,
+) -> Option<Run> {
+    let python = std::env::var("GOKA_QUIX_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())?;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/bench/quix_count.py"
+    );
+    let state = tempfile::tempdir().expect("quix state dir");
+    let output = std::process::Command::new(&python)
+        .arg(script)
+        .arg(broker.bootstrap())
+        .arg(topic)
+        .arg(messages.to_string())
+        .arg(state.path())
+        .arg(session_timeout_ms)
+        .arg(mode)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Quix Streams {mode} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    let figures: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("quix printed {line:?}: {e}"));
+    assert_eq!(
+        figures["messages"].as_u64(),
+        Some(messages as u64),
+        "{line}"
+    );
+    let seconds = |name: &str| {
+        figures[name]
+            .as_f64()
+            .map(Duration::from_secs_f64)
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    let total = seconds("seconds");
+    Some(Run {
+        total,
+        first: total - seconds("after_first"),
+    })
+}

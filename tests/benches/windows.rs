@@ -1,0 +1,176 @@
+//! A count per key in tumbling windows of one minute over event time, through one processor
+//! instance (`#[window]`, `ctx.window::<W>()?.update(...)`: a read-modify-write of the
+//! window's row and a changelog write per message), side by side with Quix Streams'
+//! `tumbling_window(...).count()` on the same topic, for 1, 2, 4 and 8 partitions. Target:
+//! at least twice Quix Streams' figure after each side's first message, in every shape.
+//!
+//! Our processor runs as the README shows it (`goka_tests::from_oldest()`, windows on disk in
+//! RocksDB, a client of `KafkaConfig::new(brokers)`); both sides join their consumer group
+//! with a 10 s session timeout, as in the processor bench. The input's timestamps are the
+//! producer's clock, so each key's messages fall in one or two windows.
+//!
+//! `cargo bench -p goka-tests --bench windows` (500,000 messages, 100-byte values, 10,000
+//! keys; `-- --messages N` and `-- --partitions N` for one other shape). Under
+//! `cargo test --all-targets` it runs a small smoke size.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use goka::codec::{BytesCodec, Json};
+use goka::context::{CallbackError, Context};
+use goka::kafka::rdkafka_client::RdKafkaClient;
+use goka::kafka::KafkaConfig;
+use goka::processor::Processor;
+use goka::topic::Topic;
+use goka::topic_manager::{TopicManager, TopicManagerConfig};
+use goka::window::WindowSpec;
+use goka_tests::bench::{quix_run, verdict, Run};
+use goka_tests::{client, Running, TestBroker};
+
+goka::stream!(Input = "bench-window-input": Vec<u8> as BytesCodec);
+goka::window!(
+    PerMinute = "per-minute": u64 as Json,
+    WindowSpec::tumbling(Duration::from_secs(60))
+);
+
+const KEYS: usize = 10_000;
+const SESSION_TIMEOUT_MS: &str = "10000";
+
+#[goka::processor(group = "bench-window-count")]
+#[input(topic = Input, handler = Self::on_message)]
+#[window(window = PerMinute)]
+struct WindowCount;
+
+impl WindowCount {
+    fn on_message(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        _value: Vec<u8>,
+    ) -> Result<(), CallbackError> {
+        ctx.window::<PerMinute>()?
+            .update(|_, count| count.unwrap_or(0) + 1)?;
+        Ok(())
+    }
+}
+
+fn main() {
+    let messages = goka_tests::bench_size("messages", 500_000, 10_000);
+    let shapes: Vec<u32> = match goka_tests::bench_size("partitions", 0, 2) {
+        0 => vec![1, 2, 4, 8],
+        n => vec![n as u32],
+    };
+    goka_tests::bench_runtime(run(messages, shapes));
+}
+
+async fn run(messages: usize, shapes: Vec<u32>) {
+    println!("windows bench: {messages} messages, 100-byte values, {KEYS} keys, 1-minute tumbling windows");
+    let mut figures = vec![("messages", messages as f64)];
+    let mut rows = Vec::new();
+    for partitions in shapes {
+        let broker = TestBroker::start();
+        prepare_input(&broker, partitions, messages).await;
+        println!("\n{partitions} partition(s)");
+        println!(
+            "{:<44} {:>10} {:>12} {:>12}",
+            "", "first (s)", "after first", "overall"
+        );
+        let ours = processor_count(&broker, messages).await;
+        report("Processor, as the README shows it", messages, ours);
+        let quix = quix_run(&broker, Input::NAME, messages, SESSION_TIMEOUT_MS, "window");
+        if let Some(quix) = quix {
+            report("Quix Streams 3.28.1 tumbling_window count", messages, quix);
+        }
+        rows.push((partitions, ours, quix));
+    }
+    println!("\nsummary, messages/s after each side's first message (overall in brackets)");
+    println!(
+        "{:>4} {:>22} {:>22} {:>8}",
+        "p", "Processor", "Quix Streams", "/Quix"
+    );
+    let cell = |run: &Run| {
+        format!(
+            "{:.0} ({:.0})",
+            run.after_first(messages),
+            run.overall(messages)
+        )
+    };
+    let mut worst: Option<f64> = None;
+    for (partitions, ours, quix) in &rows {
+        let ratio = quix.map(|q| ours.after_first(messages) / q.after_first(messages));
+        println!(
+            "{:>4} {:>22} {:>22} {:>8}",
+            partitions,
+            cell(ours),
+            quix.as_ref().map_or("-".into(), cell),
+            ratio.map_or("-".into(), |r| format!("{r:.2}"))
+        );
+        if let Some(ratio) = ratio {
+            worst = Some(worst.map_or(ratio, |w: f64| w.min(ratio)));
+        }
+    }
+    if let Some(worst) = worst {
+        println!(
+            "lowest ratio to Quix Streams (target >= 2): {worst:.2} {}",
+            verdict(worst, 2.0)
+        );
+        figures.push(("ratio_quix_after_first", worst));
+    } else {
+        println!("Quix Streams not run: set GOKA_QUIX_PYTHON (scripts/bench.sh does)");
+    }
+    goka_tests::bench_json("windows", &figures);
+}
+
+fn report(name: &str, messages: usize, run: Run) {
+    println!(
+        "{name:<44} {:>10.2} {:>12.0} {:>12.0}",
+        run.first.as_secs_f64(),
+        run.after_first(messages),
+        run.overall(messages)
+    );
+}
+
+/// Creates the input topic and fills it with the backlog.
+async fn prepare_input(broker: &TestBroker, partitions: u32, messages: usize) {
+    let client = client(broker);
+    // Quix Streams reads `retention.ms` back from the topic's configs: set it explicitly.
+    let mut topics = TopicManagerConfig::default();
+    topics
+        .stream_config
+        .insert("retention.ms".into(), "604800000".into());
+    let manager = TopicManager::new(&*client, topics).expect("topic manager");
+    manager
+        .ensure_stream(Input::NAME, partitions)
+        .await
+        .expect("bench topic");
+    goka_tests::bench::fill_stream(broker, Input::NAME, partitions, messages, KEYS);
+}
+
+/// Runs the window count over the backlog until every message's window write was
+/// produced (time in all, and to the first message handled).
+async fn processor_count(broker: &TestBroker, messages: usize) -> Run {
+    let client = Arc::new(RdKafkaClient::new(KafkaConfig::new(broker.bootstrap())));
+    let processor = Arc::new(Processor::new(
+        WindowCount,
+        client,
+        goka_tests::from_oldest(),
+    ));
+    let start = Instant::now();
+    let running = Running::spawn({
+        let processor = processor.clone();
+        move |cancel| async move { processor.run(cancel).await }
+    });
+    let mut first = None;
+    while processor.stats().messages_out < messages as u64 {
+        assert!(!running.is_finished(), "the processor stopped early");
+        if first.is_none() && processor.stats().messages_in > 0 {
+            first = Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let total = start.elapsed();
+    running.stop().await;
+    Run {
+        total,
+        first: first.unwrap_or_default(),
+    }
+}
