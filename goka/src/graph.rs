@@ -517,7 +517,8 @@ const fn is_window_topic(group: &str, name: &str, topic: &str) -> bool {
     bytes_eq(head, g) && dash[0] == b'-' && bytes_eq(middle, n) && bytes_eq(tail, suffix)
 }
 
-const fn str_eq(a: &str, b: &str) -> bool {
+/// `a == b` for strings, in a `const fn`.
+pub(crate) const fn str_eq(a: &str, b: &str) -> bool {
     bytes_eq(a.as_bytes(), b.as_bytes())
 }
 

@@ -321,25 +321,7 @@ async fn processor_count<const GROUP: usize>(
     messages: usize,
 ) -> Run {
     let processor = Arc::new(Processor::new(count, readme_client(broker), config));
-    let start = Instant::now();
-    let running = Running::spawn({
-        let processor = processor.clone();
-        move |cancel| async move { processor.run(cancel).await }
-    });
-    let mut first = None;
-    while processor.stats().messages_out < messages as u64 {
-        assert!(!running.is_finished(), "the processor stopped early");
-        if first.is_none() && processor.stats().messages_in > 0 {
-            first = Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let total = start.elapsed();
-    running.stop().await;
-    Run {
-        total,
-        first: first.unwrap_or_default(),
-    }
+    goka_tests::bench::run_until_produced(processor, messages).await
 }
 
 /// Runs a count of its own over the whole input on a disk of its own, then restarts it on

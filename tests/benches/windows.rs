@@ -14,7 +14,7 @@
 //! `cargo test --all-targets` it runs a small smoke size.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use goka::codec::{BytesCodec, Json};
 use goka::context::{CallbackError, Context};
@@ -25,7 +25,7 @@ use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::window::WindowSpec;
 use goka_tests::bench::{quix_run, verdict, Run};
-use goka_tests::{client, Running, TestBroker};
+use goka_tests::{client, TestBroker};
 
 goka::stream!(Input = "bench-window-input": Vec<u8> as BytesCodec);
 goka::window!(
@@ -154,23 +154,5 @@ async fn processor_count(broker: &TestBroker, messages: usize) -> Run {
         client,
         goka_tests::from_oldest(),
     ));
-    let start = Instant::now();
-    let running = Running::spawn({
-        let processor = processor.clone();
-        move |cancel| async move { processor.run(cancel).await }
-    });
-    let mut first = None;
-    while processor.stats().messages_out < messages as u64 {
-        assert!(!running.is_finished(), "the processor stopped early");
-        if first.is_none() && processor.stats().messages_in > 0 {
-            first = Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let total = start.elapsed();
-    running.stop().await;
-    Run {
-        total,
-        first: first.unwrap_or_default(),
-    }
+    goka_tests::bench::run_until_produced(processor, messages).await
 }

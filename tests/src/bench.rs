@@ -280,3 +280,30 @@ pub fn quix_run(
         first: total - seconds("after_first"),
     })
 }
+
+/// Runs `processor` until it produced `messages` messages (and stops it): time in all, and
+/// to the first message handled.
+pub async fn run_until_produced<P: goka::processor::Group>(
+    processor: Arc<goka::processor::Processor<P>>,
+    messages: usize,
+) -> Run {
+    let start = std::time::Instant::now();
+    let running = crate::Running::spawn({
+        let processor = processor.clone();
+        move |cancel| async move { processor.run(cancel).await }
+    });
+    let mut first = None;
+    while processor.stats().messages_out < messages as u64 {
+        assert!(!running.is_finished(), "the processor stopped early");
+        if first.is_none() && processor.stats().messages_in > 0 {
+            first = Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let total = start.elapsed();
+    running.stop().await;
+    Run {
+        total,
+        first: first.unwrap_or_default(),
+    }
+}

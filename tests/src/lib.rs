@@ -156,6 +156,28 @@ pub fn read_until_at(
     out
 }
 
+/// The keys and values of partition 0 of `topic` as text, sorted, once `count` were read
+/// or `within` passed.
+pub fn read_pairs(
+    broker: &TestBroker,
+    topic: &str,
+    count: usize,
+    within: std::time::Duration,
+) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> =
+        read_until_at(&broker.bootstrap(), topic, 1, within, |m| m.len() >= count)
+            .into_iter()
+            .map(|m| {
+                (
+                    String::from_utf8_lossy(&m.key).into_owned(),
+                    String::from_utf8_lossy(&m.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+    pairs.sort();
+    pairs
+}
+
 /// A message as read back by [`read_all`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMessage {
@@ -187,6 +209,30 @@ pub async fn produce_raw(
         if let Some(value) = value {
             record = record.payload(value.as_bytes());
         }
+        producer
+            .send(record, std::time::Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {key} to {topic}/{partition}: {e}"));
+    }
+}
+
+/// Produces `(key, value, timestamp)` rows to partition `partition` of `topic` and waits for
+/// each: event-time inputs of window and timer tests. (librdkafka takes a timestamp of 0
+/// for "now".)
+pub async fn produce_at(
+    broker: &TestBroker,
+    topic: &str,
+    partition: i32,
+    rows: &[(&str, &str, i64)],
+) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka_config(broker).create().expect("producer");
+    for (key, value, at) in rows {
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(key.as_bytes())
+            .payload(value.as_bytes())
+            .timestamp(*at);
         producer
             .send(record, std::time::Duration::from_secs(10))
             .await

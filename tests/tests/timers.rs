@@ -12,7 +12,7 @@ use goka::context::{CallbackError, Context};
 use goka::tester::Tester;
 use goka::timer::TimerTime;
 use goka::topic::Topic;
-use goka_tests::{client, from_oldest, read_until, Running, TestBroker};
+use goka_tests::{client, from_oldest, Running, TestBroker};
 
 goka::stream!(pub Clicks = "timer-clicks": String as StringCodec);
 goka::stream!(pub Alerts = "timer-alerts": String as StringCodec);
@@ -116,21 +116,7 @@ async fn a_wall_clock_timer_fires_at_the_testers_clock() {
 }
 
 async fn produce_clicks(broker: &TestBroker, clicks: &[(&str, &str, i64)]) {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = goka_tests::rdkafka_config(broker)
-        .create()
-        .expect("producer");
-    for (user, page, at) in clicks {
-        let record = FutureRecord::to(Clicks::NAME)
-            .partition(0)
-            .key(user.as_bytes())
-            .payload(page.as_bytes())
-            .timestamp(*at);
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|(e, _)| panic!("produce {user}: {e}"));
-    }
+    goka_tests::produce_at(broker, Clicks::NAME, 0, clicks).await;
 }
 
 fn start(broker: &TestBroker) -> Running<goka::processor::ProcessorError> {
@@ -161,22 +147,11 @@ async fn timers_survive_a_restart_and_wall_clock_timers_fire_on_their_own() {
     let running = start(&broker);
     // (librdkafka takes a timestamp of 0 for "now": event times here start at 1 s.)
     produce_clicks(&broker, &[("ann", "a", 1_000), ("cat", "remind", 2_000)]).await;
-    let read = |count: usize| {
-        let mut alerts: Vec<(String, String)> =
-            read_until(&broker, Alerts::NAME, 1, |m| m.len() >= count)
-                .into_iter()
-                .map(|m| {
-                    (
-                        String::from_utf8_lossy(&m.key).into_owned(),
-                        String::from_utf8_lossy(&m.value.unwrap_or_default()).into_owned(),
-                    )
-                })
-                .collect();
-        alerts.sort();
-        alerts
+    let read = |count: usize, within: u64| {
+        goka_tests::read_pairs(&broker, Alerts::NAME, count, Duration::from_secs(within))
     };
     // The reminder was due long ago by the wall clock: the partition's next tick fires it.
-    assert_eq!(read(1), [("cat".to_owned(), "reminder".to_owned())]);
+    assert_eq!(read(1, 30), [("cat".to_owned(), "reminder".to_owned())]);
     running.stop().await;
 
     // ann's quiet timer (at 61 s of event time) is in the timer changelog: a new instance
@@ -187,8 +162,8 @@ async fn timers_survive_a_restart_and_wall_clock_timers_fire_on_their_own() {
         ("ann".to_owned(), "quiet at 61 after a".to_owned()),
         ("cat".to_owned(), "reminder".to_owned()),
     ];
-    assert_eq!(read(2), expected);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(read(3), expected);
+    assert_eq!(read(2, 30), expected);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(read(3, 2), expected);
     running.stop().await;
 }

@@ -171,35 +171,15 @@ async fn a_window_that_closed_takes_no_writes_and_a_misaligned_range_is_refused(
 
 /// Produces clicks at the given event times (ms) to the one partition of the clicks topic.
 async fn produce_clicks(broker: &TestBroker, clicks: &[(&str, i64)]) {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = goka_tests::rdkafka_config(broker)
-        .create()
-        .expect("producer");
-    for (user, at) in clicks {
-        let record = FutureRecord::to(Clicks::NAME)
-            .partition(0)
-            .key(user.as_bytes())
-            .payload("page")
-            .timestamp(*at);
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|(e, _)| panic!("produce {user}: {e}"));
-    }
+    let rows: Vec<(&str, &str, i64)> = clicks
+        .iter()
+        .map(|(user, at)| (*user, "page", *at))
+        .collect();
+    goka_tests::produce_at(broker, Clicks::NAME, 0, &rows).await;
 }
 
 fn alerts(broker: &TestBroker, count: usize) -> Vec<(String, String)> {
-    let mut read: Vec<(String, String)> = read_until(broker, Alerts::NAME, 1, |m| m.len() >= count)
-        .into_iter()
-        .map(|m| {
-            (
-                String::from_utf8_lossy(&m.key).into_owned(),
-                String::from_utf8_lossy(&m.value.unwrap_or_default()).into_owned(),
-            )
-        })
-        .collect();
-    read.sort();
-    read
+    goka_tests::read_pairs(broker, Alerts::NAME, count, Duration::from_secs(30))
 }
 
 fn start(
@@ -295,7 +275,8 @@ async fn windows_survive_a_restart_and_close_once() {
     );
     // Nothing more comes: the minute that closed before the restart did not close again.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(alerts(&broker, 5).len(), 4);
+    let more = goka_tests::read_pairs(&broker, Alerts::NAME, 5, Duration::from_secs(2));
+    assert_eq!(more.len(), 4);
     running.stop().await;
 
     // The first minute of ann was dropped at 130 s: its last changelog write is a tombstone.
@@ -384,4 +365,44 @@ async fn sessions_grow_merge_and_close_a_gap_after_their_last_click() {
     assert_eq!(bursts.get(&("ann".into(), 240_000)).unwrap(), None);
     assert_eq!(bursts.get(&("ann".into(), 200_000)).unwrap(), Some(3));
     assert!(alerts.next().unwrap().is_none());
+}
+
+goka::stream!(pub CounterDeadLetters = "window-counter-dead-letters": String as StringCodec);
+
+/// `LatePolicy::DeadLetter`: a late message is counted, skipped by the window, and sent to
+/// the dead-letter topic once, with its coordinates and the reason.
+#[tokio::test]
+async fn a_late_message_goes_to_the_dead_letter_topic_when_told() {
+    let mut tester = Tester::new();
+    let config = goka::processor::ProcessorConfig {
+        late_messages: goka::processor::LatePolicy::DeadLetter,
+        ..Default::default()
+    };
+    tester.register_with(Counter, config).await.unwrap();
+    let mut letters = tester.track::<CounterDeadLetters>();
+    let minutes = tester.table::<WindowTable<Counter, PerMinute>>();
+    click(&mut tester, "ann", 1_000).await;
+    click(&mut tester, "bob", 250_000).await;
+    letters.expect_empty();
+    // Late for both of its windows (the minute and the three minutes): one dead letter.
+    click(&mut tester, "ann", 2_000).await;
+    let letter = letters.next().unwrap().expect("the late click");
+    assert_eq!(letter.key, "ann");
+    let header = |name: &str| {
+        letter
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("dead-letter-reason").as_deref(), Some("late"));
+    assert_eq!(
+        header("dead-letter-topic").as_deref(),
+        Some("window-clicks")
+    );
+    assert_eq!(header("dead-letter-timestamp").as_deref(), Some("2000"));
+    let error = header("dead-letter-error").unwrap_or_default();
+    assert!(error.contains("stream time 250000"), "{error}");
+    letters.expect_empty();
+    // The window did not count it (it is gone by now: dropped at 130 s).
+    assert_eq!(minutes.get(&("ann".into(), 0)).unwrap(), None);
 }

@@ -43,25 +43,14 @@ pub fn dispatch(p: &Processor) -> TokenStream {
             #topic => { #call }
         });
     }
-    quote! {
+    let signature = quote! {
         fn dispatch<'a>(
             &'a self,
             ctx: &'a mut #pv::Context<'_, Self>,
             value: #pv::Option<&'a [u8]>,
-        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
-            #[allow(unused_imports)]
-            use #pv::{
-                AsyncKind as _, BoxedAsyncKind as _, BoxedSyncKind as _, OtherKind as _,
-                SyncKind as _,
-            };
-            #pv::Box::pin(async move {
-                match ctx.topic() {
-                    #arms
-                    other => #pv::Result::Err(#pv::CallbackError::no_handler(other)),
-                }
-            })
-        }
-    }
+        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>>
+    };
+    matcher(p, signature, quote!(ctx.topic()), arms)
 }
 
 /// `Group::visit`, for groups with `#[visit]` edges: a `match` from the visitor's name to its
@@ -81,26 +70,15 @@ pub fn visit(p: &Processor) -> TokenStream {
             <#visitor as #pv::Visitor>::NAME => { #call }
         });
     }
-    quote! {
+    let signature = quote! {
         fn visit<'a>(
             &'a self,
             ctx: &'a mut #pv::Context<'_, Self>,
             visitor: &'a str,
             value: &'a (dyn #pv::Any + Send + Sync),
-        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
-            #[allow(unused_imports)]
-            use #pv::{
-                AsyncKind as _, BoxedAsyncKind as _, BoxedSyncKind as _, OtherKind as _,
-                SyncKind as _,
-            };
-            #pv::Box::pin(async move {
-                match visitor {
-                    #arms
-                    other => #pv::Result::Err(#pv::CallbackError::no_handler(other)),
-                }
-            })
-        }
-    }
+        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>>
+    };
+    matcher(p, signature, quote!(visitor), arms)
 }
 
 /// `Group::close_window`, for groups with `#[window(..., on_close = ...)]` edges: a `match`
@@ -128,27 +106,16 @@ pub fn close(p: &Processor) -> TokenStream {
             <#window as #pv::Window>::NAME => { #call }
         });
     }
-    quote! {
+    let signature = quote! {
         fn close_window<'a>(
             &'a self,
             ctx: &'a mut #pv::Context<'_, Self>,
             window: &'a str,
             range: #pv::WindowRange,
             value: &'a [u8],
-        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
-            #[allow(unused_imports)]
-            use #pv::{
-                AsyncKind as _, BoxedAsyncKind as _, BoxedSyncKind as _, OtherKind as _,
-                SyncKind as _,
-            };
-            #pv::Box::pin(async move {
-                match window {
-                    #arms
-                    other => #pv::Result::Err(#pv::CallbackError::no_handler(other)),
-                }
-            })
-        }
-    }
+        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>>
+    };
+    matcher(p, signature, quote!(window), arms)
 }
 
 /// `Group::fire_timer`, for groups with `#[timer(...)]` edges: a `match` from the timer's
@@ -170,20 +137,35 @@ pub fn fire(p: &Processor) -> TokenStream {
             <#timer as #pv::Timer>::NAME => { #call }
         });
     }
-    quote! {
+    let signature = quote! {
         fn fire_timer<'a>(
             &'a self,
             ctx: &'a mut #pv::Context<'_, Self>,
             timer: &'a str,
             payload: &'a [u8],
-        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>> {
+        ) -> #pv::BoxFuture<'a, #pv::Result<(), #pv::CallbackError>>
+    };
+    matcher(p, signature, quote!(timer), arms)
+}
+
+/// A `Group` method with `signature` whose body matches `on` (a topic or a name) against
+/// `arms`, one per handler; anything else is a "no handler" error.
+fn matcher(
+    p: &Processor,
+    signature: TokenStream,
+    on: TokenStream,
+    arms: TokenStream,
+) -> TokenStream {
+    let pv = super::private(p);
+    quote! {
+        #signature {
             #[allow(unused_imports)]
             use #pv::{
                 AsyncKind as _, BoxedAsyncKind as _, BoxedSyncKind as _, OtherKind as _,
                 SyncKind as _,
             };
             #pv::Box::pin(async move {
-                match timer {
+                match #on {
                     #arms
                     other => #pv::Result::Err(#pv::CallbackError::no_handler(other)),
                 }

@@ -148,6 +148,8 @@ pub(crate) struct PartitionResources {
     pub(crate) windows: Arc<crate::window::partition::PartitionWindows>,
     /// The partition's timers, if the group declares any.
     pub(crate) timers: Option<Arc<dyn Storage>>,
+    /// Where late window messages go, when `LatePolicy::DeadLetter` sends them.
+    pub(crate) late_letters: Option<&'static str>,
 }
 
 /// The handler's view of the message it handles. See the [module docs](self).

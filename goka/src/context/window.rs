@@ -193,10 +193,39 @@ impl<P: Group, W: Window> WindowRows<'_, '_, P, W> {
         Ok(Some(session))
     }
 
-    fn count_late(&self) {
+    /// Counts a late message and, under `LatePolicy::DeadLetter`, sends it to the
+    /// dead-letter topic (once, however many windows it was late for).
+    fn count_late(&mut self) {
         self.table
             .late
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let resources = self.ctx.resources;
+        let Some(topic) = resources.late_letters else {
+            return;
+        };
+        let message = self.ctx.message;
+        let sent = self
+            .ctx
+            .outgoing
+            .iter()
+            .any(|o| o.kind == OutgoingKind::Emit && o.topic == topic && o.key == message.key);
+        if !sent {
+            let now = resources.windows.stream_time().unwrap_or_default();
+            let error = format!(
+                "late for window {}: event time {}, stream time {now}",
+                W::NAME,
+                self.time
+            );
+            crate::processor::handle::push_dead_letter(
+                resources.group,
+                resources,
+                message,
+                self.ctx.outgoing,
+                topic,
+                "late",
+                &error,
+            );
+        }
     }
 
     fn row(&self, start: i64) -> Vec<u8> {

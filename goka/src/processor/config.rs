@@ -106,8 +106,11 @@ pub struct ProcessorConfig {
     /// What a handler's error does: stop `run` (the default), or send the message to the
     /// dead-letter topic and go on.
     pub handler_errors: HandlerErrorPolicy,
+    /// What a message that came after its window closed does (`ctx.window::<W>()`'s
+    /// `update`): skipped and counted (the default), or also sent to the dead-letter topic.
+    pub late_messages: LatePolicy,
     /// Where dead letters go (`DecodeErrorPolicy::DeadLetter`,
-    /// `HandlerErrorPolicy::DeadLetter`). Default: the group's `<group>-dead-letters`,
+    /// `HandlerErrorPolicy::DeadLetter`, `LatePolicy::DeadLetter`). Default: the group's `<group>-dead-letters`,
     /// created as a stream with the inputs' partition count if it is missing.
     pub dead_letter_topic: Option<&'static str>,
 }
@@ -123,6 +126,19 @@ pub enum HandlerErrorPolicy {
     /// error in headers (`dead-letter-*`); what the handler produced is not sent; count it
     /// in `ProcessorStats::dead_letters` and go on. The message's offset is committed once
     /// the dead letter is acknowledged.
+    DeadLetter,
+}
+
+/// What a message that came after its window closed does ([`ProcessorConfig::late_messages`]).
+/// Either way it is counted in `partition_stats()[..].windows` (`late`), and the handler's
+/// other writes go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LatePolicy {
+    /// The window update is skipped.
+    #[default]
+    Skip,
+    /// The message also goes to the dead-letter topic as it came, with its coordinates and
+    /// `dead-letter-reason: late` in headers.
     DeadLetter,
 }
 
@@ -156,6 +172,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("client_id", &self.client_id)
             .field("backoff", &self.backoff)
             .field("handler_errors", &self.handler_errors)
+            .field("late_messages", &self.late_messages)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .finish_non_exhaustive()
     }
@@ -181,6 +198,7 @@ impl Default for ProcessorConfig {
             client_id: None,
             backoff: Backoff::default(),
             handler_errors: HandlerErrorPolicy::Fail,
+            late_messages: LatePolicy::Skip,
             dead_letter_topic: None,
         }
     }

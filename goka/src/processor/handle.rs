@@ -33,7 +33,16 @@ pub(crate) enum Handled {
 pub(crate) fn dead_letter_topic<P: Group>(config: &ProcessorConfig) -> Option<&'static str> {
     let decode = config.decode_errors.unwrap_or(P::DECODE_ERRORS) == DecodeErrorPolicy::DeadLetter;
     let handler = config.handler_errors == HandlerErrorPolicy::DeadLetter;
-    (decode || handler).then(|| config.dead_letter_topic.unwrap_or(P::DEAD_LETTERS))
+    let late = late_letter_topic::<P>(config).is_some();
+    (decode || handler || late).then(|| config.dead_letter_topic.unwrap_or(P::DEAD_LETTERS))
+}
+
+/// Where late window messages go, if [`LatePolicy::DeadLetter`](super::LatePolicy) sends
+/// them to the dead-letter topic.
+pub(crate) fn late_letter_topic<P: Group>(config: &ProcessorConfig) -> Option<&'static str> {
+    let windowed = !P::GRAPH.windows.is_empty();
+    (windowed && config.late_messages == super::LatePolicy::DeadLetter)
+        .then(|| config.dead_letter_topic.unwrap_or(P::DEAD_LETTERS))
 }
 
 /// The policies that decide what happens besides the handler call.
@@ -242,11 +251,34 @@ fn dead_letter<P: Group>(
     let Some(topic) = topic else {
         return Handled::DeadLettered;
     };
-    tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, %error, dead_letters = topic, "sending a message to the dead-letter topic");
     outgoing.clear();
+    push_dead_letter(
+        P::GRAPH.group,
+        resources,
+        message,
+        outgoing,
+        topic,
+        reason,
+        error,
+    );
+    Handled::DeadLettered
+}
+
+/// Appends `message`, as it came, addressed to the dead-letter `topic` with its coordinates
+/// and `error` in headers, to what `outgoing` holds.
+pub(crate) fn push_dead_letter(
+    group: &'static str,
+    resources: &PartitionResources,
+    message: &ConsumedMessage,
+    outgoing: &mut Outgoing,
+    topic: &'static str,
+    reason: &str,
+    error: &str,
+) {
+    tracing::warn!(group, topic = %message.topic, partition = message.partition, offset = message.offset, %error, dead_letters = topic, "sending a message to the dead-letter topic");
     let mut headers = message.headers.clone();
     headers
-        .insert(DEAD_LETTER_GROUP, P::GRAPH.group)
+        .insert(DEAD_LETTER_GROUP, group)
         .insert(DEAD_LETTER_TOPIC, message.topic.as_bytes())
         .insert(DEAD_LETTER_PARTITION, message.partition.to_string())
         .insert(DEAD_LETTER_OFFSET, message.offset.to_string())
@@ -267,7 +299,6 @@ fn dead_letter<P: Group>(
         message.value.is_some(),
         Some(headers),
     );
-    Handled::DeadLettered
 }
 
 /// Header of a dead letter: the group that could not handle it.

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::{
-    HandlerErrorPolicy, NilHandling, ProcessorConfig, Rebalance, RebalanceCallback,
+    HandlerErrorPolicy, LatePolicy, NilHandling, ProcessorConfig, Rebalance, RebalanceCallback,
 };
 pub use self::error::ProcessorError;
 pub use self::group::{

@@ -244,6 +244,7 @@ impl<P: Group> PartitionTask<P> {
             cancel: shared.cancel.clone(),
             windows,
             timers,
+            late_letters: super::handle::late_letter_topic::<P>(&shared.config),
         })
     }
 

@@ -147,6 +147,7 @@ impl<P: Group> Tested<P> {
                         .collect(),
                 )),
                 timers: timers.as_ref().map(|t| t[p].clone() as Arc<dyn Storage>),
+                late_letters: crate::processor::handle::late_letter_topic::<P>(&config),
             })
             .collect();
         Ok(Self {

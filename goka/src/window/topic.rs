@@ -25,26 +25,12 @@ const fn topic_of<P: Group, W: Window>() -> &'static str {
     let windows = P::GRAPH.windows;
     let mut i = 0;
     while i < windows.len() {
-        if bytes_eq(windows[i].name.as_bytes(), W::NAME.as_bytes()) {
+        if crate::graph::str_eq(windows[i].name, W::NAME) {
             return windows[i].edge.topic;
         }
         i += 1;
     }
     ""
-}
-
-const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 impl<P: Windowed<W>, W: Window> Topic for WindowTable<P, W> {
