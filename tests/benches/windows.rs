@@ -55,11 +55,7 @@ impl WindowCount {
 
 fn main() {
     let messages = goka_tests::bench_size("messages", 500_000, 10_000);
-    let shapes: Vec<u32> = match goka_tests::bench_size("partitions", 0, 2) {
-        0 => vec![1, 2, 4, 8],
-        n => vec![n as u32],
-    };
-    goka_tests::bench_runtime(run(messages, shapes));
+    goka_tests::bench_runtime(run(messages, goka_tests::bench::bench_shapes()));
 }
 
 async fn run(messages: usize, shapes: Vec<u32>) {

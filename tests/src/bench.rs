@@ -205,6 +205,15 @@ pub fn verdict(figure: f64, target: f64) -> &'static str {
     }
 }
 
+/// The partition counts a bench covers: 1, 2, 4 and 8 under `cargo bench`, `--partitions N`
+/// for one, 2 under `cargo test --all-targets`.
+pub fn bench_shapes() -> Vec<u32> {
+    match crate::bench_size("partitions", 0, 2) {
+        0 => vec![1, 2, 4, 8],
+        n => vec![n as u32],
+    }
+}
+
 /// One side's run of a bench: time in all and time to its first message.
 #[derive(Debug, Clone, Copy)]
 pub struct Run {

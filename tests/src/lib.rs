@@ -216,6 +216,22 @@ pub async fn produce_raw(
     }
 }
 
+/// Creates each of `topics` as a stream of `partitions` partitions on `broker`.
+pub async fn ensure_streams(broker: &TestBroker, topics: &[&str], partitions: u32) {
+    let client = client(broker);
+    let manager = goka::topic_manager::TopicManager::new(
+        &*client,
+        goka::topic_manager::TopicManagerConfig::default(),
+    )
+    .expect("topic manager");
+    for topic in topics {
+        manager
+            .ensure_stream(topic, partitions)
+            .await
+            .unwrap_or_else(|e| panic!("create {topic}: {e}"));
+    }
+}
+
 /// Produces `(key, value, timestamp)` rows to partition `partition` of `topic` and waits for
 /// each: event-time inputs of window and timer tests. (librdkafka takes a timestamp of 0
 /// for "now".)

@@ -136,13 +136,7 @@ fn start(broker: &TestBroker) -> Running<goka::processor::ProcessorError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_survive_a_restart_and_wall_clock_timers_fire_on_their_own() {
     let broker = TestBroker::start();
-    let manager = goka::topic_manager::TopicManager::new(
-        &*client(&broker),
-        goka::topic_manager::TopicManagerConfig::default(),
-    )
-    .unwrap();
-    manager.ensure_stream(Clicks::NAME, 1).await.unwrap();
-    manager.ensure_stream(Alerts::NAME, 1).await.unwrap();
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME, Alerts::NAME], 1).await;
 
     let running = start(&broker);
     // (librdkafka takes a timestamp of 0 for "now": event times here start at 1 s.)

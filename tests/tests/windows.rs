@@ -209,13 +209,7 @@ fn start(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_survive_a_restart_and_close_once() {
     let broker = TestBroker::start();
-    let manager = goka::topic_manager::TopicManager::new(
-        &*client(&broker),
-        goka::topic_manager::TopicManagerConfig::default(),
-    )
-    .unwrap();
-    manager.ensure_stream(Clicks::NAME, 1).await.unwrap();
-    manager.ensure_stream(Alerts::NAME, 1).await.unwrap();
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME, Alerts::NAME], 1).await;
 
     let (processor, running) = start(&broker);
     produce_clicks(
