@@ -164,16 +164,29 @@ pub fn read_pairs(
     count: usize,
     within: std::time::Duration,
 ) -> Vec<(String, String)> {
+    read_pairs_in(broker, topic, 1, count, within)
+}
+
+/// [`read_pairs`] of every one of `partitions` partitions.
+pub fn read_pairs_in(
+    broker: &TestBroker,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    within: std::time::Duration,
+) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> =
-        read_until_at(&broker.bootstrap(), topic, 1, within, |m| m.len() >= count)
-            .into_iter()
-            .map(|m| {
-                (
-                    String::from_utf8_lossy(&m.key).into_owned(),
-                    String::from_utf8_lossy(&m.value.unwrap_or_default()).into_owned(),
-                )
-            })
-            .collect();
+        read_until_at(&broker.bootstrap(), topic, partitions, within, |m| {
+            m.len() >= count
+        })
+        .into_iter()
+        .map(|m| {
+            (
+                String::from_utf8_lossy(&m.key).into_owned(),
+                String::from_utf8_lossy(&m.value.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
     pairs.sort();
     pairs
 }

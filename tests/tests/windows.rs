@@ -400,3 +400,84 @@ async fn a_late_message_goes_to_the_dead_letter_topic_when_told() {
     // The window did not count it (it is gone by now: dropped at 130 s).
     assert_eq!(minutes.get(&("ann".into(), 0)).unwrap(), None);
 }
+
+/// Hot standby: a second instance follows the window changelogs of the partition it does
+/// not own and, when the owner leaves, takes the windows over and counts on: the window's
+/// final count covers what both instances counted, and it closes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_standby_takes_the_windows_over_and_closes_them_once() {
+    use goka::processor::{PartitionState, Processor, ProcessorConfig};
+    let broker = TestBroker::start();
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME, Alerts::NAME], 2).await;
+    let standby = || ProcessorConfig {
+        hot_standby: true,
+        storage: std::sync::Arc::new(goka::storage::MemoryBuilder),
+        ..from_oldest()
+    };
+    let spawn = |processor: &std::sync::Arc<Processor<Counter>>| {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    let first = std::sync::Arc::new(Processor::new(Counter, client(&broker), standby()));
+    let first_running = spawn(&first);
+    tokio::time::timeout(Duration::from_secs(60), first.recovered())
+        .await
+        .unwrap();
+    let second = std::sync::Arc::new(Processor::new(Counter, client(&broker), standby()));
+    let second_running = spawn(&second);
+    // Two partitions, two members: each owns one and follows the other's windows.
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || {
+            let stats = second.partition_stats();
+            second.partitions().len() == 1
+                && first.partitions().len() == 1
+                && stats.iter().any(|p| p.state == PartitionState::Standby)
+        },
+        || format!("no split: {:?}", second.partition_stats()),
+    )
+    .await;
+    let partition = *first.partitions().keys().next().unwrap();
+    let clicks = |rows: &[(&'static str, i64)]| {
+        rows.iter()
+            .map(|(user, at)| (*user, "page", *at))
+            .collect::<Vec<_>>()
+    };
+    let produce = |rows: Vec<(&'static str, &'static str, i64)>| {
+        let broker = &broker;
+        async move { goka_tests::produce_at(broker, Clicks::NAME, partition, &rows).await }
+    };
+    produce(clicks(&[("ann", 1_000), ("ann", 30_000)])).await;
+    // The standby copy has both clicks' window writes.
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || {
+            second.partition_stats().iter().any(|p| {
+                p.partition == partition
+                    && p.state == PartitionState::Standby
+                    && p.tables.iter().any(|t| t.messages >= 2 && t.lag == 0)
+                    && p.tables.iter().all(|t| t.lag == 0)
+            })
+        },
+        || format!("standby not caught up: {:?}", second.partition_stats()),
+    )
+    .await;
+    first_running.stop().await;
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || second.partitions().len() == 2 && second.state() == PartitionState::Running,
+        || format!("no takeover: {:?}", second.partition_stats()),
+    )
+    .await;
+    produce(clicks(&[("ann", 50_000), ("ann", 70_000)])).await;
+    assert_eq!(
+        goka_tests::read_pairs_in(&broker, Alerts::NAME, 2, 1, Duration::from_secs(30)),
+        [("ann".to_owned(), "3 clicks from 0".to_owned())]
+    );
+    assert_eq!(
+        goka_tests::read_pairs_in(&broker, Alerts::NAME, 2, 2, Duration::from_secs(2)).len(),
+        1,
+        "the minute closed once"
+    );
+    second_running.stop().await;
+}
