@@ -112,7 +112,7 @@ async fn run(messages: usize, shapes: Vec<u32>) {
             "", "first (s)", "after first", "overall"
         );
         let bare = bare_loop(&broker, messages);
-        report("bare rdkafka consume -> produce loop", messages, bare);
+        bare.report("bare rdkafka consume -> produce loop", messages);
         let dir = tempfile::tempdir().expect("temp dir");
         let ours = processor_count(
             Count::<README_RUN>,
@@ -121,7 +121,7 @@ async fn run(messages: usize, shapes: Vec<u32>) {
             messages,
         )
         .await;
-        report("Processor, as the README shows it", messages, ours);
+        ours.report("Processor, as the README shows it", messages);
         let memory = processor_count(
             Count::<MEMORY_RUN>,
             &broker,
@@ -132,10 +132,10 @@ async fn run(messages: usize, shapes: Vec<u32>) {
             messages,
         )
         .await;
-        report("Processor, table in memory", messages, memory);
+        memory.report("Processor, table in memory", messages);
         let quix = quix_count(&broker, messages);
         if let Some(quix) = quix {
-            report("Quix Streams 3.28.1 (session timeout 10 s)", messages, quix);
+            quix.report("Quix Streams 3.28.1 (session timeout 10 s)", messages);
         }
         if partitions == last {
             restarts(&broker, partitions, dir.path(), messages).await;
@@ -249,15 +249,6 @@ const SHAPE_NAMES: [[&str; 3]; 4] = [
     ["p4_per_s", "p4_ratio_bare", "p4_ratio_quix"],
     ["p8_per_s", "p8_ratio_bare", "p8_ratio_quix"],
 ];
-
-fn report(name: &str, messages: usize, run: Run) {
-    println!(
-        "{name:<44} {:>10.2} {:>12.0} {:>12.0}",
-        run.first.as_secs_f64(),
-        run.after_first(messages),
-        run.overall(messages)
-    );
-}
 
 /// A client as the README makes one: the brokers and nothing else.
 fn readme_client(broker: &TestBroker) -> goka_tests::TestClient {

@@ -71,10 +71,10 @@ async fn run(messages: usize, shapes: Vec<u32>) {
             "", "first (s)", "after first", "overall"
         );
         let ours = processor_count(&broker, messages).await;
-        report("Processor, as the README shows it", messages, ours);
+        ours.report("Processor, as the README shows it", messages);
         let quix = quix_run(&broker, Input::NAME, messages, SESSION_TIMEOUT_MS, "window");
         if let Some(quix) = quix {
-            report("Quix Streams 3.28.1 tumbling_window count", messages, quix);
+            quix.report("Quix Streams 3.28.1 tumbling_window count", messages);
         }
         rows.push((partitions, ours, quix));
     }
@@ -114,15 +114,6 @@ async fn run(messages: usize, shapes: Vec<u32>) {
         println!("Quix Streams not run: set GOKA_QUIX_PYTHON (scripts/bench.sh does)");
     }
     goka_tests::bench_json("windows", &figures);
-}
-
-fn report(name: &str, messages: usize, run: Run) {
-    println!(
-        "{name:<44} {:>10.2} {:>12.0} {:>12.0}",
-        run.first.as_secs_f64(),
-        run.after_first(messages),
-        run.overall(messages)
-    );
 }
 
 /// Creates the input topic and fills it with the backlog.

@@ -233,6 +233,17 @@ impl Run {
     pub fn overall(&self, messages: usize) -> f64 {
         messages as f64 / self.total.as_secs_f64()
     }
+
+    /// Prints the run as a row of a bench's table: time to the first message, then
+    /// messages/s after it and overall.
+    pub fn report(&self, name: &str, messages: usize) {
+        println!(
+            "{name:<44} {:>10.2} {:>12.0} {:>12.0}",
+            self.first.as_secs_f64(),
+            self.after_first(messages),
+            self.overall(messages)
+        );
+    }
 }
 
 /// Runs `scripts/bench/quix_count.py` (`mode` "count" or "window") over `messages`
