@@ -28,6 +28,10 @@ use super::{
 
 /// How long leaving the group may take before the member is abandoned.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a synchronous commit may wait for its answer. librdkafka defers a commit until
+/// it finds the group's coordinator, with no bound: during an outage a member committing on
+/// revoke or on stop would wait as long as the outage lasts, and `run` would never return.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most a group member's fetch response may hold, over all its partitions.
 const GROUP_FETCH_MAX_BYTES: &str = "4194304";
 /// How long a partition reader waits for librdkafka's wake-up before it looks anyway.
@@ -61,15 +65,22 @@ impl ConsumerContext for GroupContext {
                 if offsets.is_empty() {
                     return;
                 }
-                match offsets_list(&offsets) {
-                    Ok(tpl) => {
-                        if let Err(error) = consumer.commit(&tpl, CommitMode::Sync) {
-                            tracing::error!(group = %self.group, %error, "commit on revoke failed");
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(group = %self.group, %error, "commit on revoke failed")
-                    }
+                // A lost assignment (the session expired, the coordinator unreachable) has
+                // no generation left to commit for: the group rejects it, or it waits for a
+                // coordinator that may not come back. The next owner handles these messages
+                // again (at least once).
+                if consumer.assignment_lost() {
+                    tracing::warn!(group = %self.group, ?offsets, "assignment lost: what was done since the last commit is handled again by the next owner");
+                    return;
+                }
+                let committed = match self.consumer.get().and_then(Weak::upgrade) {
+                    Some(consumer) => commit_bounded(consumer, &offsets, &self.group),
+                    // The consumer is being dropped (`close`): its member stopped every task
+                    // and committed what they did just before.
+                    None => Ok(()),
+                };
+                if let Err(error) = committed {
+                    tracing::error!(group = %self.group, %error, "commit on revoke failed");
                 }
             }
             // Split before the assignment starts fetching, so no message of these partitions
@@ -100,10 +111,8 @@ impl ConsumerContext for GroupContext {
                 _ => None,
             })
             .collect();
-        let error = KafkaError::Consume {
-            topic: offsets.first().map(|o| o.topic.clone()).unwrap_or_default(),
-            message: format!("group {}: commit failed: {error}", self.group),
-        };
+        let topic = offsets.first().map_or("", |o| o.topic.as_str());
+        let error = group_error(&self.group, topic, format!("commit failed: {error}"));
         self.listener.commit_failed(&offsets, &error);
     }
 
@@ -141,13 +150,11 @@ impl GroupContext {
                     messages: Box::new(RdPartitionQueue::new(queue, topic.into())),
                 }),
                 None => {
-                    let error = KafkaError::Consume {
-                        topic: topic.to_owned(),
-                        message: format!(
-                            "group {}: cannot give partition {partition} a queue of its own",
-                            self.group
-                        ),
-                    };
+                    let error = group_error(
+                        &self.group,
+                        topic,
+                        format!("cannot give partition {partition} a queue of its own"),
+                    );
                     tracing::error!(group = %self.group, %error, "assignment failed");
                     self.failure
                         .lock()
@@ -223,6 +230,42 @@ impl PartitionConsumer for RdPartitionQueue {
     }
 }
 
+/// Commits `offsets` and waits for the answer on a thread of its own, at most
+/// [`COMMIT_TIMEOUT`]; a commit still unanswered by then is abandoned (its thread keeps the
+/// consumer until librdkafka answers) and reported as failed: uncommitted work is handled
+/// again, never lost.
+fn commit_bounded(
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    offsets: &[TopicPartitionOffset],
+    group: &str,
+) -> Result<(), KafkaError> {
+    let topic = offsets.first().map_or("", |o| o.topic.as_str());
+    let error = |message: String| group_error(group, topic, message);
+    let tpl = offsets_list(offsets).map_err(|e| error(e.to_string()))?;
+    let (done, answered) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("goka-commit-{group}"))
+        .spawn(move || {
+            let _ = done.send(consumer.commit(&tpl, CommitMode::Sync));
+        })
+        .map_err(|e| error(format!("cannot start a thread to commit: {e}")))?;
+    match answered.recv_timeout(COMMIT_TIMEOUT) {
+        Ok(result) => result.map_err(|e| error(format!("commit failed: {e}"))),
+        Err(_) => Err(error(format!(
+            "commit not answered within {} s (no coordinator); abandoned",
+            COMMIT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// A consumer error of `group` about `topic`; the message names the group.
+fn group_error(group: &str, topic: &str, e: impl std::fmt::Display) -> KafkaError {
+    KafkaError::Consume {
+        topic: topic.to_owned(),
+        message: format!("group {group}: {e}"),
+    }
+}
+
 fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements()
         .iter()
@@ -247,10 +290,7 @@ impl RdGroupConsumer {
         listener: Arc<dyn RebalanceListener>,
     ) -> Result<Self, KafkaError> {
         let bounds = options.bounds;
-        let setup_error = |message: String| KafkaError::Consume {
-            topic: topics.join(","),
-            message: format!("group {group}: {message}"),
-        };
+        let setup_error = |message: String| group_error(group, &topics.join(","), message);
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -306,10 +346,7 @@ impl RdGroupConsumer {
     }
 
     fn error(&self, topic: &str, e: impl std::fmt::Display) -> KafkaError {
-        KafkaError::Consume {
-            topic: topic.to_owned(),
-            message: format!("group {}: {e}", self.group),
-        }
+        group_error(&self.group, topic, e)
     }
 }
 
@@ -354,14 +391,12 @@ impl GroupConsumer for RdGroupConsumer {
         if offsets.is_empty() {
             return Ok(());
         }
+        if sync {
+            return commit_bounded(consumer.clone(), offsets, &self.group);
+        }
         let tpl = offsets_list(offsets).map_err(|e| self.error(&offsets[0].topic, e))?;
-        let mode = if sync {
-            CommitMode::Sync
-        } else {
-            CommitMode::Async
-        };
         consumer
-            .commit(&tpl, mode)
+            .commit(&tpl, CommitMode::Async)
             .map_err(|e| self.error(&offsets[0].topic, e))
     }
 
