@@ -11,7 +11,11 @@
 //! `Tester::fire_timers`). A fired timer's handler runs for its key as a message would, and
 //! the timer is removed with a tombstone: at least once, as the rest of the processor.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
 use crate::codec::Codec;
+use crate::storage::Storage;
 
 /// A timer declaration: its name and payload. Implement it with [`timer!`](crate::timer!).
 pub trait Timer: Send + Sync + 'static {
@@ -30,6 +34,16 @@ pub enum TimerTime {
     Stream(i64),
     /// Once the wall clock reaches it.
     Wall(i64),
+}
+
+impl TimerTime {
+    /// Its clock (true for stream time) and its time.
+    pub(crate) fn clock(self) -> (bool, i64) {
+        match self {
+            Self::Stream(t) => (true, t),
+            Self::Wall(t) => (false, t),
+        }
+    }
 }
 
 /// Declares a timer type.
@@ -59,6 +73,61 @@ macro_rules! timer {
     };
 }
 
+/// A partition's timers: their storage, and for each clock the earliest time a stored or
+/// scheduled timer may be due at, so a message whose stream time has not reached it skips the
+/// storage scan. Only ever lowered between scans, so a cancelled timer costs one extra scan,
+/// never a late firing. No stored timer of the clock is earlier, so a scan starts there: past
+/// the tombstones of the timers fired before, which a storage such as RocksDB would otherwise
+/// step over on every scan until it compacts them away.
+pub(crate) struct PartitionTimers {
+    pub(crate) storage: Arc<dyn Storage>,
+    /// Indexed by clock: stream, wall. `i64::MIN` until the first scan.
+    next: [AtomicI64; 2],
+}
+
+impl PartitionTimers {
+    pub(crate) fn new(storage: Arc<dyn Storage>) -> Self {
+        Self {
+            storage,
+            next: [AtomicI64::new(i64::MIN), AtomicI64::new(i64::MIN)],
+        }
+    }
+
+    fn slot(&self, stream: bool) -> &AtomicI64 {
+        &self.next[usize::from(!stream)]
+    }
+
+    /// Where a scan of this clock's timers starts: no stored timer is earlier.
+    pub(crate) fn scan_from(&self, stream: bool) -> crate::storage::KeyRange {
+        let mut range = crate::storage::KeyRange::prefix(clock_prefix(stream));
+        let mut start = Vec::with_capacity(9);
+        time_prefix(
+            stream,
+            self.slot(stream).load(Ordering::Relaxed),
+            &mut start,
+        );
+        range.start = Some(start);
+        range
+    }
+
+    /// Whether a timer of this clock may be due at `now`.
+    pub(crate) fn may_be_due(&self, stream: bool, now: i64) -> bool {
+        self.slot(stream).load(Ordering::Relaxed) <= now
+    }
+
+    /// A timer was scheduled at `at`.
+    pub(crate) fn scheduled(&self, at: TimerTime) {
+        let (stream, time) = at.clock();
+        self.slot(stream).fetch_min(time, Ordering::Relaxed);
+    }
+
+    /// A scan of this clock found `next` as the earliest timer it did not fire (`i64::MAX`
+    /// for none).
+    pub(crate) fn scanned(&self, stream: bool, next: i64) {
+        self.slot(stream).store(next, Ordering::Relaxed);
+    }
+}
+
 /// Suffix of a group's timer changelog: `<group>-timers`.
 pub const TIMERS_SUFFIX: &str = "-timers";
 
@@ -68,16 +137,19 @@ const WALL: u8 = 1;
 /// The row key of a timer: clock, time (ordered as a number), name, message key. Rows of
 /// one clock sort by time, so the due ones are the first of a scan.
 pub(crate) fn row_key(at: TimerTime, name: &str, key: &[u8], out: &mut Vec<u8>) {
-    let (clock, time) = match at {
-        TimerTime::Stream(t) => (STREAM, t),
-        TimerTime::Wall(t) => (WALL, t),
-    };
+    let (stream, time) = at.clock();
     let name = &name.as_bytes()[..name.len().min(255)];
-    out.push(clock);
-    out.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
+    time_prefix(stream, time, out);
     out.push(name.len() as u8);
     out.extend_from_slice(name);
     out.extend_from_slice(key);
+}
+
+/// The clock and time that begin the row key of every timer of that clock at that time;
+/// times sort as the bytes do (the sign bit flipped, big-endian).
+fn time_prefix(stream: bool, time: i64, out: &mut Vec<u8>) {
+    out.push(if stream { STREAM } else { WALL });
+    out.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
 }
 
 /// The first byte of every row of `clock`'s timers.
@@ -120,6 +192,27 @@ mod tests {
         let mut out = Vec::new();
         row_key(at, name, key, &mut out);
         out
+    }
+
+    #[test]
+    fn a_scan_starts_at_the_earliest_timer_that_may_be_stored() {
+        let timers = PartitionTimers::new(Arc::new(crate::storage::MemoryStorage::default()));
+        let stream = |t| row(TimerTime::Stream(t), "A", b"k");
+        // Before the first scan every timer of the clock is in range, and no other clock's.
+        let first = timers.scan_from(true);
+        assert!(first.contains(&stream(i64::MIN)) && first.contains(&stream(i64::MAX)));
+        assert!(!first.contains(&row(TimerTime::Wall(i64::MIN), "A", b"k")));
+        // A scan fired everything before 200: the next one skips their tombstones.
+        timers.scanned(true, 200);
+        let next = timers.scan_from(true);
+        assert!(!next.contains(&stream(199)));
+        assert!(next.contains(&stream(200)) && next.contains(&stream(5_000)));
+        // A timer scheduled earlier since is in range again.
+        timers.scheduled(TimerTime::Stream(120));
+        assert!(timers.scan_from(true).contains(&stream(120)));
+        assert!(timers
+            .scan_from(false)
+            .contains(&row(TimerTime::Wall(0), "A", b"k")));
     }
 
     #[test]

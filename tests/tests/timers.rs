@@ -115,6 +115,77 @@ async fn a_wall_clock_timer_fires_at_the_testers_clock() {
     assert_eq!(tester.fire_timers().await.unwrap(), 0);
 }
 
+goka::stream!(pub Delays = "timer-delays": i64 as Int64Codec);
+goka::timer!(
+    /// Fires, then schedules itself 10 ms later while its payload counts down.
+    pub Relay: i64 as Int64Codec
+);
+
+/// Each message schedules a relay timer its value in milliseconds after its time; each relay
+/// timer emits its time and schedules the next 10 ms later until its count runs out.
+#[goka::processor(group = "relay-watch")]
+#[input(topic = Delays, handler = Self::on_delay)]
+#[timer(timer = Relay, handler = Self::on_relay)]
+#[output(topic = Alerts)]
+#[derive(Debug, Default)]
+pub struct RelayWatch;
+
+impl RelayWatch {
+    fn on_delay(&self, ctx: &mut Context<'_, Self>, delay: i64) -> Result<(), CallbackError> {
+        let at = ctx.timestamp().unwrap_or_default() + delay;
+        ctx.schedule::<Relay>(TimerTime::Stream(at), &1)
+    }
+
+    fn on_relay(&self, ctx: &mut Context<'_, Self>, count: i64) -> Result<(), CallbackError> {
+        let at = ctx.timestamp().unwrap_or_default();
+        let key = ctx.key().clone();
+        ctx.emit::<Alerts>(&key, &at.to_string())?;
+        if count > 0 {
+            ctx.schedule::<Relay>(TimerTime::Stream(at + 10), &(count - 1))?;
+        }
+        Ok(())
+    }
+}
+
+async fn delay(tester: &mut Tester, key: &str, delay: i64, at: u64) {
+    tester.set_time(UNIX_EPOCH + Duration::from_millis(at));
+    tester
+        .consume::<Delays>(&key.to_owned(), &delay)
+        .await
+        .unwrap();
+}
+
+/// A message whose stream time is before every timer's skips the timer scan; a timer
+/// scheduled earlier than those stored, or by a firing timer, still fires on time.
+#[tokio::test]
+async fn timers_scheduled_before_the_earliest_or_by_a_timer_fire_on_time() {
+    let mut tester = Tester::new();
+    tester.register(RelayWatch).await.unwrap();
+    let mut alerts = tester.track::<Alerts>();
+    let mut fired = || {
+        let mut times = Vec::new();
+        while let Some(alert) = alerts.next().unwrap() {
+            times.push(alert.value.unwrap());
+        }
+        times
+    };
+
+    delay(&mut tester, "late", 1_000, 1).await; // due at 1001
+    delay(&mut tester, "early", 100, 2).await; // due at 102, before 1001
+    assert!(fired().is_empty());
+    // 102 fires and schedules 112, which this message's stream time already passed.
+    delay(&mut tester, "x", 10_000, 200).await;
+    assert_eq!(fired(), ["102"]);
+    delay(&mut tester, "x", 10_000, 201).await;
+    assert_eq!(fired(), ["112"], "the relay scheduled by a timer fires");
+    delay(&mut tester, "x", 10_000, 1_001).await;
+    assert_eq!(fired(), ["1001"]);
+    delay(&mut tester, "x", 10_000, 1_100).await;
+    assert_eq!(fired(), ["1011"]);
+    delay(&mut tester, "x", 10_000, 1_200).await;
+    assert!(fired().is_empty(), "every relay ran out");
+}
+
 async fn produce_clicks(broker: &TestBroker, clicks: &[(&str, &str, i64)]) {
     goka_tests::produce_at(broker, Clicks::NAME, 0, clicks).await;
 }

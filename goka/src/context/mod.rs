@@ -147,7 +147,7 @@ pub(crate) struct PartitionResources {
     /// The partition's windows and stream time.
     pub(crate) windows: Arc<crate::window::partition::PartitionWindows>,
     /// The partition's timers, if the group declares any.
-    pub(crate) timers: Option<Arc<dyn Storage>>,
+    pub(crate) timers: Option<crate::timer::PartitionTimers>,
     /// Where late window messages go, when `LatePolicy::DeadLetter` sends them.
     pub(crate) late_letters: Option<&'static str>,
 }

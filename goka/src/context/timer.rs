@@ -17,6 +17,9 @@ impl<P: Group> Context<'_, P> {
         P: Timed<T>,
     {
         let topic = self.timer_topic()?;
+        if let Some(timers) = &self.resources.timers {
+            timers.scheduled(at);
+        }
         let key = self.message.key.clone();
         let (row, bytes) = self.outgoing.scratch();
         row_key(at, T::NAME, &key, row);

@@ -2,6 +2,8 @@
 //! tick of the partition task (or `Tester::fire_timers`), the wall-clock timers that are
 //! due. Each fired timer's handler runs for its key as a message would, and the timer is
 //! removed with a tombstone in the timer changelog, produced with what the handler did.
+//! Until the clock reaches the earliest timer the last scan saw or a handler scheduled since,
+//! nothing is scanned: a message costs no storage read for timers that are not due.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -12,8 +14,7 @@ use super::group::Group;
 use super::ProcessorError;
 use crate::context::{Context, Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::ConsumedMessage;
-use crate::storage::KeyRange;
-use crate::timer::{clock_prefix, parse_row, TimerTime};
+use crate::timer::parse_row;
 
 /// Timers fired at once, at most: the rest fire with the next message or tick.
 const FIRE_AT_ONCE: usize = 1_000;
@@ -31,24 +32,30 @@ pub(crate) async fn fire_timers<P: Group>(
     now: i64,
     outgoing: &mut Outgoing,
 ) -> Result<usize, ProcessorError> {
-    let (Some(storage), Some(edge)) = (&resources.timers, P::GRAPH.timers) else {
+    let (Some(timers), Some(edge)) = (&resources.timers, P::GRAPH.timers) else {
         return Ok(0);
     };
+    if !timers.may_be_due(stream, now) {
+        return Ok(0);
+    }
+    let storage = &timers.storage;
     let storage_error = |source| ProcessorError::Storage {
         group: P::GRAPH.group,
         source,
     };
     let mut due = Vec::new();
+    let mut next = i64::MAX;
     for row in storage
-        .range(KeyRange::prefix(clock_prefix(stream)))
+        .range(timers.scan_from(stream))
         .map_err(storage_error)?
     {
         let (row, payload) = row.map_err(storage_error)?;
         let Some(parsed) = parse_row(&row) else {
             continue;
         };
-        let (TimerTime::Stream(at) | TimerTime::Wall(at)) = parsed.at;
+        let (_, at) = parsed.at.clock();
         if at > now || due.len() >= FIRE_AT_ONCE {
+            next = at;
             break;
         }
         due.push((row, payload));
@@ -64,7 +71,7 @@ pub(crate) async fn fire_timers<P: Group>(
         let Some(parsed) = parse_row(&row) else {
             continue;
         };
-        let (TimerTime::Stream(at) | TimerTime::Wall(at)) = parsed.at;
+        let (_, at) = parsed.at.clock();
         let name = P::GRAPH
             .timer_names
             .iter()
@@ -114,5 +121,13 @@ pub(crate) async fn fire_timers<P: Group>(
         outgoing.push_scratch(OutgoingKind::Timer, edge.topic, partition, false, None);
         fired += 1;
     }
+    // Timers scheduled by this message's handler or by the fired ones are not stored yet.
+    let scheduled = outgoing
+        .iter()
+        .filter(|out| out.kind == OutgoingKind::Timer && out.value.is_some())
+        .filter_map(|out| parse_row(out.key))
+        .map(|row| row.at.clock())
+        .filter_map(|(clock, at)| (clock == stream).then_some(at));
+    timers.scanned(stream, scheduled.fold(next, i64::min));
     Ok(fired)
 }

@@ -127,7 +127,7 @@ impl<P: Group> PartitionTask<P> {
         let timers = P::GRAPH
             .timers
             .map(|e| e.topic)
-            .zip(resources.timers.as_ref());
+            .zip(resources.timers.as_ref().map(|t| &t.storage));
         for (topic, storage) in windows.chain(timers) {
             if self.recover(topic, storage.clone()).await?.is_none() {
                 return Ok(false);
@@ -225,7 +225,10 @@ impl<P: Group> PartitionTask<P> {
         for edge in P::GRAPH.windows {
             windows.push((edge, open(edge.edge.topic)?));
         }
-        let timers = P::GRAPH.timers.map(|edge| open(edge.topic)).transpose()?;
+        let timers = P::GRAPH
+            .timers
+            .map(|edge| open(edge.topic).map(crate::timer::PartitionTimers::new))
+            .transpose()?;
         let windows = Arc::new(crate::window::partition::PartitionWindows::new(windows));
         if !windows.tables.is_empty() {
             shared
@@ -680,7 +683,7 @@ impl<P: Group> PartitionTask<P> {
                     .windows
                     .table(out.topic)
                     .map(|table| &table.storage),
-                OutgoingKind::Timer => resources.timers.as_ref(),
+                OutgoingKind::Timer => resources.timers.as_ref().map(|t| &t.storage),
                 _ => None,
             };
             if let Some(storage) = local {

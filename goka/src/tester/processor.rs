@@ -146,7 +146,9 @@ impl<P: Group> Tested<P> {
                         .map(|(edge, tables)| (*edge, tables[p].clone() as Arc<dyn Storage>))
                         .collect(),
                 )),
-                timers: timers.as_ref().map(|t| t[p].clone() as Arc<dyn Storage>),
+                timers: timers
+                    .as_ref()
+                    .map(|t| crate::timer::PartitionTimers::new(t[p].clone() as Arc<dyn Storage>)),
                 late_letters: crate::processor::handle::late_letter_topic::<P>(&config),
             })
             .collect();
