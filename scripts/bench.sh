@@ -2,7 +2,7 @@
 # Every benchmark, side by side on the bundled test broker, in one run: storage load and
 # point gets, Emitter and View recovery against bare rdkafka, the stateful count of a
 # Processor against a bare consume -> produce loop and against Quix Streams (installed into a
-# virtual environment, pinned) for 1, 2, 4 and 8 partitions, the tester, the resident memory
+# virtual environment, pinned) for 1, 2, 4 and 8 partitions, windows and timers, the tester, the resident memory
 # of a processor working through a 5,000,000-message backlog, and end-to-end latency at a fixed rate. Prints each
 # bench's table and writes the figures, the machine and the date to bench-report.json beside the target directory.
 #
@@ -41,6 +41,7 @@ if [ "${#sizes[@]}" -gt 0 ]; then
   run -p goka-tests --bench kafka_layer -- --records 100000
   run -p goka-tests --bench processor -- "${sizes[@]}"
   run -p goka-tests --bench windows -- "${sizes[@]}"
+  run -p goka-tests --bench timers -- "${sizes[@]}"
   run -p goka-tests --bench tester -- "${sizes[@]}"
   run -p goka-tests --bench backlog -- "${sizes[@]}"
   run -p goka-tests --bench latency -- --seconds 3
@@ -51,6 +52,8 @@ else
   run -p goka-tests --bench processor
   # A tumbling-window count beside Quix Streams', 1 to 8 partitions.
   run -p goka-tests --bench windows
+  # The count with timers rescheduled or firing per message, beside the plain count.
+  run -p goka-tests --bench timers
   run -p goka-tests --bench tester
   run -p goka-tests --bench backlog
   run -p goka-tests --bench latency

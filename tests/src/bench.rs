@@ -307,13 +307,46 @@ pub async fn run_until_produced<P: goka::processor::Group>(
     processor: Arc<goka::processor::Processor<P>>,
     messages: usize,
 ) -> Run {
+    let produced = |p: &goka::processor::Processor<P>| p.stats().messages_out >= messages as u64;
+    run_until(processor, produced).await.0
+}
+
+/// Runs `processor` over a backlog of `messages` on `partitions` partitions until every one
+/// of them is done (each partition's input caught up: what it produced was acknowledged),
+/// for processors whose count of produced messages is not known beforehand (timers that
+/// fire, rows written or not). Returns the run and what it wrote to each topic.
+pub async fn run_until_done<P: goka::processor::Group>(
+    processor: Arc<goka::processor::Processor<P>>,
+    messages: usize,
+    partitions: u32,
+) -> (Run, Vec<goka::processor::OutputStats>) {
+    let done = |p: &goka::processor::Processor<P>| {
+        if p.stats().messages_in < messages as u64 {
+            return false;
+        }
+        let parts = p.partition_stats();
+        parts.len() == partitions as usize
+            && parts
+                .iter()
+                .all(|p| p.inputs.iter().all(|i| i.lag == Some(0)))
+    };
+    run_until(processor, done).await
+}
+
+/// Runs `processor` until `done` holds, then stops it; returns the time in all and to the
+/// first message handled, and what it wrote to each topic (figures a stopped run no longer
+/// has).
+async fn run_until<P: goka::processor::Group>(
+    processor: Arc<goka::processor::Processor<P>>,
+    done: impl Fn(&goka::processor::Processor<P>) -> bool,
+) -> (Run, Vec<goka::processor::OutputStats>) {
     let start = std::time::Instant::now();
     let running = crate::Running::spawn({
         let processor = processor.clone();
         move |cancel| async move { processor.run(cancel).await }
     });
     let mut first = None;
-    while processor.stats().messages_out < messages as u64 {
+    while !done(&processor) {
         assert!(!running.is_finished(), "the processor stopped early");
         if first.is_none() && processor.stats().messages_in > 0 {
             first = Some(start.elapsed());
@@ -321,9 +354,11 @@ pub async fn run_until_produced<P: goka::processor::Group>(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let total = start.elapsed();
+    let written = processor.output_stats();
     running.stop().await;
-    Run {
+    let run = Run {
         total,
         first: first.unwrap_or_default(),
-    }
+    };
+    (run, written)
 }
