@@ -324,11 +324,15 @@ impl<E: std::fmt::Debug + Send + 'static> Running<E> {
 
     /// Cancels the loop and panics unless it then ends cleanly.
     pub async fn stop(self) {
-        self.cancel.cancel();
-        let result = self.task.await.expect("the run task panicked");
-        if let Err(e) = result {
+        if let Err(e) = self.cancel_and_wait().await {
             panic!("run ended with an error: {e:?}");
         }
+    }
+
+    /// Cancels the loop and returns how it ended.
+    pub async fn cancel_and_wait(self) -> Result<(), E> {
+        self.cancel.cancel();
+        self.task.await.expect("the run task panicked")
     }
 }
 

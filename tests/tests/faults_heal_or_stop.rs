@@ -622,3 +622,114 @@ async fn a_byte_bound_smaller_than_a_message_still_handles_every_message() {
     assert_eq!(processor.stats().messages_in, 120);
     running.stop().await;
 }
+
+/// A client whose group members never finish a synchronous commit or leaving the group, as
+/// a client waiting for a coordinator that does not come back.
+struct StuckStopping(TestClient);
+
+/// A member whose last commit and whose leaving never return.
+struct StuckMember(Box<dyn GroupConsumer>);
+
+impl GroupConsumer for StuckMember {
+    fn poll(&mut self, timeout: Duration) -> Result<Option<KafkaError>, KafkaError> {
+        self.0.poll(timeout)
+    }
+
+    fn commit(
+        &mut self,
+        offsets: &[goka::kafka::TopicPartitionOffset],
+        sync: bool,
+    ) -> Result<(), KafkaError> {
+        if sync {
+            hang_forever();
+        }
+        self.0.commit(offsets, sync)
+    }
+
+    fn close(self: Box<Self>) {
+        hang_forever();
+    }
+}
+
+fn hang_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+impl Client for StuckStopping {
+    fn with_client_id(self: Arc<Self>, _id: &str) -> Arc<dyn Client> {
+        self
+    }
+    fn producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
+        self.0.producer()
+    }
+    fn ordered_producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
+        self.0.ordered_producer()
+    }
+    fn admin(&self) -> Result<Arc<dyn Admin>, KafkaError> {
+        self.0.admin()
+    }
+    fn consume(
+        &self,
+        topic: &str,
+        partitions: &[(i32, StartOffset)],
+        headers: HeaderUse,
+    ) -> Result<Box<dyn PartitionConsumer>, KafkaError> {
+        self.0.consume(topic, partitions, headers)
+    }
+    fn join_group(
+        &self,
+        group: &str,
+        topics: &[&str],
+        options: MemberOptions,
+        listener: Arc<dyn RebalanceListener>,
+    ) -> Result<Box<dyn GroupConsumer>, KafkaError> {
+        let member = self.0.join_group(group, topics, options, listener)?;
+        Ok(Box::new(StuckMember(member)))
+    }
+}
+
+/// A member that never finishes stopping (its last commit and its leaving hang longer than
+/// any client timeout) is abandoned after `stop_timeout`: `run` returns an error naming the
+/// group instead of hanging, and the processor shows `Stopped`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_finishes_stopping_is_abandoned_and_run_says_so() {
+    let broker = TestBroker::start();
+    let (client, emitter) = setup(&broker).await;
+    let expected = emit(&emitter, 50, 5).await;
+    let stop_timeout = Duration::from_secs(2);
+    let config = ProcessorConfig {
+        stop_timeout,
+        ..goka_tests::from_oldest()
+    };
+    let processor = Arc::new(Processor::new(
+        Counter::new(),
+        Arc::new(StuckStopping(client)),
+        config,
+    ));
+    let running = spawn(&processor);
+    eventually(
+        Duration::from_secs(60),
+        || counts(&processor, &expected) == expected,
+        || format!("counts {:?} of {expected:?}", counts(&processor, &expected)),
+    )
+    .await;
+    let stopping = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), running.cancel_and_wait())
+        .await
+        .expect("run returns although its member never finishes stopping");
+    let took = stopping.elapsed();
+    let error = outcome
+        .expect_err("an abandoned member is an error")
+        .to_string();
+    for part in ["fault-counter", "stop_timeout", "abandoned"] {
+        assert!(error.contains(part), "{part} missing: {error}");
+    }
+    assert!(
+        took >= stop_timeout,
+        "returned after {took:?}, before the stop timeout"
+    );
+    assert_eq!(processor.state(), goka::processor::PartitionState::Stopped);
+    println!("a member stuck stopping: run returned after {took:.1?} with: {error}");
+}

@@ -62,6 +62,14 @@ pub struct ProcessorConfig {
     pub partition_queue_bytes: usize,
     /// How often done offsets are committed.
     pub commit_interval: Duration,
+    /// How long `run` waits, once it stops (cancelled or failed), for the consumer group
+    /// member to finish: its partition tasks' in-flight work, the last commit, leaving the
+    /// group. Each of these is bounded by itself; this bounds them together, so that a
+    /// client that hangs (an unreachable coordinator, a broker that stops answering) cannot
+    /// keep `run` from returning. A member that takes longer is abandoned and `run` returns
+    /// an error saying so (or the error that stopped it): what was not committed is handled
+    /// again by the partitions' next owner. Default: 30 s.
+    pub stop_timeout: Duration,
     /// Keep the tables of the partitions this instance does not own up to date, from the
     /// moment it starts (goka's `WithHotStandby`): a rebalance that hands it a partition
     /// then reads only what was written since, instead of recovering the whole table. Costs
@@ -163,6 +171,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("partition_queue", &self.partition_queue)
             .field("partition_queue_bytes", &self.partition_queue_bytes)
             .field("commit_interval", &self.commit_interval)
+            .field("stop_timeout", &self.stop_timeout)
             .field("hot_standby", &self.hot_standby)
             .field("default_headers", &self.default_headers)
             .field("middleware", &self.middleware.is_some())
@@ -189,6 +198,7 @@ impl Default for ProcessorConfig {
             partition_queue: 10_000,
             partition_queue_bytes: 16 << 20,
             commit_interval: Duration::from_millis(500),
+            stop_timeout: Duration::from_secs(30),
             hot_standby: false,
             default_headers: Headers::new(),
             middleware: None,

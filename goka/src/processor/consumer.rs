@@ -37,12 +37,37 @@ pub(super) async fn run<P: Group>(group: Arc<P>, shared: Arc<Shared>) {
         let _ = done.send(std::panic::catch_unwind(member).map_err(|p| panic_text(&*p)));
     });
     match spawned {
-        Ok(_) => match finished.await {
-            Ok(Ok(())) => {}
-            // The member is gone: without it no partition moves, so the processor stops.
-            Ok(Err(panic)) => shared.fail(member_died(&shared, &format!("panicked: {panic}"))),
-            Err(_) => shared.fail(member_died(&shared, "ended without a word")),
-        },
+        Ok(_) => {
+            // Every step of stopping is bounded on its own (tasks by their deliveries'
+            // timeout, the last commit and leaving the group by theirs); this bounds them
+            // together, and whatever else a client may hang in, so `run` always returns.
+            let stop_timeout = shared.config.stop_timeout;
+            let overdue = async {
+                shared.cancel.cancelled().await;
+                tokio::time::sleep(stop_timeout).await;
+            };
+            tokio::select! {
+                ended = finished => match ended {
+                    Ok(Ok(())) => {}
+                    // The member is gone: without it no partition moves, so the processor
+                    // stops.
+                    Ok(Err(panic)) => {
+                        shared.fail(member_died::<P>(&shared, &format!("panicked: {panic}")))
+                    }
+                    Err(_) => shared.fail(member_died::<P>(&shared, "ended without a word")),
+                },
+                () = overdue => {
+                    let what = format!(
+                        "did not finish stopping within {:.1} s (stop_timeout) and was \
+                         abandoned: what it had not committed is handled again by the next \
+                         owner of its partitions",
+                        stop_timeout.as_secs_f64()
+                    );
+                    tracing::error!(group = shared.group, "the consumer group member {what}");
+                    shared.fail(member_died::<P>(&shared, &what));
+                }
+            }
+        }
         Err(e) => shared.fail(ProcessorError::Kafka {
             group: shared.group,
             topic: String::new(),
@@ -53,13 +78,14 @@ pub(super) async fn run<P: Group>(group: Arc<P>, shared: Arc<Shared>) {
     }
 }
 
-fn member_died(shared: &Shared, what: &str) -> ProcessorError {
+fn member_died<P: Group>(shared: &Shared, what: &str) -> ProcessorError {
+    let topics = P::GRAPH.consumed_topics().collect::<Vec<_>>().join(",");
     ProcessorError::Kafka {
         group: shared.group,
-        topic: String::new(),
+        topic: topics.clone(),
         source: crate::kafka::KafkaError::Consume {
-            topic: String::new(),
-            message: format!("the consumer group member thread {what}"),
+            topic: topics,
+            message: format!("the consumer group member {what}"),
         },
     }
 }
@@ -249,7 +275,8 @@ impl<P: Group> RebalanceListener for Listener<P> {
                 "no partition assigned to this member"
             );
             self.shared.state.send_if_modified(|s| {
-                let starting = *s == PartitionState::Starting;
+                let starting = *s == PartitionState::Starting
+                    && !self.shared.ended.load(std::sync::atomic::Ordering::Acquire);
                 if starting {
                     *s = PartitionState::Running;
                 }
@@ -260,11 +287,11 @@ impl<P: Group> RebalanceListener for Listener<P> {
 
     fn revoking(&self, partitions: &[(String, i32)]) -> Vec<TopicPartitionOffset> {
         let numbers: std::collections::BTreeSet<i32> = partitions.iter().map(|(_, p)| *p).collect();
-        self.shared.state.send_replace(PartitionState::Stopping);
+        self.shared.set_state(PartitionState::Stopping);
         self.stop(numbers.iter().copied());
         self.tell(Rebalance::Revoked(numbers.iter().copied().collect()));
         self.follow_unowned(&self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        self.shared.state.send_replace(PartitionState::Starting);
+        self.shared.set_state(PartitionState::Starting);
         self.shared.stats.await_assignment();
         self.shared.offsets.remove(partitions)
     }
@@ -331,7 +358,7 @@ fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
             unassigned.check(&shared);
         }
     }
-    shared.state.send_replace(PartitionState::Stopping);
+    shared.set_state(PartitionState::Stopping);
     listener.stop_all();
     commit(&shared, &mut *member, true);
     member.close();

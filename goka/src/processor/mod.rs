@@ -280,8 +280,13 @@ impl<P: Group> Processor<P> {
         }
         self.state.send_replace(PartitionState::Starting);
         let result = self.run_inner(cancel).await;
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(shared) = shared {
+            shared
+                .ended
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         self.state.send_replace(PartitionState::Stopped);
-        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = None;
         result
     }
 
@@ -334,6 +339,7 @@ impl<P: Group> Processor<P> {
             visit_progress: Mutex::new(HashMap::new()),
             high_watermarks: Mutex::new(HashMap::new()),
             state: self.state.clone(),
+            ended: std::sync::atomic::AtomicBool::new(false),
             cancel: internal,
             failure: Mutex::new(None),
         });

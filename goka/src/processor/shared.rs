@@ -113,6 +113,9 @@ pub(super) struct Shared {
     /// Last read high watermark per input topic and partition.
     pub(super) high_watermarks: Mutex<HashMap<(&'static str, i32), i64>>,
     pub(super) state: watch::Sender<PartitionState>,
+    /// Set once `run` returned: a member abandoned while stopping no longer touches the
+    /// processor's state, which belongs to the next run.
+    pub(super) ended: std::sync::atomic::AtomicBool,
     /// Fires on shutdown and on the first error.
     pub(super) cancel: CancellationToken,
     pub(super) failure: Mutex<Option<ProcessorError>>,
@@ -143,14 +146,27 @@ impl Shared {
         };
         drop(states);
         self.state.send_if_modified(|s| {
-            let update = matches!(
-                *s,
-                PartitionState::Starting | PartitionState::Recovering | PartitionState::Running
-            ) && *s != overall;
+            let update = !self.ended.load(std::sync::atomic::Ordering::Acquire)
+                && matches!(
+                    *s,
+                    PartitionState::Starting | PartitionState::Recovering | PartitionState::Running
+                )
+                && *s != overall;
             if update {
                 *s = overall;
             }
             update
+        });
+    }
+
+    /// Sets the processor's state, unless its run has returned.
+    pub(super) fn set_state(&self, state: PartitionState) {
+        self.state.send_if_modified(|s| {
+            if self.ended.load(std::sync::atomic::Ordering::Acquire) {
+                return false;
+            }
+            *s = state;
+            true
         });
     }
 
