@@ -73,6 +73,12 @@ for b in benches:
         summary["processor_lowest_ratio_to_bare"] = b["ratio"]
         if "ratio_quix_after_first" in b:
             summary["processor_lowest_ratio_to_quix"] = b["ratio_quix_after_first"]
+    if b.get("bench") == "windows" and "ratio_quix_after_first" in b:
+        summary["windows_lowest_ratio_to_quix"] = b["ratio_quix_after_first"]
+    if b.get("bench") == "timers":
+        for share in ("lowest_share_rescheduling", "lowest_share_firing"):
+            if share in b:
+                summary[f"timers_{share}"] = b[share]
 out = {
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "machine": {"cores": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1)},
