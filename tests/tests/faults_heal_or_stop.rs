@@ -367,12 +367,19 @@ async fn a_panicking_key_codec_stops_run_with_coordinates() {
     );
 }
 
-/// A client whose ordered producer (the processor's) fails changelog writes of one key:
-/// at once (`queue`) or when the answer comes (`deliver`).
-struct FailingWrites {
+/// A client of the test broker with one fault injected.
+struct Faulty {
     inner: TestClient,
-    key: &'static [u8],
-    at_queue: bool,
+    fault: Fault,
+}
+
+enum Fault {
+    /// The ordered producer (the processor's) fails changelog writes of one key: at once
+    /// (`at_queue`) or when the answer comes.
+    FailingWrites { key: &'static [u8], at_queue: bool },
+    /// Group members never finish a synchronous commit or leaving the group, as a client
+    /// waiting for a coordinator that does not come back.
+    StuckStopping,
 }
 
 struct FailingProducer {
@@ -402,7 +409,7 @@ impl Producer for FailingProducer {
     }
 }
 
-impl Client for FailingWrites {
+impl Client for Faulty {
     fn with_client_id(self: Arc<Self>, _id: &str) -> Arc<dyn Client> {
         self
     }
@@ -411,11 +418,15 @@ impl Client for FailingWrites {
         self.inner.producer()
     }
     fn ordered_producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
-        Ok(Arc::new(FailingProducer {
-            inner: self.inner.ordered_producer()?,
-            key: self.key,
-            at_queue: self.at_queue,
-        }))
+        let inner = self.inner.ordered_producer()?;
+        Ok(match self.fault {
+            Fault::FailingWrites { key, at_queue } => Arc::new(FailingProducer {
+                inner,
+                key,
+                at_queue,
+            }),
+            Fault::StuckStopping => inner,
+        })
     }
     fn admin(&self) -> Result<Arc<dyn Admin>, KafkaError> {
         self.inner.admin()
@@ -435,7 +446,11 @@ impl Client for FailingWrites {
         options: MemberOptions,
         listener: Arc<dyn RebalanceListener>,
     ) -> Result<Box<dyn GroupConsumer>, KafkaError> {
-        self.inner.join_group(group, topics, options, listener)
+        let member = self.inner.join_group(group, topics, options, listener)?;
+        Ok(match self.fault {
+            Fault::StuckStopping => Box::new(StuckMember(member)),
+            Fault::FailingWrites { .. } => member,
+        })
     }
 }
 
@@ -463,10 +478,12 @@ async fn a_failed_changelog_write_leaves_no_local_row(at_queue: bool) {
         .emit_sync(&"user-0".into(), &"c".into())
         .await
         .unwrap();
-    let failing = FailingWrites {
+    let failing = Faulty {
         inner: client.clone(),
-        key: b"user-0",
-        at_queue,
+        fault: Fault::FailingWrites {
+            key: b"user-0",
+            at_queue,
+        },
     };
     let processor = Processor::new(Counter::new(), Arc::new(failing), config.clone());
     let error = goka_tests::run_until_error(&processor).await;
@@ -623,10 +640,6 @@ async fn a_byte_bound_smaller_than_a_message_still_handles_every_message() {
     running.stop().await;
 }
 
-/// A client whose group members never finish a synchronous commit or leaving the group, as
-/// a client waiting for a coordinator that does not come back.
-struct StuckStopping(TestClient);
-
 /// A member whose last commit and whose leaving never return.
 struct StuckMember(Box<dyn GroupConsumer>);
 
@@ -657,39 +670,6 @@ fn hang_forever() -> ! {
     }
 }
 
-impl Client for StuckStopping {
-    fn with_client_id(self: Arc<Self>, _id: &str) -> Arc<dyn Client> {
-        self
-    }
-    fn producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
-        self.0.producer()
-    }
-    fn ordered_producer(&self) -> Result<Arc<dyn Producer>, KafkaError> {
-        self.0.ordered_producer()
-    }
-    fn admin(&self) -> Result<Arc<dyn Admin>, KafkaError> {
-        self.0.admin()
-    }
-    fn consume(
-        &self,
-        topic: &str,
-        partitions: &[(i32, StartOffset)],
-        headers: HeaderUse,
-    ) -> Result<Box<dyn PartitionConsumer>, KafkaError> {
-        self.0.consume(topic, partitions, headers)
-    }
-    fn join_group(
-        &self,
-        group: &str,
-        topics: &[&str],
-        options: MemberOptions,
-        listener: Arc<dyn RebalanceListener>,
-    ) -> Result<Box<dyn GroupConsumer>, KafkaError> {
-        let member = self.0.join_group(group, topics, options, listener)?;
-        Ok(Box::new(StuckMember(member)))
-    }
-}
-
 /// A member that never finishes stopping (its last commit and its leaving hang longer than
 /// any client timeout) is abandoned after `stop_timeout`: `run` returns an error naming the
 /// group instead of hanging, and the processor shows `Stopped`.
@@ -705,7 +685,10 @@ async fn a_member_that_never_finishes_stopping_is_abandoned_and_run_says_so() {
     };
     let processor = Arc::new(Processor::new(
         Counter::new(),
-        Arc::new(StuckStopping(client)),
+        Arc::new(Faulty {
+            inner: client,
+            fault: Fault::StuckStopping,
+        }),
         config,
     ));
     let running = spawn(&processor);
