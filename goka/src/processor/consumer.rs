@@ -274,9 +274,8 @@ impl<P: Group> RebalanceListener for Listener<P> {
                 group = self.shared.group,
                 "no partition assigned to this member"
             );
-            self.shared.state.send_if_modified(|s| {
-                let starting = *s == PartitionState::Starting
-                    && !self.shared.ended.load(std::sync::atomic::Ordering::Acquire);
+            self.shared.update_state(|s| {
+                let starting = *s == PartitionState::Starting;
                 if starting {
                     *s = PartitionState::Running;
                 }

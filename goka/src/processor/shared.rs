@@ -145,13 +145,11 @@ impl Shared {
             PartitionState::Running
         };
         drop(states);
-        self.state.send_if_modified(|s| {
-            let update = !self.ended.load(std::sync::atomic::Ordering::Acquire)
-                && matches!(
-                    *s,
-                    PartitionState::Starting | PartitionState::Recovering | PartitionState::Running
-                )
-                && *s != overall;
+        self.update_state(|s| {
+            let update = matches!(
+                *s,
+                PartitionState::Starting | PartitionState::Recovering | PartitionState::Running
+            ) && *s != overall;
             if update {
                 *s = overall;
             }
@@ -161,12 +159,17 @@ impl Shared {
 
     /// Sets the processor's state, unless its run has returned.
     pub(super) fn set_state(&self, state: PartitionState) {
-        self.state.send_if_modified(|s| {
-            if self.ended.load(std::sync::atomic::Ordering::Acquire) {
-                return false;
-            }
+        self.update_state(|s| {
             *s = state;
             true
+        });
+    }
+
+    /// Changes the processor's state with `change`, which says whether it changed it, unless
+    /// the run has returned: the state then belongs to the next run.
+    pub(super) fn update_state(&self, change: impl FnOnce(&mut PartitionState) -> bool) {
+        self.state.send_if_modified(|s| {
+            !self.ended.load(std::sync::atomic::Ordering::Acquire) && change(s)
         });
     }
 
