@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark, side by side on the bundled test broker, in one run: storage load and
+# Every benchmark, side by side on the test broker (Apache Kafka 4.4; GOKA_TEST_BROKER=tansu for the stand-in), in one run: storage load and
 # point gets, Emitter and View recovery against bare rdkafka, the stateful count of a
 # Processor against a bare consume -> produce loop and against Quix Streams (installed into a
 # virtual environment, pinned) for 1, 2, 4 and 8 partitions, windows and timers, the tester, the resident memory
@@ -19,8 +19,7 @@ if [ "${1:-}" = "--quick" ]; then
 fi
 
 bash scripts/prerequisites.sh
-GOKA_TANSU_BIN="$(bash scripts/tansu.sh)"
-export GOKA_TANSU_BIN
+source scripts/broker.sh
 trap stop_test_brokers EXIT
 
 venv="$HOME/.cache/goka-rs/quix-$QUIX_VERSION"

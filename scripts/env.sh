@@ -21,8 +21,9 @@ stop_test_brokers() {
   for file in "$GOKA_BROKER_PIDS"/*; do
     [ -e "$file" ] || continue
     pid="$(basename "$file")"
-    # A PID may have been reused since: stop it only if it is still a Tansu broker.
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "tansu broker"; then
+    # A PID may have been reused since: stop it only if it is still a Tansu broker or a
+    # Kafka node (or the script about to become one).
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -Eq "tansu broker|kafka\.Kafka|kafka\.sh node"; then
       kill "$pid" 2>/dev/null || true
     fi
     rm -f "$file"

@@ -10,8 +10,7 @@ cd "$ROOT"
 
 runs="${1:-50}"
 first="${2:-$(date +%s%N)}"
-GOKA_TANSU_BIN="$(bash scripts/tansu.sh)"
-export GOKA_TANSU_BIN
+source scripts/broker.sh
 trap stop_test_brokers EXIT
 
 cargo test -p goka-tests --test reliability --no-run

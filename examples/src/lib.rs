@@ -1,8 +1,9 @@
 //! Shared plumbing of the examples: where the Kafka cluster is.
 //!
 //! Every example takes `--brokers HOST:PORT[,...]` or `KAFKA_BROKERS`; with neither, it starts
-//! the project's bundled test broker (Tansu, memory storage) on a free port and stops it at
-//! the end, so an example runs on a machine with nothing installed.
+//! the project's test broker (a single Apache Kafka 4.4 node from Maven jars, or Tansu with
+//! `GOKA_TEST_BROKER=tansu`) on free ports and stops it at the end, so an example runs on a
+//! machine with only Java, Maven and Rust installed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -65,10 +66,13 @@ impl Cluster {
                 Ok((cluster, given))
             }
             None => {
+                let began = Instant::now();
                 let broker = TestBroker::try_start().map_err(|e| e.to_string())?;
                 println!(
-                    "started the bundled test broker (Tansu) at {}",
-                    broker.bootstrap()
+                    "started a test broker ({}) at {} in {:.1} s",
+                    broker.kind(),
+                    broker.bootstrap(),
+                    began.elapsed().as_secs_f64()
                 );
                 let cluster = Self {
                     brokers: broker.bootstrap(),

@@ -1,6 +1,7 @@
-//! Test support for goka's integration tests, examples and benchmarks: a real
-//! Kafka-compatible broker (Tansu) per test on a free port, and a TCP fault proxy that can
-//! cut, stall or refuse connections between clients and that broker.
+//! Test support for goka's integration tests, examples and benchmarks: a real broker per test
+//! on free ports (Apache Kafka 4.4, or Tansu with `GOKA_TEST_BROKER=tansu`), three-node Kafka
+//! clusters for the tests that move leaders, and a TCP fault proxy that can cut, stall or
+//! refuse connections between clients and a broker.
 //!
 //! A test that cannot start or reach the broker fails with a message saying why; nothing here
 //! skips.
@@ -10,7 +11,7 @@ pub mod broker;
 pub mod proxy;
 
 pub use bench::{bench_json, bench_runtime, bench_size};
-pub use broker::{BrokerError, PersistentBroker, TestBroker};
+pub use broker::{BrokerError, BrokerKind, KafkaCluster, KafkaNode, PersistentBroker, TestBroker};
 pub use proxy::{FaultProxy, ProxyMode};
 
 use std::sync::Arc;

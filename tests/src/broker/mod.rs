@@ -1,0 +1,273 @@
+//! The brokers the tests, examples and benchmarks run on.
+//!
+//! Apache Kafka 4.4 by default: each [`TestBroker`] is a single KRaft node of its own (a
+//! `java` process, see `scripts/kafka.sh`) on free loopback ports, with a data directory
+//! that goes with it; [`KafkaCluster`] starts three for the tests that move leaders.
+//! `GOKA_TEST_BROKER=tansu` runs the same tests on Tansu, the stand-in broker the project used
+//! before (memory storage, or SQLite for [`PersistentBroker`]).
+
+mod kafka;
+mod tansu;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use crate::proxy::FaultProxy;
+
+pub use kafka::{KafkaCluster, KafkaNode};
+
+/// Why a test broker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker's program could not be found or fetched.
+    #[error("cannot find the test broker: {0}")]
+    Binary(String),
+    /// `GOKA_TEST_BROKER` names no broker this harness knows.
+    #[error("GOKA_TEST_BROKER={0:?}: expected `kafka` (the default) or `tansu`")]
+    Unknown(String),
+    /// The process could not be spawned.
+    #[error("cannot start the test broker {}: {source}", path.display())]
+    Spawn {
+        /// The program.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The broker exited or did not serve in time.
+    #[error("the test broker ({broker}) on {addr} {why}; the last lines of its log:\n{output}")]
+    NotReady {
+        /// Which broker.
+        broker: String,
+        /// Where it should listen.
+        addr: SocketAddr,
+        /// What went wrong.
+        why: String,
+        /// The end of what it logged.
+        output: String,
+    },
+    /// Something else failed (a free port, the proxy).
+    #[error("test broker: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Which broker the harness starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// Apache Kafka 4.4 from Maven jars (`scripts/kafka.sh`).
+    Kafka,
+    /// Tansu 0.6, the stand-in broker (`scripts/tansu.sh`).
+    Tansu,
+}
+
+impl BrokerKind {
+    /// The broker `GOKA_TEST_BROKER` selects: `kafka` (or unset) or `tansu`.
+    pub fn from_env() -> Result<Self, BrokerError> {
+        match std::env::var("GOKA_TEST_BROKER") {
+            Err(_) => Ok(Self::Kafka),
+            Ok(name) => match name.trim() {
+                "" | "kafka" => Ok(Self::Kafka),
+                "tansu" => Ok(Self::Tansu),
+                _ => Err(BrokerError::Unknown(name)),
+            },
+        }
+    }
+
+    /// The broker of this run; panics if `GOKA_TEST_BROKER` is not understood.
+    pub fn current() -> Self {
+        Self::from_env().unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl std::fmt::Display for BrokerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Kafka => "Apache Kafka 4.4",
+            Self::Tansu => "Tansu 0.6",
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Process {
+    Kafka(KafkaCluster),
+    Tansu(tansu::TansuProcess),
+}
+
+/// A fresh broker of the run's [`BrokerKind`] on free ports, stopped when dropped.
+#[derive(Debug)]
+pub struct TestBroker {
+    process: Process,
+    advertised: SocketAddr,
+    proxy: Option<FaultProxy>,
+}
+
+impl TestBroker {
+    /// Starts a broker on a free port of 127.0.0.1. Panics with the reason if it cannot:
+    /// tests that need a broker must fail loudly, never skip.
+    pub fn start() -> Self {
+        Self::try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a broker behind a [`FaultProxy`]: the broker advertises the proxy's address, so
+    /// every client connection goes through the proxy. Panics with the reason if it cannot.
+    pub fn start_behind_proxy() -> Self {
+        Self::try_start_behind_proxy().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a broker, returning why it could not.
+    pub fn try_start() -> Result<Self, BrokerError> {
+        Self::start_with(false)
+    }
+
+    /// Starts a broker behind a fault proxy, returning why it could not.
+    pub fn try_start_behind_proxy() -> Result<Self, BrokerError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(behind_proxy: bool) -> Result<Self, BrokerError> {
+        let kind = BrokerKind::from_env()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(kind, behind_proxy) {
+                // A port chosen free was taken before the broker bound it: choose again.
+                Err(BrokerError::NotReady { ref output, .. })
+                    if attempt < 3 && output.contains("Address already in use") => {}
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(kind: BrokerKind, behind_proxy: bool) -> Result<Self, BrokerError> {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let proxy = if behind_proxy {
+            Some(FaultProxy::start(listen)?)
+        } else {
+            None
+        };
+        let advertised = proxy.as_ref().map_or(listen, FaultProxy::addr);
+        let process = match kind {
+            BrokerKind::Kafka => Process::Kafka(KafkaCluster::start_single(listen, advertised)?),
+            BrokerKind::Tansu => Process::Tansu(tansu::TansuProcess::start_memory(
+                listen, advertised,
+            )?),
+        };
+        Ok(Self {
+            process,
+            advertised,
+            proxy,
+        })
+    }
+
+    /// Which broker this is.
+    pub fn kind(&self) -> BrokerKind {
+        match self.process {
+            Process::Kafka(_) => BrokerKind::Kafka,
+            Process::Tansu(_) => BrokerKind::Tansu,
+        }
+    }
+
+    /// The bootstrap address for clients (`bootstrap.servers`): the proxy's if there is one.
+    pub fn bootstrap(&self) -> String {
+        self.advertised.to_string()
+    }
+
+    /// The fault proxy in front of the broker, if started with one.
+    pub fn proxy(&self) -> Option<&FaultProxy> {
+        self.proxy.as_ref()
+    }
+
+    /// The broker's process id (benches read its CPU time).
+    pub fn pid(&self) -> u32 {
+        match &self.process {
+            Process::Kafka(cluster) => cluster.nodes()[0].pid().unwrap_or_default(),
+            Process::Tansu(tansu) => tansu.pid(),
+        }
+    }
+
+    /// What the broker logged so far (for failure messages).
+    pub fn output(&self) -> String {
+        match &self.process {
+            Process::Kafka(cluster) => cluster.nodes()[0].output(),
+            Process::Tansu(tansu) => tansu.output(),
+        }
+    }
+}
+
+/// A broker that keeps its data across a kill: stopped (SIGKILL, nothing flushed) and
+/// started again on the same port with its topics, offsets and committed positions. On Kafka
+/// a node with its own data directory; on Tansu a build with SQLite storage
+/// (`GOKA_TANSU_SQLITE_BIN` or `scripts/tansu-sqlite.sh`).
+#[derive(Debug)]
+pub struct PersistentBroker {
+    inner: Persistent,
+}
+
+#[derive(Debug)]
+enum Persistent {
+    Kafka(KafkaCluster),
+    Tansu(tansu::PersistentTansu),
+}
+
+impl PersistentBroker {
+    /// Starts a broker with no data on a free port. Panics with the reason if it cannot.
+    pub fn start() -> Self {
+        let inner = match BrokerKind::current() {
+            BrokerKind::Kafka => Persistent::Kafka(KafkaCluster::start(1)),
+            BrokerKind::Tansu => Persistent::Tansu(tansu::PersistentTansu::start()),
+        };
+        Self { inner }
+    }
+
+    /// The bootstrap address for clients.
+    pub fn bootstrap(&self) -> String {
+        match &self.inner {
+            Persistent::Kafka(cluster) => cluster.bootstrap(),
+            Persistent::Tansu(tansu) => tansu.bootstrap(),
+        }
+    }
+
+    /// Kills the broker process (SIGKILL: nothing is flushed on the way out).
+    pub fn stop(&mut self) {
+        match &mut self.inner {
+            Persistent::Kafka(cluster) => cluster.node(1).kill(),
+            Persistent::Tansu(tansu) => tansu.stop(),
+        }
+    }
+
+    /// Starts the broker again on the same port and data. Panics if it does not come up.
+    pub fn start_again(&mut self) {
+        match &mut self.inner {
+            Persistent::Kafka(cluster) => cluster.restart(1),
+            Persistent::Tansu(tansu) => tansu.start_again(),
+        }
+    }
+}
+
+/// Where the project's scripts collect the PIDs of the brokers their run starts
+/// (`GOKA_BROKER_PIDS`, a directory): their exit trap stops those and no other run's.
+fn pid_file(pid: u32) -> Option<PathBuf> {
+    std::env::var_os("GOKA_BROKER_PIDS").map(|dir| PathBuf::from(dir).join(pid.to_string()))
+}
+
+/// A port that was free a moment ago. The OS hands out ephemeral ports round-robin, so a
+/// port just released is unlikely to be handed to someone else before the broker binds it;
+/// when it is, the broker fails to bind and the harness chooses again.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn read_log(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    text
+}
+
+/// The last `count` lines of `text`.
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}
