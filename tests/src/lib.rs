@@ -35,13 +35,23 @@ pub fn config(broker: &TestBroker) -> KafkaConfig {
 
 /// The configuration of [`config`] for the broker at `bootstrap`.
 pub fn config_for(bootstrap: &str) -> KafkaConfig {
-    KafkaConfig::new(bootstrap)
+    let config = KafkaConfig::new(bootstrap)
         .client_id("goka-tests")
         .set("message.timeout.ms", "10000")
         .set("reconnect.backoff.max.ms", "500")
         .set("topic.metadata.refresh.interval.ms", "1000")
         // The broker's minimum: groups form and take over in about 3 s.
-        .set("session.timeout.ms", "6000")
+        .set("session.timeout.ms", "6000");
+    for_broker(config, BrokerKind::current())
+}
+
+/// `config` with what the stand-in broker needs (nothing for Kafka): Tansu reports the end of
+/// a partition as the first offset of its last record batch.
+pub fn for_broker(config: KafkaConfig, kind: BrokerKind) -> KafkaConfig {
+    match kind {
+        BrokerKind::Kafka => config,
+        BrokerKind::Tansu => config.reported_end_may_lag(true),
+    }
 }
 
 /// A plain rdkafka configuration for `broker`, for checks that bypass goka.

@@ -431,6 +431,9 @@ impl Client for Faulty {
     fn admin(&self) -> Result<Arc<dyn Admin>, KafkaError> {
         self.inner.admin()
     }
+    fn reported_end_may_lag(&self) -> bool {
+        self.inner.reported_end_may_lag()
+    }
     fn consume(
         &self,
         topic: &str,

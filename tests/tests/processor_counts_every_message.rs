@@ -630,7 +630,10 @@ async fn counter_child_runs_until_killed() {
     else {
         panic!("run by killed_instances_lose_nothing only");
     };
-    let config = goka::kafka::KafkaConfig::new(brokers).set("session.timeout.ms", "6000");
+    let config = goka_tests::for_broker(
+        goka::kafka::KafkaConfig::new(brokers).set("session.timeout.ms", "6000"),
+        goka_tests::BrokerKind::current(),
+    );
     let client = Arc::new(goka::kafka::rdkafka_client::RdKafkaClient::new(config));
     let processor = Processor::new(
         Counter,

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     properties: BTreeMap<String, String>,
+    reported_end_may_lag: bool,
 }
 
 impl KafkaConfig {
@@ -27,7 +28,10 @@ impl KafkaConfig {
         // goka and librdkafka default to non-idempotent producers; some Kafka-compatible
         // brokers report wrong watermarks with idempotence on.
         properties.insert("enable.idempotence".to_owned(), "false".to_owned());
-        Self { properties }
+        Self {
+            properties,
+            reported_end_may_lag: false,
+        }
     }
 
     /// Sets any librdkafka property.
@@ -44,6 +48,24 @@ impl KafkaConfig {
     /// How long the producer waits to batch messages (`linger.ms`).
     pub fn linger_ms(self, ms: u32) -> Self {
         self.set("linger.ms", ms.to_string())
+    }
+
+    /// For a broker whose reported end of a partition (ListOffsets, the high watermark) can
+    /// lag what it acknowledged, as Tansu 0.6 (a stand-in broker) reports the first offset of
+    /// the last record batch. Off by default: Kafka's end is exact, so a table's local state
+    /// beyond it is ahead of its changelog and reading stops at once with
+    /// [`KafkaError::LocalStateAhead`](crate::kafka::KafkaError::LocalStateAhead). On, a local
+    /// state beyond the reported end reads from that end and stops only if the partition ends
+    /// before the local state's offset: a deferred check that a broker with exact ends does
+    /// not need.
+    pub fn reported_end_may_lag(mut self, may_lag: bool) -> Self {
+        self.reported_end_may_lag = may_lag;
+        self
+    }
+
+    /// Whether [`reported_end_may_lag`](Self::reported_end_may_lag) is on.
+    pub fn reports_lagging_end(&self) -> bool {
+        self.reported_end_may_lag
     }
 
     /// The value of a property.

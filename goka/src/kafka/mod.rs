@@ -557,6 +557,13 @@ pub trait Client: Send + Sync + 'static {
     /// An admin client.
     fn admin(&self) -> Result<std::sync::Arc<dyn Admin>, KafkaError>;
 
+    /// Whether the cluster's reported end of a partition can lag what it acknowledged (see
+    /// [`KafkaConfig::reported_end_may_lag`](crate::kafka::KafkaConfig::reported_end_may_lag)).
+    /// Kafka's cannot.
+    fn reported_end_may_lag(&self) -> bool {
+        false
+    }
+
     /// A client of the same cluster whose connections identify as `id` (Kafka's
     /// `client.id`), for a processor's `client_id`. Clients without client ids return
     /// themselves.

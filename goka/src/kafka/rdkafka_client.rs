@@ -90,6 +90,10 @@ impl RdKafkaClient {
 }
 
 impl Client for RdKafkaClient {
+    fn reported_end_may_lag(&self) -> bool {
+        self.config.reports_lagging_end()
+    }
+
     fn with_client_id(self: Arc<Self>, id: &str) -> Arc<dyn Client> {
         Arc::new(self.renamed(id))
     }

@@ -31,14 +31,15 @@ impl Start {
 ///   follows it, or an instance was offline for long): the oldest message kept, as goka
 ///   does. Rows deleted meanwhile stay in the local state: the changelog no longer says
 ///   they were deleted.
-/// - Local state at or beyond the reported end: from the reported end, and the reader must
-///   reach the offset after the local state before its first end of partition, or the
-///   local state is ahead of the changelog (the topic was made anew, the state belongs to
-///   another cluster) and the reader stops with [`KafkaError::LocalStateAhead`]. The end is
-///   confirmed by reading because a broker's reported end can lag what it acknowledged (the
-///   test broker reports the first offset of the last record batch), and a false alarm
-///   would stop every warm restart. Replaying from the reported end is harmless: a
-///   changelog's suffix applied again leaves the rows as they were.
+/// - Local state at or beyond the reported end: the local state is ahead of the changelog
+///   (the topic was made anew, the state belongs to another cluster). On a broker whose end
+///   is exact (Kafka) the reader stops at once with [`KafkaError::LocalStateAhead`]; the
+///   caller does that, since it knows the broker. Where the reported end may lag what was
+///   acknowledged (`KafkaConfig::reported_end_may_lag`, for Tansu, which reports the first
+///   offset of the last record batch) the start returned here reads from the reported end
+///   and must reach the offset after the local state before its first end of partition;
+///   replaying from the reported end is harmless: a changelog's suffix applied again
+///   leaves the rows as they were.
 /// - Unknown watermarks: right after the local state; the consumer then resets an offset out
 ///   of range to the oldest message.
 pub(crate) fn table_start(

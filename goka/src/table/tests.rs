@@ -26,6 +26,8 @@ struct Changelog {
     high: i64,
     /// The end reported by ListOffsets (the test broker's can lag `high`).
     reported_high: i64,
+    /// Whether the client says so (`Client::reported_end_may_lag`).
+    may_lag: bool,
     messages: Vec<(i64, &'static str, Option<&'static str>)>,
 }
 
@@ -35,6 +37,7 @@ impl Changelog {
             low: messages.first().map_or(high, |m| m.0),
             high,
             reported_high: high,
+            may_lag: false,
             messages,
         }
     }
@@ -54,6 +57,10 @@ impl Client for Scripted {
 
     fn admin(&self) -> Result<Arc<dyn Admin>, KafkaError> {
         Ok(Arc::new(self.clone()))
+    }
+
+    fn reported_end_may_lag(&self) -> bool {
+        self.0.may_lag
     }
 
     fn consume(
@@ -251,7 +258,7 @@ async fn local_state_beyond_the_end_stops_with_topic_partition_offset_and_end() 
 }
 
 #[tokio::test]
-async fn a_reported_end_behind_the_local_state_is_confirmed_by_reading() {
+async fn a_reported_end_behind_the_local_state_is_confirmed_by_reading_where_it_may_lag() {
     // The partition holds 0..12; the broker reports 8 as its end (the first offset of its
     // last record batch), the local state holds up to 9.
     let messages = (0..12)
@@ -265,16 +272,37 @@ async fn a_reported_end_behind_the_local_state_is_confirmed_by_reading() {
         .collect();
     let mut log = Changelog::new(messages, 12);
     log.reported_high = 8;
+    log.may_lag = true;
     let table = local(Some(9), &[("k", "v9")]);
-    recover(log, &table, Apply::default()).await.unwrap();
+    recover(log.clone(), &table, Apply::default())
+        .await
+        .unwrap();
     assert_eq!(rows(&table), pairs(&[("k", "v11")]));
     assert_eq!(table.storage.offset().unwrap(), Some(11));
-    // The same local state with the partition really ending at 8 is ahead.
+    // Where the client does not say the end may lag (Kafka's is exact), the same reported
+    // end means the local state is ahead: reading stops at once, applying nothing.
+    log.may_lag = false;
+    let table = local(Some(9), &[("k", "v9")]);
+    let error = recover(log, &table, Apply::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            TableError::Kafka(KafkaError::LocalStateAhead {
+                stored: 9,
+                high: 8,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(rows(&table), pairs(&[("k", "v9")]), "nothing applied");
+    // The same local state with the partition really ending at 8 is ahead also where the
+    // end may lag: the partition ends before the local state's offset.
     let messages = (0..8).map(|o| (o, "k", Some("v"))).collect();
     let table = local(Some(9), &[("k", "v9")]);
-    let error = recover(Changelog::new(messages, 8), &table, Apply::default())
-        .await
-        .unwrap_err();
+    let mut log = Changelog::new(messages, 8);
+    log.may_lag = true;
+    let error = recover(log, &table, Apply::default()).await.unwrap_err();
     assert!(
         matches!(
             error,

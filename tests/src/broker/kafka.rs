@@ -396,8 +396,7 @@ fn new_cluster_id() -> String {
         hasher.write_u32(std::process::id());
         bytes.extend_from_slice(&hasher.finish().to_be_bytes());
     }
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     let mut bits = 0u32;
     let mut width = 0;

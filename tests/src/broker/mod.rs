@@ -149,9 +149,9 @@ impl TestBroker {
         let advertised = proxy.as_ref().map_or(listen, FaultProxy::addr);
         let process = match kind {
             BrokerKind::Kafka => Process::Kafka(KafkaCluster::start_single(listen, advertised)?),
-            BrokerKind::Tansu => Process::Tansu(tansu::TansuProcess::start_memory(
-                listen, advertised,
-            )?),
+            BrokerKind::Tansu => {
+                Process::Tansu(tansu::TansuProcess::start_memory(listen, advertised)?)
+            }
         };
         Ok(Self {
             process,
