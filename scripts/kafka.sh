@@ -137,6 +137,9 @@ group.initial.rebalance.delay.ms=0
 offsets.topic.num.partitions=8
 transaction.state.log.num.partitions=8
 log.cleaner.dedupe.buffer.size=4194304
+# A restarted node gets its leaderships back within seconds (a preferred-leader election),
+# where the default checks every 5 minutes.
+leader.imbalance.check.interval.seconds=5
 EOF
   local kv
   for kv in "${sets[@]+"${sets[@]}"}"; do
