@@ -253,13 +253,7 @@ impl TopicManager {
         let count = self
             .ensure(topic, partitions, config, replication, true)
             .await?;
-        let policy = self
-            .admin
-            .topic_config(topic)
-            .await?
-            .get("cleanup.policy")
-            .cloned()
-            .unwrap_or_default();
+        let policy = self.cleanup_policy(topic).await?;
         if !policy.split(',').any(|p| p.trim() == "compact") {
             return Err(TopicManagerError::NotCompacted {
                 topic: topic.to_owned(),
@@ -269,10 +263,29 @@ impl TopicManager {
         Ok(count)
     }
 
+    /// The `cleanup.policy` of `topic`, empty if the cluster gives none. Kafka gives every
+    /// existing topic one (its own or the broker default), but a broker that has not yet
+    /// learnt of a topic just created answers with no configs at all (seen on a three-node
+    /// cluster, which would have made a new group table "not compacted"): asked again for up
+    /// to [`MISSING_GRACE`].
+    async fn cleanup_policy(&self, topic: &str) -> Result<String, TopicManagerError> {
+        let deadline = Instant::now() + MISSING_GRACE.min(self.config.create_timeout);
+        loop {
+            let policy = self.admin.topic_config(topic).await?.remove("cleanup.policy");
+            match policy {
+                Some(policy) => return Ok(policy),
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                None => return Ok(String::new()),
+            }
+        }
+    }
+
     /// Checks that all `topics` exist with the same partition count and returns it. The error
     /// lists every topic with its count. A missing topic is looked for again for up to
     /// [`MISSING_GRACE`] first: a topic another client just created is not in every
-    /// broker's metadata at once (the test broker even answers "unknown" for a moment after
+    /// broker's metadata at once (Tansu even answers "unknown" for a moment after
     /// it answered with the topic).
     pub async fn check_copartitioned(&self, topics: &[&str]) -> Result<u32, TopicManagerError> {
         let deadline = Instant::now() + MISSING_GRACE.min(self.config.create_timeout);
@@ -387,6 +400,9 @@ mod tests {
     #[derive(Default)]
     struct Recording {
         topics: Mutex<HashMap<String, TopicSpec>>,
+        /// How many more config requests are answered with no configs, as a broker that
+        /// has not yet learnt of a new topic answers.
+        configs_unknown: std::sync::atomic::AtomicU32,
     }
 
     impl Admin for Recording {
@@ -408,11 +424,17 @@ mod tests {
             &self,
             topic: &str,
         ) -> BoxFuture<'_, Result<BTreeMap<String, String>, KafkaError>> {
+            use std::sync::atomic::Ordering;
+            let unknown = self
+                .configs_unknown
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
             let config = self
                 .topics
                 .lock()
                 .ok()
-                .and_then(|t| t.get(topic).map(|s| s.config.clone()));
+                .and_then(|t| t.get(topic).map(|s| s.config.clone()))
+                .filter(|_| !unknown);
             async move { Ok(config.unwrap_or_default()) }.boxed()
         }
         fn watermarks(
@@ -493,6 +515,26 @@ mod tests {
             "goka's stream retention, an hour"
         );
         assert_eq!((looped.partitions, looped.replication), (4, Some(3)));
+    }
+
+    #[tokio::test]
+    async fn a_new_table_whose_configs_are_not_known_yet_is_asked_again() {
+        let (manager, admin) = manager(TopicManagerConfig::default());
+        admin
+            .configs_unknown
+            .store(3, std::sync::atomic::Ordering::SeqCst);
+        let count = manager
+            .ensure_table("g-table", 4)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(count, 4);
+        assert_eq!(
+            admin
+                .configs_unknown
+                .load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "asked until the configs came"
+        );
     }
 
     #[tokio::test]
