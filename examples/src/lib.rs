@@ -90,9 +90,13 @@ impl Cluster {
 
     /// A client of the cluster named `id`.
     pub fn client(&self, id: &str) -> Arc<dyn Client> {
-        Arc::new(RdKafkaClient::new(
-            KafkaConfig::new(self.brokers()).client_id(id),
-        ))
+        let config = KafkaConfig::new(self.brokers()).client_id(id);
+        // A local stand-in broker gets what it needs; a cluster of the user's is Kafka.
+        let config = match &self._local {
+            Some(local) => goka_tests::for_broker(config, local.kind()),
+            None => config,
+        };
+        Arc::new(RdKafkaClient::new(config))
     }
 }
 

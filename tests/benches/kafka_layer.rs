@@ -206,8 +206,13 @@ fn median(mut runs: Vec<Sample>) -> Sample {
 }
 
 fn bare_produce(broker: &TestBroker, topic: &str, records: usize) -> Sample {
+    // The emitter's idempotence, whatever goka's default is on this broker.
+    let goka = goka_tests::config(broker);
     let producer: BaseProducer = rdkafka_config(broker)
-        .set("enable.idempotence", "false")
+        .set(
+            "enable.idempotence",
+            goka.get("enable.idempotence").unwrap_or("false"),
+        )
         .create()
         .expect("bare producer");
     let clock = Clock::start(broker.pid());

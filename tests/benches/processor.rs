@@ -252,7 +252,10 @@ const SHAPE_NAMES: [[&str; 3]; 4] = [
 
 /// A client as the README makes one: the brokers and nothing else.
 fn readme_client(broker: &TestBroker) -> goka_tests::TestClient {
-    Arc::new(RdKafkaClient::new(KafkaConfig::new(broker.bootstrap())))
+    Arc::new(RdKafkaClient::new(goka_tests::for_broker(
+        KafkaConfig::new(broker.bootstrap()),
+        broker.kind(),
+    )))
 }
 
 /// The same count in Quix Streams, when `GOKA_QUIX_PYTHON` names a Python with

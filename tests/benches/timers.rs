@@ -202,7 +202,10 @@ async fn count<P: Group>(
     partitions: u32,
     handled: usize,
 ) -> (Run, u64) {
-    let client = Arc::new(RdKafkaClient::new(KafkaConfig::new(broker.bootstrap())));
+    let client = Arc::new(RdKafkaClient::new(goka_tests::for_broker(
+        KafkaConfig::new(broker.bootstrap()),
+        broker.kind(),
+    )));
     let processor = Arc::new(Processor::new(group, client, goka_tests::from_oldest()));
     let (run, written) = run_until_done(processor, messages, partitions).await;
     let timer_writes: u64 = written

@@ -135,7 +135,10 @@ async fn prepare_input(broker: &TestBroker, partitions: u32, messages: usize) {
 /// Runs the window count over the backlog until every message's window write was
 /// produced (time in all, and to the first message handled).
 async fn processor_count(broker: &TestBroker, messages: usize) -> Run {
-    let client = Arc::new(RdKafkaClient::new(KafkaConfig::new(broker.bootstrap())));
+    let client = Arc::new(RdKafkaClient::new(goka_tests::for_broker(
+        KafkaConfig::new(broker.bootstrap()),
+        broker.kind(),
+    )));
     let processor = Arc::new(Processor::new(
         WindowCount,
         client,

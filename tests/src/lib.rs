@@ -46,11 +46,14 @@ pub fn config_for(bootstrap: &str) -> KafkaConfig {
 }
 
 /// `config` with what the stand-in broker needs (nothing for Kafka): Tansu reports the end of
-/// a partition as the first offset of its last record batch.
+/// a partition as the first offset of its last record batch, and wrong watermarks with
+/// idempotent producers.
 pub fn for_broker(config: KafkaConfig, kind: BrokerKind) -> KafkaConfig {
     match kind {
         BrokerKind::Kafka => config,
-        BrokerKind::Tansu => config.reported_end_may_lag(true),
+        BrokerKind::Tansu => config
+            .reported_end_may_lag(true)
+            .set("enable.idempotence", "false"),
     }
 }
 

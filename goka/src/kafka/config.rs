@@ -25,9 +25,12 @@ impl KafkaConfig {
         let mut properties = BTreeMap::new();
         properties.insert("bootstrap.servers".to_owned(), brokers.into());
         properties.insert("client.id".to_owned(), "goka".to_owned());
-        // goka and librdkafka default to non-idempotent producers; some Kafka-compatible
-        // brokers report wrong watermarks with idempotence on.
-        properties.insert("enable.idempotence".to_owned(), "false".to_owned());
+        // Idempotent producers (librdkafka's default is off): Kafka writes a batch retried
+        // after a lost answer or a leader change once, and keeps each partition's order with
+        // up to five requests in flight, so changelog writes need no cap of one. A
+        // Kafka-compatible broker that mishandles them (Tansu 0.6 reports wrong watermarks
+        // with it) takes `.set("enable.idempotence", "false")`.
+        properties.insert("enable.idempotence".to_owned(), "true".to_owned());
         Self {
             properties,
             reported_end_may_lag: false,

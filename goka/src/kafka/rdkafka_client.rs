@@ -111,11 +111,11 @@ impl Client for RdKafkaClient {
             return Ok(producer.clone());
         }
         let mut config = self.client_config();
-        // librdkafka sends up to a million requests per connection at once by default; a
-        // retried batch can then land after a later one, and a changelog would end with an
-        // older value of a key. One request at a time keeps each partition's order through
-        // retries. An idempotent producer keeps it with up to five: left to the user, since
-        // some Kafka-compatible brokers mishandle it.
+        // An idempotent producer (goka's default) keeps each partition's order through
+        // retries with up to five requests in flight. Without idempotence librdkafka sends up
+        // to a million requests per connection at once; a retried batch can then land after
+        // a later one, and a changelog would end with an older value of a key. One request
+        // at a time keeps the order then.
         if config.get("enable.idempotence") != Some("true") {
             set_default(&mut config, "max.in.flight.requests.per.connection", "1");
         }
@@ -593,5 +593,35 @@ mod tests {
         assert_eq!(renamed.config().brokers(), "broker:9092");
         assert_eq!(renamed.config().get("security.protocol"), Some("SSL"));
         assert_eq!(client.config().get("client.id"), Some("service"));
+    }
+
+    struct Unused;
+
+    impl super::super::RebalanceListener for Unused {
+        fn assigned(&self, _: Vec<super::super::AssignedPartition>) {}
+        fn revoking(&self, _: &[(String, i32)]) -> Vec<super::super::TopicPartitionOffset> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn the_consumer_group_protocol_is_refused_naming_the_property() {
+        let client =
+            RdKafkaClient::new(KafkaConfig::new("broker:9092").set("group.protocol", "consumer"));
+        let options = super::super::MemberOptions {
+            bounds: super::super::PartitionQueueBounds {
+                messages: 10,
+                bytes: 1000,
+            },
+            new_group_start: super::super::GroupStart::default(),
+        };
+        let Err(error) = client.join_group("orders", &["events"], options, Arc::new(Unused)) else {
+            panic!("joined with group.protocol=consumer");
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains("group.protocol=consumer") && text.contains("orders"),
+            "{text}"
+        );
     }
 }

@@ -291,6 +291,18 @@ impl RdGroupConsumer {
     ) -> Result<Self, KafkaError> {
         let bounds = options.bounds;
         let setup_error = |message: String| group_error(group, &topics.join(","), message);
+        if let Some(protocol) = config.get("group.protocol").filter(|p| *p != "classic") {
+            // Kafka 4's consumer protocol (KIP-848) assigns partitions on the broker, one at a
+            // time and incrementally; the member relies on the classic protocol's range
+            // assignment, which keeps co-partitioned topics together and revokes everything
+            // before it assigns again. librdkafka would otherwise refuse the properties set
+            // below with an error that names them, not this one.
+            return Err(setup_error(format!(
+                "group.protocol={protocol} is not supported by the processor's group member \
+                 yet: remove it (or set group.protocol=classic); the classic protocol's \
+                 range assignment keeps co-partitioned topics together"
+            )));
+        }
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
