@@ -153,22 +153,15 @@ impl Emitting {
     }
 }
 
-fn start_relay(
-    ledger: &Ledger,
-    client: &TestClient,
-) -> (Arc<Processor<Relay>>, Running<ProcessorError>) {
-    let processor = Arc::new(Processor::new(
+fn start_relay(ledger: &Ledger, client: &TestClient) -> Running<ProcessorError> {
+    let processor = Processor::new(
         Relay {
             ledger: ledger.clone(),
         },
         client.clone(),
         goka_tests::from_oldest(),
-    ));
-    let running = Running::spawn({
-        let processor = processor.clone();
-        move |cancel| async move { processor.run(cancel).await }
-    });
-    (processor, running)
+    );
+    Running::spawn(move |cancel| async move { processor.run(cancel).await })
 }
 
 /// The node leading `partition` of `topic`, as the cluster's metadata says.
@@ -367,15 +360,48 @@ async fn count_exactly(
 /// The cluster tests run one at a time: each has three JVMs of its own.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A scenario under way: its own three-node cluster, an emitter writing 200 events a second
+/// and a processor that handled its first events.
+struct Scenario {
+    _one: tokio::sync::MutexGuard<'static, ()>,
+    cluster: KafkaCluster,
+    client: TestClient,
+    emitting: Emitting,
+    ledger: Ledger,
+    running: Running<ProcessorError>,
+}
+
+impl Scenario {
+    /// Starts one whose clients give a delivery up after `message_timeout`.
+    async fn start(message_timeout: Duration) -> Self {
+        let one = ONE_CLUSTER_AT_A_TIME.lock().await;
+        let cluster = KafkaCluster::start(3);
+        let client = cluster_client(&cluster, message_timeout);
+        let emitting = Emitting::start(&client, 200).await;
+        let ledger = Ledger::default();
+        let mut running = start_relay(&ledger, &client);
+        started(&ledger, &mut running).await;
+        Self {
+            _one: one,
+            cluster,
+            client,
+            emitting,
+            ledger,
+            running,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leaders_of_input_changelog_and_output_partitions_loses_nothing() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut cluster = KafkaCluster::start(3);
-    let client = cluster_client(&cluster, Duration::from_secs(60));
-    let emitting = Emitting::start(&client, 200).await;
-    let ledger = Ledger::default();
-    let (_processor, mut running) = start_relay(&ledger, &client);
-    started(&ledger, &mut running).await;
+    let Scenario {
+        _one,
+        mut cluster,
+        client,
+        emitting,
+        ledger,
+        mut running,
+    } = Scenario::start(Duration::from_secs(60)).await;
 
     let bootstrap = cluster.bootstrap();
     let changelog = GroupTable::<Relay>::NAME;
@@ -421,13 +447,14 @@ async fn killing_the_leaders_of_input_changelog_and_output_partitions_loses_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_down_for_good_and_processing_goes_on() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut cluster = KafkaCluster::start(3);
-    let client = cluster_client(&cluster, Duration::from_secs(60));
-    let emitting = Emitting::start(&client, 200).await;
-    let ledger = Ledger::default();
-    let (_processor, mut running) = start_relay(&ledger, &client);
-    started(&ledger, &mut running).await;
+    let Scenario {
+        _one,
+        mut cluster,
+        client,
+        emitting,
+        ledger,
+        mut running,
+    } = Scenario::start(Duration::from_secs(60)).await;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let leader = leader_of(&cluster.bootstrap(), Events::NAME, 0);
@@ -455,15 +482,16 @@ async fn one_node_down_for_good_and_processing_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_down_stop_run_naming_where_and_a_restart_loses_nothing() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut cluster = KafkaCluster::start(3);
     // Deliveries give up after 10 s: two nodes down leave no partition with two in-sync
     // replicas, and the processor must say so rather than wait in silence.
-    let client = cluster_client(&cluster, Duration::from_secs(10));
-    let emitting = Emitting::start(&client, 200).await;
-    let ledger = Ledger::default();
-    let (_processor, mut running) = start_relay(&ledger, &client);
-    started(&ledger, &mut running).await;
+    let Scenario {
+        _one,
+        mut cluster,
+        emitting,
+        ledger,
+        mut running,
+        ..
+    } = Scenario::start(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let down = Instant::now();
@@ -491,7 +519,7 @@ async fn two_nodes_down_stop_run_naming_where_and_a_restart_loses_nothing() {
     cluster.restart(2);
     // A new instance takes over from what was committed: every acknowledged event is handled.
     let client = cluster_client(&cluster, Duration::from_secs(60));
-    let (_processor, running) = start_relay(&ledger, &client);
+    let running = start_relay(&ledger, &client);
     let counted = count_exactly(&cluster, &client, &ledger, &delivered, Rows::AtLeastOnce).await;
     println!(
         "two nodes down: run stopped after {:.1} s ({error}); {} acknowledged, {} reported \
@@ -507,13 +535,14 @@ async fn two_nodes_down_stop_run_naming_where_and_a_restart_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controlled_shutdown_and_the_preferred_leaders_return_lose_nothing() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut cluster = KafkaCluster::start(3);
-    let client = cluster_client(&cluster, Duration::from_secs(60));
-    let emitting = Emitting::start(&client, 200).await;
-    let ledger = Ledger::default();
-    let (_processor, mut running) = start_relay(&ledger, &client);
-    started(&ledger, &mut running).await;
+    let Scenario {
+        _one,
+        mut cluster,
+        client,
+        emitting,
+        ledger,
+        mut running,
+    } = Scenario::start(Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let bootstrap = cluster.bootstrap();
