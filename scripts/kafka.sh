@@ -30,9 +30,9 @@ die() {
   exit 1
 }
 
-ways_out="Ways out: run against a Kafka broker of your own with --brokers HOST:PORT (scripts \
-that take it) or GOKA_TEST_BROKER=HOST:PORT (the tests), or use the stand-in broker with \
-GOKA_TEST_BROKER=tansu."
+ways_out="Ways out: run the demo and the examples against a Kafka cluster of your own with \
+--brokers HOST:PORT (or KAFKA_BROKERS), or run everything, tests included, on the stand-in \
+broker with GOKA_TEST_BROKER=tansu."
 
 # Fetches the broker's jars once (into a temporary folder first, so an interrupted fetch never
 # leaves half a classpath) and prints the folder.
@@ -48,7 +48,7 @@ fetch_libs() {
   tmp="$(mktemp -d "$CACHE/kafka-libs.XXXXXX")"
   log="$tmp/maven.log"
   echo "kafka.sh: fetching Apache Kafka $KAFKA_VERSION's jars with Maven into $LIBS" >&2
-  if ! mvn -B -q -f "$HERE/kafka/pom.xml" -Dmaven.repo.local="$CACHE/maven" \
+  if ! mvn -B -q -Dstyle.color=never -f "$HERE/kafka/pom.xml" -Dmaven.repo.local="$CACHE/maven" \
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp/libs" \
     >"$log" 2>&1; then
     echo "kafka.sh: Maven could not fetch the jars of scripts/kafka/pom.xml; its last lines:" >&2
