@@ -271,7 +271,11 @@ impl TopicManager {
     async fn cleanup_policy(&self, topic: &str) -> Result<String, TopicManagerError> {
         let deadline = Instant::now() + MISSING_GRACE.min(self.config.create_timeout);
         loop {
-            let policy = self.admin.topic_config(topic).await?.remove("cleanup.policy");
+            let policy = self
+                .admin
+                .topic_config(topic)
+                .await?
+                .remove("cleanup.policy");
             match policy {
                 Some(policy) => return Ok(policy),
                 None if Instant::now() < deadline => {
