@@ -1,4 +1,4 @@
-//! Kafka-layer figures on the bundled test broker, side by side with bare rdkafka:
+//! Kafka-layer figures on the test broker, side by side with bare rdkafka:
 //!
 //! 1. Emitter vs a bare rdkafka producer sending the same records (target ratio 0.9). The
 //!    bare producer checks no delivery; neither does the emitter in goka's way of emitting

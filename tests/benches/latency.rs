@@ -6,9 +6,10 @@
 //! `cargo bench -p goka-tests --bench latency` (1,000 messages/s for 10 s over 8 partitions,
 //! twice; `-- --rate N --seconds S` for others). Under `cargo test --all-targets` it runs 1 s.
 //!
-//! The test broker answers a fetch only once the consumer's `fetch.wait.max.ms` has passed
-//! (Kafka answers as soon as data arrives), so both hops wait for it: the bench runs with
-//! librdkafka's default (500 ms) and again with 100 ms, each on a fresh broker. Producers
+//! Tansu, the stand-in broker, answers a fetch only once the consumer's `fetch.wait.max.ms`
+//! has passed (Kafka answers as soon as data arrives), so there both hops wait for it: the
+//! bench runs with librdkafka's default (500 ms) and again with 100 ms, each on a fresh
+//! broker. Producers
 //! keep librdkafka's `linger.ms` of 5 ms.
 
 use std::sync::{Arc, Mutex};

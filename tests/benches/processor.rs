@@ -5,11 +5,11 @@
 //! Streams', after each side's first message, in every shape.
 //!
 //! Our processor runs as the README shows it: `goka_tests::from_oldest()` (its table on
-//! disk in RocksDB) and a client of `KafkaConfig::new(brokers)` with nothing tuned; a second
-//! run keeps its table in memory (`MemoryBuilder`), to show what the disk costs. Every side
-//! joins its consumer group with a 10 s session timeout (goka's default): Quix Streams'
-//! default of 45 s makes the test broker hold its group join for about 20 s, which would
-//! measure the broker, not the library.
+//! disk in RocksDB) and a client of `KafkaConfig::new(brokers)` with nothing tuned (on Tansu
+//! with what `goka_tests::for_broker` adds for it); a second run keeps its table in memory
+//! (`MemoryBuilder`), to show what the disk costs. Every side joins its consumer group with
+//! a 10 s session timeout (goka's default): Quix Streams' default of 45 s makes Tansu hold
+//! its group join for about 20 s, which would measure the broker, not the library.
 //!
 //! After the shapes, one restart each way, at the largest shape: the same instance's disk
 //! (warm: recovery reads only what the table got since its stored offset) and an empty disk
