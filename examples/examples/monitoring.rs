@@ -228,8 +228,19 @@ async fn check_pages(
         },
     )
     .await?;
-    // Ten seconds of samples under load.
+    // Ten samples under load: the monitor takes one a second, later on a busy machine.
     tokio::time::sleep(Duration::from_secs(10)).await;
+    wait_for(
+        "ten samples of history",
+        Duration::from_secs(30),
+        || async {
+            let (_, body) =
+                goka_tests::http_get(address, "/api/components/monitoring-counter/history").await;
+            let history: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (history[0]["history"]["samples"].as_u64()? >= 10).then_some(())
+        },
+    )
+    .await?;
 
     let get = |path: &'static str| async move {
         let (status, body) = goka_tests::http_get(address, path).await;
