@@ -120,14 +120,13 @@ impl TableReader {
         for (table, watermarks) in tables.iter().zip(watermarks) {
             let partition = table.progress.partition();
             let stored = table.storage.offset()?.filter(|offset| *offset >= 0);
-            let start = table_start(topic, partition, stored, watermarks);
-            if let (Some(stored), Some((_, end)), Some(_)) = (stored, watermarks, start.must_reach)
-            {
-                // Beyond an exact end: the local state is ahead of its changelog now.
-                if !client.reported_end_may_lag() {
-                    return Err(ahead(topic, partition, stored, end).into());
-                }
-            }
+            let start = table_start(
+                topic,
+                partition,
+                stored,
+                watermarks,
+                client.reported_end_may_lag(),
+            )?;
             table.storage.begin_recovery()?;
             let first = match start.from {
                 StartOffset::At(offset) => Some(offset),

@@ -32,14 +32,13 @@ impl Start {
 ///   does. Rows deleted meanwhile stay in the local state: the changelog no longer says
 ///   they were deleted.
 /// - Local state at or beyond the reported end: the local state is ahead of the changelog
-///   (the topic was made anew, the state belongs to another cluster). On a broker whose end
-///   is exact (Kafka) the reader stops at once with [`KafkaError::LocalStateAhead`]; the
-///   caller does that, since it knows the broker. Where the reported end may lag what was
-///   acknowledged (`KafkaConfig::reported_end_may_lag`, for Tansu, which reports the first
-///   offset of the last record batch) the start returned here reads from the reported end
-///   and must reach the offset after the local state before its first end of partition;
-///   replaying from the reported end is harmless: a changelog's suffix applied again
-///   leaves the rows as they were.
+///   (the topic was made anew, the state belongs to another cluster). Where the end is
+///   exact (Kafka) that is [`KafkaError::LocalStateAhead`] at once. Where it may lag what
+///   was acknowledged (`end_may_lag`, from `KafkaConfig::reported_end_may_lag`, for Tansu,
+///   which reports the first offset of the last record batch) the reader starts at the
+///   reported end and must reach the offset after the local state before its first end of
+///   partition; replaying from the reported end is harmless: a changelog's suffix applied
+///   again leaves the rows as they were.
 /// - Unknown watermarks: right after the local state; the consumer then resets an offset out
 ///   of range to the oldest message.
 pub(crate) fn table_start(
@@ -47,12 +46,16 @@ pub(crate) fn table_start(
     partition: i32,
     stored: Option<i64>,
     watermarks: Option<(i64, i64)>,
-) -> Start {
+    end_may_lag: bool,
+) -> Result<Start, KafkaError> {
     let Some(stored) = stored else {
-        return Start::at(StartOffset::Beginning);
+        return Ok(Start::at(StartOffset::Beginning));
     };
     let next = stored + 1;
-    match watermarks {
+    Ok(match watermarks {
+        Some((_, high)) if next > high && !end_may_lag => {
+            return Err(ahead(topic, partition, stored, high))
+        }
         Some((low, high)) if next > high => Start {
             from: StartOffset::At(high.max(low)),
             must_reach: Some(next),
@@ -69,7 +72,7 @@ pub(crate) fn table_start(
             Start::at(StartOffset::At(low))
         }
         _ => Start::at(StartOffset::At(next)),
-    }
+    })
 }
 
 /// The error of a local state found ahead of its changelog: it holds up to `stored`, and the
@@ -89,7 +92,9 @@ mod tests {
 
     #[test]
     fn a_reader_starts_after_its_state_within_the_kept_messages() {
-        let start = |stored, watermarks| table_start("t", 3, stored, watermarks);
+        let start = |stored, watermarks| {
+            table_start("t", 3, stored, watermarks, false).unwrap_or_else(|e| panic!("{e}"))
+        };
         let at = |offset| Start::at(StartOffset::At(offset));
         assert_eq!(start(None, Some((5, 9))), Start::at(StartOffset::Beginning));
         assert_eq!(start(Some(6), Some((5, 9))), at(7));
@@ -108,19 +113,30 @@ mod tests {
     }
 
     #[test]
-    fn a_state_beyond_the_reported_end_is_confirmed_by_reading() {
+    fn a_state_beyond_the_reported_end_is_ahead_or_confirmed_by_reading_where_it_may_lag() {
+        let lagging = |stored| {
+            table_start("t", 3, Some(stored), Some((5, 9)), true).unwrap_or_else(|e| panic!("{e}"))
+        };
         assert_eq!(
-            table_start("t", 3, Some(12), Some((5, 9))),
+            lagging(12),
             Start {
                 from: StartOffset::At(9),
                 must_reach: Some(13)
             }
         );
-        assert_eq!(
-            table_start("t", 3, Some(9), Some((5, 9))).must_reach,
-            Some(10),
-            "one past the end"
+        assert!(
+            matches!(
+                table_start("t", 3, Some(12), Some((5, 9)), false),
+                Err(KafkaError::LocalStateAhead {
+                    partition: 3,
+                    stored: 12,
+                    high: 9,
+                    ..
+                })
+            ),
+            "an exact end"
         );
+        assert_eq!(lagging(9).must_reach, Some(10), "one past the end");
         let ahead = ahead("t", 3, 12, 9).to_string();
         assert!(
             ahead.contains("\"t\"")
