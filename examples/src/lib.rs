@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct Cluster {
     brokers: String,
-    _local: Option<TestBroker>,
+    local: Option<TestBroker>,
 }
 
 impl Cluster {
@@ -61,7 +61,7 @@ impl Cluster {
                 println!("using the Kafka cluster at {brokers}");
                 let cluster = Self {
                     brokers,
-                    _local: None,
+                    local: None,
                 };
                 Ok((cluster, given))
             }
@@ -76,7 +76,7 @@ impl Cluster {
                 );
                 let cluster = Self {
                     brokers: broker.bootstrap(),
-                    _local: Some(broker),
+                    local: Some(broker),
                 };
                 Ok((cluster, given))
             }
@@ -92,7 +92,7 @@ impl Cluster {
     pub fn client(&self, id: &str) -> Arc<dyn Client> {
         let config = KafkaConfig::new(self.brokers()).client_id(id);
         // A local stand-in broker gets what it needs; a cluster of the user's is Kafka.
-        let config = match &self._local {
+        let config = match &self.local {
             Some(local) => goka_tests::for_broker(config, local.kind()),
             None => config,
         };
