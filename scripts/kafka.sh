@@ -137,6 +137,13 @@ group.initial.rebalance.delay.ms=0
 offsets.topic.num.partitions=8
 transaction.state.log.num.partitions=8
 log.cleaner.dedupe.buffer.size=4194304
+# Kafka 4's consumer group protocol (KIP-848) takes the session timeout and the heartbeat
+# from the broker: the 6 s the tests' classic members ask for themselves, and a heartbeat of
+# 1 s, where the defaults are 45 s and 5 s (a rebalance waits for heartbeats).
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=6000
+group.consumer.min.heartbeat.interval.ms=1000
+group.consumer.heartbeat.interval.ms=1000
 # A restarted node gets its leaderships back within seconds (a preferred-leader election),
 # where the default checks every 5 minutes.
 leader.imbalance.check.interval.seconds=5

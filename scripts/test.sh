@@ -12,5 +12,12 @@ source scripts/broker.sh --persistent
 trap stop_test_brokers EXIT
 
 cargo test --workspace --all-targets "$@"
+# The tests of rebalances, takeovers and killed members again under Kafka 4's consumer group
+# protocol (KIP-848), which assigns on the broker and incrementally (Tansu has no such
+# protocol).
+if [ "${GOKA_TEST_BROKER:-kafka}" = kafka ]; then
+  GOKA_TEST_GROUP_PROTOCOL=consumer cargo test -p goka-tests --test reliability \
+    --test processor_counts_every_message --test processor_options --test faults_heal_or_stop "$@"
+fi
 # Doc tests (cargo test --all-targets leaves them out).
 cargo test --workspace --doc "$@"

@@ -47,13 +47,42 @@ pub fn config_for(bootstrap: &str) -> KafkaConfig {
 
 /// `config` with what the stand-in broker needs (nothing for Kafka): Tansu reports the end of
 /// a partition as the first offset of its last record batch, and wrong watermarks with
-/// idempotent producers.
+/// idempotent producers. With `GOKA_TEST_GROUP_PROTOCOL=consumer` groups use Kafka 4's
+/// consumer protocol (KIP-848), whose session timeout is the broker's: a session timeout set
+/// on the client is dropped.
 pub fn for_broker(config: KafkaConfig, kind: BrokerKind) -> KafkaConfig {
+    let config = match group_protocol() {
+        GroupProtocol::Classic => config,
+        GroupProtocol::Consumer => config
+            .set("group.protocol", "consumer")
+            .unset("session.timeout.ms"),
+    };
     match kind {
         BrokerKind::Kafka => config,
         BrokerKind::Tansu => config
             .reported_end_may_lag(true)
             .set("enable.idempotence", "false"),
+    }
+}
+
+/// The consumer group protocol the tests' groups use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// The classic protocol (the default): the client's range assignor, eager rebalances.
+    Classic,
+    /// Kafka 4's consumer protocol (KIP-848): the broker assigns, incrementally.
+    Consumer,
+}
+
+/// The group protocol `GOKA_TEST_GROUP_PROTOCOL` selects (`classic`, the default, or
+/// `consumer`); any other value fails the test that asks.
+pub fn group_protocol() -> GroupProtocol {
+    match std::env::var("GOKA_TEST_GROUP_PROTOCOL").as_deref() {
+        Err(_) | Ok("") | Ok("classic") => GroupProtocol::Classic,
+        Ok("consumer") => GroupProtocol::Consumer,
+        Ok(other) => {
+            panic!("GOKA_TEST_GROUP_PROTOCOL={other}: expected classic (the default) or consumer")
+        }
     }
 }
 

@@ -43,6 +43,12 @@ impl KafkaConfig {
         self
     }
 
+    /// Removes a property set before, so that the client's default applies again.
+    pub fn unset(mut self, key: &str) -> Self {
+        self.properties.remove(key);
+        self
+    }
+
     /// The client id reported to the brokers.
     pub fn client_id(self, id: impl Into<String>) -> Self {
         self.set("client.id", id)

@@ -15,6 +15,8 @@ mod config;
 #[cfg(feature = "rdkafka")]
 pub mod rdkafka_client;
 #[cfg(feature = "rdkafka")]
+mod rdkafka_epoch;
+#[cfg(feature = "rdkafka")]
 mod rdkafka_group;
 #[cfg(feature = "rdkafka")]
 mod rdkafka_headers;
@@ -430,6 +432,12 @@ pub struct TopicPartitionOffset {
 
 /// Told by a [`GroupConsumer`] about rebalances, synchronously, from inside
 /// [`GroupConsumer::poll`].
+///
+/// Under the classic group protocol a rebalance revokes every partition of the member and
+/// then assigns its new set whole. Under Kafka 4's consumer protocol (KIP-848) both are
+/// incremental: a revoke names only the partitions taken away, an assignment only those
+/// added, and either may come alone; a revoke is followed by an assignment, empty if nothing
+/// is added (after a lost assignment, once the member joined again).
 pub trait RebalanceListener: Send + Sync + 'static {
     /// Partitions were assigned to this member, each with the reader of its messages.
     fn assigned(&self, partitions: Vec<AssignedPartition>);

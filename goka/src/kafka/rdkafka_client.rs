@@ -604,24 +604,54 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_consumer_group_protocol_is_refused_naming_the_property() {
-        let client =
-            RdKafkaClient::new(KafkaConfig::new("broker:9092").set("group.protocol", "consumer"));
-        let options = super::super::MemberOptions {
+    fn options() -> super::super::MemberOptions {
+        super::super::MemberOptions {
             bounds: super::super::PartitionQueueBounds {
                 messages: 10,
                 bytes: 1000,
             },
             new_group_start: super::super::GroupStart::default(),
-        };
-        let Err(error) = client.join_group("orders", &["events"], options, Arc::new(Unused)) else {
-            panic!("joined with group.protocol=consumer");
-        };
-        let text = error.to_string();
+        }
+    }
+
+    fn join_error(config: KafkaConfig) -> String {
+        let client = RdKafkaClient::new(config);
+        match client.join_group("orders", &["events"], options(), Arc::new(Unused)) {
+            Ok(_) => panic!("joined with {:?}", client.config()),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_consumer_group_protocol_joins_with_the_range_assignor_of_the_broker() {
+        let client =
+            RdKafkaClient::new(KafkaConfig::new("broker:9092").set("group.protocol", "consumer"));
+        if let Err(error) = client.join_group("orders", &["events"], options(), Arc::new(Unused)) {
+            panic!("group.protocol=consumer refused: {error}");
+        }
+        let text = join_error(
+            KafkaConfig::new("broker:9092")
+                .set("group.protocol", "consumer")
+                .set("group.remote.assignor", "uniform"),
+        );
         assert!(
-            text.contains("group.protocol=consumer") && text.contains("orders"),
+            text.contains("group.remote.assignor=uniform") && text.contains("orders"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn settings_the_consumer_protocol_leaves_to_the_broker_are_refused_naming_them() {
+        let text = join_error(
+            KafkaConfig::new("broker:9092")
+                .set("group.protocol", "consumer")
+                .set("session.timeout.ms", "6000"),
+        );
+        assert!(
+            text.contains("session.timeout.ms") && text.contains("orders"),
+            "{text}"
+        );
+        let text = join_error(KafkaConfig::new("broker:9092").set("group.protocol", "streams"));
+        assert!(text.contains("group.protocol=streams"), "{text}");
     }
 }

@@ -1,6 +1,7 @@
 //! The consumer group member on librdkafka: a `BaseConsumer` polled from one thread for the
-//! group's events, with the range assignor (co-partitioned topics stay together) and manual
-//! commits, so offsets are committed only for work that is done.
+//! group's events, with a range assignor (co-partitioned topics stay together: the client's
+//! under the classic group protocol, the broker's under Kafka 4's consumer protocol) and
+//! manual commits, so offsets are committed only for work that is done.
 //!
 //! Each assigned partition's messages go to a queue of their own (librdkafka's partition
 //! queue, split off before the partition is assigned), read by the partition's task: the
@@ -10,8 +11,9 @@
 //! no partition is ever paused: a pause makes librdkafka drop what it prefetched, and the
 //! fetch after the resume cost the partition a broker round trip each time its queue filled.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -36,10 +38,19 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 const GROUP_FETCH_MAX_BYTES: &str = "4194304";
 /// How long a partition reader waits for librdkafka's wake-up before it looks anyway.
 const LOOK_AGAIN: Duration = Duration::from_millis(100);
+/// How long a member of a consumer-protocol group must have been accepted without an
+/// assignment before it counts as assigned nothing. librdkafka calls no rebalance callback
+/// for a first assignment that is empty (more members than partitions); a non-empty one
+/// reaches the callback within a metadata round trip of the heartbeat that brought it.
+const EMPTY_ASSIGNMENT_AFTER: Duration = Duration::from_secs(1);
 
 pub(super) struct RdGroupConsumer {
     consumer: Option<Arc<BaseConsumer<GroupContext>>>,
     group: String,
+    /// Under the consumer protocol, since when the member is in the group without having
+    /// been told of any assignment.
+    idle_since: Option<Instant>,
+    consumer_protocol: bool,
 }
 
 pub(super) struct GroupContext {
@@ -51,6 +62,8 @@ pub(super) struct GroupContext {
     split: Mutex<Vec<AssignedPartition>>,
     /// A partition queue that could not be split: the member cannot go on.
     failure: Mutex<Option<KafkaError>>,
+    /// Whether the listener was told of an assignment yet.
+    assigned_once: AtomicBool,
 }
 
 impl ClientContext for GroupContext {}
@@ -122,6 +135,7 @@ impl ConsumerContext for GroupContext {
                 tracing::info!(group = %self.group, partitions = ?list(assigned), "partitions assigned");
                 let split =
                     std::mem::take(&mut *self.split.lock().unwrap_or_else(|p| p.into_inner()));
+                self.assigned_once.store(true, Ordering::Release);
                 self.listener.assigned(split);
             }
             Rebalance::Revoke(_) => {}
@@ -291,27 +305,46 @@ impl RdGroupConsumer {
     ) -> Result<Self, KafkaError> {
         let bounds = options.bounds;
         let setup_error = |message: String| group_error(group, &topics.join(","), message);
-        if let Some(protocol) = config.get("group.protocol").filter(|p| *p != "classic") {
-            // Kafka 4's consumer protocol (KIP-848) assigns partitions on the broker, one at a
-            // time and incrementally; the member relies on the classic protocol's range
-            // assignment, which keeps co-partitioned topics together and revokes everything
-            // before it assigns again. librdkafka would otherwise refuse the properties set
-            // below with an error that names them, not this one.
-            return Err(setup_error(format!(
-                "group.protocol={protocol} is not supported by the processor's group member \
-                 yet: remove it (or set group.protocol=classic); the classic protocol's \
-                 range assignment keeps co-partitioned topics together"
-            )));
-        }
+        let consumer_protocol = match config.get("group.protocol") {
+            None | Some("classic") => false,
+            Some("consumer") => true,
+            Some(other) => {
+                return Err(setup_error(format!(
+                    "group.protocol={other}: expected classic (the default) or consumer"
+                )))
+            }
+        };
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("partition.assignment.strategy", "range");
+            .set("enable.partition.eof", "false");
+        if consumer_protocol {
+            // Kafka 4's consumer protocol (KIP-848) assigns on the broker. Its range assignor
+            // keeps co-partitioned topics together, as the classic range assignor does; the
+            // uniform one spreads each topic on its own, and a task would get partition 3 of
+            // its input without partition 3 of its loop topic. The session timeout and the
+            // heartbeat are the broker's (`group.consumer.session.timeout.ms`): librdkafka
+            // refuses them here with an error that says so.
+            match config.get("group.remote.assignor") {
+                None | Some("range") => {
+                    config.set("group.remote.assignor", "range");
+                }
+                Some(other) => {
+                    return Err(setup_error(format!(
+                        "group.remote.assignor={other} does not keep co-partitioned topics \
+                         together: remove it (the processor's group member sets range)"
+                    )))
+                }
+            }
+        } else {
+            // A member that died is noticed within 10 s (goka's default) unless the user
+            // chose otherwise.
+            config.set("partition.assignment.strategy", "range");
+            super::rdkafka_client::set_default(&mut config, "session.timeout.ms", "10000");
+        }
         // A partition never committed starts where the processor's configuration says (it
-        // wins over the client's `auto.offset.reset`), and a member that died is noticed
-        // within 10 s (goka's default), unless the user chose otherwise. Each partition's queue holds
-        // the processor's bounds (librdkafka counts kilobytes of 1,000 bytes). A fetch
+        // wins over the client's `auto.offset.reset`). Each partition's queue holds the
+        // processor's bounds (librdkafka counts kilobytes of 1,000 bytes). A fetch
         // response lands in the partition queues whole, however full they are, and its
         // buffer lives as long as any of its messages waits: responses of librdkafka's 50 MB
         // kept a backlog's resident memory a quarter higher, on a broker that sends more than
@@ -326,7 +359,6 @@ impl RdGroupConsumer {
             },
         );
         for (key, value) in [
-            ("session.timeout.ms", "10000"),
             ("queued.min.messages", queued_messages.as_str()),
             ("queued.max.messages.kbytes", queued_kbytes.as_str()),
             ("fetch.max.bytes", GROUP_FETCH_MAX_BYTES),
@@ -340,6 +372,7 @@ impl RdGroupConsumer {
             consumer: OnceLock::new(),
             split: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
+            assigned_once: AtomicBool::new(false),
         };
         let consumer: Arc<BaseConsumer<GroupContext>> = Arc::new(
             config
@@ -354,6 +387,8 @@ impl RdGroupConsumer {
         Ok(Self {
             consumer: Some(consumer),
             group: group.to_owned(),
+            idle_since: None,
+            consumer_protocol,
         })
     }
 
@@ -367,7 +402,24 @@ impl GroupConsumer for RdGroupConsumer {
         let Some(consumer) = self.consumer.as_ref() else {
             return Ok(None);
         };
+        let context = consumer.context();
+        // Read before the poll: an assignment that came with the heartbeat accepting the
+        // member is served by this poll.
+        let accepted = self.consumer_protocol
+            && !context.assigned_once.load(Ordering::Acquire)
+            && super::rdkafka_epoch::member_epoch(consumer) > 0;
         let polled = consumer.poll(timeout);
+        if !accepted {
+            self.idle_since = None;
+        } else if !context.assigned_once.load(Ordering::Acquire) {
+            let since = *self.idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= EMPTY_ASSIGNMENT_AFTER
+                && !context.assigned_once.swap(true, Ordering::AcqRel)
+            {
+                tracing::info!(group = %self.group, "member accepted with no partitions");
+                context.listener.assigned(Vec::new());
+            }
+        }
         if let Some(failure) = consumer
             .context()
             .failure

@@ -3,7 +3,8 @@
 //! rdkafka's header API takes and hands out names as `&str` and panics on a consumed name
 //! that is not UTF-8, which Kafka allows and Go or Java producers can write: one such
 //! message would kill the consumer's thread. So headers go through librdkafka's C API
-//! here, the one module of the crate with `unsafe` code; each block says why it is sound.
+//! here, one of the two modules of the crate with `unsafe` code (with the member epoch); each
+//! block says why it is sound.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void, CStr};

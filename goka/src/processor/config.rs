@@ -91,8 +91,11 @@ pub struct ProcessorConfig {
     pub new_group_start: GroupStart,
     /// Called with each rebalance of this instance (goka's `WithRebalanceCallback`): the
     /// partitions assigned, once their tasks started, and those revoked, once their work
-    /// is finished and before their offsets are committed. Called on the group member's
-    /// thread: keep it short. Default: none.
+    /// is finished and before their offsets are committed. Under the classic group protocol
+    /// (the default) a rebalance revokes every partition of the instance and assigns its
+    /// new set whole; under Kafka 4's consumer protocol (`group.protocol=consumer`) each call
+    /// names only the partitions added or taken away, and an assignment may be empty.
+    /// Called on the group member's thread: keep it short. Default: none.
     pub rebalance: Option<Arc<RebalanceCallback>>,
     /// Applies each changelog message while a group table partition recovers (goka's
     /// `WithUpdateCallback`), instead of setting or deleting the row: for a storage that

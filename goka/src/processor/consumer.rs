@@ -110,6 +110,10 @@ struct Listener<P: Group> {
     shared: Arc<Shared>,
     runtime: Handle,
     tasks: Mutex<HashMap<i32, Task>>,
+    /// Readers of partitions not every consumed topic of which is assigned yet. A task needs
+    /// its partition of every consumed topic (inputs and loop); the consumer protocol
+    /// assigns incrementally, so the rest may come with a later assignment.
+    incomplete: Mutex<HashMap<i32, Vec<AssignedPartition>>>,
 }
 
 impl<P: Group> Listener<P> {
@@ -243,19 +247,13 @@ impl<P: Group> Listener<P> {
 impl<P: Group> RebalanceListener for Listener<P> {
     fn assigned(&self, partitions: Vec<AssignedPartition>) {
         self.shared.stats.assignment_arrived();
-        let mut inputs: HashMap<i32, Vec<Box<dyn PartitionConsumer>>> = HashMap::new();
-        for assigned in partitions {
-            inputs
-                .entry(assigned.partition)
-                .or_default()
-                .push(assigned.messages);
-        }
-        let mut assigned: Vec<i32> = inputs.keys().copied().collect();
-        assigned.sort_unstable();
+        let complete = self.complete(partitions);
+        let mut started: Vec<i32> = complete.keys().copied().collect();
+        started.sort_unstable();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        for (partition, readers) in inputs {
-            // The group revokes every partition before it assigns again (range assignment
-            // is eager): a partition is never assigned twice without a revoke between.
+        for (partition, readers) in complete {
+            // A partition's task is stopped when any of its topics is revoked: it is never
+            // assigned twice without a revoke between.
             if let Some(previous) = tasks.insert(partition, self.start(partition, readers)) {
                 tracing::error!(
                     group = self.shared.group,
@@ -266,7 +264,7 @@ impl<P: Group> RebalanceListener for Listener<P> {
             }
         }
         self.follow_unowned(&tasks);
-        self.tell(Rebalance::Assigned(assigned));
+        self.tell(Rebalance::Assigned(started.clone()));
         if tasks.is_empty() {
             // A member without partitions (more instances than partitions) has nothing to
             // recover: it runs, idle, instead of staying `Starting` forever.
@@ -274,24 +272,27 @@ impl<P: Group> RebalanceListener for Listener<P> {
                 group = self.shared.group,
                 "no partition assigned to this member"
             );
-            self.shared.update_state(|s| {
-                let starting = *s == PartitionState::Starting;
-                if starting {
-                    *s = PartitionState::Running;
-                }
-                starting
-            });
+        }
+        if started.is_empty() {
+            // Nothing starts that would set the state: the partitions kept (an incremental
+            // assignment) or none say what it is.
+            self.shared.refresh_state();
         }
     }
 
     fn revoking(&self, partitions: &[(String, i32)]) -> Vec<TopicPartitionOffset> {
         let numbers: std::collections::BTreeSet<i32> = partitions.iter().map(|(_, p)| *p).collect();
+        self.forget_incomplete(partitions);
+        let split = self.split_revoke(partitions);
         self.shared.set_state(PartitionState::Stopping);
         self.stop(numbers.iter().copied());
         self.tell(Rebalance::Revoked(numbers.iter().copied().collect()));
         self.follow_unowned(&self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         self.shared.set_state(PartitionState::Starting);
         self.shared.stats.await_assignment();
+        if let Some(error) = split {
+            self.shared.fail(error);
+        }
         self.shared.offsets.remove(partitions)
     }
 
@@ -301,12 +302,109 @@ impl<P: Group> RebalanceListener for Listener<P> {
     }
 }
 
+impl<P: Group> Listener<P> {
+    /// Adds `assigned` to the partitions waiting for the rest of their topics; takes out and
+    /// returns the readers of every partition that has all its topics now.
+    fn complete(
+        &self,
+        assigned: Vec<AssignedPartition>,
+    ) -> HashMap<i32, Vec<Box<dyn PartitionConsumer>>> {
+        let wanted = P::GRAPH.consumed_topics().count();
+        let mut incomplete = self.incomplete.lock().unwrap_or_else(|p| p.into_inner());
+        for partition in assigned {
+            incomplete
+                .entry(partition.partition)
+                .or_default()
+                .push(partition);
+        }
+        let ready: Vec<i32> = incomplete
+            .iter()
+            .filter(|(_, readers)| readers.len() >= wanted)
+            .map(|(partition, _)| *partition)
+            .collect();
+        for (partition, readers) in incomplete.iter() {
+            if readers.len() < wanted {
+                let have: Vec<&str> = readers.iter().map(|r| r.topic.as_str()).collect();
+                tracing::warn!(
+                    group = self.shared.group,
+                    partition,
+                    ?have,
+                    "partition waits for the rest of its topics before it starts"
+                );
+            }
+        }
+        ready
+            .into_iter()
+            .filter_map(|partition| incomplete.remove(&partition).map(|r| (partition, r)))
+            .map(|(partition, readers)| {
+                (partition, readers.into_iter().map(|r| r.messages).collect())
+            })
+            .collect()
+    }
+
+    /// Drops the waiting readers of revoked topic partitions.
+    fn forget_incomplete(&self, revoked: &[(String, i32)]) {
+        let mut incomplete = self.incomplete.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, partition) in revoked {
+            if let Some(readers) = incomplete.get_mut(partition) {
+                readers.retain(|r| r.topic != *topic);
+                if readers.is_empty() {
+                    incomplete.remove(partition);
+                }
+            }
+        }
+    }
+
+    /// The error for a revoke that takes some topics of a running partition and leaves the
+    /// others here: its task stops, and the topics left would be read by nobody. The classic
+    /// protocol revokes everything; the consumer protocol's range assignor moves a
+    /// partition's topics together while every member consumes the same topics.
+    fn split_revoke(&self, revoked: &[(String, i32)]) -> Option<ProcessorError> {
+        let wanted = P::GRAPH.consumed_topics().count();
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_partition: HashMap<i32, Vec<&str>> = HashMap::new();
+        for (topic, partition) in revoked {
+            if tasks.contains_key(partition) {
+                per_partition
+                    .entry(*partition)
+                    .or_default()
+                    .push(topic.as_str());
+            }
+        }
+        let (partition, topics) = per_partition
+            .into_iter()
+            .find(|(_, topics)| topics.len() < wanted)?;
+        let kept: Vec<&str> = P::GRAPH
+            .consumed_topics()
+            .filter(|t| !topics.contains(t))
+            .collect();
+        Some(ProcessorError::Kafka {
+            group: self.shared.group,
+            topic: topics.join(","),
+            source: crate::kafka::KafkaError::Consume {
+                topic: topics.join(","),
+                message: format!(
+                    "group {}: partition {partition} of {} was revoked while the same \
+                     partition of {} stays with this member; the group's assignment splits \
+                     co-partitioned topics (do all members consume the same topics, with \
+                     group.remote.assignor=range?). The processor stops instead of leaving \
+                     them unread",
+                    self.shared.group,
+                    topics.join(","),
+                    kept.join(",")
+                ),
+            },
+        })
+    }
+}
+
 fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
     let listener = Arc::new(Listener {
         group,
         shared: shared.clone(),
         runtime,
         tasks: Mutex::new(HashMap::new()),
+        incomplete: Mutex::new(HashMap::new()),
     });
     // Tables are followed while the group forms: the first assignment finds them recovered.
     listener.follow_unowned(&HashMap::new());

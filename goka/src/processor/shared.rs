@@ -139,12 +139,24 @@ impl Shared {
         } else {
             states.insert(partition, state);
         }
-        let overall = if states.values().any(|s| *s == PartitionState::Recovering) {
+        drop(states);
+        self.refresh_state();
+    }
+
+    /// Sets the processor's state from its partitions' while it starts or runs: recovering
+    /// while any partition recovers, running otherwise (also with no partition at all).
+    pub(super) fn refresh_state(&self) {
+        let overall = if self
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|s| *s == PartitionState::Recovering)
+        {
             PartitionState::Recovering
         } else {
             PartitionState::Running
         };
-        drop(states);
         self.update_state(|s| {
             let update = matches!(
                 *s,
