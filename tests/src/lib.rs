@@ -93,6 +93,32 @@ pub fn rdkafka_config(broker: &TestBroker) -> rdkafka::ClientConfig {
     config
 }
 
+/// The offset `group` committed for `topic`'s `partition` on `broker`, if any.
+pub fn committed_offset(
+    broker: &TestBroker,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka_config(broker)
+        .set("group.id", group)
+        .create()
+        .unwrap_or_else(|e| panic!("a consumer of group {group}: {e}"));
+    let mut asked = rdkafka::TopicPartitionList::new();
+    asked.add_partition(topic, partition);
+    let committed = consumer
+        .committed_offsets(asked, std::time::Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("committed offsets of group {group}: {e}"));
+    let offset = committed
+        .find_partition(topic, partition)
+        .map(|e| e.offset());
+    match offset {
+        Some(rdkafka::Offset::Offset(offset)) => Some(offset),
+        _ => None,
+    }
+}
+
 /// Polls `done` every 50 ms until it holds; once `within` passed, fails the test with what
 /// `why` says (built only then, so it can show the state that was awaited). Integration tests
 /// wait this way for what processors and views do on other tasks.

@@ -427,6 +427,48 @@ async fn two_instances_split_partitions_and_one_takes_over() {
     view_running.stop().await;
 }
 
+/// A panic in hot standby (here the storage of the first table partition it follows) stops
+/// the processor naming it, as a panic in a partition's task does, instead of vanishing
+/// behind the full recovery a takeover would do anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_hot_standby_stops_the_processor_naming_it() {
+    let broker = TestBroker::start();
+    let (client, _emitter) = setup(&broker).await;
+    let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let storage =
+        move |topic: &str,
+              partition: i32|
+              -> Result<Box<dyn goka::storage::Storage>, goka::storage::StorageError> {
+            // Standby follows every table partition while the group forms, before any task.
+            if built.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                panic!("the storage of {topic} partition {partition} cannot be built");
+            }
+            Ok(Box::new(goka::storage::MemoryStorage::new(
+                topic, partition,
+            )))
+        };
+    let processor = Processor::new(
+        Counter,
+        client,
+        ProcessorConfig {
+            hot_standby: true,
+            storage: Arc::new(storage),
+            ..goka_tests::from_oldest()
+        },
+    );
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        processor.run(CancellationToken::new()),
+    )
+    .await
+    .expect("run stops by itself");
+    let error = outcome.unwrap_err().to_string();
+    assert!(
+        error.contains("hot standby panicked") && error.contains("cannot be built"),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_standby_follows_the_partitions_it_does_not_own_and_takes_over_without_recovering() {
     let broker = TestBroker::start();

@@ -196,3 +196,50 @@ async fn joins_emits_and_loopbacks_work_end_to_end() {
     );
     running.stop().await;
 }
+
+/// A lookup table whose view stops (here its local state is ahead of the changelog, as after
+/// the topic was made anew) stops the processor, naming the table, instead of leaving
+/// lookups to serve rows that no longer move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_table_whose_view_stops_stops_the_processor() {
+    use goka::storage::{MemoryStorage, Storage, StorageError};
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
+    manager
+        .ensure_table(Customers::NAME, PARTITIONS)
+        .await
+        .unwrap();
+    manager.ensure_table(Rates::NAME, 1).await.unwrap();
+    produce_raw(&broker, Rates::NAME, 0, &[("Paris", Some("5"))]).await;
+    Emitter::<Orders>::ensuring(&*client, &manager, PARTITIONS)
+        .await
+        .unwrap();
+    let storage = |topic: &str, partition: i32| -> Result<Box<dyn Storage>, StorageError> {
+        let storage = MemoryStorage::new(topic, partition);
+        if topic == Rates::NAME {
+            // Offsets the changelog, with one message, never had.
+            storage.set_offset(1_000)?;
+        }
+        Ok(Box::new(storage))
+    };
+    let processor = Processor::new(
+        Router,
+        client.clone(),
+        goka::processor::ProcessorConfig {
+            storage: Arc::new(storage),
+            ..goka_tests::from_oldest()
+        },
+    );
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        processor.run(tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("run stops by itself when a lookup table's view stops");
+    let error = outcome.unwrap_err().to_string();
+    assert!(
+        error.contains("lookup") && error.contains("rates") && error.contains("beyond"),
+        "{error}"
+    );
+}

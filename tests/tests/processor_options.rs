@@ -294,7 +294,8 @@ async fn the_update_callback_applies_the_group_tables_changelog_on_recovery() {
 }
 
 /// Keeps the last note; a note "defer" finishes its work in another task once the gate
-/// opens, "fail-later" fails it there, "forget" drops the handle.
+/// opens, "fail-later" fails it there, "forget" drops the handle, and "defer-then-err"
+/// defers work that finishes once the gate opens and then fails the handler.
 #[goka::processor(group = "option-deferred")]
 #[input(topic = Notes, handler = Self::on_note)]
 #[persist(value = String, codec = StringCodec)]
@@ -317,9 +318,22 @@ impl Deferring {
             }
             "fail-later" => {
                 let commit = ctx.defer_commit();
-                tokio::spawn(async move { commit.fail("the upstream call timed out") });
+                let gate = self.gate.clone();
+                tokio::spawn(async move {
+                    let _open = gate.acquire().await;
+                    commit.fail("the upstream call timed out")
+                });
             }
             "forget" => drop(ctx.defer_commit()),
+            "defer-then-err" => {
+                let commit = ctx.defer_commit();
+                let gate = self.gate.clone();
+                tokio::spawn(async move {
+                    let _open = gate.acquire().await;
+                    commit.done();
+                });
+                return Err("refused after deferring".into());
+            }
             _ => {}
         }
         Ok(())
@@ -327,12 +341,21 @@ impl Deferring {
 }
 
 fn deferring(broker: &TestBroker, gate: &Arc<tokio::sync::Semaphore>) -> Arc<Processor<Deferring>> {
+    deferring_with(broker, gate, Default::default())
+}
+
+fn deferring_with(
+    broker: &TestBroker,
+    gate: &Arc<tokio::sync::Semaphore>,
+    handler_errors: goka::processor::HandlerErrorPolicy,
+) -> Arc<Processor<Deferring>> {
     Arc::new(Processor::new(
         Deferring { gate: gate.clone() },
         client(broker),
         ProcessorConfig {
             storage: Arc::new(MemoryBuilder),
             new_group_start: GroupStart::Oldest,
+            handler_errors,
             ..Default::default()
         },
     ))
@@ -393,7 +416,7 @@ async fn failed_or_forgotten_deferred_work_stops_run_naming_the_message() {
     ] {
         let broker = TestBroker::start();
         let notes = emitter(&broker).await;
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
         let processor = deferring(&broker, &gate);
         notes.emit_sync(&"k".into(), &"first".into()).await.unwrap();
         notes.emit_sync(&"k".into(), &note.into()).await.unwrap();
@@ -409,6 +432,83 @@ async fn failed_or_forgotten_deferred_work_stops_run_naming_the_message() {
             "{note}: {error}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deferred_work_is_never_committed_past() {
+    use goka::partitioner::Partitioner;
+    let broker = TestBroker::start();
+    let notes = emitter(&broker).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let processor = deferring(&broker, &gate);
+    for note in ["first", "fail-later", "after-1", "after-2"] {
+        notes.emit_sync(&"k".into(), &note.into()).await.unwrap();
+    }
+    let running = tokio::spawn({
+        let processor = processor.clone();
+        async move {
+            processor
+                .run(tokio_util::sync::CancellationToken::new())
+                .await
+        }
+    });
+    // The messages after the deferred one are handled (and acknowledged) before it fails.
+    eventually(
+        Duration::from_secs(60),
+        || processor.get(&"k".into()).unwrap().as_deref() == Some("after-2"),
+        || format!("{:?}", processor.get(&"k".into())),
+    )
+    .await;
+    gate.add_permits(1);
+    let outcome = tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("run stops by itself")
+        .unwrap();
+    let error = outcome.unwrap_err().to_string();
+    assert!(error.contains("offset 1"), "{error}");
+    // The next owner starts at the failed message, so it is handled again.
+    let partition = goka::partitioner::GokaPartitioner.partition(b"k", PARTITIONS);
+    assert_eq!(
+        goka_tests::committed_offset(&broker, "option-deferred", "option-notes", partition),
+        Some(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_message_is_done_only_once_its_deferred_work_is() {
+    let broker = TestBroker::start();
+    let notes = emitter(&broker).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let processor = deferring_with(
+        &broker,
+        &gate,
+        goka::processor::HandlerErrorPolicy::DeadLetter,
+    );
+    let run = {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    for note in ["first", "defer-then-err", "after"] {
+        notes.emit_sync(&"k".into(), &note.into()).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(60),
+        || processor.get(&"k".into()).unwrap().as_deref() == Some("after"),
+        || format!("{:?}", processor.get(&"k".into())),
+    )
+    .await;
+    assert_eq!(processor.stats().dead_letters, 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Dead-lettered, but its deferred work still runs: the commit stops at it.
+    assert_eq!(done_offset(&processor), Some(1));
+    gate.add_permits(1);
+    eventually(
+        Duration::from_secs(30),
+        || done_offset(&processor) == Some(3),
+        || format!("done offset {:?}", done_offset(&processor)),
+    )
+    .await;
+    run.stop().await;
 }
 
 /// Keeps notes; refuses the note "poison".

@@ -232,3 +232,204 @@ async fn timers_survive_a_restart_and_wall_clock_timers_fire_on_their_own() {
     assert_eq!(read(3, 2), expected);
     running.stop().await;
 }
+
+goka::stream!(pub Pokes = "timer-pokes": String as StringCodec);
+goka::timer!(
+    /// A nudge a minute of event time after a poke; the payload is the poke.
+    pub Nudge: String as StringCodec
+);
+goka::timer!(
+    /// The nudge under another name.
+    pub Prod: String as StringCodec
+);
+
+/// The nudge after its payload type changed.
+mod retyped {
+    goka::timer!(pub Nudge: i64 as goka::codec::Int64Codec);
+}
+
+/// Schedules a nudge a minute of event time after each poke.
+#[goka::processor(group = "timer-policy")]
+#[input(topic = Pokes, handler = Self::on_poke)]
+#[timer(timer = Nudge, handler = Self::on_nudge)]
+#[derive(Debug, Default)]
+pub struct Nudging;
+
+impl Nudging {
+    fn on_poke(&self, ctx: &mut Context<'_, Self>, poke: String) -> Result<(), CallbackError> {
+        let at = ctx.timestamp().unwrap_or_default();
+        ctx.schedule::<Nudge>(TimerTime::Stream(at + QUIET_AFTER), &poke)
+    }
+
+    fn on_nudge(&self, _ctx: &mut Context<'_, Self>, _poke: String) -> Result<(), CallbackError> {
+        Ok(())
+    }
+}
+
+/// The same group after its timer's payload became a number.
+#[goka::processor(group = "timer-policy")]
+#[input(topic = Pokes, handler = Self::on_poke)]
+#[timer(timer = retyped::Nudge, handler = Self::on_nudge)]
+#[derive(Debug, Default)]
+pub struct Retyped;
+
+impl Retyped {
+    fn on_poke(&self, _ctx: &mut Context<'_, Self>, _poke: String) -> Result<(), CallbackError> {
+        Ok(())
+    }
+
+    fn on_nudge(&self, _ctx: &mut Context<'_, Self>, _count: i64) -> Result<(), CallbackError> {
+        Ok(())
+    }
+}
+
+/// The same group after its timer was renamed.
+#[goka::processor(group = "timer-policy")]
+#[input(topic = Pokes, handler = Self::on_poke)]
+#[timer(timer = Prod, handler = Self::on_prod)]
+#[derive(Debug, Default)]
+pub struct Renamed;
+
+impl Renamed {
+    fn on_poke(&self, _ctx: &mut Context<'_, Self>, _poke: String) -> Result<(), CallbackError> {
+        Ok(())
+    }
+
+    fn on_prod(&self, _ctx: &mut Context<'_, Self>, _poke: String) -> Result<(), CallbackError> {
+        Ok(())
+    }
+}
+
+fn policy_config(
+    decode_errors: goka::codec::DecodeErrorPolicy,
+) -> goka::processor::ProcessorConfig {
+    goka::processor::ProcessorConfig {
+        storage: std::sync::Arc::new(goka::storage::MemoryBuilder),
+        decode_errors: Some(decode_errors),
+        ..from_oldest()
+    }
+}
+
+/// Stores ann's nudge (due at 61 s of event time) in the group's timer changelog.
+async fn store_a_nudge(broker: &TestBroker) {
+    goka_tests::ensure_streams(broker, &[Pokes::NAME], 1).await;
+    let processor = std::sync::Arc::new(goka::processor::Processor::new(
+        Nudging,
+        client(broker),
+        policy_config(Default::default()),
+    ));
+    let running = Running::spawn({
+        let processor = processor.clone();
+        move |cancel| async move { processor.run(cancel).await }
+    });
+    goka_tests::produce_at(broker, Pokes::NAME, 0, &[("ann", "a", 1_000)]).await;
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || processor.done_offsets().iter().any(|o| o.offset == 1),
+        || format!("the poke was not done: {:?}", processor.done_offsets()),
+    )
+    .await;
+    running.stop().await;
+}
+
+/// Starts `group` on the stored nudge and brings stream time past it.
+async fn run_on_the_nudge<P: goka::processor::Group>(
+    broker: &TestBroker,
+    group: P,
+    decode_errors: goka::codec::DecodeErrorPolicy,
+) -> (
+    std::sync::Arc<goka::processor::Processor<P>>,
+    Running<goka::processor::ProcessorError>,
+) {
+    let processor = std::sync::Arc::new(goka::processor::Processor::new(
+        group,
+        client(broker),
+        policy_config(decode_errors),
+    ));
+    let running = Running::spawn({
+        let processor = processor.clone();
+        move |cancel| async move { processor.run(cancel).await }
+    });
+    goka_tests::produce_at(broker, Pokes::NAME, 0, &[("bob", "b", 70_000)]).await;
+    (processor, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_timer_that_no_longer_decodes_stops_run_saying_how_to_get_past_it() {
+    let broker = TestBroker::start();
+    store_a_nudge(&broker).await;
+    let (_, mut running) = run_on_the_nudge(&broker, Retyped, Default::default()).await;
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || running.is_finished(),
+        || "run goes on past a timer it cannot fire",
+    )
+    .await;
+    let error = running.ended().unwrap_or_default();
+    for part in [
+        "Nudge",
+        "\"ann\"",
+        "does not decode",
+        "SkipAndCount",
+        "DeadLetter",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_timer_is_removed_and_counted_when_the_policy_skips() {
+    use goka::codec::DecodeErrorPolicy;
+    let broker = TestBroker::start();
+    store_a_nudge(&broker).await;
+    let (processor, running) =
+        run_on_the_nudge(&broker, Renamed, DecodeErrorPolicy::SkipAndCount).await;
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || processor.stats().decode_errors == 1 && processor.stats().messages_in == 1,
+        || format!("{:?}", processor.stats()),
+    )
+    .await;
+    running.stop().await;
+    // Removed for good: under the failing policy the same group now runs past its time.
+    let (processor, mut running) =
+        run_on_the_nudge(&broker, Renamed, DecodeErrorPolicy::Fail).await;
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || processor.stats().messages_in == 1 || running.is_finished(),
+        || format!("{:?}", processor.stats()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(running.ended(), None, "the removed timer came back");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_timer_that_no_longer_decodes_goes_to_the_dead_letter_topic() {
+    use goka::codec::DecodeErrorPolicy;
+    let broker = TestBroker::start();
+    store_a_nudge(&broker).await;
+    let (processor, running) =
+        run_on_the_nudge(&broker, Retyped, DecodeErrorPolicy::DeadLetter).await;
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || processor.stats().dead_letters == 1,
+        || format!("{:?}", processor.stats()),
+    )
+    .await;
+    let letters = goka_tests::read_all(&broker, "timer-policy-dead-letters", 1, 1);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].value.as_deref(),
+        Some(&b"a"[..]),
+        "the stored payload"
+    );
+    let reason = letters[0]
+        .headers
+        .iter()
+        .find(|(name, _)| name == goka::processor::DEAD_LETTER_REASON)
+        .map(|(_, value)| value.clone());
+    assert_eq!(reason.as_deref(), Some(&b"timer"[..]));
+    running.stop().await;
+}

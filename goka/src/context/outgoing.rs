@@ -62,6 +62,14 @@ impl Outgoing {
         self.deferred.clear();
     }
 
+    /// Forgets the messages but keeps the completions of deferred work: a message whose
+    /// output is replaced (a dead letter) or dropped (skipped) is still not done before the
+    /// work its handler deferred finished.
+    pub(crate) fn discard_messages(&mut self) {
+        self.data.clear();
+        self.messages.clear();
+    }
+
     /// Adds the completion of work the handler deferred.
     pub(crate) fn defer(&mut self, done: crate::kafka::Ack) {
         self.deferred.push(done);

@@ -216,7 +216,7 @@ impl<P: Group, W: Window> WindowRows<'_, '_, P, W> {
                 W::NAME,
                 self.time
             );
-            crate::processor::handle::push_dead_letter(
+            crate::processor::policies::push_dead_letter(
                 resources.group,
                 resources,
                 message,

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use futures::FutureExt;
 
 use super::group::Group;
+use super::policies::Policies;
 use super::ProcessorError;
+use crate::codec::DecodeErrorPolicy;
 use crate::context::{Context, Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::ConsumedMessage;
 use crate::timer::parse_row;
@@ -19,24 +21,40 @@ use crate::timer::parse_row;
 /// Timers fired at once, at most: the rest fire with the next message or tick.
 const FIRE_AT_ONCE: usize = 1_000;
 
+/// What firing the due timers did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fired {
+    /// Timers whose handler ran.
+    pub(crate) fired: usize,
+    /// Stored timers that could not be fired (a payload that does not decode, a name the
+    /// group no longer declares) and were removed under `DecodeErrorPolicy::SkipAndCount`.
+    pub(crate) undecodable: usize,
+    /// Such timers sent to the dead-letter topic under `DecodeErrorPolicy::DeadLetter`.
+    pub(crate) dead_lettered: usize,
+}
+
 /// Fires the timers of one clock (stream time or the wall clock) due at `now`, appending
 /// what their handlers produce and their tombstones to `outgoing`; `offset` is the message
-/// that brought the time (-1 for a tick). Returns how many fired. A handler that fails or
-/// panics stops the processor, naming the timer, its key and its time.
+/// that brought the time (-1 for a tick). A handler that fails or panics stops the
+/// processor, naming the timer, its key and its time. A stored timer that cannot be fired
+/// (its payload does not decode, or its name is no longer the group's: a renamed or removed
+/// timer) follows the decode-error policy: stop naming it, remove it and count it, or send
+/// it to the dead-letter topic and remove it.
 pub(crate) async fn fire_timers<P: Group>(
     group: &P,
     resources: &PartitionResources,
-    partition: i32,
-    offset: i64,
+    (partition, offset): (i32, i64),
     stream: bool,
     now: i64,
+    policies: &Policies<'_>,
     outgoing: &mut Outgoing,
-) -> Result<usize, ProcessorError> {
+) -> Result<Fired, ProcessorError> {
+    let mut outcome = Fired::default();
     let (Some(timers), Some(edge)) = (&resources.timers, P::GRAPH.timers) else {
-        return Ok(0);
+        return Ok(outcome);
     };
     if !timers.may_be_due(stream, now) {
-        return Ok(0);
+        return Ok(outcome);
     }
     let storage = &timers.storage;
     let storage_error = |source| ProcessorError::Storage {
@@ -60,7 +78,6 @@ pub(crate) async fn fire_timers<P: Group>(
         }
         due.push((row, payload));
     }
-    let mut fired = 0;
     for (row, stored) in due {
         // The handler of this message may have cancelled or replaced the timer.
         let payload = match outgoing.last_write(OutgoingKind::Timer, edge.topic, &row) {
@@ -72,12 +89,28 @@ pub(crate) async fn fire_timers<P: Group>(
             continue;
         };
         let (_, at) = parsed.at.clock();
-        let name = P::GRAPH
+        let declared = P::GRAPH
             .timer_names
             .iter()
             .copied()
-            .find(|n| *n == parsed.name)
-            .unwrap_or("timer");
+            .find(|n| *n == parsed.name);
+        let Some(name) = declared else {
+            let why = format!(
+                "timer {:?} at {at} is not declared by the group (renamed or removed)",
+                parsed.name
+            );
+            unfireable::<P>(
+                resources,
+                (edge.topic, partition),
+                (offset, at),
+                (&row, parsed.key, &payload),
+                &why,
+                policies,
+                outgoing,
+                &mut outcome,
+            )?;
+            continue;
+        };
         // The timer's stand-in for a message: its key, its name as topic, its time.
         let firing = ConsumedMessage {
             topic: Arc::from(name),
@@ -88,19 +121,46 @@ pub(crate) async fn fire_timers<P: Group>(
             timestamp: Some(at),
             headers: crate::kafka::Headers::new(),
         };
-        let outcome = AssertUnwindSafe(async {
-            let mut ctx = Context::<P>::new(resources, &firing, outgoing)
-                .map_err(|e| format!("key does not decode: {e}"))?;
+        let called = AssertUnwindSafe(async {
+            let mut ctx = Context::<P>::new(resources, &firing, outgoing).map_err(Unfired::Key)?;
             group
                 .fire_timer(&mut ctx, name, &payload)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(Unfired::Handler)
         })
         .catch_unwind()
         .await;
-        let failed = match outcome {
+        let failed = match called {
             Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error),
+            Ok(Err(Unfired::Key(error))) => {
+                let why = format!("timer {name} at {at}: its key does not decode: {error}");
+                unfireable::<P>(
+                    resources,
+                    (edge.topic, partition),
+                    (offset, at),
+                    (&row, parsed.key, &payload),
+                    &why,
+                    policies,
+                    outgoing,
+                    &mut outcome,
+                )?;
+                continue;
+            }
+            Ok(Err(Unfired::Handler(error))) if error.is_decode() => {
+                let why = format!("timer {name} at {at}: {error}");
+                unfireable::<P>(
+                    resources,
+                    (edge.topic, partition),
+                    (offset, at),
+                    (&row, parsed.key, &payload),
+                    &why,
+                    policies,
+                    outgoing,
+                    &mut outcome,
+                )?;
+                continue;
+            }
+            Ok(Err(Unfired::Handler(error))) => Some(error.to_string()),
             Err(panic) => Some(format!(
                 "panicked: {}",
                 super::consumer::panic_text(&*panic)
@@ -119,7 +179,7 @@ pub(crate) async fn fire_timers<P: Group>(
         let (key, _) = outgoing.scratch();
         key.extend_from_slice(&row);
         outgoing.push_scratch(OutgoingKind::Timer, edge.topic, partition, false, None);
-        fired += 1;
+        outcome.fired += 1;
     }
     // Timers scheduled by this message's handler or by the fired ones are not stored yet.
     let scheduled = outgoing
@@ -129,5 +189,77 @@ pub(crate) async fn fire_timers<P: Group>(
         .map(|row| row.at.clock())
         .filter_map(|(clock, at)| (clock == stream).then_some(at));
     timers.scanned(stream, scheduled.fold(next, i64::min));
-    Ok(fired)
+    Ok(outcome)
+}
+
+/// Why a timer's handler was not called.
+enum Unfired {
+    Key(crate::codec::CodecError),
+    Handler(crate::context::CallbackError),
+}
+
+/// A stored timer that cannot be fired, under the decode-error policy: an error naming it
+/// (with the way past it), or its removal, counted, after its dead letter where the policy
+/// sends one. `at` is the message that brought the time and the timer's time; `stored` the
+/// timer's row, key and payload.
+#[allow(clippy::too_many_arguments)]
+fn unfireable<P: Group>(
+    resources: &PartitionResources,
+    (topic, partition): (&'static str, i32),
+    (offset, at): (i64, i64),
+    (row, key, payload): (&[u8], &[u8], &[u8]),
+    why: &str,
+    policies: &Policies<'_>,
+    outgoing: &mut Outgoing,
+    outcome: &mut Fired,
+) -> Result<(), ProcessorError> {
+    let dead_letters = policies
+        .dead_letters
+        .filter(|_| policies.decode_errors == DecodeErrorPolicy::DeadLetter);
+    match (policies.decode_errors, dead_letters) {
+        (DecodeErrorPolicy::SkipAndCount, _) => {
+            tracing::warn!(group = P::GRAPH.group, topic, partition, %why, "removing a stored timer that cannot be fired");
+            outcome.undecodable += 1;
+        }
+        (DecodeErrorPolicy::DeadLetter, Some(dead_letters)) => {
+            // The timer as it was stored: its row (name, time, key) and its payload.
+            let stored = ConsumedMessage {
+                topic: Arc::from(topic),
+                partition,
+                offset,
+                key: row.to_vec(),
+                value: Some(payload.to_vec()),
+                timestamp: Some(at),
+                headers: crate::kafka::Headers::new(),
+            };
+            super::policies::push_dead_letter(
+                P::GRAPH.group,
+                resources,
+                &stored,
+                outgoing,
+                dead_letters,
+                "timer",
+                why,
+            );
+            outcome.dead_lettered += 1;
+        }
+        _ => {
+            return Err(ProcessorError::Callback {
+                group: P::GRAPH.group,
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                key: String::from_utf8_lossy(key).into_owned(),
+                message: format!(
+                    "{why}; the stored timer cannot be fired: set ProcessorConfig::decode_errors \
+                     to SkipAndCount (remove it) or DeadLetter (keep it in the dead-letter topic) \
+                     to get past it"
+                ),
+            })
+        }
+    }
+    let (tombstone, _) = outgoing.scratch();
+    tombstone.extend_from_slice(row);
+    outgoing.push_scratch(OutgoingKind::Timer, topic, partition, false, None);
+    Ok(())
 }

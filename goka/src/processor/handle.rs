@@ -7,12 +7,14 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 
+use super::firing::Fired;
 use super::group::Group;
-use super::middleware::{MessageInfo, Middleware, Next};
-use super::{HandlerErrorPolicy, NilHandling, ProcessorConfig, ProcessorError};
+use super::middleware::{MessageInfo, Next};
+use super::policies::{push_dead_letter, Policies};
+use super::{HandlerErrorPolicy, NilHandling, ProcessorError};
 use crate::codec::DecodeErrorPolicy;
 use crate::context::{Context, Outgoing, OutgoingKind, PartitionResources};
-use crate::kafka::{ConsumedMessage, Headers};
+use crate::kafka::ConsumedMessage;
 
 /// The outcome of one message.
 #[derive(Debug)]
@@ -29,50 +31,6 @@ pub(crate) enum Handled {
     DeadLettered,
 }
 
-/// The dead-letter topic of `P` under `config`, if a policy sends messages there.
-pub(crate) fn dead_letter_topic<P: Group>(config: &ProcessorConfig) -> Option<&'static str> {
-    let decode = config.decode_errors.unwrap_or(P::DECODE_ERRORS) == DecodeErrorPolicy::DeadLetter;
-    let handler = config.handler_errors == HandlerErrorPolicy::DeadLetter;
-    let late = late_letter_topic::<P>(config).is_some();
-    (decode || handler || late).then(|| config.dead_letter_topic.unwrap_or(P::DEAD_LETTERS))
-}
-
-/// Where late window messages go, if [`LatePolicy::DeadLetter`](super::LatePolicy) sends
-/// them to the dead-letter topic.
-pub(crate) fn late_letter_topic<P: Group>(config: &ProcessorConfig) -> Option<&'static str> {
-    let windowed = !P::GRAPH.windows.is_empty();
-    (windowed && config.late_messages == super::LatePolicy::DeadLetter)
-        .then(|| config.dead_letter_topic.unwrap_or(P::DEAD_LETTERS))
-}
-
-/// The policies that decide what happens besides the handler call.
-#[derive(Clone, Copy)]
-pub(crate) struct Policies<'a> {
-    pub(crate) nil_handling: NilHandling,
-    pub(crate) decode_errors: DecodeErrorPolicy,
-    /// Runs around each handler call.
-    pub(crate) middleware: Option<&'a dyn Middleware>,
-    /// Headers on everything produced (`ProcessorConfig::default_headers`).
-    pub(crate) default_headers: &'a Headers,
-    pub(crate) handler_errors: HandlerErrorPolicy,
-    /// Where dead letters go, when a policy sends them.
-    pub(crate) dead_letters: Option<&'static str>,
-}
-
-impl<'a> Policies<'a> {
-    /// The policies of `config` for group `P`.
-    pub(crate) fn of<P: Group>(config: &'a ProcessorConfig) -> Self {
-        Self {
-            nil_handling: config.nil_handling.unwrap_or(P::NIL_HANDLING),
-            decode_errors: config.decode_errors.unwrap_or(P::DECODE_ERRORS),
-            middleware: config.middleware.as_deref(),
-            default_headers: &config.default_headers,
-            handler_errors: config.handler_errors,
-            dead_letters: dead_letter_topic::<P>(config),
-        }
-    }
-}
-
 /// Handles `message` with `group`'s handler against `resources`; what it produces replaces
 /// the contents of `outgoing`, which is empty unless the outcome is [`Handled::Produced`].
 pub(crate) async fn handle<P: Group>(
@@ -81,7 +39,7 @@ pub(crate) async fn handle<P: Group>(
     message: &ConsumedMessage,
     policies: Policies<'_>,
     outgoing: &mut Outgoing,
-) -> Result<Handled, ProcessorError> {
+) -> Result<(Handled, Fired), ProcessorError> {
     let windowed = !resources.windows.tables.is_empty();
     let timed = resources.timers.is_some();
     if windowed || timed {
@@ -91,9 +49,10 @@ pub(crate) async fn handle<P: Group>(
     if windowed {
         super::closing::close_windows(group, resources, message, outgoing).await?;
     }
+    let mut fired = Fired::default();
     if let (true, Some(now)) = (timed, resources.windows.stream_time()) {
-        let (partition, offset) = (message.partition, message.offset);
-        super::firing::fire_timers(group, resources, partition, offset, true, now, outgoing)
+        let at = (message.partition, message.offset);
+        fired = super::firing::fire_timers(group, resources, at, true, now, &policies, outgoing)
             .await?;
     }
     if windowed {
@@ -102,7 +61,7 @@ pub(crate) async fn handle<P: Group>(
     if !matches!(handled, Handled::DeadLettered) && !policies.default_headers.is_empty() {
         outgoing.add_default_headers(policies.default_headers);
     }
-    Ok(handled)
+    Ok((handled, fired))
 }
 
 /// What closes next follows the window rows written, before they reach storage: only the
@@ -124,14 +83,22 @@ pub(crate) async fn handle_tick<P: Group>(
     now: i64,
     policies: Policies<'_>,
     outgoing: &mut Outgoing,
-) -> Result<usize, ProcessorError> {
+) -> Result<Fired, ProcessorError> {
     outgoing.clear();
-    let fired =
-        super::firing::fire_timers(group, resources, partition, -1, false, now, outgoing).await?;
+    let fired = super::firing::fire_timers(
+        group,
+        resources,
+        (partition, -1),
+        false,
+        now,
+        &policies,
+        outgoing,
+    )
+    .await?;
     if !resources.windows.tables.is_empty() {
         index_windows(resources, outgoing);
     }
-    if fired > 0 && !policies.default_headers.is_empty() {
+    if fired.fired > 0 && !policies.default_headers.is_empty() {
         outgoing.add_default_headers(policies.default_headers);
     }
     Ok(fired)
@@ -218,8 +185,9 @@ async fn handle_message<P: Group>(
         )),
         Ok(Err(Failure::Handler(e))) if e.is_decode() && skip => {
             tracing::warn!(group = P::GRAPH.group, topic = %message.topic, partition = message.partition, offset = message.offset, error = %e, "skipping a message whose value does not decode");
-            // Whatever the handler produced before it failed is not sent.
-            outgoing.clear();
+            // Whatever the handler produced before it failed is not sent; work it deferred
+            // is still awaited.
+            outgoing.discard_messages();
             Ok(Handled::Undecodable)
         }
         Ok(Err(Failure::Handler(e))) => Err(callback_error::<P>(message, e.to_string())),
@@ -251,7 +219,8 @@ fn dead_letter<P: Group>(
     let Some(topic) = topic else {
         return Handled::DeadLettered;
     };
-    outgoing.clear();
+    // The handler's output is replaced; work it deferred is still awaited.
+    outgoing.discard_messages();
     push_dead_letter(
         P::GRAPH.group,
         resources,
@@ -263,58 +232,6 @@ fn dead_letter<P: Group>(
     );
     Handled::DeadLettered
 }
-
-/// Appends `message`, as it came, addressed to the dead-letter `topic` with its coordinates
-/// and `error` in headers, to what `outgoing` holds.
-pub(crate) fn push_dead_letter(
-    group: &'static str,
-    resources: &PartitionResources,
-    message: &ConsumedMessage,
-    outgoing: &mut Outgoing,
-    topic: &'static str,
-    reason: &str,
-    error: &str,
-) {
-    tracing::warn!(group, topic = %message.topic, partition = message.partition, offset = message.offset, %error, dead_letters = topic, "sending a message to the dead-letter topic");
-    let mut headers = message.headers.clone();
-    headers
-        .insert(DEAD_LETTER_GROUP, group)
-        .insert(DEAD_LETTER_TOPIC, message.topic.as_bytes())
-        .insert(DEAD_LETTER_PARTITION, message.partition.to_string())
-        .insert(DEAD_LETTER_OFFSET, message.offset.to_string())
-        .insert(DEAD_LETTER_REASON, reason)
-        .insert(DEAD_LETTER_ERROR, error);
-    if let Some(timestamp) = message.timestamp {
-        headers.insert(DEAD_LETTER_TIMESTAMP, timestamp.to_string());
-    }
-    let (key, value) = outgoing.scratch();
-    key.extend_from_slice(&message.key);
-    value.extend_from_slice(message.value.as_deref().unwrap_or_default());
-    let count = resources.partition_counts.get(topic).copied().unwrap_or(1);
-    let partition = resources.partitioner.partition(&message.key, count);
-    outgoing.push_scratch(
-        OutgoingKind::Emit,
-        topic,
-        partition,
-        message.value.is_some(),
-        Some(headers),
-    );
-}
-
-/// Header of a dead letter: the group that could not handle it.
-pub const DEAD_LETTER_GROUP: &str = "dead-letter-group";
-/// Header of a dead letter: the topic it was read from.
-pub const DEAD_LETTER_TOPIC: &str = "dead-letter-topic";
-/// Header of a dead letter: its partition there.
-pub const DEAD_LETTER_PARTITION: &str = "dead-letter-partition";
-/// Header of a dead letter: its offset there.
-pub const DEAD_LETTER_OFFSET: &str = "dead-letter-offset";
-/// Header of a dead letter: its timestamp there (milliseconds since the epoch).
-pub const DEAD_LETTER_TIMESTAMP: &str = "dead-letter-timestamp";
-/// Header of a dead letter: `decode` or `handler`.
-pub const DEAD_LETTER_REASON: &str = "dead-letter-reason";
-/// Header of a dead letter: the error, as text.
-pub const DEAD_LETTER_ERROR: &str = "dead-letter-error";
 
 /// What a middleware learns of the message.
 fn info<P: Group>(message: &ConsumedMessage) -> MessageInfo<'_> {

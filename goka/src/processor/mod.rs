@@ -16,9 +16,11 @@ mod firing;
 pub mod group;
 pub(crate) mod handle;
 mod latency;
+mod lookups;
 mod middleware;
 mod partition;
 mod pending;
+pub(crate) mod policies;
 mod shared;
 mod standby;
 mod stats;
@@ -38,12 +40,12 @@ pub use self::error::ProcessorError;
 pub use self::group::{
     Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful, Timed, Windowed,
 };
-pub use self::handle::{
+pub use self::latency::{LatencyHistogram, LATENCY_BOUNDS_MICROS};
+pub use self::middleware::{MessageInfo, Middleware, Next};
+pub use self::policies::{
     DEAD_LETTER_ERROR, DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION,
     DEAD_LETTER_REASON, DEAD_LETTER_TIMESTAMP, DEAD_LETTER_TOPIC,
 };
-pub use self::latency::{LatencyHistogram, LATENCY_BOUNDS_MICROS};
-pub use self::middleware::{MessageInfo, Middleware, Next};
 use self::shared::{LookupViews, OffsetTable, Shared};
 use self::stats::{Counters, Tables};
 pub use self::stats::{InputStats, OutputStats, ProcessorPartitionStats, ProcessorStats};
@@ -157,7 +159,7 @@ pub(crate) async fn prepare_topics<P: Group>(
         };
         partition_counts.insert(edge.topic, count);
     }
-    if let Some(topic) = handle::dead_letter_topic::<P>(config) {
+    if let Some(topic) = policies::dead_letter_topic::<P>(config) {
         if topic.is_empty() {
             return Err(ProcessorError::Topics {
                 group,
@@ -345,15 +347,12 @@ impl<P: Group> Processor<P> {
         });
         *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
         let watermarks = tokio::spawn(watermarks::follow::<P>(shared.clone()));
+        let lookups_watched = tokio::spawn(lookups::watch(shared.clone(), lookup_tasks));
         consumer::run::<P>(self.group.clone(), shared.clone()).await;
         shared.cancel.cancel();
         shared.standbys.stop_all().await;
         let _ = watermarks.await;
-        for task in lookup_tasks {
-            if let Ok(Err(source)) = task.await {
-                shared.fail(ProcessorError::Lookup { group, source });
-            }
-        }
+        let _ = lookups_watched.await;
         // Everything the partitions produced is acknowledged by now; a failure wins.
         let failure = shared
             .failure
@@ -371,13 +370,7 @@ impl<P: Group> Processor<P> {
     async fn start_lookups(
         &self,
         cancel: &CancellationToken,
-    ) -> Result<
-        (
-            LookupViews,
-            Vec<tokio::task::JoinHandle<Result<(), crate::view::ViewError>>>,
-        ),
-        ProcessorError,
-    > {
+    ) -> Result<(LookupViews, Vec<lookups::LookupTask>), ProcessorError> {
         let group = P::GRAPH.group;
         let mut views = HashMap::new();
         let mut tasks = Vec::new();
@@ -390,15 +383,29 @@ impl<P: Group> Processor<P> {
                 .await
                 .map_err(|source| ProcessorError::Lookup { group, source })?;
             let view = Arc::new(view);
-            tasks.push(tokio::spawn({
-                let (view, cancel) = (view.clone(), cancel.clone());
-                async move { view.run(cancel).await }
-            }));
+            tasks.push((
+                edge.topic,
+                tokio::spawn({
+                    let (view, cancel) = (view.clone(), cancel.clone());
+                    async move { view.run(cancel).await }
+                }),
+            ));
             views.insert(edge.topic, view);
         }
-        for view in views.values() {
-            view.recovered().await;
-            tracing::info!(group, table = view.topic(), "lookup table recovered");
+        for (topic, task) in tasks.iter_mut() {
+            let Some(view) = views.get(topic) else {
+                continue;
+            };
+            // A view that stops while it recovers (its local state ahead of the changelog, a
+            // changelog value that does not decode) never recovers: its task says why.
+            let state = tokio::select! {
+                state = view.recovered() => state,
+                ended = &mut *task => return Err(lookups::ended(group, topic, ended)),
+            };
+            if state == crate::table::TableState::Stopped && !cancel.is_cancelled() {
+                return Err(lookups::ended(group, topic, task.await));
+            }
+            tracing::info!(group, table = *topic, "lookup table recovered");
         }
         Ok((views, tasks))
     }

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 use tokio_util::sync::CancellationToken;
 
+use super::firing::Fired;
 use super::group::Group;
-use super::handle::{handle, handle_visit, Handled, Policies};
+use super::handle::{handle, handle_visit, Handled};
 use super::pending::{Done, Pending};
+use super::policies::Policies;
 use super::{ProcessorError, Shared};
 use crate::context::{Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::{
@@ -247,7 +249,7 @@ impl<P: Group> PartitionTask<P> {
             cancel: shared.cancel.clone(),
             windows,
             timers,
-            late_letters: super::handle::late_letter_topic::<P>(&shared.config),
+            late_letters: super::policies::late_letter_topic::<P>(&shared.config),
         })
     }
 
@@ -312,9 +314,11 @@ impl<P: Group> PartitionTask<P> {
         }
         // Finish what is in flight, also after a failure: every message whose produces were
         // acknowledged is reported done, so a restart does not handle it twice. After a
-        // failed produce nothing later is reported done: the commit must never pass the
-        // message whose output was lost.
-        let mut produce_failed = matches!(failure, Some(ProcessorError::HandlerProduce { .. }));
+        // failed produce or failed deferred work (here, in a visit or before the loop
+        // stopped) nothing later is reported done: the commit must never pass the message
+        // whose output was lost or whose work did not finish.
+        let mut produce_failed =
+            pending.has_failed() || matches!(failure, Some(ProcessorError::HandlerProduce { .. }));
         while !pending.is_empty() {
             match pending.next_done().await {
                 Ok(done) if !produce_failed => {
@@ -411,7 +415,8 @@ impl<P: Group> PartitionTask<P> {
             outgoing,
         )
         .await?;
-        if fired == 0 {
+        self.count_unfired(fired);
+        if fired == Fired::default() {
             return Ok(());
         }
         let message = ConsumedMessage {
@@ -599,6 +604,17 @@ impl<P: Group> PartitionTask<P> {
         Ok(())
     }
 
+    /// Counts the stored timers that could not be fired and were removed or dead-lettered.
+    fn count_unfired(&self, fired: Fired) {
+        let stats = &self.shared.stats;
+        stats
+            .decode_errors
+            .fetch_add(fired.undecodable as u64, Ordering::Relaxed);
+        stats
+            .dead_letters
+            .fetch_add(fired.dead_lettered as u64, Ordering::Relaxed);
+    }
+
     /// Handles one message and queues it in `pending` with the acknowledgements of what it
     /// produced.
     async fn process(
@@ -620,7 +636,9 @@ impl<P: Group> PartitionTask<P> {
         let started = std::time::Instant::now();
         let handled = handle(&*self.group, resources, message, policies, outgoing).await;
         shared.stats.callback_latency.record(started.elapsed());
-        match handled? {
+        let (handled, timers) = handled?;
+        self.count_unfired(timers);
+        match handled {
             Handled::Undecodable => {
                 shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
             }

@@ -43,6 +43,8 @@ pub(super) struct Pending {
     group: &'static str,
     partition: i32,
     queue: VecDeque<Waiting>,
+    /// Whether an input failed: nothing after it may be committed.
+    failed: bool,
 }
 
 struct Waiting {
@@ -63,7 +65,14 @@ impl Pending {
             group,
             partition,
             queue: VecDeque::new(),
+            failed: false,
         }
+    }
+
+    /// Whether an input failed since the partition started (a produce, or deferred work):
+    /// the inputs after it are settled but never done, so the commit never passes it.
+    pub(super) fn has_failed(&self) -> bool {
+        self.failed
     }
 
     /// Number of waiting inputs.
@@ -146,6 +155,7 @@ impl Pending {
                     };
                     // Polled again, the failed entry would answer at once, forever.
                     let failed = self.queue.pop_front().map(|w| w.key);
+                    self.failed = true;
                     return Poll::Ready(Err(Failed {
                         error,
                         table_key: failed.filter(|_| wrote_table),

@@ -11,8 +11,11 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use futures::FutureExt;
+
+use super::consumer::panic_text;
 use super::partition::read_table;
-use super::Shared;
+use super::{ProcessorError, Shared};
 use crate::storage::Storage;
 use crate::table::{next_of_any, Step};
 
@@ -44,12 +47,23 @@ impl Standbys {
             return;
         }
         let stop = shared.cancel.child_token();
-        let handle = runtime.spawn(follow(
-            shared.clone(),
-            topics.to_vec(),
-            partition,
-            stop.clone(),
-        ));
+        let following = follow(shared.clone(), topics.to_vec(), partition, stop.clone());
+        let shared = shared.clone();
+        let handle = runtime.spawn(async move {
+            // Standby never decides what a table holds, but a panic in it (storage, a codec)
+            // is a fault like one in the partition's task: the processor stops, naming it.
+            match std::panic::AssertUnwindSafe(following).catch_unwind().await {
+                Ok(storages) => storages,
+                Err(panic) => {
+                    shared.fail(ProcessorError::PartitionPanicked {
+                        group: shared.group,
+                        partition,
+                        message: format!("hot standby panicked: {}", panic_text(&*panic)),
+                    });
+                    Storages::new()
+                }
+            }
+        });
         partitions.insert(partition, Standby { stop, handle });
     }
 
@@ -65,6 +79,8 @@ impl Standbys {
             return Storages::new();
         };
         standby.stop.cancel();
+        // A standby that panicked stopped the processor already; the takeover recovers in
+        // full meanwhile.
         standby.handle.await.unwrap_or_default()
     }
 

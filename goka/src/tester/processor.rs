@@ -13,7 +13,8 @@ use crate::context::{Outgoing, PartitionResources};
 use crate::graph::GroupGraph;
 use crate::kafka::ConsumedMessage;
 use crate::partitioner::Partitioner;
-use crate::processor::handle::{handle, Policies};
+use crate::processor::handle::handle;
+use crate::processor::policies::Policies;
 use crate::processor::{prepare_topics, Group, ProcessorConfig, ProcessorError};
 use crate::storage::{Storage, StorageError};
 use crate::view::ViewBuilder;
@@ -149,7 +150,7 @@ impl<P: Group> Tested<P> {
                 timers: timers
                     .as_ref()
                     .map(|t| crate::timer::PartitionTimers::new(t[p].clone() as Arc<dyn Storage>)),
-                late_letters: crate::processor::handle::late_letter_topic::<P>(&config),
+                late_letters: crate::processor::policies::late_letter_topic::<P>(&config),
             })
             .collect();
         Ok(Self {
@@ -218,7 +219,7 @@ impl<P: Group> Driven for Tested<P> {
                 return Ok(0);
             };
             let policies = Policies::of::<P>(&self.config);
-            crate::processor::handle::handle_tick(
+            let fired = crate::processor::handle::handle_tick(
                 &self.group,
                 resources,
                 partition,
@@ -226,7 +227,9 @@ impl<P: Group> Driven for Tested<P> {
                 policies,
                 outgoing,
             )
-            .await
+            .await?;
+            // Timers removed or dead-lettered count as fired: what they caused is handled.
+            Ok(fired.fired + fired.undecodable + fired.dead_lettered)
         }
         .boxed()
     }

@@ -123,6 +123,15 @@ pub enum ViewError {
         /// The table topic.
         topic: &'static str,
     },
+    /// A view that others read (a processor's lookup table) ended before it was told to stop:
+    /// its task panicked, or returned without an error.
+    #[error("view of table {topic:?} ended while in use: {reason}")]
+    Ended {
+        /// The table topic.
+        topic: &'static str,
+        /// What ended it.
+        reason: String,
+    },
 }
 
 impl ViewError {
@@ -450,10 +459,6 @@ impl ViewInner {
         self.partitions[p as usize % self.partitions.len()]
             .storage
             .get(key)
-    }
-
-    pub(crate) fn topic(&self) -> &'static str {
-        self.topic
     }
 }
 
