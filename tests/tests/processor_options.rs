@@ -617,6 +617,59 @@ impl Visited {
     }
 }
 
+/// `visit_all` answers once what the visit wrote is acknowledged: while the broker takes no
+/// writes it does not answer, and once it does, the visit's rows are in the changelog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visit_all_answers_once_what_the_visit_wrote_is_acknowledged() {
+    let broker = TestBroker::start_behind_proxy();
+    let proxy = broker.proxy().unwrap();
+    let notes = emitter(&broker).await;
+    let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        notes.emit_sync(key, &"hi".into()).await.unwrap();
+    }
+    let processor = Arc::new(Processor::new(
+        Visited,
+        client(&broker),
+        ProcessorConfig {
+            storage: Arc::new(MemoryBuilder),
+            new_group_start: GroupStart::Oldest,
+            ..Default::default()
+        },
+    ));
+    let run = {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    eventually(
+        Duration::from_secs(60),
+        || keys.iter().all(|k| processor.get(k).unwrap().is_some()),
+        || "not every note was kept".to_owned(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.set_mode(goka_tests::ProxyMode::Stall);
+    proxy.cut();
+    let visit = tokio::spawn({
+        let processor = processor.clone();
+        async move { processor.visit_all::<Shout>("!".into()).await }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !visit.is_finished(),
+        "visit_all answered while its writes could not reach the broker: {:?}",
+        visit.await
+    );
+    proxy.set_mode(goka_tests::ProxyMode::Forward);
+    let visited = tokio::time::timeout(Duration::from_secs(30), visit)
+        .await
+        .expect("visit_all answers once the broker takes writes again")
+        .unwrap()
+        .unwrap();
+    assert_eq!(visited, 10);
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visit_all_visits_every_key_of_every_owned_partition_on_a_running_processor() {
     let broker = TestBroker::start();

@@ -481,3 +481,62 @@ async fn a_hot_standby_takes_the_windows_over_and_closes_them_once() {
     );
     second_running.stop().await;
 }
+
+goka::visitor!(
+    /// Adds its value to the current minute of every user.
+    pub Bonus: u64
+);
+
+/// Keeps that a user clicked; a visit adds a bonus to the user's current minute, whose final
+/// count is said when it closes.
+#[goka::processor(group = "window-bonus")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[persist(value = u64, codec = Json)]
+#[window(window = PerMinute, on_close = Self::minute_closed)]
+#[visit(visitor = Bonus, handler = Self::on_bonus)]
+#[output(topic = Alerts)]
+#[derive(Debug, Default)]
+pub struct BonusCounter;
+
+impl BonusCounter {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, _page: String) -> Result<(), CallbackError> {
+        ctx.set_value(&1)
+    }
+
+    fn on_bonus(&self, ctx: &mut Context<'_, Self>, bonus: u64) -> Result<(), CallbackError> {
+        ctx.window::<PerMinute>()?
+            .update(|_, count| count.unwrap_or(0) + bonus)?;
+        Ok(())
+    }
+
+    fn minute_closed(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        closed: ClosedWindow<u64>,
+    ) -> Result<(), CallbackError> {
+        let user = ctx.key().clone();
+        ctx.emit::<Alerts>(
+            &user,
+            &format!("{} from {}", closed.value, closed.window.start / 1000),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_window_row_written_by_a_visit_closes_like_any_other() {
+    let mut tester = Tester::new();
+    tester.register(BonusCounter).await.unwrap();
+    let mut alerts = tester.track::<Alerts>();
+    click(&mut tester, "ann", 1_000).await;
+    tester.set_time(UNIX_EPOCH + Duration::from_millis(30_000));
+    let visited = tester.visit_all::<BonusCounter, Bonus>(5).await.unwrap();
+    assert_eq!(visited, 1);
+    alerts.expect_empty();
+    // Stream time passes ann's minute and its grace: the visit's window closes.
+    click(&mut tester, "bob", 200_000).await;
+    let alert = alerts.next().unwrap().expect("ann's minute closed");
+    assert_eq!(
+        (alert.key.as_str(), alert.value.as_deref()),
+        ("ann", Some("5 from 0"))
+    );
+}

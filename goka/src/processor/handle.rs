@@ -271,6 +271,10 @@ pub(crate) async fn handle_visit<P: Group>(
     .await;
     let failed = match outcome {
         Ok(Ok(())) => {
+            // Window rows a visit writes close and drop like any others.
+            if !resources.windows.tables.is_empty() {
+                index_windows(resources, outgoing);
+            }
             if !policies.default_headers.is_empty() {
                 outgoing.add_default_headers(policies.default_headers);
             }

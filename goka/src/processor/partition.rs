@@ -450,9 +450,16 @@ impl<P: Group> PartitionTask<P> {
             visitor,
             message,
         };
-        let outcome = self
+        let mut outcome = self
             .visit_keys(resources, visitor, &*value, outgoing, pending, unconfirmed)
             .await;
+        if let Ok(Visited::All(_)) = outcome {
+            // The visit is done once what it wrote is acknowledged: a caller reading the
+            // table's changelog after `visit_all` returned finds every row there.
+            if let Err(error) = self.settle(resources, pending, unconfirmed).await {
+                outcome = Err(error);
+            }
+        }
         let (answer, result) = match outcome {
             Ok(Visited::All(count)) => (Ok(count), Ok(())),
             Ok(Visited::Stopped { visited, total }) => (
@@ -484,14 +491,14 @@ impl<P: Group> PartitionTask<P> {
         let Some(table) = &resources.table else {
             return Ok(Visited::All(0));
         };
-        // The keys as they are now: rows the visit writes do not move the iteration.
-        let keys: Vec<Vec<u8>> = table
-            .iter()
-            .map_err(storage_error)?
-            .map(|row| row.map(|(key, _)| key))
-            .collect::<Result<_, _>>()
-            .map_err(storage_error)?;
-        let total = keys.len() as u64;
+        // A visit handler writes only its own key's row and no input is handled meanwhile:
+        // the keys stay those counted here, and are read a chunk at a time in key order
+        // instead of all into memory.
+        let mut total = 0u64;
+        for row in table.iter().map_err(storage_error)? {
+            row.map_err(storage_error)?;
+            total += 1;
+        }
         let progress = |visited: u64, finished: bool| {
             self.shared
                 .visit_progress
@@ -525,44 +532,75 @@ impl<P: Group> PartitionTask<P> {
             timestamp: Some(crate::kafka::now_millis()),
             headers: crate::kafka::Headers::new(),
         };
-        for (visited, key) in keys.into_iter().enumerate() {
-            if self.stop.is_cancelled() {
-                progress(visited as u64, false);
-                return Ok(Visited::Stopped {
-                    visited: visited as u64,
-                    total,
-                });
-            }
-            // What earlier keys produced must be acknowledged before too much waits.
-            while pending.len() >= MAX_IN_FLIGHT {
-                match pending.next_done().await {
-                    Ok(done) => self.complete(resources, done)?,
-                    Err(failed) => {
-                        unconfirmed.extend(failed.table_key);
-                        return Err(failed.error);
-                    }
+        let mut visited = 0u64;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let keys =
+                keys_after(&**table, after.as_deref(), VISIT_CHUNK).map_err(storage_error)?;
+            let Some(last) = keys.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for key in keys {
+                if self.stop.is_cancelled() {
+                    progress(visited, false);
+                    return Ok(Visited::Stopped { visited, total });
                 }
-            }
-            message.key = key;
-            handle_visit(
-                &*self.group,
-                resources,
-                &message,
-                visitor,
-                value,
-                policies,
-                outgoing,
-            )
-            .await?;
-            self.send(resources, &message, outgoing, pending, unconfirmed)
+                // What earlier keys produced must be acknowledged before too much waits.
+                while pending.len() >= MAX_IN_FLIGHT {
+                    self.settle_oldest(resources, pending, unconfirmed).await?;
+                }
+                message.key = key;
+                handle_visit(
+                    &*self.group,
+                    resources,
+                    &message,
+                    visitor,
+                    value,
+                    policies,
+                    outgoing,
+                )
                 .await?;
-            if visited % 256 == 0 {
-                progress(visited as u64 + 1, false);
+                self.send(resources, &message, outgoing, pending, unconfirmed)
+                    .await?;
+                if visited % 256 == 0 {
+                    progress(visited + 1, false);
+                }
+                visited += 1;
+                tokio::task::consume_budget().await;
             }
-            tokio::task::consume_budget().await;
         }
-        progress(total, true);
-        Ok(Visited::All(total))
+        progress(visited, true);
+        Ok(Visited::All(visited))
+    }
+
+    /// Waits for the oldest input in `pending` and completes it.
+    async fn settle_oldest(
+        &self,
+        resources: &PartitionResources,
+        pending: &mut Pending,
+        unconfirmed: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ProcessorError> {
+        match pending.next_done().await {
+            Ok(done) => self.complete(resources, done),
+            Err(failed) => {
+                unconfirmed.extend(failed.table_key);
+                Err(failed.error)
+            }
+        }
+    }
+
+    /// Waits until everything in `pending` is acknowledged, completing it.
+    async fn settle(
+        &self,
+        resources: &PartitionResources,
+        pending: &mut Pending,
+        unconfirmed: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ProcessorError> {
+        while !pending.is_empty() {
+            self.settle_oldest(resources, pending, unconfirmed).await?;
+        }
+        Ok(())
     }
 
     /// Handles the messages of `batch` one by one, each read into `message`, and queues each
@@ -872,5 +910,43 @@ fn table_error(group: &'static str, topic: &'static str, error: TableError) -> P
                 message: decode.to_string(),
             },
         },
+    }
+}
+
+/// How many keys a visit reads from storage at a time.
+const VISIT_CHUNK: usize = 1_024;
+
+/// Up to `count` keys of `table` after `after` (from the first without it), in key order.
+fn keys_after(
+    table: &dyn crate::storage::Storage,
+    after: Option<&[u8]>,
+    count: usize,
+) -> Result<Vec<Vec<u8>>, crate::storage::StorageError> {
+    // The smallest key greater than `after` is `after` followed by a zero byte.
+    let start = after.map(|after| [after, &[0]].concat());
+    let range = crate::storage::KeyRange { start, end: None };
+    table
+        .range(range)?
+        .take(count)
+        .map(|row| row.map(|(key, _)| key))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keys_after;
+    use crate::storage::{MemoryStorage, Storage};
+
+    #[test]
+    fn a_visit_reads_the_keys_in_chunks_each_after_the_last() {
+        let table = MemoryStorage::new("t", 0);
+        for key in [&b"a"[..], b"ab", b"b", b"c"] {
+            table.set(key, b"v").unwrap();
+        }
+        let first = keys_after(&table, None, 2).unwrap();
+        assert_eq!(first, [b"a".to_vec(), b"ab".to_vec()]);
+        let second = keys_after(&table, Some(b"ab"), 2).unwrap();
+        assert_eq!(second, [b"b".to_vec(), b"c".to_vec()]);
+        assert!(keys_after(&table, Some(b"c"), 2).unwrap().is_empty());
     }
 }
