@@ -294,14 +294,17 @@ async fn the_update_callback_applies_the_group_tables_changelog_on_recovery() {
 }
 
 /// Keeps the last note; a note "defer" finishes its work in another task once the gate
-/// opens, "fail-later" fails it there, "forget" drops the handle, and "defer-then-err"
-/// defers work that finishes once the gate opens and then fails the handler.
+/// opens, "fail-later" fails it there, "forget" drops the handle, "defer-then-err" defers
+/// work that finishes once the gate opens and then fails the handler, and "hold" defers work
+/// that finishes once the gate opens or gives up when its partition stops.
 #[goka::processor(group = "option-deferred")]
 #[input(topic = Notes, handler = Self::on_note)]
 #[persist(value = String, codec = StringCodec)]
 #[derive(Debug)]
 pub struct Deferring {
     gate: Arc<tokio::sync::Semaphore>,
+    /// How many "hold" deferrals were told that their partition stopped.
+    told: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Deferring {
@@ -325,6 +328,23 @@ impl Deferring {
                 });
             }
             "forget" => drop(ctx.defer_commit()),
+            "hold" => {
+                let commit = ctx.defer_commit();
+                let (gate, told) = (self.gate.clone(), self.told.clone());
+                let stopped = ctx.cancellation().clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        permit = gate.acquire() => {
+                            let _permit = permit;
+                            commit.done();
+                        }
+                        () = stopped.cancelled() => {
+                            told.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            drop(commit);
+                        }
+                    }
+                });
+            }
             "defer-then-err" => {
                 let commit = ctx.defer_commit();
                 let gate = self.gate.clone();
@@ -349,14 +369,33 @@ fn deferring_with(
     gate: &Arc<tokio::sync::Semaphore>,
     handler_errors: goka::processor::HandlerErrorPolicy,
 ) -> Arc<Processor<Deferring>> {
+    deferring_configured(
+        broker,
+        gate,
+        &Arc::default(),
+        ProcessorConfig {
+            handler_errors,
+            ..Default::default()
+        },
+    )
+}
+
+fn deferring_configured(
+    broker: &TestBroker,
+    gate: &Arc<tokio::sync::Semaphore>,
+    told: &Arc<std::sync::atomic::AtomicUsize>,
+    config: ProcessorConfig,
+) -> Arc<Processor<Deferring>> {
     Arc::new(Processor::new(
-        Deferring { gate: gate.clone() },
+        Deferring {
+            gate: gate.clone(),
+            told: told.clone(),
+        },
         client(broker),
         ProcessorConfig {
             storage: Arc::new(MemoryBuilder),
             new_group_start: GroupStart::Oldest,
-            handler_errors,
-            ..Default::default()
+            ..config
         },
     ))
 }
@@ -472,6 +511,82 @@ async fn failed_deferred_work_is_never_committed_past() {
         goka_tests::committed_offset(&broker, "option-deferred", "option-notes", partition),
         Some(1)
     );
+}
+
+/// Deferred work that does not finish holds a revoke (and the group's rebalance) for
+/// `drain_timeout` at most, and learns of it from `ctx.cancellation()`; the message is not
+/// committed, so the partition's next owner handles it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_waits_for_deferred_work_at_most_the_drain_timeout_and_tells_it() {
+    use goka::partitioner::Partitioner;
+    let broker = TestBroker::start();
+    let notes = emitter(&broker).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let told = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let config = || ProcessorConfig {
+        drain_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let first = deferring_configured(&broker, &gate, &told, config());
+    let first_run = {
+        let processor = first.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    // A held deferral on each partition: whichever moves, its revoke has one to wait for.
+    let keys: Vec<String> = (0..2)
+        .map(|p| {
+            (0..)
+                .map(|i| format!("k{i}"))
+                .find(|k| {
+                    goka::partitioner::GokaPartitioner.partition(k.as_bytes(), PARTITIONS) == p
+                })
+                .unwrap()
+        })
+        .collect();
+    for key in &keys {
+        notes.emit_sync(key, &"hold".into()).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(60),
+        || {
+            keys.iter()
+                .all(|k| first.get(k).unwrap().as_deref() == Some("hold"))
+        },
+        || {
+            format!(
+                "{:?}",
+                keys.iter().map(|k| first.get(k)).collect::<Vec<_>>()
+            )
+        },
+    )
+    .await;
+    let second = deferring_configured(&broker, &gate, &told, config());
+    let second_run = {
+        let processor = second.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    eventually(
+        Duration::from_secs(60),
+        || {
+            !second.partitions().is_empty()
+                && first.partitions().len() + second.partitions().len() == 2
+        },
+        || {
+            format!(
+                "the rebalance did not finish: first {:?}, second {:?}",
+                first.partitions(),
+                second.partitions()
+            )
+        },
+    )
+    .await;
+    assert!(
+        told.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the deferred work of the revoked partition was not told"
+    );
+    // Stopping with deferrals still held does not fail either run.
+    second_run.stop().await;
+    first_run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

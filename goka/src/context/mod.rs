@@ -264,8 +264,10 @@ impl<'c, P: Group> Context<'c, P> {
         }
     }
 
-    /// Fires when the processor shuts down (goka's `Context.Context()`); long async work in a
-    /// handler can stop early on it.
+    /// Fires when this message's partition stops here: taken away in a rebalance, or the
+    /// processor shutting down (goka's `Context.Context()`). Long async work in a handler,
+    /// and work it deferred, can stop early on it: the partition's next owner handles the
+    /// message again (see `ProcessorConfig::drain_timeout`).
     pub fn cancellation(&self) -> &CancellationToken {
         &self.resources.cancel
     }

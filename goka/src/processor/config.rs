@@ -70,6 +70,13 @@ pub struct ProcessorConfig {
     /// an error saying so (or the error that stopped it): what was not committed is handled
     /// again by the partitions' next owner. Default: 30 s.
     pub stop_timeout: Duration,
+    /// How long a partition that stops (revoked in a rebalance, or the processor stopping)
+    /// waits for the deliveries and the deferred work of the messages it handled. A revoke
+    /// holds the group's rebalance until its partitions finished, so one slow deferred call
+    /// must not hold it for long: what is not done by then is not committed, and the next
+    /// owner handles it again. Deferred work learns of the stop from `ctx.cancellation()`.
+    /// Default: 10 s.
+    pub drain_timeout: Duration,
     /// Keep the tables of the partitions this instance does not own up to date, from the
     /// moment it starts (goka's `WithHotStandby`): a rebalance that hands it a partition
     /// then reads only what was written since, instead of recovering the whole table. Costs
@@ -175,6 +182,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("partition_queue_bytes", &self.partition_queue_bytes)
             .field("commit_interval", &self.commit_interval)
             .field("stop_timeout", &self.stop_timeout)
+            .field("drain_timeout", &self.drain_timeout)
             .field("hot_standby", &self.hot_standby)
             .field("default_headers", &self.default_headers)
             .field("middleware", &self.middleware.is_some())
@@ -202,6 +210,7 @@ impl Default for ProcessorConfig {
             partition_queue_bytes: 16 << 20,
             commit_interval: Duration::from_millis(500),
             stop_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
             hot_standby: false,
             default_headers: Headers::new(),
             middleware: None,

@@ -74,7 +74,7 @@ impl<P: Group> PartitionTask<P> {
         shared.set_partition_state(partition, super::PartitionState::Recovering);
         // A partition followed in hot standby hands over its tables, nearly recovered.
         let handed_over = shared.standbys.take(partition).await;
-        let mut resources = self.open_storages(handed_over)?;
+        let resources = self.open_storages(handed_over)?;
         let mut joined = Vec::new();
         match self.recover_tables(&resources, &mut joined).await {
             Ok(true) => {}
@@ -92,7 +92,6 @@ impl<P: Group> PartitionTask<P> {
             partition,
             "partition recovered; processing"
         );
-        resources.cancel = shared.cancel.clone();
 
         let result = self
             .process_loop(&resources, &mut inputs, &mut joined, &mut visits)
@@ -246,7 +245,8 @@ impl<P: Group> PartitionTask<P> {
             lookups: shared.lookups.clone(),
             partition_counts: shared.partition_counts.clone(),
             partitioner: shared.config.partitioner.clone(),
-            cancel: shared.cancel.clone(),
+            // Fires when the partition is revoked or the processor stops.
+            cancel: self.stop.clone(),
             windows,
             timers,
             late_letters: super::policies::late_letter_topic::<P>(&shared.config),
@@ -317,10 +317,31 @@ impl<P: Group> PartitionTask<P> {
         // failed produce or failed deferred work (here, in a visit or before the loop
         // stopped) nothing later is reported done: the commit must never pass the message
         // whose output was lost or whose work did not finish.
+        //
+        // The wait is bounded (`drain_timeout`): a revoke waits for it, and with it the whole
+        // group's rebalance. What is not done by then is not committed; the next owner
+        // handles it again. Deferred work is told by the partition's token
+        // (`ctx.cancellation()`), and deferred work that fails or is dropped once the
+        // partition stops (not for a failure of its own) is handled again the same way
+        // instead of stopping the processor.
         let mut produce_failed =
             pending.has_failed() || matches!(failure, Some(ProcessorError::HandlerProduce { .. }));
+        let stopping = failure.is_none();
+        let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;
         while !pending.is_empty() {
-            match pending.next_done().await {
+            let Ok(next) = tokio::time::timeout_at(deadline, pending.next_done()).await else {
+                let left = pending.len();
+                unconfirmed.extend(pending.abandon());
+                tracing::warn!(
+                    group = P::GRAPH.group,
+                    partition = self.partition,
+                    messages = left,
+                    "deliveries or deferred work of handled messages did not finish within \
+                     drain_timeout: they are not committed, and the next owner handles them again"
+                );
+                break;
+            };
+            match next {
                 Ok(done) if !produce_failed => {
                     if let Err(error) = self.complete(resources, done) {
                         failure.get_or_insert(error);
@@ -328,6 +349,10 @@ impl<P: Group> PartitionTask<P> {
                 }
                 // Acknowledged, so its rows are in the changelog; but not done.
                 Ok(_) => {}
+                Err(failed) if failed.deferred && stopping => {
+                    produce_failed = true;
+                    tracing::warn!(group = P::GRAPH.group, partition = self.partition, error = %failed.error, "deferred work ended without finishing as the partition stopped: the next owner handles the message again");
+                }
                 Err(failed) => {
                     produce_failed = true;
                     unconfirmed.extend(failed.table_key);

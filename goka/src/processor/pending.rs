@@ -36,6 +36,8 @@ pub(super) struct Failed {
     /// The input's key if the handler wrote the group table's row: the local row may hold a
     /// value its changelog never received.
     pub(super) table_key: Option<Vec<u8>>,
+    /// Whether deferred work failed (or its handle was dropped), not a produce.
+    pub(super) deferred: bool,
 }
 
 /// The waiting inputs of one partition.
@@ -102,6 +104,21 @@ impl Pending {
         });
     }
 
+    /// Gives up on every waiting input: none of them is done. Returns the keys of those
+    /// whose group table write was not acknowledged yet: their local rows may hold values
+    /// their changelog never receives.
+    pub(super) fn abandon(&mut self) -> Vec<Vec<u8>> {
+        self.queue
+            .drain(..)
+            .filter(|waiting| {
+                waiting.acks[waiting.arrived..]
+                    .iter()
+                    .any(|(kind, _)| *kind == OutgoingKind::Changelog)
+            })
+            .map(|waiting| waiting.key)
+            .collect()
+    }
+
     /// The oldest input once all of its acknowledgements arrived, or once one of them failed
     /// (then the input leaves the queue and the error names it). Pending forever while
     /// nothing waits.
@@ -157,6 +174,7 @@ impl Pending {
                     let failed = self.queue.pop_front().map(|w| w.key);
                     self.failed = true;
                     return Poll::Ready(Err(Failed {
+                        deferred,
                         error,
                         table_key: failed.filter(|_| wrote_table),
                     }));
