@@ -426,6 +426,7 @@ impl<T: Stream> Emitter<T> {
             key,
             value,
             headers,
+            timestamp: None,
         }
     }
 

@@ -195,6 +195,7 @@ pub fn read_until_at(
     while !done(&out) && std::time::Instant::now() < deadline {
         match consumer.poll(std::time::Duration::from_millis(100)) {
             Some(Ok(m)) => out.push(RawMessage {
+                timestamp: m.timestamp().to_millis(),
                 partition: m.partition(),
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec).unwrap_or_default(),
@@ -273,6 +274,8 @@ pub struct RawMessage {
     pub value: Option<Vec<u8>>,
     /// Headers.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's timestamp (milliseconds since the epoch), if it has one.
+    pub timestamp: Option<i64>,
 }
 
 /// Produces raw messages (a table's changelog written "by someone else") and waits for each.

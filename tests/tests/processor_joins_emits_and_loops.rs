@@ -243,3 +243,61 @@ async fn a_lookup_table_whose_view_stops_stops_the_processor() {
         "{error}"
     );
 }
+
+/// What a processor produces carries the timestamp of the message that caused it: the
+/// output, the loopback and the group table's changelog keep the input's event time
+/// (`OutputTime::Input`, the default), so a loop handler's stream time is the input's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_loopbacks_and_changelogs_carry_the_inputs_timestamp() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
+    manager
+        .ensure_table(Customers::NAME, PARTITIONS)
+        .await
+        .unwrap();
+    manager
+        .ensure_stream(Shipments::NAME, PARTITIONS)
+        .await
+        .unwrap();
+    manager.ensure_table(Rates::NAME, 1).await.unwrap();
+    manager
+        .ensure_stream(Orders::NAME, PARTITIONS)
+        .await
+        .unwrap();
+    let partition = GokaPartitioner.partition(b"alice", PARTITIONS);
+    // Event time 1970-01-01T00:00:05Z: far from any wall clock.
+    goka_tests::produce_at(
+        &broker,
+        Orders::NAME,
+        partition,
+        &[("alice", "book", 5_000)],
+    )
+    .await;
+    let processor = Arc::new(Processor::new(
+        Router,
+        client.clone(),
+        goka_tests::from_oldest(),
+    ));
+    let running = Running::spawn({
+        let processor = processor.clone();
+        move |cancel| async move { processor.run(cancel).await }
+    });
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || processor.get(&TOTAL_KEY.to_string()).unwrap() == Some(1),
+        || "the loop did not count the order".to_owned(),
+    )
+    .await;
+    let shipments = read_all(&broker, Shipments::NAME, PARTITIONS as i32, 1);
+    assert_eq!(shipments[0].timestamp, Some(5_000), "the output");
+    let loops = read_all(&broker, "router-loop", PARTITIONS as i32, 1);
+    assert_eq!(loops[0].timestamp, Some(5_000), "the loopback");
+    let changelog = read_all(&broker, "router-table", PARTITIONS as i32, 1);
+    assert_eq!(
+        changelog[0].timestamp,
+        Some(5_000),
+        "the loop handler's table write"
+    );
+    running.stop().await;
+}

@@ -115,6 +115,9 @@ pub struct OutgoingRecord<'a> {
     pub value: Option<&'a [u8]>,
     /// Headers.
     pub headers: Option<&'a Headers>,
+    /// The record's timestamp, in milliseconds since the epoch; `None` takes the producer's
+    /// clock.
+    pub timestamp: Option<i64>,
 }
 
 /// Where a produced message was stored.

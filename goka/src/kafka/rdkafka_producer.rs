@@ -197,6 +197,9 @@ impl Producer for RdProducer {
         if let Some(headers) = record.headers {
             rd = rd.headers(super::rdkafka_headers::to_native(headers));
         }
+        if let Some(timestamp) = record.timestamp {
+            rd = rd.timestamp(timestamp);
+        }
         // Counted before it is queued: its report may come before `send` returns.
         if self.shared.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
             // The reporting thread sleeps while nothing is in flight.

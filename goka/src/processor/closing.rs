@@ -16,6 +16,12 @@ use crate::window::partition::DueWindow;
 use crate::window::row::{self, CLOSED};
 use crate::window::{decode_window_key, WindowRange};
 
+/// Windows closed or dropped after one message, at most: the rest follow with the next
+/// messages. A message that moves stream time far (the first after a long pause, a clock
+/// jump) would otherwise close every window of the partition in one go, and hold all
+/// their output in memory at once.
+const CLOSE_AT_ONCE: usize = 1_000;
+
 /// Closes and drops the windows of the partition whose time `message` brought, appending to
 /// `outgoing`. An `on_close` that fails or panics stops the processor, naming the window,
 /// its key and the message that closed it.
@@ -27,7 +33,7 @@ pub(crate) async fn close_windows<P: Group>(
 ) -> Result<(), ProcessorError> {
     let windows = &resources.windows;
     let now = windows.stream_time().unwrap_or_default();
-    for (index, due) in windows.take_due() {
+    for (index, due) in windows.take_due(CLOSE_AT_ONCE) {
         let table = &windows.tables[index];
         let edge = table.edge;
         let topic = edge.edge.topic;

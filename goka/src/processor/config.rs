@@ -77,6 +77,9 @@ pub struct ProcessorConfig {
     /// owner handles it again. Deferred work learns of the stop from `ctx.cancellation()`.
     /// Default: 10 s.
     pub drain_timeout: Duration,
+    /// The timestamp of everything the processor produces: emits, loopbacks, and the
+    /// changelogs of its table, windows and timers. Default [`OutputTime::Input`].
+    pub output_time: OutputTime,
     /// Keep the tables of the partitions this instance does not own up to date, from the
     /// moment it starts (goka's `WithHotStandby`): a rebalance that hands it a partition
     /// then reads only what was written since, instead of recovering the whole table. Costs
@@ -160,6 +163,20 @@ pub enum LatePolicy {
     DeadLetter,
 }
 
+/// The timestamp of what a processor produces ([`ProcessorConfig::output_time`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputTime {
+    /// The timestamp of the message whose handling produced it, as Kafka Streams does: a
+    /// loopback or an output keeps the event time of its cause, so a group that reads it
+    /// (its own loop topic included) sees stream time move as the input's did, also while
+    /// a backlog is worked through. What a visit or a wall-clock timer produces carries the
+    /// time of the visit or the tick.
+    #[default]
+    Input,
+    /// The producer's clock at the time of producing (processing time).
+    Now,
+}
+
 /// A rebalance of a processor instance, as [`ProcessorConfig::rebalance`] sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rebalance {
@@ -183,6 +200,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("commit_interval", &self.commit_interval)
             .field("stop_timeout", &self.stop_timeout)
             .field("drain_timeout", &self.drain_timeout)
+            .field("output_time", &self.output_time)
             .field("hot_standby", &self.hot_standby)
             .field("default_headers", &self.default_headers)
             .field("middleware", &self.middleware.is_some())
@@ -211,6 +229,7 @@ impl Default for ProcessorConfig {
             commit_interval: Duration::from_millis(500),
             stop_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            output_time: OutputTime::default(),
             hot_standby: false,
             default_headers: Headers::new(),
             middleware: None,

@@ -34,7 +34,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::{
-    HandlerErrorPolicy, LatePolicy, NilHandling, ProcessorConfig, Rebalance, RebalanceCallback,
+    HandlerErrorPolicy, LatePolicy, NilHandling, OutputTime, ProcessorConfig, Rebalance,
+    RebalanceCallback,
 };
 pub use self::error::ProcessorError;
 pub use self::group::{

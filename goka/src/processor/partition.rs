@@ -16,6 +16,7 @@ use super::group::Group;
 use super::handle::{handle, handle_visit, Handled};
 use super::pending::{Done, Pending};
 use super::policies::Policies;
+use super::OutputTime;
 use super::{ProcessorError, Shared};
 use crate::context::{Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::{
@@ -728,6 +729,10 @@ impl<P: Group> PartitionTask<P> {
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
         let mut acks = SmallVec::<[(OutgoingKind, crate::kafka::Ack); 2]>::new();
+        let timestamp = match shared.config.output_time {
+            OutputTime::Input => message.timestamp,
+            OutputTime::Now => None,
+        };
         for out in outgoing.iter() {
             let record = OutgoingRecord {
                 topic: out.topic,
@@ -735,6 +740,7 @@ impl<P: Group> PartitionTask<P> {
                 key: out.key,
                 value: out.value,
                 headers: out.headers,
+                timestamp,
             };
             let ack = match crate::kafka::send(&*shared.producer, &record).await {
                 Ok(ack) => ack,

@@ -123,9 +123,10 @@ impl PartitionWindows {
         Ok(())
     }
 
-    /// Every window of every table whose close or drop time stream time reached, removed
-    /// from the index; closes first, each in time order.
-    pub(crate) fn take_due(&self) -> Vec<(usize, DueWindow)> {
+    /// The windows of every table whose close or drop time stream time reached, removed
+    /// from the index, `limit` at most (the rest stay due); a table's closes first, each in
+    /// time order, and its drops only once every close due is taken.
+    pub(crate) fn take_due(&self, limit: usize) -> Vec<(usize, DueWindow)> {
         let Some(now) = self.stream_time() else {
             return Vec::new();
         };
@@ -136,6 +137,9 @@ impl PartitionWindows {
                 if at > now {
                     break;
                 }
+                if out.len() >= limit {
+                    return out;
+                }
                 due.closing.pop_first();
                 due.rows.remove(&row);
                 out.push((index, DueWindow::Close { row }));
@@ -143,6 +147,9 @@ impl PartitionWindows {
             while let Some((at, row)) = due.dropping.first().cloned() {
                 if at > now {
                     break;
+                }
+                if out.len() >= limit {
+                    return out;
                 }
                 due.dropping.pop_first();
                 due.rows.remove(&row);
@@ -273,16 +280,22 @@ mod tests {
         let table = &w.tables[0];
         table.written(&row("a", 0), Some(&val(OPEN, 60_000)));
         assert_eq!(w.advance(Some(69_999)), Some(69_999));
-        assert!(w.take_due().is_empty());
+        assert!(w.take_due(usize::MAX).is_empty());
         w.advance(Some(70_000));
-        assert_eq!(w.take_due(), [(0, DueWindow::Close { row: row("a", 0) })]);
+        assert_eq!(
+            w.take_due(usize::MAX),
+            [(0, DueWindow::Close { row: row("a", 0) })]
+        );
         // The close writes the row again, marked closed: now only its drop is due, at
         // end + grace + size.
         table.written(&row("a", 0), Some(&val(CLOSED, 60_000)));
         w.advance(Some(129_999));
-        assert!(w.take_due().is_empty());
+        assert!(w.take_due(usize::MAX).is_empty());
         w.advance(Some(130_000));
-        assert_eq!(w.take_due(), [(0, DueWindow::Drop { row: row("a", 0) })]);
+        assert_eq!(
+            w.take_due(usize::MAX),
+            [(0, DueWindow::Drop { row: row("a", 0) })]
+        );
     }
 
     #[test]
@@ -306,7 +319,7 @@ mod tests {
         w.index_stored().unwrap();
         assert_eq!(w.stream_time(), Some(60_000));
         w.advance(Some(130_000));
-        let due = w.take_due();
+        let due = w.take_due(usize::MAX);
         assert_eq!(
             due,
             [
@@ -319,5 +332,25 @@ mod tests {
                 (0, DueWindow::Drop { row: row("a", 0) })
             ]
         );
+    }
+
+    #[test]
+    fn at_most_the_limit_of_due_windows_is_taken_at_once_and_the_rest_stay_due() {
+        let w = windows();
+        let table = &w.tables[0];
+        for key in ["a", "b", "c"] {
+            table.written(&row(key, 0), Some(&val(OPEN, 60_000)));
+        }
+        w.advance(Some(500_000));
+        let first = w.take_due(2);
+        assert_eq!(
+            first,
+            [
+                (0, DueWindow::Close { row: row("a", 0) }),
+                (0, DueWindow::Close { row: row("b", 0) })
+            ]
+        );
+        assert_eq!(w.take_due(2), [(0, DueWindow::Close { row: row("c", 0) })]);
+        assert!(w.take_due(2).is_empty());
     }
 }
