@@ -130,42 +130,41 @@ pub(crate) async fn fire_timers<P: Group>(
         })
         .catch_unwind()
         .await;
-        let failed = match called {
-            Ok(Ok(())) => None,
-            Ok(Err(Unfired::Key(error))) => {
-                let why = format!("timer {name} at {at}: its key does not decode: {error}");
-                unfireable::<P>(
-                    resources,
-                    (edge.topic, partition),
-                    (offset, at),
-                    (&row, parsed.key, &payload),
-                    &why,
-                    policies,
-                    outgoing,
-                    &mut outcome,
-                )?;
-                continue;
-            }
+        // A timer that cannot be fired goes by the decode-error policy; one whose handler
+        // fails stops the processor.
+        let (unfired, failed) = match called {
+            Ok(Ok(())) => (None, None),
+            Ok(Err(Unfired::Key(error))) => (
+                Some(format!(
+                    "timer {name} at {at}: its key does not decode: {error}"
+                )),
+                None,
+            ),
             Ok(Err(Unfired::Handler(error))) if error.is_decode() => {
-                let why = format!("timer {name} at {at}: {error}");
-                unfireable::<P>(
-                    resources,
-                    (edge.topic, partition),
-                    (offset, at),
-                    (&row, parsed.key, &payload),
-                    &why,
-                    policies,
-                    outgoing,
-                    &mut outcome,
-                )?;
-                continue;
+                (Some(format!("timer {name} at {at}: {error}")), None)
             }
-            Ok(Err(Unfired::Handler(error))) => Some(error.to_string()),
-            Err(panic) => Some(format!(
-                "panicked: {}",
-                super::consumer::panic_text(&*panic)
-            )),
+            Ok(Err(Unfired::Handler(error))) => (None, Some(error.to_string())),
+            Err(panic) => (
+                None,
+                Some(format!(
+                    "panicked: {}",
+                    super::consumer::panic_text(&*panic)
+                )),
+            ),
         };
+        if let Some(why) = unfired {
+            unfireable::<P>(
+                resources,
+                (edge.topic, partition),
+                (offset, at),
+                (&row, parsed.key, &payload),
+                &why,
+                policies,
+                outgoing,
+                &mut outcome,
+            )?;
+            continue;
+        }
         if let Some(failed) = failed {
             return Err(ProcessorError::Callback {
                 group: P::GRAPH.group,
