@@ -719,3 +719,92 @@ async fn a_member_that_never_finishes_stopping_is_abandoned_and_run_says_so() {
     assert_eq!(processor.state(), goka::processor::PartitionState::Stopped);
     println!("a member stuck stopping: run returned after {took:.1?} with: {error}");
 }
+
+goka::stream!(TimedClicks = "fault-timed-clicks": String as StringCodec);
+goka::timer!(
+    /// Writes its payload to the key's row when it fires.
+    pub Remember: i64 as Int64Codec
+);
+
+/// A click "later" asks a timer, a second of stream time later, to write the clicking
+/// key's row; the handlers of clicks write no row themselves.
+#[goka::processor(group = "fault-timed")]
+#[input(topic = TimedClicks, handler = Self::on_click)]
+#[persist(value = i64, codec = Int64Codec)]
+#[timer(timer = Remember, handler = Self::on_remember)]
+struct Timed;
+
+impl Timed {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, page: String) -> Result<(), CallbackError> {
+        if page != "later" {
+            return Ok(());
+        }
+        let at = ctx.timestamp().unwrap_or_default();
+        ctx.schedule::<Remember>(goka::timer::TimerTime::Stream(at + 1_000), &7)
+    }
+
+    fn on_remember(&self, ctx: &mut Context<'_, Self>, value: i64) -> Result<(), CallbackError> {
+        ctx.set_value(&value)
+    }
+}
+
+/// The changelog write of a row a timer wrote (its key is the timer's, not that of the
+/// message whose stream time fired it) fails: the row that write covered is the one
+/// removed, so the next run on the same disk holds what the changelog holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_changelog_write_of_a_timer_leaves_no_local_row_of_its_key() {
+    let broker = TestBroker::start();
+    goka_tests::ensure_streams(&broker, &["fault-timed-clicks"], 1).await;
+    let client = client(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProcessorConfig {
+        storage: Arc::new(RocksDbBuilder::new(dir.path())),
+        ..goka_tests::from_oldest()
+    };
+    // user-y's click brings stream time past user-x's timer, whose row write fails.
+    goka_tests::produce_at(
+        &broker,
+        "fault-timed-clicks",
+        0,
+        &[("user-x", "later", 1_000), ("user-y", "tick", 5_000)],
+    )
+    .await;
+    let failing = Faulty {
+        inner: client.clone(),
+        fault: Fault::FailingWrites {
+            key: b"user-x",
+            at_queue: false,
+        },
+    };
+    let processor = Processor::new(Timed, Arc::new(failing), config.clone());
+    let error = goka_tests::run_until_error(&processor).await;
+    assert!(
+        error.contains("user-y") && error.contains("injected"),
+        "{error}"
+    );
+
+    let processor = Arc::new(Processor::new(Timed, client.clone(), config));
+    let running = spawn(&processor);
+    tokio::time::timeout(Duration::from_secs(60), processor.recovered())
+        .await
+        .unwrap();
+    let view = View::<GroupTable<Timed>>::builder(client)
+        .build()
+        .await
+        .unwrap();
+    let view_running = Running::spawn({
+        let view = view.clone();
+        move |cancel| async move { view.run(cancel).await }
+    });
+    tokio::time::timeout(Duration::from_secs(60), view.recovered())
+        .await
+        .unwrap();
+    let key = "user-x".to_string();
+    assert_eq!(
+        processor.get(&key).unwrap(),
+        view.get(&key).unwrap(),
+        "the local row of the timer's key agrees with the changelog"
+    );
+    view_running.stop().await;
+    running.stop().await;
+}

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::firing::Fired;
 use super::group::Group;
 use super::handle::{handle, handle_visit, Handled};
-use super::pending::{Done, Pending};
+use super::pending::{Done, LocalWrite, Pending};
 use super::policies::Policies;
 use super::OutputTime;
 use super::{ProcessorError, Shared};
@@ -265,7 +265,7 @@ impl<P: Group> PartitionTask<P> {
         let mut failure = None;
         // Keys whose local row may hold a write its changelog never received: those whose
         // changelog write failed.
-        let mut unconfirmed = Vec::new();
+        let mut unconfirmed: Vec<LocalWrite> = Vec::new();
         // The message being handled and what its handler produces; their buffers serve
         // every message.
         let mut message = ConsumedMessage::empty();
@@ -282,7 +282,7 @@ impl<P: Group> PartitionTask<P> {
                 done = pending.next_done(), if !pending.is_empty() => match done {
                     Ok(done) => self.complete(resources, done),
                     Err(failed) => {
-                        unconfirmed.extend(failed.table_key);
+                        unconfirmed.extend(failed.unconfirmed);
                         Err(failed.error)
                     }
                 },
@@ -356,7 +356,7 @@ impl<P: Group> PartitionTask<P> {
                 }
                 Err(failed) => {
                     produce_failed = true;
-                    unconfirmed.extend(failed.table_key);
+                    unconfirmed.extend(failed.unconfirmed);
                     failure.get_or_insert(failed.error);
                 }
             }
@@ -367,17 +367,15 @@ impl<P: Group> PartitionTask<P> {
         failure.map_or(Ok(()), Err)
     }
 
-    /// After a failed changelog write the local table may hold rows its changelog does not:
-    /// those rows are deleted and the stored offset is reset, so whoever owns the partition
-    /// next recovers the table from the changelog's beginning instead of trusting them.
+    /// After a failed changelog write a local store (the group table, a window table, the
+    /// timers) may hold rows its changelog does not: the rows written are deleted and each
+    /// store's offset is reset, so whoever owns the partition next recovers it from the
+    /// changelog's beginning instead of trusting them.
     fn forget_unconfirmed(
         &self,
         resources: &PartitionResources,
-        keys: &[Vec<u8>],
+        writes: &[LocalWrite],
     ) -> Result<(), ProcessorError> {
-        let Some(table) = &resources.table else {
-            return Ok(());
-        };
         let storage_error = |source| ProcessorError::Storage {
             group: P::GRAPH.group,
             source,
@@ -385,18 +383,39 @@ impl<P: Group> PartitionTask<P> {
         tracing::warn!(
             group = P::GRAPH.group,
             partition = self.partition,
-            rows = keys.len(),
-            "a changelog write failed: the local rows it covered are removed and the partition \
-             recovers from the changelog's beginning when it starts next"
+            rows = writes.len(),
+            "a changelog write failed: the local rows it covered are removed and their stores \
+             recover from the changelog's beginning when the partition starts next"
         );
-        for key in keys {
-            table.delete(key).map_err(storage_error)?;
+        let mut reset: Vec<&Arc<dyn Storage>> = Vec::new();
+        for write in writes {
+            let storage = match write.kind {
+                OutgoingKind::Changelog => resources.table.as_ref(),
+                OutgoingKind::Window => resources
+                    .windows
+                    .table(write.topic)
+                    .map(|table| &table.storage),
+                OutgoingKind::Timer => resources.timers.as_ref().map(|t| &t.storage),
+                _ => None,
+            };
+            let Some(storage) = storage else {
+                continue;
+            };
+            storage.delete(&write.key).map_err(storage_error)?;
+            if !reset.iter().any(|r| Arc::ptr_eq(r, storage)) {
+                reset.push(storage);
+            }
         }
-        self.unsaved_offset.store(-1, Ordering::Relaxed);
-        self.unsaved.store(0, Ordering::Relaxed);
-        table
-            .set_offset(RECOVER_FROM_BEGINNING)
-            .map_err(storage_error)
+        if writes.iter().any(|w| w.kind == OutgoingKind::Changelog) {
+            self.unsaved_offset.store(-1, Ordering::Relaxed);
+            self.unsaved.store(0, Ordering::Relaxed);
+        }
+        for storage in reset {
+            storage
+                .set_offset(RECOVER_FROM_BEGINNING)
+                .map_err(storage_error)?;
+        }
+        Ok(())
     }
 
     fn complete(&self, resources: &PartitionResources, done: Done) -> Result<(), ProcessorError> {
@@ -428,7 +447,7 @@ impl<P: Group> PartitionTask<P> {
         resources: &PartitionResources,
         outgoing: &mut Outgoing,
         pending: &mut Pending,
-        unconfirmed: &mut Vec<Vec<u8>>,
+        unconfirmed: &mut Vec<LocalWrite>,
     ) -> Result<(), ProcessorError> {
         let policies = Policies::of::<P>(&self.shared.config);
         let now = crate::kafka::now_millis();
@@ -464,7 +483,7 @@ impl<P: Group> PartitionTask<P> {
         request: super::visit::VisitRequest,
         outgoing: &mut Outgoing,
         pending: &mut Pending,
-        unconfirmed: &mut Vec<Vec<u8>>,
+        unconfirmed: &mut Vec<LocalWrite>,
     ) -> Result<(), ProcessorError> {
         let super::visit::VisitRequest {
             visitor,
@@ -508,7 +527,7 @@ impl<P: Group> PartitionTask<P> {
         value: &(dyn std::any::Any + Send + Sync),
         outgoing: &mut Outgoing,
         pending: &mut Pending,
-        unconfirmed: &mut Vec<Vec<u8>>,
+        unconfirmed: &mut Vec<LocalWrite>,
     ) -> Result<Visited, ProcessorError> {
         let storage_error = |source| ProcessorError::Storage {
             group: P::GRAPH.group,
@@ -605,12 +624,12 @@ impl<P: Group> PartitionTask<P> {
         &self,
         resources: &PartitionResources,
         pending: &mut Pending,
-        unconfirmed: &mut Vec<Vec<u8>>,
+        unconfirmed: &mut Vec<LocalWrite>,
     ) -> Result<(), ProcessorError> {
         match pending.next_done().await {
             Ok(done) => self.complete(resources, done),
             Err(failed) => {
-                unconfirmed.extend(failed.table_key);
+                unconfirmed.extend(failed.unconfirmed);
                 Err(failed.error)
             }
         }
@@ -621,7 +640,7 @@ impl<P: Group> PartitionTask<P> {
         &self,
         resources: &PartitionResources,
         pending: &mut Pending,
-        unconfirmed: &mut Vec<Vec<u8>>,
+        unconfirmed: &mut Vec<LocalWrite>,
     ) -> Result<(), ProcessorError> {
         while !pending.is_empty() {
             self.settle_oldest(resources, pending, unconfirmed).await?;
@@ -639,7 +658,7 @@ impl<P: Group> PartitionTask<P> {
         message: &mut ConsumedMessage,
         outgoing: &mut Outgoing,
         pending: &mut Pending,
-        unconfirmed: &mut Vec<Vec<u8>>,
+        unconfirmed: &mut Vec<LocalWrite>,
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
         let policies = Policies::of::<P>(&shared.config);
@@ -688,7 +707,7 @@ impl<P: Group> PartitionTask<P> {
         policies: Policies<'_>,
         outgoing: &mut Outgoing,
         pending: &mut Pending,
-        unconfirmed: &mut Vec<Vec<u8>>,
+        unconfirmed: &mut Vec<LocalWrite>,
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
         shared.stats.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -725,10 +744,11 @@ impl<P: Group> PartitionTask<P> {
         message: &ConsumedMessage,
         outgoing: &mut Outgoing,
         pending: &mut Pending,
-        unconfirmed: &mut Vec<Vec<u8>>,
+        unconfirmed: &mut Vec<LocalWrite>,
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
         let mut acks = SmallVec::<[(OutgoingKind, crate::kafka::Ack); 2]>::new();
+        let mut writes = SmallVec::<[LocalWrite; 1]>::new();
         let timestamp = match shared.config.output_time {
             OutputTime::Input => message.timestamp,
             OutputTime::Now => None,
@@ -749,10 +769,16 @@ impl<P: Group> PartitionTask<P> {
                     // nothing of this message is left unaccounted for.
                     let mut lost_row = false;
                     for (kind, ack) in acks {
-                        lost_row |= ack.await.is_err() && kind == OutgoingKind::Changelog;
+                        lost_row |= ack.await.is_err()
+                            && matches!(
+                                kind,
+                                OutgoingKind::Changelog
+                                    | OutgoingKind::Window
+                                    | OutgoingKind::Timer
+                            );
                     }
                     if lost_row {
-                        unconfirmed.push(message.key.clone());
+                        unconfirmed.extend(writes);
                     }
                     return Err(ProcessorError::HandlerProduce {
                         group: P::GRAPH.group,
@@ -782,6 +808,13 @@ impl<P: Group> PartitionTask<P> {
                     group: P::GRAPH.group,
                     source,
                 })?;
+                // The key actually written: a timer's, a window's or a visited one, not
+                // always the input's.
+                writes.push(LocalWrite {
+                    kind: out.kind,
+                    topic: out.topic,
+                    key: out.key.to_vec(),
+                });
             }
             let bytes = out.key.len() + out.value.map_or(0, <[u8]>::len);
             shared.outputs.produced(out.topic, bytes);
@@ -802,6 +835,7 @@ impl<P: Group> PartitionTask<P> {
             message.offset,
             message.key.clone(),
             acks,
+            writes,
         );
         Ok(())
     }

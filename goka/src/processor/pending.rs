@@ -27,15 +27,27 @@ pub(super) struct Done {
     pub(super) changelog: Option<i64>,
 }
 
+/// A write to a partition's local store (its group table, a window table, its timers) made
+/// while its changelog record was on its way: if the record never arrives, the local row
+/// holds what the changelog does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LocalWrite {
+    /// `Changelog` (the group table), `Window` or `Timer`.
+    pub(super) kind: OutgoingKind,
+    /// The changelog topic, which names the window table.
+    pub(super) topic: &'static str,
+    pub(super) key: Vec<u8>,
+}
+
 /// An input message one of whose produced messages failed. It has left the queue: the
 /// inputs after it are settled one by one, never stuck behind it.
 #[derive(Debug)]
 pub(super) struct Failed {
     /// The error, naming the input.
     pub(super) error: ProcessorError,
-    /// The input's key if the handler wrote the group table's row: the local row may hold a
-    /// value its changelog never received.
-    pub(super) table_key: Option<Vec<u8>>,
+    /// The local writes of the input: their rows may hold values their changelogs never
+    /// received.
+    pub(super) unconfirmed: Vec<LocalWrite>,
     /// Whether deferred work failed (or its handle was dropped), not a produce.
     pub(super) deferred: bool,
 }
@@ -54,6 +66,8 @@ struct Waiting {
     offset: i64,
     /// The input's key, to name it if a produce fails.
     key: Vec<u8>,
+    /// The local writes its handling made (most handlers make none or one).
+    writes: SmallVec<[LocalWrite; 1]>,
     /// Acknowledgements still awaited, in send order (most handlers produce one or two).
     acks: SmallVec<[(OutgoingKind, Ack); 2]>,
     /// How many of `acks` arrived.
@@ -93,29 +107,34 @@ impl Pending {
         offset: i64,
         key: Vec<u8>,
         acks: impl IntoIterator<Item = (OutgoingKind, Ack)>,
+        writes: SmallVec<[LocalWrite; 1]>,
     ) {
         self.queue.push_back(Waiting {
             topic,
             offset,
             key,
+            writes,
             acks: acks.into_iter().collect(),
             arrived: 0,
             changelog: None,
         });
     }
 
-    /// Gives up on every waiting input: none of them is done. Returns the keys of those
-    /// whose group table write was not acknowledged yet: their local rows may hold values
-    /// their changelog never receives.
-    pub(super) fn abandon(&mut self) -> Vec<Vec<u8>> {
+    /// Gives up on every waiting input: none of them is done. Returns the local writes of
+    /// those with a changelog record not acknowledged yet: their rows may hold values their
+    /// changelogs never receive.
+    pub(super) fn abandon(&mut self) -> Vec<LocalWrite> {
         self.queue
             .drain(..)
             .filter(|waiting| {
-                waiting.acks[waiting.arrived..]
-                    .iter()
-                    .any(|(kind, _)| *kind == OutgoingKind::Changelog)
+                waiting.acks[waiting.arrived..].iter().any(|(kind, _)| {
+                    matches!(
+                        kind,
+                        OutgoingKind::Changelog | OutgoingKind::Window | OutgoingKind::Timer
+                    )
+                })
             })
-            .map(|waiting| waiting.key)
+            .flat_map(|waiting| waiting.writes)
             .collect()
     }
 
@@ -141,10 +160,6 @@ impl Pending {
                 }
                 Poll::Ready(Err(source)) => {
                     let deferred = *kind == OutgoingKind::Deferred;
-                    let wrote_table = oldest
-                        .acks
-                        .iter()
-                        .any(|(kind, _)| *kind == OutgoingKind::Changelog);
                     let key = String::from_utf8_lossy(&oldest.key).into_owned();
                     let error = if deferred {
                         ProcessorError::Callback {
@@ -171,12 +186,16 @@ impl Pending {
                         }
                     };
                     // Polled again, the failed entry would answer at once, forever.
-                    let failed = self.queue.pop_front().map(|w| w.key);
+                    let unconfirmed = self
+                        .queue
+                        .pop_front()
+                        .map(|w| w.writes.into_vec())
+                        .unwrap_or_default();
                     self.failed = true;
                     return Poll::Ready(Err(Failed {
                         deferred,
                         error,
-                        table_key: failed.filter(|_| wrote_table),
+                        unconfirmed,
                     }));
                 }
             }
@@ -209,6 +228,18 @@ mod tests {
     use crate::kafka::Delivery;
     use futures::FutureExt;
 
+    /// The group table row of `key`, written locally.
+    fn row(key: &[u8]) -> SmallVec<[LocalWrite; 1]> {
+        SmallVec::from_elem(
+            LocalWrite {
+                kind: OutgoingKind::Changelog,
+                topic: "g-table",
+                key: key.to_vec(),
+            },
+            1,
+        )
+    }
+
     fn delivered(offset: i64) -> Ack {
         Ack::ready(Ok(Delivery {
             partition: 0,
@@ -228,12 +259,14 @@ mod tests {
                 (OutgoingKind::Changelog, delivered(40)),
                 (OutgoingKind::Emit, late_ack),
             ],
+            row(b"a"),
         );
         pending.push(
             "in".into(),
             8,
             b"b".to_vec(),
             [(OutgoingKind::Changelog, delivered(41))],
+            row(b"b"),
         );
         assert!(
             pending.next_done().now_or_never().is_none(),
@@ -265,7 +298,7 @@ mod tests {
     #[test]
     fn a_failed_ack_names_its_input() {
         let mut pending = Pending::new("g", 3);
-        pending.push("in".into(), 5, Vec::new(), []);
+        pending.push("in".into(), 5, Vec::new(), [], SmallVec::new());
         pending.push(
             "in".into(),
             6,
@@ -274,6 +307,7 @@ mod tests {
                 OutgoingKind::Emit,
                 Ack::ready(Err(KafkaError::Unacknowledged)),
             )],
+            SmallVec::new(),
         );
         let done = pending
             .next_done()
@@ -296,7 +330,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(failed.table_key, None, "the input wrote no row");
+        assert!(failed.unconfirmed.is_empty(), "the input wrote no row");
     }
 
     #[test]
@@ -313,19 +347,21 @@ mod tests {
                 ),
                 (OutgoingKind::Emit, delivered(3)),
             ],
+            row(b"hot"),
         );
         pending.push(
             "in".into(),
             2,
             b"next".to_vec(),
             [(OutgoingKind::Changelog, delivered(4))],
+            row(b"next"),
         );
         let failed = pending
             .next_done()
             .now_or_never()
             .expect("ready")
             .expect_err("failed");
-        assert_eq!(failed.table_key.as_deref(), Some(&b"hot"[..]));
+        assert_eq!(failed.unconfirmed.to_vec(), row(b"hot").to_vec());
         assert_eq!(pending.len(), 1, "the failed input is gone");
         let next = pending
             .next_done()
