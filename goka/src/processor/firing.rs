@@ -94,86 +94,46 @@ pub(crate) async fn fire_timers<P: Group>(
             .iter()
             .copied()
             .find(|n| *n == parsed.name);
-        let Some(name) = declared else {
-            let why = format!(
+        let attempt = match declared {
+            Some(name) => {
+                let fired = (partition, offset, at);
+                call::<P>(
+                    group, resources, fired, name, parsed.key, &payload, outgoing,
+                )
+                .await
+            }
+            None => Attempt::Unfireable(format!(
                 "timer {:?} at {at} is not declared by the group (renamed or removed)",
                 parsed.name
-            );
-            unfireable::<P>(
-                resources,
-                (edge.topic, partition),
-                (offset, at),
-                (&row, parsed.key, &payload),
-                &why,
-                policies,
-                outgoing,
-                &mut outcome,
-            )?;
-            continue;
+            )),
         };
-        // The timer's stand-in for a message: its key, its name as topic, its time.
-        let firing = ConsumedMessage {
-            topic: Arc::from(name),
-            partition,
-            offset,
-            key: parsed.key.to_vec(),
-            value: None,
-            timestamp: Some(at),
-            headers: crate::kafka::Headers::new(),
-        };
-        let called = AssertUnwindSafe(async {
-            let mut ctx = Context::<P>::new(resources, &firing, outgoing).map_err(Unfired::Key)?;
-            group
-                .fire_timer(&mut ctx, name, &payload)
-                .await
-                .map_err(Unfired::Handler)
-        })
-        .catch_unwind()
-        .await;
-        // A timer that cannot be fired goes by the decode-error policy; one whose handler
-        // fails stops the processor.
-        let (unfired, failed) = match called {
-            Ok(Ok(())) => (None, None),
-            Ok(Err(Unfired::Key(error))) => (
-                Some(format!(
-                    "timer {name} at {at}: its key does not decode: {error}"
-                )),
-                None,
-            ),
-            Ok(Err(Unfired::Handler(error))) if error.is_decode() => {
-                (Some(format!("timer {name} at {at}: {error}")), None)
+        match attempt {
+            Attempt::Fired => {}
+            // A timer that cannot be fired goes by the decode-error policy.
+            Attempt::Unfireable(why) => {
+                unfireable::<P>(
+                    resources,
+                    (edge.topic, partition),
+                    (offset, at),
+                    (&row, parsed.key, &payload),
+                    &why,
+                    policies,
+                    outgoing,
+                    &mut outcome,
+                )?;
+                continue;
             }
-            Ok(Err(Unfired::Handler(error))) => (None, Some(error.to_string())),
-            Err(panic) => (
-                None,
-                Some(format!(
-                    "panicked: {}",
-                    super::consumer::panic_text(&*panic)
-                )),
-            ),
-        };
-        if let Some(why) = unfired {
-            unfireable::<P>(
-                resources,
-                (edge.topic, partition),
-                (offset, at),
-                (&row, parsed.key, &payload),
-                &why,
-                policies,
-                outgoing,
-                &mut outcome,
-            )?;
-            continue;
-        }
-        if let Some(failed) = failed {
-            return Err(ProcessorError::Callback {
-                group: P::GRAPH.group,
-                topic: edge.topic.to_owned(),
-                partition,
-                offset,
-                key: String::from_utf8_lossy(parsed.key).into_owned(),
-                message: format!("timer {name} at {at} failed: {failed}"),
-            });
+            // One whose handler fails stops the processor.
+            Attempt::Failed(message) => {
+                return Err(ProcessorError::Callback {
+                    group: P::GRAPH.group,
+                    topic: edge.topic.to_owned(),
+                    partition,
+                    offset,
+                    key: String::from_utf8_lossy(parsed.key).into_owned(),
+                    message,
+                })
+            }
         }
         let (key, _) = outgoing.scratch();
         key.extend_from_slice(&row);
@@ -191,10 +151,69 @@ pub(crate) async fn fire_timers<P: Group>(
     Ok(outcome)
 }
 
+/// What calling a stored timer's handler came to.
+enum Attempt {
+    Fired,
+    /// It cannot be fired (its key or payload does not decode, its name is not the
+    /// group's): why.
+    Unfireable(String),
+    /// Its handler failed or panicked: the error's text, naming the timer.
+    Failed(String),
+}
+
 /// Why a timer's handler was not called.
 enum Unfired {
     Key(crate::codec::CodecError),
     Handler(crate::context::CallbackError),
+}
+
+/// Calls the handler of timer `name` for `key` with `payload`, as a message at the timer's
+/// time would be handled; `(partition, offset, at)` are the partition, the message that
+/// brought the time and the timer's time.
+async fn call<P: Group>(
+    group: &P,
+    resources: &PartitionResources,
+    (partition, offset, at): (i32, i64, i64),
+    name: &'static str,
+    key: &[u8],
+    payload: &[u8],
+    outgoing: &mut Outgoing,
+) -> Attempt {
+    // The timer's stand-in for a message: its key, its name as topic, its time.
+    let firing = ConsumedMessage {
+        topic: Arc::from(name),
+        partition,
+        offset,
+        key: key.to_vec(),
+        value: None,
+        timestamp: Some(at),
+        headers: crate::kafka::Headers::new(),
+    };
+    let called = AssertUnwindSafe(async {
+        let mut ctx = Context::<P>::new(resources, &firing, outgoing).map_err(Unfired::Key)?;
+        group
+            .fire_timer(&mut ctx, name, payload)
+            .await
+            .map_err(Unfired::Handler)
+    })
+    .catch_unwind()
+    .await;
+    match called {
+        Ok(Ok(())) => Attempt::Fired,
+        Ok(Err(Unfired::Key(error))) => Attempt::Unfireable(format!(
+            "timer {name} at {at}: its key does not decode: {error}"
+        )),
+        Ok(Err(Unfired::Handler(error))) if error.is_decode() => {
+            Attempt::Unfireable(format!("timer {name} at {at}: {error}"))
+        }
+        Ok(Err(Unfired::Handler(error))) => {
+            Attempt::Failed(format!("timer {name} at {at} failed: {error}"))
+        }
+        Err(panic) => Attempt::Failed(format!(
+            "timer {name} at {at} failed: panicked: {}",
+            super::consumer::panic_text(&*panic)
+        )),
+    }
 }
 
 /// A stored timer that cannot be fired, under the decode-error policy: an error naming it
