@@ -748,6 +748,7 @@ impl<P: Group> PartitionTask<P> {
     ) -> Result<(), ProcessorError> {
         let shared = &self.shared;
         let mut acks = SmallVec::<[(OutgoingKind, crate::kafka::Ack); 2]>::new();
+        let mut own_row = None;
         let mut writes = SmallVec::<[LocalWrite; 1]>::new();
         let timestamp = match shared.config.output_time {
             OutputTime::Input => message.timestamp,
@@ -779,6 +780,11 @@ impl<P: Group> PartitionTask<P> {
                     }
                     if lost_row {
                         unconfirmed.extend(writes);
+                        unconfirmed.extend(own_row.map(|topic| LocalWrite {
+                            kind: OutgoingKind::Changelog,
+                            topic,
+                            key: message.key.clone(),
+                        }));
                     }
                     return Err(ProcessorError::HandlerProduce {
                         group: P::GRAPH.group,
@@ -808,13 +814,17 @@ impl<P: Group> PartitionTask<P> {
                     group: P::GRAPH.group,
                     source,
                 })?;
-                // The key actually written: a timer's, a window's or a visited one, not
-                // always the input's.
-                writes.push(LocalWrite {
-                    kind: out.kind,
-                    topic: out.topic,
-                    key: out.key.to_vec(),
-                });
+                // The key actually written: usually the input's own row (kept without a
+                // copy), else a timer's, a window's or a visited one.
+                if out.kind == OutgoingKind::Changelog && out.key == message.key.as_slice() {
+                    own_row = Some(out.topic);
+                } else {
+                    writes.push(LocalWrite {
+                        kind: out.kind,
+                        topic: out.topic,
+                        key: out.key.to_vec(),
+                    });
+                }
             }
             let bytes = out.key.len() + out.value.map_or(0, <[u8]>::len);
             shared.outputs.produced(out.topic, bytes);
@@ -835,6 +845,7 @@ impl<P: Group> PartitionTask<P> {
             message.offset,
             message.key.clone(),
             acks,
+            own_row,
             writes,
         );
         Ok(())

@@ -66,7 +66,10 @@ struct Waiting {
     offset: i64,
     /// The input's key, to name it if a produce fails.
     key: Vec<u8>,
-    /// The local writes its handling made (most handlers make none or one).
+    /// The group table's topic if its handling wrote the input key's row (the usual local
+    /// write, kept without a copy of the key).
+    own_row: Option<&'static str>,
+    /// The other local writes its handling made (a timer's, a window's, another key's).
     writes: SmallVec<[LocalWrite; 1]>,
     /// Acknowledgements still awaited, in send order (most handlers produce one or two).
     acks: SmallVec<[(OutgoingKind, Ack); 2]>,
@@ -107,12 +110,14 @@ impl Pending {
         offset: i64,
         key: Vec<u8>,
         acks: impl IntoIterator<Item = (OutgoingKind, Ack)>,
+        own_row: Option<&'static str>,
         writes: SmallVec<[LocalWrite; 1]>,
     ) {
         self.queue.push_back(Waiting {
             topic,
             offset,
             key,
+            own_row,
             writes,
             acks: acks.into_iter().collect(),
             arrived: 0,
@@ -134,7 +139,7 @@ impl Pending {
                     )
                 })
             })
-            .flat_map(|waiting| waiting.writes)
+            .flat_map(Waiting::local_writes)
             .collect()
     }
 
@@ -189,7 +194,7 @@ impl Pending {
                     let unconfirmed = self
                         .queue
                         .pop_front()
-                        .map(|w| w.writes.into_vec())
+                        .map(Waiting::local_writes)
                         .unwrap_or_default();
                     self.failed = true;
                     return Poll::Ready(Err(Failed {
@@ -208,6 +213,21 @@ impl Pending {
             offset: done.offset,
             changelog: done.changelog,
         }))
+    }
+}
+
+impl Waiting {
+    /// Every local write of the input, its own row included.
+    fn local_writes(self) -> Vec<LocalWrite> {
+        let mut writes = self.writes.into_vec();
+        if let Some(topic) = self.own_row {
+            writes.push(LocalWrite {
+                kind: OutgoingKind::Changelog,
+                topic,
+                key: self.key,
+            });
+        }
+        writes
     }
 }
 
@@ -259,14 +279,16 @@ mod tests {
                 (OutgoingKind::Changelog, delivered(40)),
                 (OutgoingKind::Emit, late_ack),
             ],
-            row(b"a"),
+            Some("g-table"),
+            SmallVec::new(),
         );
         pending.push(
             "in".into(),
             8,
             b"b".to_vec(),
             [(OutgoingKind::Changelog, delivered(41))],
-            row(b"b"),
+            Some("g-table"),
+            SmallVec::new(),
         );
         assert!(
             pending.next_done().now_or_never().is_none(),
@@ -298,7 +320,7 @@ mod tests {
     #[test]
     fn a_failed_ack_names_its_input() {
         let mut pending = Pending::new("g", 3);
-        pending.push("in".into(), 5, Vec::new(), [], SmallVec::new());
+        pending.push("in".into(), 5, Vec::new(), [], None, SmallVec::new());
         pending.push(
             "in".into(),
             6,
@@ -307,6 +329,7 @@ mod tests {
                 OutgoingKind::Emit,
                 Ack::ready(Err(KafkaError::Unacknowledged)),
             )],
+            None,
             SmallVec::new(),
         );
         let done = pending
@@ -347,21 +370,23 @@ mod tests {
                 ),
                 (OutgoingKind::Emit, delivered(3)),
             ],
-            row(b"hot"),
+            Some("g-table"),
+            SmallVec::new(),
         );
         pending.push(
             "in".into(),
             2,
             b"next".to_vec(),
             [(OutgoingKind::Changelog, delivered(4))],
-            row(b"next"),
+            Some("g-table"),
+            SmallVec::new(),
         );
         let failed = pending
             .next_done()
             .now_or_never()
             .expect("ready")
             .expect_err("failed");
-        assert_eq!(failed.unconfirmed.to_vec(), row(b"hot").to_vec());
+        assert_eq!(failed.unconfirmed, row(b"hot").to_vec());
         assert_eq!(pending.len(), 1, "the failed input is gone");
         let next = pending
             .next_done()
