@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the native builds need on a fresh Debian machine (librocksdb-sys needs
-# libclang for bindgen; librdkafka builds with make, a C/C++ compiler, zlib and pkg-config).
+# libclang for bindgen and compiles RocksDB with clang++, see .cargo/config.toml; librdkafka
+# builds with make, a C/C++ compiler, zlib and pkg-config).
 # Skips everything that is already there, so a warm machine pays nothing.
 # `--browser` adds Chromium, which the web monitor's browser test drives headless.
 set -euo pipefail
 
-packages=(libclang-dev zlib1g-dev pkg-config make g++)
+packages=(libclang-dev clang zlib1g-dev pkg-config make g++)
 if [ "${1:-}" = "--browser" ]; then
   packages+=(chromium)
 fi
