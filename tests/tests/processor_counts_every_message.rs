@@ -788,11 +788,17 @@ async fn count_with_nil_handling(
     let processor = Arc::new(Processor::new(Counter, client.clone(), config));
     let (cancel, task) = start(&processor);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    // Five messages on alice's partition (four with a value), one on the empty key's.
-    while processor.stats().messages_in < 6 {
+    // Five messages on alice's partition (four with a value), one on the empty key's: all
+    // six done, that is written and acknowledged (`messages_in` counts a message as its
+    // handling starts, before its row is written).
+    let done = |processor: &Processor<Counter>| -> i64 {
+        processor.done_offsets().iter().map(|o| o.offset).sum()
+    };
+    while done(&processor) < 6 {
         assert!(
             std::time::Instant::now() < deadline,
-            "not every message was handled: {:?}",
+            "not every message was done: {:?} {:?}",
+            processor.done_offsets(),
             processor.stats()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
