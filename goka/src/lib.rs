@@ -18,8 +18,8 @@
 //! | [`topic_manager`] | creating and checking topics |
 //! | [`emitter`] | [`Emitter`](emitter::Emitter): typed producer of a stream topic |
 //! | [`view`] | [`View`](view::View): local, always-catching-up copy of a table |
-//! | [`timer`] | timers per key, at a stream or wall-clock time, kept like a table |
-//! | [`window`] | windowed tables over event time: tumbling, hopping and session windows per key |
+//! | [`timer`](mod@timer) | timers per key, at a stream or wall-clock time, kept like a table |
+//! | [`window`](mod@window) | windowed tables over event time: tumbling, hopping and session windows per key |
 //! | [`storage`] | the local state of a table partition (memory, RocksDB) |
 //! | [`tester`] | deterministic in-memory tests of processors, views and emitters |
 //! | `web` | the web monitor, query page, JSON API and Prometheus metrics (feature `web`) |
