@@ -317,6 +317,26 @@ pub async fn ensure_streams(broker: &TestBroker, topics: &[&str], partitions: u3
     }
 }
 
+/// Creates `topic` with one partition and the topic `configs` given (e.g. a small
+/// `max.message.bytes`, so that the broker refuses a larger record's delivery).
+pub async fn create_topic_with(broker: &TestBroker, topic: &str, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka_config(broker).create().expect("admin client");
+    let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    for (name, value) in configs {
+        new = new.set(name, value);
+    }
+    let created = admin
+        .create_topics([&new], &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("create {topic}: {e}"));
+    for result in created {
+        result.unwrap_or_else(|(name, e)| panic!("create {name}: {e}"));
+    }
+}
+
 /// Produces `(key, value, timestamp)` rows to partition `partition` of `topic` and waits for
 /// each: event-time inputs of window and timer tests. (librdkafka takes a timestamp of 0
 /// for "now".)

@@ -433,3 +433,66 @@ async fn a_stored_timer_that_no_longer_decodes_goes_to_the_dead_letter_topic() {
     assert_eq!(reason.as_deref(), Some(&b"timer"[..]));
     running.stop().await;
 }
+
+goka::stream!(pub SmallAlerts = "timer-small-alerts": String as StringCodec);
+
+/// Nudges a minute of event time after each poke, saying so padded with `pad` bytes: more
+/// than the alerts topic takes when `pad` is large.
+#[goka::processor(group = "timer-padded")]
+#[input(topic = Pokes, handler = Self::on_poke)]
+#[timer(timer = Nudge, handler = Self::on_nudge)]
+#[output(topic = SmallAlerts)]
+#[derive(Debug, Default)]
+pub struct PaddedNudging {
+    pad: usize,
+}
+
+impl PaddedNudging {
+    fn on_poke(&self, ctx: &mut Context<'_, Self>, poke: String) -> Result<(), CallbackError> {
+        let at = ctx.timestamp().unwrap_or_default();
+        ctx.schedule::<Nudge>(TimerTime::Stream(at + QUIET_AFTER), &poke)
+    }
+
+    fn on_nudge(&self, ctx: &mut Context<'_, Self>, poke: String) -> Result<(), CallbackError> {
+        let user = ctx.key().clone();
+        let text = format!("nudge after {poke}{}", " ".repeat(self.pad));
+        ctx.emit::<SmallAlerts>(&user, &text)
+    }
+}
+
+/// On the test broker: when a fired timer's output is not delivered, its tombstone does not
+/// reach the timer changelog either, so the next instance fires the timer again and its
+/// output comes after all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_whose_output_failed_fires_again_after_a_restart() {
+    use goka::processor::{Processor, ProcessorConfig};
+    let broker = TestBroker::start();
+    goka_tests::ensure_streams(&broker, &[Pokes::NAME], 1).await;
+    goka_tests::create_topic_with(&broker, SmallAlerts::NAME, &[("max.message.bytes", "1024")])
+        .await;
+    let config = || ProcessorConfig {
+        storage: std::sync::Arc::new(goka::storage::MemoryBuilder),
+        ..from_oldest()
+    };
+    let pokes = [("ann", "a", 1_000), ("bob", "b", 62_000)];
+    goka_tests::produce_at(&broker, Pokes::NAME, 0, &pokes).await;
+    // The poke at 62 s fires ann's nudge (due at 61 s): its alert is too large for the topic.
+    let failing = Processor::new(PaddedNudging { pad: 4_000 }, client(&broker), config());
+    let error = goka_tests::run_until_error(&failing).await;
+    assert!(error.contains("offset 1"), "{error}");
+
+    let processor = std::sync::Arc::new(Processor::new(
+        PaddedNudging { pad: 0 },
+        client(&broker),
+        config(),
+    ));
+    let running = {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    assert_eq!(
+        goka_tests::read_pairs(&broker, SmallAlerts::NAME, 1, Duration::from_secs(30)),
+        [("ann".to_owned(), "nudge after a".to_owned())]
+    );
+    running.stop().await;
+}

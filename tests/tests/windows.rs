@@ -540,3 +540,133 @@ async fn a_window_row_written_by_a_visit_closes_like_any_other() {
         ("ann", Some("5 from 0"))
     );
 }
+
+/// On the test broker: a window that closed before a restart stays closed after it. The
+/// stream time committed with the input offsets is restored, not only a lower bound of it
+/// (the latest window start, 60 s here): a late click for the first minute is late, and the
+/// minute does not open and close a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_closed_before_a_restart_stays_closed_after_it() {
+    let broker = TestBroker::start();
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME, Alerts::NAME], 1).await;
+
+    let (_, running) = start(&broker);
+    produce_clicks(&broker, &[("ann", 1_000), ("bob", 119_000)]).await;
+    // Stream time 119 s passed ann's first minute (closes at 70 s).
+    assert_eq!(
+        alerts(&broker, 1),
+        [("ann".to_owned(), "1 clicks from 0".to_owned())]
+    );
+    running.stop().await;
+
+    let (processor, running) = start(&broker);
+    let per_minute = |processor: &goka::processor::Processor<Counter>| {
+        processor
+            .partition_stats()
+            .iter()
+            .flat_map(|p| p.windows.clone())
+            .find(|w| w.window == "per-minute")
+    };
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || per_minute(&processor).is_some_and(|w| w.stream_time == Some(119_000)),
+        || format!("stream time not restored: {:?}", per_minute(&processor)),
+    )
+    .await;
+    produce_clicks(&broker, &[("ann", 30_000)]).await;
+    goka_tests::eventually(
+        Duration::from_secs(30),
+        || per_minute(&processor).is_some_and(|w| w.late == 1),
+        || {
+            format!(
+                "the click at 30 s is not late: {:?}",
+                per_minute(&processor)
+            )
+        },
+    )
+    .await;
+    // Past bob's minute: it closes; ann's first minute does not close again.
+    produce_clicks(&broker, &[("cat", 200_000)]).await;
+    let mut closed = goka_tests::read_pairs(&broker, Alerts::NAME, 3, Duration::from_secs(10));
+    closed.sort();
+    assert_eq!(
+        closed,
+        [
+            ("ann".to_owned(), "1 clicks from 0".to_owned()),
+            ("bob".to_owned(), "1 clicks from 60".to_owned())
+        ]
+    );
+    running.stop().await;
+}
+
+goka::stream!(pub SmallAlerts = "window-small-alerts": String as StringCodec);
+
+/// Says each minute's count, padded with `pad` bytes: more than the alerts topic takes when
+/// `pad` is large.
+#[goka::processor(group = "window-padded")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[window(window = PerMinute, on_close = Self::minute_closed)]
+#[output(topic = SmallAlerts)]
+#[derive(Debug, Default)]
+pub struct PaddedCounter {
+    pad: usize,
+}
+
+impl PaddedCounter {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, _page: String) -> Result<(), CallbackError> {
+        ctx.window::<PerMinute>()?
+            .update(|_, count| count.unwrap_or(0) + 1)?;
+        Ok(())
+    }
+
+    fn minute_closed(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        closed: ClosedWindow<u64>,
+    ) -> Result<(), CallbackError> {
+        let user = ctx.key().clone();
+        let text = format!(
+            "{} clicks from {}{}",
+            closed.value,
+            closed.window.start / 1000,
+            " ".repeat(self.pad)
+        );
+        ctx.emit::<SmallAlerts>(&user, &text)
+    }
+}
+
+/// On the test broker: when the output of `on_close` is not delivered, the window's closed
+/// mark does not reach its changelog either, so the next instance closes the window again
+/// and its output comes after all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_whose_on_close_output_failed_closes_again_after_a_restart() {
+    use goka::processor::{Processor, ProcessorConfig};
+    let broker = TestBroker::start();
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME], 1).await;
+    goka_tests::create_topic_with(&broker, SmallAlerts::NAME, &[("max.message.bytes", "1024")])
+        .await;
+    let config = || ProcessorConfig {
+        storage: std::sync::Arc::new(goka::storage::MemoryBuilder),
+        ..from_oldest()
+    };
+    produce_clicks(&broker, &[("ann", 1_000), ("bob", 70_000)]).await;
+    // The click at 70 s closes ann's minute: its alert is too large for the topic.
+    let failing = Processor::new(PaddedCounter { pad: 4_000 }, client(&broker), config());
+    let error = goka_tests::run_until_error(&failing).await;
+    assert!(error.contains("offset 1"), "{error}");
+
+    let processor = std::sync::Arc::new(Processor::new(
+        PaddedCounter { pad: 0 },
+        client(&broker),
+        config(),
+    ));
+    let running = {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    assert_eq!(
+        goka_tests::read_pairs(&broker, SmallAlerts::NAME, 1, Duration::from_secs(30)),
+        [("ann".to_owned(), "1 clicks from 0".to_owned())]
+    );
+    running.stop().await;
+}

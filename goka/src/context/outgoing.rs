@@ -41,6 +41,7 @@ struct Meta {
     /// `None` is a tombstone.
     value_len: Option<usize>,
     headers: Option<Headers>,
+    follows: bool,
 }
 
 /// A produced message, borrowed from [`Outgoing`].
@@ -52,6 +53,9 @@ pub(crate) struct OutgoingMessage<'a> {
     pub(crate) key: &'a [u8],
     pub(crate) value: Option<&'a [u8]>,
     pub(crate) headers: Option<&'a Headers>,
+    /// Produced only once every other message of the input was acknowledged (see
+    /// [`Outgoing::push_scratch_following`]).
+    pub(crate) follows: bool,
 }
 
 impl Outgoing {
@@ -101,6 +105,34 @@ impl Outgoing {
         has_value: bool,
         headers: Option<Headers>,
     ) {
+        self.push(kind, topic, partition, has_value, headers, false);
+    }
+
+    /// Appends the changelog write encoded into the scratch buffers that records what the
+    /// messages before it stand for: a window's closed mark after its `on_close` output, a
+    /// fired timer's tombstone after its handler's output. It is produced only once every
+    /// other message of the input was acknowledged, so it never reaches its changelog
+    /// without them: if one fails, a replay finds the window open or the timer stored, and
+    /// closes or fires it again.
+    pub(crate) fn push_scratch_following(
+        &mut self,
+        kind: OutgoingKind,
+        topic: &'static str,
+        partition: i32,
+        has_value: bool,
+    ) {
+        self.push(kind, topic, partition, has_value, None, true);
+    }
+
+    fn push(
+        &mut self,
+        kind: OutgoingKind,
+        topic: &'static str,
+        partition: i32,
+        has_value: bool,
+        headers: Option<Headers>,
+        follows: bool,
+    ) {
         let start = self.data.len();
         self.data.extend_from_slice(&self.scratch.0);
         let value_len = has_value.then(|| {
@@ -115,6 +147,7 @@ impl Outgoing {
             key_len: self.scratch.0.len(),
             value_len,
             headers,
+            follows,
         });
     }
 
@@ -165,6 +198,7 @@ impl Outgoing {
                     .value_len
                     .map(|len| &self.data[value_start..value_start + len]),
                 headers: meta.headers.as_ref(),
+                follows: meta.follows,
             }
         })
     }

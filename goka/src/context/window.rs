@@ -9,7 +9,9 @@ use crate::processor::group::{Group, Windowed};
 use crate::storage::KeyRange;
 use crate::window::partition::WindowTable;
 use crate::window::row::{self, OPEN};
-use crate::window::{decode_window_key, encode_window_key, Window, WindowKind, WindowRange};
+use crate::window::{
+    decode_window_key, encode_window_key, Window, WindowKind, WindowRange, WindowShape,
+};
 
 /// The windows of `W` at the message's key ([`Context::window`]). Writes go to the window's
 /// changelog after the handler returns, and to local storage when they are queued, as group
@@ -116,18 +118,16 @@ impl<P: Group, W: Window> WindowRows<'_, '_, P, W> {
     /// Sets every window the message falls in to what `f` makes of its current value
     /// (`None` for a window without one): `update(|_, count| count.unwrap_or(0) + 1)`
     /// counts. Returns how many windows it updated; a late message updates none and is
-    /// counted in the partition's stats. Session windows merge: use
-    /// [`update_session`](Self::update_session).
+    /// counted in the partition's stats. For tumbling and hopping windows: session windows
+    /// merge, with [`update_session`](Self::update_session) (the other one does not
+    /// compile).
     pub fn update(
         &mut self,
         mut f: impl FnMut(WindowRange, Option<W::Value>) -> W::Value,
-    ) -> Result<usize, CallbackError> {
-        if W::SPEC.kind() == WindowKind::Session {
-            return Err(CallbackError::from(format!(
-                "{} is a session window: update it with update_session, which merges sessions",
-                W::NAME
-            )));
-        }
+    ) -> Result<usize, CallbackError>
+    where
+        W: WindowShape<false>,
+    {
         let windows = self.windows();
         if windows.is_empty() {
             self.count_late();
@@ -149,13 +149,10 @@ impl<P: Group, W: Window> WindowRows<'_, '_, P, W> {
         &mut self,
         mut merge: impl FnMut(W::Value, W::Value) -> W::Value,
         f: impl FnOnce(WindowRange, Option<W::Value>) -> W::Value,
-    ) -> Result<Option<WindowRange>, CallbackError> {
-        if W::SPEC.kind() != WindowKind::Session {
-            return Err(CallbackError::from(format!(
-                "{} is not a session window: update it with update",
-                W::NAME
-            )));
-        }
+    ) -> Result<Option<WindowRange>, CallbackError>
+    where
+        W: WindowShape<true>,
+    {
         let t = self.time;
         if self.is_late() {
             self.count_late();
@@ -168,10 +165,14 @@ impl<P: Group, W: Window> WindowRows<'_, '_, P, W> {
         };
         let mut value: Option<W::Value> = None;
         let mut joined = Vec::new();
+        let now = self.ctx.resources.windows.stream_time();
         for found in self.sessions()? {
             let last = found.window.end.saturating_sub(1);
             let near = t < last.saturating_add(gap) && t > found.window.start.saturating_sub(gap);
-            if found.state != OPEN || !near {
+            // A session marked closed after the committed stream time is open again after
+            // a restart (see `PartitionWindows::index_stored`).
+            let closed = found.state != OPEN && self.table.closed(found.window, now);
+            if closed || !near {
                 continue;
             }
             session.start = session.start.min(found.window.start);

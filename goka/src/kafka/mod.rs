@@ -431,6 +431,9 @@ pub struct TopicPartitionOffset {
     pub partition: i32,
     /// Offset of the next message to process.
     pub offset: i64,
+    /// Text stored with the offset (Kafka's commit metadata); empty for none. A processor
+    /// keeps its partition's stream time there.
+    pub metadata: String,
 }
 
 /// Told by a [`GroupConsumer`] about rebalances, synchronously, from inside
@@ -469,6 +472,9 @@ pub struct AssignedPartition {
     pub partition: i32,
     /// The partition's messages from the committed offset on, in order.
     pub messages: Box<dyn PartitionConsumer>,
+    /// The metadata committed with the partition's offset: empty if there is none, or if
+    /// it could not be read (the client logs why).
+    pub committed_metadata: String,
 }
 
 impl std::fmt::Debug for AssignedPartition {

@@ -34,6 +34,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// it finds the group's coordinator, with no bound: during an outage a member committing on
 /// revoke or on stop would wait as long as the outage lasts, and `run` would never return.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reading the committed offsets of newly assigned partitions may take.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most a group member's fetch response may hold, over all its partitions.
 const GROUP_FETCH_MAX_BYTES: &str = "4194304";
 /// How long a partition reader waits for librdkafka's wake-up before it looks anyway.
@@ -120,6 +122,7 @@ impl ConsumerContext for GroupContext {
                     topic: e.topic().to_owned(),
                     partition: e.partition(),
                     offset,
+                    metadata: e.metadata().to_owned(),
                 }),
                 _ => None,
             })
@@ -150,6 +153,10 @@ impl GroupContext {
     /// Splits the queue of every partition of `assigned` off the consumer's own queue.
     fn split(&self, assigned: &TopicPartitionList) {
         let consumer = self.consumer.get().and_then(Weak::upgrade);
+        let committed = consumer
+            .as_ref()
+            .map(|consumer| self.committed_metadata(consumer, assigned))
+            .unwrap_or_default();
         let mut split = self.split.lock().unwrap_or_else(|p| p.into_inner());
         split.clear();
         for element in assigned.elements() {
@@ -157,11 +164,17 @@ impl GroupContext {
             let queue = consumer
                 .as_ref()
                 .and_then(|consumer| consumer.split_partition_queue(topic, partition));
+            let committed_metadata = committed
+                .iter()
+                .find(|(t, p, _)| t == topic && *p == partition)
+                .map(|(_, _, metadata)| metadata.clone())
+                .unwrap_or_default();
             match queue {
                 Some(queue) => split.push(AssignedPartition {
                     topic: topic.to_owned(),
                     partition,
                     messages: Box::new(RdPartitionQueue::new(queue, topic.into())),
+                    committed_metadata,
                 }),
                 None => {
                     let error = group_error(
@@ -175,6 +188,30 @@ impl GroupContext {
                         .unwrap_or_else(|p| p.into_inner())
                         .get_or_insert(error);
                 }
+            }
+        }
+    }
+}
+
+impl GroupContext {
+    /// The metadata committed with the offsets of `assigned` (those with any). The group's
+    /// coordinator answers within a round trip; if it does not, the partitions start
+    /// without it, which the warning says.
+    fn committed_metadata(
+        &self,
+        consumer: &BaseConsumer<GroupContext>,
+        assigned: &TopicPartitionList,
+    ) -> Vec<(String, i32, String)> {
+        match consumer.committed_offsets(assigned.clone(), COMMITTED_TIMEOUT) {
+            Ok(committed) => committed
+                .elements()
+                .iter()
+                .filter(|e| !e.metadata().is_empty())
+                .map(|e| (e.topic().to_owned(), e.partition(), e.metadata().to_owned()))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(group = %self.group, partitions = ?list(assigned), %error, "the metadata of the committed offsets could not be read: the partitions start without it (a processor's stream time starts from its windows' rows)");
+                Vec::new()
             }
         }
     }
@@ -291,6 +328,11 @@ fn offsets_list(offsets: &[TopicPartitionOffset]) -> Result<TopicPartitionList, 
     let mut tpl = TopicPartitionList::new();
     for o in offsets {
         tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset))?;
+        if !o.metadata.is_empty() {
+            if let Some(mut element) = tpl.find_partition(&o.topic, o.partition) {
+                element.set_metadata(&o.metadata);
+            }
+        }
     }
     Ok(tpl)
 }

@@ -2,6 +2,8 @@
 //! whose close or drop time it reached get their `on_close` call and their closed mark, or
 //! their tombstone, as part of what that message produced. So they are committed with it:
 //! a crash before its acknowledgements replays the message, and the windows close again.
+//! A closed mark is produced only once the `on_close` output was acknowledged, so a lost
+//! output never leaves a window marked closed.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -38,7 +40,9 @@ pub(crate) async fn close_windows<P: Group>(
         let edge = table.edge;
         let topic = edge.edge.topic;
         match due {
-            DueWindow::Drop { row } => push(outgoing, topic, message.partition, &row, None),
+            DueWindow::Drop { row } => {
+                push(outgoing, (topic, message.partition), &row, None, false);
+            }
             DueWindow::Close { row } => {
                 let stored = table
                     .storage
@@ -69,7 +73,15 @@ pub(crate) async fn close_windows<P: Group>(
                 closed.extend_from_slice(value);
                 // A window kept no longer than its grace goes at once.
                 let keep = (edge.spec.dropped_at(window) > now).then_some(&closed[..]);
-                push(outgoing, topic, message.partition, &row, keep);
+                // After the output of `on_close`: if that fails, a replay finds the window
+                // open and closes it again.
+                push(
+                    outgoing,
+                    (topic, message.partition),
+                    &row,
+                    keep,
+                    edge.on_close,
+                );
             }
         }
     }
@@ -130,24 +142,29 @@ async fn on_close<P: Group>(
     })
 }
 
-/// Appends a write of `row` to the window changelog `topic` (a tombstone for `None`).
+/// Appends a write of `row` to the window changelog `topic` (a tombstone for `None`),
+/// produced after the message's other output when it `follows` them.
 fn push(
     outgoing: &mut Outgoing,
-    topic: &'static str,
-    partition: i32,
+    (topic, partition): (&'static str, i32),
     row: &[u8],
     value: Option<&[u8]>,
+    follows: bool,
 ) {
     let (key, bytes) = outgoing.scratch();
     key.extend_from_slice(row);
     if let Some(value) = value {
         bytes.extend_from_slice(value);
     }
-    outgoing.push_scratch(
-        OutgoingKind::Window,
-        topic,
-        partition,
-        value.is_some(),
-        None,
-    );
+    if follows {
+        outgoing.push_scratch_following(OutgoingKind::Window, topic, partition, value.is_some());
+    } else {
+        outgoing.push_scratch(
+            OutgoingKind::Window,
+            topic,
+            partition,
+            value.is_some(),
+            None,
+        );
+    }
 }

@@ -99,6 +99,28 @@ pub(super) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// A partition whose every consumed topic is assigned: ready to start.
+struct Ready {
+    /// One reader per consumed topic.
+    readers: Vec<Box<dyn PartitionConsumer>>,
+    /// The stream time committed with its offsets: the latest of its topics', whose
+    /// commits each carry the partition's stream time when they were made.
+    stream_time: Option<i64>,
+}
+
+impl Ready {
+    fn of(assigned: Vec<AssignedPartition>) -> Self {
+        let stream_time = assigned
+            .iter()
+            .filter_map(|a| super::stream_time::decode(&a.committed_metadata))
+            .max();
+        Self {
+            readers: assigned.into_iter().map(|a| a.messages).collect(),
+            stream_time,
+        }
+    }
+}
+
 struct Task {
     stop: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
@@ -118,7 +140,11 @@ struct Listener<P: Group> {
 
 impl<P: Group> Listener<P> {
     /// Starts the task of `partition`, reading `inputs` (one reader per consumed topic).
-    fn start(&self, partition: i32, inputs: Vec<Box<dyn PartitionConsumer>>) -> Task {
+    fn start(&self, partition: i32, inputs: Ready) -> Task {
+        let Ready {
+            readers: inputs,
+            stream_time,
+        } = inputs;
         let stop = self.shared.cancel.child_token();
         let (visit_requests, visits) = tokio::sync::mpsc::unbounded_channel();
         self.shared
@@ -137,6 +163,7 @@ impl<P: Group> Listener<P> {
                 .shared
                 .input_figures
                 .start(partition, P::GRAPH.consumed_topics()),
+            committed_stream_time: stream_time,
         };
         let shared = self.shared.clone();
         // Every event of the task carries its group and partition.
@@ -305,10 +332,7 @@ impl<P: Group> RebalanceListener for Listener<P> {
 impl<P: Group> Listener<P> {
     /// Adds `assigned` to the partitions waiting for the rest of their topics; takes out and
     /// returns the readers of every partition that has all its topics now.
-    fn complete(
-        &self,
-        assigned: Vec<AssignedPartition>,
-    ) -> HashMap<i32, Vec<Box<dyn PartitionConsumer>>> {
+    fn complete(&self, assigned: Vec<AssignedPartition>) -> HashMap<i32, Ready> {
         let wanted = P::GRAPH.consumed_topics().count();
         let mut incomplete = self.incomplete.lock().unwrap_or_else(|p| p.into_inner());
         for partition in assigned {
@@ -336,9 +360,7 @@ impl<P: Group> Listener<P> {
         ready
             .into_iter()
             .filter_map(|partition| incomplete.remove(&partition).map(|r| (partition, r)))
-            .map(|(partition, readers)| {
-                (partition, readers.into_iter().map(|r| r.messages).collect())
-            })
+            .map(|(partition, readers)| (partition, Ready::of(readers)))
             .collect()
     }
 

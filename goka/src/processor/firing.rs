@@ -1,7 +1,8 @@
 //! Firing timers: after each message, the stream-time timers its stream time reached; on a
 //! tick of the partition task (or `Tester::fire_timers`), the wall-clock timers that are
 //! due. Each fired timer's handler runs for its key as a message would, and the timer is
-//! removed with a tombstone in the timer changelog, produced with what the handler did.
+//! removed with a tombstone in the timer changelog, produced once what the handler did was
+//! acknowledged.
 //! Until the clock reaches the earliest timer the last scan saw or a handler scheduled since,
 //! nothing is scanned: a message costs no storage read for timers that are not due.
 
@@ -137,7 +138,9 @@ pub(crate) async fn fire_timers<P: Group>(
         }
         let (key, _) = outgoing.scratch();
         key.extend_from_slice(&row);
-        outgoing.push_scratch(OutgoingKind::Timer, edge.topic, partition, false, None);
+        // Removed only once what the handler produced is acknowledged: if that fails, the
+        // timer is still stored and fires again.
+        outgoing.push_scratch_following(OutgoingKind::Timer, edge.topic, partition, false);
         outcome.fired += 1;
     }
     // Timers scheduled by this message's handler or by the fired ones are not stored yet.
@@ -278,6 +281,7 @@ fn unfireable<P: Group>(
     }
     let (tombstone, _) = outgoing.scratch();
     tombstone.extend_from_slice(row);
-    outgoing.push_scratch(OutgoingKind::Timer, topic, partition, false, None);
+    // After its dead letter, if it has one.
+    outgoing.push_scratch_following(OutgoingKind::Timer, topic, partition, false);
     Ok(())
 }

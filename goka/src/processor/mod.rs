@@ -24,6 +24,7 @@ pub(crate) mod policies;
 mod shared;
 mod standby;
 mod stats;
+mod stream_time;
 mod visit;
 mod watermarks;
 
@@ -461,11 +462,7 @@ impl<P: Group> Processor<P> {
             .unwrap_or_else(|p| p.into_inner());
         let mut offsets: Vec<TopicPartitionOffset> = next
             .iter()
-            .map(|((topic, partition), (offset, _))| TopicPartitionOffset {
-                topic: topic.to_string(),
-                partition: *partition,
-                offset: *offset,
-            })
+            .map(|((topic, partition), next)| next.commit(topic, *partition))
             .collect();
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         offsets

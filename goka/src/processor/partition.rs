@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::firing::Fired;
 use super::group::Group;
 use super::handle::{handle, handle_visit, Handled};
-use super::pending::{Done, LocalWrite, Pending};
+use super::pending::{Done, Held, Input, LocalWrite, Pending};
 use super::policies::Policies;
 use super::OutputTime;
 use super::{ProcessorError, Shared};
@@ -60,6 +60,8 @@ pub(super) struct PartitionTask<P: Group> {
     pub(super) unsaved: AtomicU32,
     /// Figures of each consumed topic of the partition.
     pub(super) inputs: Arc<[super::stats::InputFigures]>,
+    /// The stream time committed with the partition's input offsets, if it was.
+    pub(super) committed_stream_time: Option<i64>,
 }
 
 impl<P: Group> PartitionTask<P> {
@@ -137,7 +139,7 @@ impl<P: Group> PartitionTask<P> {
         }
         resources
             .windows
-            .index_stored()
+            .index_stored(self.committed_stream_time)
             .map_err(|source| ProcessorError::Storage {
                 group: self.shared.group,
                 source,
@@ -261,7 +263,8 @@ impl<P: Group> PartitionTask<P> {
         joins: &mut [TableReader],
         visits: &mut Visits,
     ) -> Result<(), ProcessorError> {
-        let mut pending = Pending::new(P::GRAPH.group, self.partition);
+        let mut pending =
+            Pending::new(P::GRAPH.group, self.partition, self.shared.producer.clone());
         let mut failure = None;
         // Keys whose local row may hold a write its changelog never received: those whose
         // changelog write failed.
@@ -432,7 +435,7 @@ impl<P: Group> PartitionTask<P> {
         if done.offset >= 0 {
             self.shared
                 .offsets
-                .done(&done.topic, self.partition, done.offset);
+                .done(&done.topic, self.partition, done.offset, done.stream_time);
         }
         Ok(())
     }
@@ -737,7 +740,10 @@ impl<P: Group> PartitionTask<P> {
     /// Produces what a handler wrote, in order, and queues the input with their acks. A
     /// group table write reaches local storage only once its changelog message is queued,
     /// so a handler that fails, a skipped message or a produce that cannot be queued leaves
-    /// no local row behind. A failure names the input message that caused the produce.
+    /// no local row behind. Writes that follow the rest (closed marks, fired timers'
+    /// tombstones), and later writes of a key one of them holds, are written locally now
+    /// and produced by the queue once the rest was acknowledged. A failure names the input
+    /// message that caused the produce.
     async fn send(
         &self,
         resources: &PartitionResources,
@@ -750,52 +756,12 @@ impl<P: Group> PartitionTask<P> {
         let mut acks = SmallVec::<[(OutgoingKind, crate::kafka::Ack); 2]>::new();
         let mut own_row = None;
         let mut writes = SmallVec::<[LocalWrite; 1]>::new();
+        let mut held: Vec<Held> = Vec::new();
         let timestamp = match shared.config.output_time {
             OutputTime::Input => message.timestamp,
             OutputTime::Now => None,
         };
         for out in outgoing.iter() {
-            let record = OutgoingRecord {
-                topic: out.topic,
-                partition: out.partition,
-                key: out.key,
-                value: out.value,
-                headers: out.headers,
-                timestamp,
-            };
-            let ack = match crate::kafka::send(&*shared.producer, &record).await {
-                Ok(ack) => ack,
-                Err(source) => {
-                    // What was queued already is still in flight: wait for it, so that
-                    // nothing of this message is left unaccounted for.
-                    let mut lost_row = false;
-                    for (kind, ack) in acks {
-                        lost_row |= ack.await.is_err()
-                            && matches!(
-                                kind,
-                                OutgoingKind::Changelog
-                                    | OutgoingKind::Window
-                                    | OutgoingKind::Timer
-                            );
-                    }
-                    if lost_row {
-                        unconfirmed.extend(writes);
-                        unconfirmed.extend(own_row.map(|topic| LocalWrite {
-                            kind: OutgoingKind::Changelog,
-                            topic,
-                            key: message.key.clone(),
-                        }));
-                    }
-                    return Err(ProcessorError::HandlerProduce {
-                        group: P::GRAPH.group,
-                        topic: message.topic.to_string(),
-                        partition: self.partition,
-                        offset: message.offset,
-                        key: String::from_utf8_lossy(&message.key).into_owned(),
-                        source: Box::new(source),
-                    });
-                }
-            };
             let local = match out.kind {
                 OutgoingKind::Changelog => resources.table.as_ref(),
                 OutgoingKind::Window => resources
@@ -805,6 +771,66 @@ impl<P: Group> PartitionTask<P> {
                 OutgoingKind::Timer => resources.timers.as_ref().map(|t| &t.storage),
                 _ => None,
             };
+            let holds = out.follows
+                || (local.is_some()
+                    && (held
+                        .iter()
+                        .any(|h| h.topic == out.topic && h.key == out.key)
+                        || pending.holds(out.topic, out.key)));
+            if holds {
+                held.push(Held {
+                    kind: out.kind,
+                    topic: out.topic,
+                    partition: out.partition,
+                    key: out.key.to_vec(),
+                    value: out.value.map(<[u8]>::to_vec),
+                    headers: out.headers.cloned(),
+                    timestamp,
+                });
+            } else {
+                let record = OutgoingRecord {
+                    topic: out.topic,
+                    partition: out.partition,
+                    key: out.key,
+                    value: out.value,
+                    headers: out.headers,
+                    timestamp,
+                };
+                match crate::kafka::send(&*shared.producer, &record).await {
+                    Ok(ack) => acks.push((out.kind, ack)),
+                    Err(source) => {
+                        // What was queued already is still in flight: wait for it, so that
+                        // nothing of this message is left unaccounted for. Held writes were
+                        // written locally but never produced.
+                        let mut lost_row = !held.is_empty();
+                        for (kind, ack) in acks {
+                            lost_row |= ack.await.is_err()
+                                && matches!(
+                                    kind,
+                                    OutgoingKind::Changelog
+                                        | OutgoingKind::Window
+                                        | OutgoingKind::Timer
+                                );
+                        }
+                        if lost_row {
+                            unconfirmed.extend(writes);
+                            unconfirmed.extend(own_row.map(|topic| LocalWrite {
+                                kind: OutgoingKind::Changelog,
+                                topic,
+                                key: message.key.clone(),
+                            }));
+                        }
+                        return Err(ProcessorError::HandlerProduce {
+                            group: P::GRAPH.group,
+                            topic: message.topic.to_string(),
+                            partition: self.partition,
+                            offset: message.offset,
+                            key: String::from_utf8_lossy(&message.key).into_owned(),
+                            source: Box::new(source),
+                        });
+                    }
+                }
+            }
             if let Some(storage) = local {
                 match out.value {
                     Some(value) => storage.set(out.key, value),
@@ -833,21 +859,19 @@ impl<P: Group> PartitionTask<P> {
                 .stats
                 .bytes_out
                 .fetch_add(bytes as u64, Ordering::Relaxed);
-            acks.push((out.kind, ack));
         }
         acks.extend(
             outgoing
                 .take_deferred()
                 .map(|done| (OutgoingKind::Deferred, done)),
         );
-        pending.push(
-            message.topic.clone(),
-            message.offset,
-            message.key.clone(),
-            acks,
-            own_row,
-            writes,
-        );
+        let input = Input {
+            topic: message.topic.clone(),
+            offset: message.offset,
+            key: message.key.clone(),
+            stream_time: resources.windows.stream_time(),
+        };
+        pending.push(input, acks, own_row, writes, held);
         Ok(())
     }
 

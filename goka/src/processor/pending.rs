@@ -5,26 +5,45 @@
 //! Acknowledgements arrive almost always in the order messages were sent, so only the
 //! oldest input is polled; a queue of plain entries costs no allocation per message, where
 //! a set of boxed futures cost two.
+//!
+//! Some changelog writes are held back until the rest of their input's output was
+//! acknowledged (a window's closed mark, a fired timer's tombstone): the queue produces them
+//! when their input is the oldest and everything else of it arrived.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures::future::BoxFuture;
 use smallvec::SmallVec;
 
 use super::ProcessorError;
 use crate::context::OutgoingKind;
-use crate::kafka::{Ack, KafkaError};
+use crate::kafka::{Ack, Headers, KafkaError, OutgoingRecord, Producer};
 
 /// An input message whose produced messages were all acknowledged.
 #[derive(Debug)]
 pub(super) struct Done {
     pub(super) topic: Arc<str>,
     pub(super) offset: i64,
+    /// The partition's stream time once it was handled.
+    pub(super) stream_time: Option<i64>,
     /// Highest acknowledged changelog offset of the group table, if the handler wrote it.
     pub(super) changelog: Option<i64>,
+}
+
+/// A handled input message, as the queue keeps it.
+#[derive(Debug)]
+pub(super) struct Input {
+    pub(super) topic: Arc<str>,
+    /// -1 for a stand-in (a visit, a tick), which has no offset to commit.
+    pub(super) offset: i64,
+    /// The key, to name the input if a produce fails.
+    pub(super) key: Vec<u8>,
+    /// The partition's stream time once it was handled.
+    pub(super) stream_time: Option<i64>,
 }
 
 /// A write to a partition's local store (its group table, a window table, its timers) made
@@ -37,6 +56,34 @@ pub(super) struct LocalWrite {
     /// The changelog topic, which names the window table.
     pub(super) topic: &'static str,
     pub(super) key: Vec<u8>,
+}
+
+/// A changelog write produced only once every other message of its input was acknowledged
+/// (`Outgoing::push_scratch_following`), or one to a key such a write is held for, to keep
+/// the changelog's order.
+#[derive(Debug, Clone)]
+pub(super) struct Held {
+    pub(super) kind: OutgoingKind,
+    pub(super) topic: &'static str,
+    pub(super) partition: i32,
+    pub(super) key: Vec<u8>,
+    /// `None` is a tombstone.
+    pub(super) value: Option<Vec<u8>>,
+    pub(super) headers: Option<Headers>,
+    pub(super) timestamp: Option<i64>,
+}
+
+impl Held {
+    fn record(&self) -> OutgoingRecord<'_> {
+        OutgoingRecord {
+            topic: self.topic,
+            partition: self.partition,
+            key: &self.key,
+            value: self.value.as_deref(),
+            headers: self.headers.as_ref(),
+            timestamp: self.timestamp,
+        }
+    }
 }
 
 /// An input message one of whose produced messages failed. It has left the queue: the
@@ -56,16 +103,17 @@ pub(super) struct Failed {
 pub(super) struct Pending {
     group: &'static str,
     partition: i32,
+    /// Produces the held writes.
+    producer: Arc<dyn Producer>,
     queue: VecDeque<Waiting>,
     /// Whether an input failed: nothing after it may be committed.
     failed: bool,
+    /// The keys of the held writes of the queue, by topic, each with how many hold it.
+    held_keys: HashMap<&'static str, HashMap<Vec<u8>, usize>>,
 }
 
 struct Waiting {
-    topic: Arc<str>,
-    offset: i64,
-    /// The input's key, to name it if a produce fails.
-    key: Vec<u8>,
+    input: Input,
     /// The group table's topic if its handling wrote the input key's row (the usual local
     /// write, kept without a copy of the key).
     own_row: Option<&'static str>,
@@ -76,16 +124,46 @@ struct Waiting {
     /// How many of `acks` arrived.
     arrived: usize,
     changelog: Option<i64>,
+    /// Writes produced once every ack arrived; kept until theirs arrived too.
+    held: Vec<Held>,
+    /// The production of `held`, once started.
+    release: Option<Release>,
 }
 
 impl Pending {
-    pub(super) fn new(group: &'static str, partition: i32) -> Self {
+    pub(super) fn new(group: &'static str, partition: i32, producer: Arc<dyn Producer>) -> Self {
         Self {
             group,
             partition,
+            producer,
             queue: VecDeque::new(),
             failed: false,
+            held_keys: HashMap::new(),
         }
+    }
+
+    /// Whether a waiting input holds back a write of `key` to `topic`: a later write of the
+    /// same key must wait behind it, or the changelog would end with the older one.
+    pub(super) fn holds(&self, topic: &str, key: &[u8]) -> bool {
+        self.held_keys
+            .get(topic)
+            .is_some_and(|keys| keys.contains_key(key))
+    }
+
+    /// Counts the keys of `held` as held (`add`) or no longer.
+    fn count_held(&mut self, held: &[Held], add: bool) {
+        for write in held {
+            let keys = self.held_keys.entry(write.topic).or_default();
+            if add {
+                *keys.entry(write.key.clone()).or_default() += 1;
+            } else if let Some(count) = keys.get_mut(&write.key) {
+                *count -= 1;
+                if *count == 0 {
+                    keys.remove(&write.key);
+                }
+            }
+        }
+        self.held_keys.retain(|_, keys| !keys.is_empty());
     }
 
     /// Whether an input failed since the partition started (a produce, or deferred work):
@@ -103,25 +181,28 @@ impl Pending {
         self.queue.is_empty()
     }
 
-    /// Adds an input with the acknowledgements of what its handler produced.
+    /// Adds an input with the acknowledgements of what its handler produced, and the writes
+    /// to produce once they all arrived.
     pub(super) fn push(
         &mut self,
-        topic: Arc<str>,
-        offset: i64,
-        key: Vec<u8>,
+        input: Input,
         acks: impl IntoIterator<Item = (OutgoingKind, Ack)>,
         own_row: Option<&'static str>,
         writes: SmallVec<[LocalWrite; 1]>,
+        held: Vec<Held>,
     ) {
+        if !held.is_empty() {
+            self.count_held(&held, true);
+        }
         self.queue.push_back(Waiting {
-            topic,
-            offset,
-            key,
+            input,
             own_row,
             writes,
             acks: acks.into_iter().collect(),
             arrived: 0,
             changelog: None,
+            held,
+            release: None,
         });
     }
 
@@ -129,15 +210,17 @@ impl Pending {
     /// those with a changelog record not acknowledged yet: their rows may hold values their
     /// changelogs never receive.
     pub(super) fn abandon(&mut self) -> Vec<LocalWrite> {
+        self.held_keys.clear();
         self.queue
             .drain(..)
             .filter(|waiting| {
-                waiting.acks[waiting.arrived..].iter().any(|(kind, _)| {
-                    matches!(
-                        kind,
-                        OutgoingKind::Changelog | OutgoingKind::Window | OutgoingKind::Timer
-                    )
-                })
+                !waiting.held.is_empty()
+                    || waiting.acks[waiting.arrived..].iter().any(|(kind, _)| {
+                        matches!(
+                            kind,
+                            OutgoingKind::Changelog | OutgoingKind::Window | OutgoingKind::Timer
+                        )
+                    })
             })
             .flat_map(Waiting::local_writes)
             .collect()
@@ -165,54 +248,95 @@ impl Pending {
                 }
                 Poll::Ready(Err(source)) => {
                     let deferred = *kind == OutgoingKind::Deferred;
-                    let key = String::from_utf8_lossy(&oldest.key).into_owned();
-                    let error = if deferred {
-                        ProcessorError::Callback {
-                            group: self.group,
-                            topic: oldest.topic.to_string(),
-                            partition: self.partition,
-                            offset: oldest.offset,
-                            key,
-                            message: match source {
-                                KafkaError::Unacknowledged => "deferred commit dropped without \
-                                     done() or fail(): the deferred work never finished"
-                                    .to_owned(),
-                                other => format!("deferred work failed: {other}"),
-                            },
-                        }
-                    } else {
-                        ProcessorError::HandlerProduce {
-                            group: self.group,
-                            topic: oldest.topic.to_string(),
-                            partition: self.partition,
-                            offset: oldest.offset,
-                            key,
-                            source: Box::new(source),
-                        }
-                    };
-                    // Polled again, the failed entry would answer at once, forever.
-                    let unconfirmed = self
-                        .queue
-                        .pop_front()
-                        .map(Waiting::local_writes)
-                        .unwrap_or_default();
-                    self.failed = true;
-                    return Poll::Ready(Err(Failed {
-                        deferred,
-                        error,
-                        unconfirmed,
-                    }));
+                    return Poll::Ready(Err(self.fail_oldest(deferred, source)));
                 }
             }
+        }
+        if !oldest.held.is_empty() {
+            // Everything else arrived: now the held writes, in order; then their acks.
+            let release = oldest.release.get_or_insert_with(|| {
+                let producer = self.producer.clone();
+                let held = oldest.held.clone();
+                Box::pin(async move {
+                    let mut acks = Vec::with_capacity(held.len());
+                    for write in &held {
+                        let ack = crate::kafka::send(&*producer, &write.record()).await?;
+                        acks.push((write.kind, ack));
+                    }
+                    Ok(acks)
+                })
+            });
+            return match release.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(acks)) => {
+                    oldest.release = None;
+                    let held = std::mem::take(&mut oldest.held);
+                    oldest.acks.extend(acks);
+                    self.count_held(&held, false);
+                    self.poll_done(cx)
+                }
+                Poll::Ready(Err(source)) => Poll::Ready(Err(self.fail_oldest(false, source))),
+            };
         }
         let Some(done) = self.queue.pop_front() else {
             return Poll::Pending;
         };
         Poll::Ready(Ok(Done {
-            topic: done.topic,
-            offset: done.offset,
+            topic: done.input.topic,
+            offset: done.input.offset,
+            stream_time: done.input.stream_time,
             changelog: done.changelog,
         }))
+    }
+
+    /// Takes the oldest input out of the queue as failed: `source` failed one of its
+    /// produces, or its deferred work.
+    fn fail_oldest(&mut self, deferred: bool, source: KafkaError) -> Failed {
+        let Some(oldest) = self.queue.pop_front() else {
+            // Only called with an oldest input.
+            return Failed {
+                deferred,
+                error: ProcessorError::Kafka {
+                    group: self.group,
+                    topic: String::new(),
+                    source,
+                },
+                unconfirmed: Vec::new(),
+            };
+        };
+        self.count_held(&oldest.held, false);
+        let key = String::from_utf8_lossy(&oldest.input.key).into_owned();
+        let error = if deferred {
+            ProcessorError::Callback {
+                group: self.group,
+                topic: oldest.input.topic.to_string(),
+                partition: self.partition,
+                offset: oldest.input.offset,
+                key,
+                message: match source {
+                    KafkaError::Unacknowledged => "deferred commit dropped without done() or \
+                         fail(): the deferred work never finished"
+                        .to_owned(),
+                    other => format!("deferred work failed: {other}"),
+                },
+            }
+        } else {
+            ProcessorError::HandlerProduce {
+                group: self.group,
+                topic: oldest.input.topic.to_string(),
+                partition: self.partition,
+                offset: oldest.input.offset,
+                key,
+                source: Box::new(source),
+            }
+        };
+        // Polled again, the failed entry would answer at once, forever: it left the queue.
+        self.failed = true;
+        Failed {
+            deferred,
+            error,
+            unconfirmed: oldest.local_writes(),
+        }
     }
 }
 
@@ -224,12 +348,15 @@ impl Waiting {
             writes.push(LocalWrite {
                 kind: OutgoingKind::Changelog,
                 topic,
-                key: self.key,
+                key: self.input.key,
             });
         }
         writes
     }
 }
+
+/// The production of an input's held writes: their acknowledgements, in order.
+type Release = BoxFuture<'static, Result<Vec<(OutgoingKind, Ack)>, KafkaError>>;
 
 /// The future of [`Pending::next_done`].
 pub(super) struct NextDone<'a>(&'a mut Pending);
@@ -245,8 +372,70 @@ impl Future for NextDone<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::Delivery;
+    use crate::kafka::{Delivery, SendError};
     use futures::FutureExt;
+    use std::sync::Mutex;
+
+    /// A producer that remembers what it was given and acknowledges it at once, or fails
+    /// every delivery.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Mutex<Vec<(String, Vec<u8>)>>,
+        failing: bool,
+    }
+
+    impl Recorder {
+        fn new() -> Arc<Self> {
+            Arc::new(Self::default())
+        }
+
+        fn sent(&self) -> Vec<(String, Vec<u8>)> {
+            self.sent.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+    }
+
+    impl Producer for Recorder {
+        fn try_send(&self, record: &OutgoingRecord<'_>) -> Result<Ack, SendError> {
+            if let Ok(mut sent) = self.sent.lock() {
+                sent.push((record.topic.to_owned(), record.key.to_vec()));
+            }
+            Ok(if self.failing {
+                Ack::ready(Err(KafkaError::Unacknowledged))
+            } else {
+                delivered(100)
+            })
+        }
+
+        fn flush(
+            &self,
+            _timeout: std::time::Duration,
+        ) -> futures::future::BoxFuture<'_, Result<(), KafkaError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// The input at `offset` with `key`.
+    fn input(offset: i64, key: impl Into<Vec<u8>>) -> Input {
+        Input {
+            topic: "in".into(),
+            offset,
+            key: key.into(),
+            stream_time: None,
+        }
+    }
+
+    /// A timer tombstone held back.
+    fn tombstone(key: &[u8]) -> Held {
+        Held {
+            kind: OutgoingKind::Timer,
+            topic: "g-timers",
+            partition: 0,
+            key: key.to_vec(),
+            value: None,
+            headers: None,
+            timestamp: None,
+        }
+    }
 
     /// The group table row of `key`, written locally.
     fn row(key: &[u8]) -> SmallVec<[LocalWrite; 1]> {
@@ -269,26 +458,24 @@ mod tests {
 
     #[test]
     fn inputs_are_done_in_order_once_all_their_acks_arrived() {
-        let mut pending = Pending::new("g", 3);
+        let mut pending = Pending::new("g", 3, Recorder::new());
         let (late, late_ack) = Ack::channel();
         pending.push(
-            "in".into(),
-            7,
-            b"a".to_vec(),
+            input(7, b"a".to_vec()),
             [
                 (OutgoingKind::Changelog, delivered(40)),
                 (OutgoingKind::Emit, late_ack),
             ],
             Some("g-table"),
             SmallVec::new(),
+            Vec::new(),
         );
         pending.push(
-            "in".into(),
-            8,
-            b"b".to_vec(),
+            input(8, b"b".to_vec()),
             [(OutgoingKind::Changelog, delivered(41))],
             Some("g-table"),
             SmallVec::new(),
+            Vec::new(),
         );
         assert!(
             pending.next_done().now_or_never().is_none(),
@@ -319,18 +506,17 @@ mod tests {
 
     #[test]
     fn a_failed_ack_names_its_input() {
-        let mut pending = Pending::new("g", 3);
-        pending.push("in".into(), 5, Vec::new(), [], None, SmallVec::new());
+        let mut pending = Pending::new("g", 3, Recorder::new());
+        pending.push(input(5, Vec::new()), [], None, SmallVec::new(), Vec::new());
         pending.push(
-            "in".into(),
-            6,
-            b"k".to_vec(),
+            input(6, b"k".to_vec()),
             [(
                 OutgoingKind::Emit,
                 Ack::ready(Err(KafkaError::Unacknowledged)),
             )],
             None,
             SmallVec::new(),
+            Vec::new(),
         );
         let done = pending
             .next_done()
@@ -358,11 +544,9 @@ mod tests {
 
     #[test]
     fn a_failed_input_leaves_the_queue_and_the_next_one_settles() {
-        let mut pending = Pending::new("g", 0);
+        let mut pending = Pending::new("g", 0, Recorder::new());
         pending.push(
-            "in".into(),
-            1,
-            b"hot".to_vec(),
+            input(1, b"hot".to_vec()),
             [
                 (
                     OutgoingKind::Changelog,
@@ -372,14 +556,14 @@ mod tests {
             ],
             Some("g-table"),
             SmallVec::new(),
+            Vec::new(),
         );
         pending.push(
-            "in".into(),
-            2,
-            b"next".to_vec(),
+            input(2, b"next".to_vec()),
             [(OutgoingKind::Changelog, delivered(4))],
             Some("g-table"),
             SmallVec::new(),
+            Vec::new(),
         );
         let failed = pending
             .next_done()
@@ -395,5 +579,115 @@ mod tests {
             .expect("ok");
         assert_eq!((next.offset, next.changelog), (2, Some(4)));
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn held_writes_are_produced_once_the_rest_arrived_and_the_input_waits_for_them() {
+        let producer = Recorder::new();
+        let mut pending = Pending::new("g", 0, producer.clone());
+        let (output, output_ack) = Ack::channel();
+        pending.push(
+            input(4, b"k".to_vec()),
+            [(OutgoingKind::Emit, output_ack)],
+            None,
+            SmallVec::new(),
+            vec![tombstone(b"t1")],
+        );
+        assert!(pending.holds("g-timers", b"t1"));
+        assert!(!pending.holds("g-timers", b"t2"));
+        assert!(pending.next_done().now_or_never().is_none());
+        assert!(producer.sent().is_empty(), "held until the output arrived");
+        output.send(Ok(Delivery {
+            partition: 0,
+            offset: 9,
+        }));
+        let done = pending
+            .next_done()
+            .now_or_never()
+            .expect("ready")
+            .expect("ok");
+        assert_eq!(done.offset, 4);
+        assert_eq!(producer.sent(), [("g-timers".to_owned(), b"t1".to_vec())]);
+        assert!(!pending.holds("g-timers", b"t1"), "released");
+    }
+
+    #[test]
+    fn a_failed_output_leaves_the_held_write_unproduced_and_its_row_unconfirmed() {
+        let producer = Recorder::new();
+        let mut pending = Pending::new("g", 0, producer.clone());
+        pending.push(
+            input(4, b"k".to_vec()),
+            [(
+                OutgoingKind::Emit,
+                Ack::ready(Err(KafkaError::Unacknowledged)),
+            )],
+            None,
+            SmallVec::from_elem(
+                LocalWrite {
+                    kind: OutgoingKind::Timer,
+                    topic: "g-timers",
+                    key: b"t1".to_vec(),
+                },
+                1,
+            ),
+            vec![tombstone(b"t1")],
+        );
+        let failed = pending
+            .next_done()
+            .now_or_never()
+            .expect("ready")
+            .expect_err("failed");
+        assert!(producer.sent().is_empty(), "never produced");
+        assert_eq!(failed.unconfirmed.len(), 1);
+        assert!(!pending.holds("g-timers", b"t1"));
+    }
+
+    #[test]
+    fn a_held_write_that_fails_fails_its_input() {
+        let producer = Arc::new(Recorder {
+            failing: true,
+            ..Recorder::default()
+        });
+        let mut pending = Pending::new("g", 0, producer.clone());
+        pending.push(
+            input(4, b"k".to_vec()),
+            [],
+            None,
+            SmallVec::new(),
+            vec![tombstone(b"t1")],
+        );
+        let failed = pending
+            .next_done()
+            .now_or_never()
+            .expect("ready")
+            .expect_err("failed");
+        assert!(matches!(
+            failed.error,
+            ProcessorError::HandlerProduce { offset: 4, .. }
+        ));
+        assert!(pending.has_failed());
+        assert_eq!(producer.sent().len(), 1);
+    }
+
+    #[test]
+    fn abandoning_counts_unproduced_held_writes_as_unconfirmed() {
+        let mut pending = Pending::new("g", 0, Recorder::new());
+        let (_output, output_ack) = Ack::channel();
+        pending.push(
+            input(4, b"k".to_vec()),
+            [(OutgoingKind::Emit, output_ack)],
+            None,
+            SmallVec::from_elem(
+                LocalWrite {
+                    kind: OutgoingKind::Window,
+                    topic: "g-w",
+                    key: b"w".to_vec(),
+                },
+                1,
+            ),
+            vec![tombstone(b"w")],
+        );
+        assert_eq!(pending.abandon().len(), 1);
+        assert!(!pending.holds("g-timers", b"w"));
     }
 }

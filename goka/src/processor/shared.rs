@@ -18,32 +18,66 @@ pub(super) type LookupViews = HashMap<&'static str, Arc<crate::view::ViewInner>>
 /// Offsets the partition tasks report done, waiting to be committed.
 #[derive(Debug, Default)]
 pub(super) struct OffsetTable {
-    /// Per topic partition: the next offset to commit, and whether it changed since the
-    /// last commit.
-    pub(super) next: Mutex<HashMap<TopicPartition, (i64, bool)>>,
+    /// Per topic partition: the next offset to commit.
+    pub(super) next: Mutex<HashMap<TopicPartition, NextOffset>>,
 }
 
 pub(super) type TopicPartition = (Arc<str>, i32);
 
+/// The next offset to commit for one topic partition.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NextOffset {
+    pub(super) offset: i64,
+    /// The partition's stream time once the message before `offset` was handled.
+    pub(super) stream_time: Option<i64>,
+    /// Whether it changed since the last commit.
+    changed: bool,
+}
+
+impl NextOffset {
+    /// What a commit sends: the offset, with the stream time in its metadata.
+    pub(super) fn commit(&self, topic: &str, partition: i32) -> TopicPartitionOffset {
+        TopicPartitionOffset {
+            topic: topic.to_owned(),
+            partition,
+            offset: self.offset,
+            metadata: self
+                .stream_time
+                .map(super::stream_time::encode)
+                .unwrap_or_default(),
+        }
+    }
+}
+
 impl OffsetTable {
-    /// Input message `offset` of `topic`/`partition` and everything before it are done.
-    pub(super) fn done(&self, topic: &Arc<str>, partition: i32, offset: i64) {
+    /// Input message `offset` of `topic`/`partition` and everything before it are done;
+    /// after it the partition's stream time was `stream_time`.
+    pub(super) fn done(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        offset: i64,
+        stream_time: Option<i64>,
+    ) {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        next.insert((topic.clone(), partition), (offset + 1, true));
+        next.insert(
+            (topic.clone(), partition),
+            NextOffset {
+                offset: offset + 1,
+                stream_time,
+                changed: true,
+            },
+        );
     }
 
     /// Offsets changed since the last call.
     pub(super) fn take_changed(&self) -> Vec<TopicPartitionOffset> {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         next.iter_mut()
-            .filter(|(_, (_, changed))| *changed)
-            .map(|((topic, partition), (offset, changed))| {
-                *changed = false;
-                TopicPartitionOffset {
-                    topic: topic.to_string(),
-                    partition: *partition,
-                    offset: *offset,
-                }
+            .filter(|(_, next)| next.changed)
+            .map(|((topic, partition), next)| {
+                next.changed = false;
+                next.commit(topic, *partition)
             })
             .collect()
     }
@@ -53,9 +87,9 @@ impl OffsetTable {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         for o in offsets {
             let key = (Arc::<str>::from(o.topic.as_str()), o.partition);
-            if let Some((offset, changed)) = next.get_mut(&key) {
-                if *offset >= o.offset {
-                    *changed = true;
+            if let Some(next) = next.get_mut(&key) {
+                if next.offset >= o.offset {
+                    next.changed = true;
                 }
             }
         }
@@ -68,11 +102,7 @@ impl OffsetTable {
             .iter()
             .filter_map(|(topic, partition)| {
                 let key = (Arc::<str>::from(topic.as_str()), *partition);
-                next.remove(&key).map(|(offset, _)| TopicPartitionOffset {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset,
-                })
+                next.remove(&key).map(|next| next.commit(topic, *partition))
             })
             .collect()
     }
@@ -205,6 +235,7 @@ mod tests {
             topic: topic.to_owned(),
             partition,
             offset,
+            metadata: String::new(),
         }
     }
 
@@ -212,8 +243,8 @@ mod tests {
     fn a_failed_commit_is_committed_again() {
         let table = OffsetTable::default();
         let clicks: Arc<str> = Arc::from("clicks");
-        table.done(&clicks, 0, 9);
-        table.done(&clicks, 1, 4);
+        table.done(&clicks, 0, 9, None);
+        table.done(&clicks, 1, 4, None);
         let sent = table.take_changed();
         assert_eq!(sent.len(), 2);
         assert!(table.take_changed().is_empty(), "nothing new");
@@ -225,9 +256,28 @@ mod tests {
         assert_eq!(again, [offset("clicks", 0, 10), offset("clicks", 1, 5)]);
 
         // Progress after the failed commit wins; a revoked partition is not committed again.
-        table.done(&clicks, 0, 19);
+        table.done(&clicks, 0, 19, None);
         table.remove(&[("clicks".to_owned(), 1)]);
         table.retry(&again);
         assert_eq!(table.take_changed(), [offset("clicks", 0, 20)]);
+    }
+
+    #[test]
+    fn a_commit_carries_the_stream_time_after_its_last_message() {
+        let table = OffsetTable::default();
+        let clicks: Arc<str> = Arc::from("clicks");
+        table.done(&clicks, 0, 9, Some(70_000));
+        let sent = table.take_changed();
+        assert_eq!(sent[0].offset, 10);
+        assert_eq!(
+            super::super::stream_time::decode(&sent[0].metadata),
+            Some(70_000)
+        );
+        table.done(&clicks, 0, 10, Some(75_000));
+        let revoked = table.remove(&[("clicks".to_owned(), 0)]);
+        assert_eq!(
+            super::super::stream_time::decode(&revoked[0].metadata),
+            Some(75_000)
+        );
     }
 }

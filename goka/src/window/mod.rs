@@ -40,6 +40,16 @@ pub trait Window: Send + Sync + 'static {
     type ValueCodec: Codec<Self::Value>;
 }
 
+/// The shape of a window as a type, implemented by [`window!`](crate::window!) for the
+/// shape of its spec: `WindowShape<false>` for tumbling and hopping windows, which
+/// handlers update with `update`, `WindowShape<true>` for session windows, which they
+/// update with `update_session`. Calling the other one does not compile.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is the other kind of window: tumbling and hopping windows are updated with `update`, session windows with `update_session`",
+    label = "not a method for this kind of window"
+)]
+pub trait WindowShape<const SESSION: bool>: Window {}
+
 /// One window declaration of one processor partition
 /// ([`ProcessorPartitionStats::windows`](crate::processor::ProcessorPartitionStats::windows)).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +103,11 @@ macro_rules! window {
             const SPEC: $crate::window::WindowSpec = $spec;
             type Value = $value;
             type ValueCodec = $codec;
+        }
+
+        impl $crate::window::WindowShape<{ $crate::window::WindowSpec::is_session(&$spec) }>
+            for $name
+        {
         }
 
         const _: () = $crate::window::WindowSpec::check(&<$name as $crate::window::Window>::SPEC);

@@ -15,8 +15,6 @@ use super::WindowRange;
 use crate::graph::WindowEdge;
 use crate::storage::{Storage, StorageError};
 
-#[cfg(test)]
-use super::row::OPEN;
 use super::row::{self, CLOSED};
 
 /// No message handled yet.
@@ -90,10 +88,22 @@ impl PartitionWindows {
         self.stream_time()
     }
 
-    /// Indexes every stored row after recovery and sets the stream time to the latest
-    /// window start found: a lower bound of the stream time before the restart, so nothing
-    /// closes early (a window may close once more, which `on_close`'s at-least-once allows).
-    pub(crate) fn index_stored(&self) -> Result<(), StorageError> {
+    /// Indexes every stored row after recovery and sets the stream time.
+    ///
+    /// With the stream time committed with the partition's input offsets (`committed`),
+    /// that is the stream time: exactly that of the messages committed. A row marked closed
+    /// whose window closes later than that was closed by a message handled after the
+    /// commit, which comes again: the window is open again until that message closes it
+    /// once more (`on_close` runs again, as at-least-once allows).
+    ///
+    /// Without one (a partition this library never committed, or whose commit metadata
+    /// could not be read), the stream time is the latest window start found: a lower bound
+    /// of the stream time before the restart, so nothing closes early; a window may then
+    /// close once more.
+    pub(crate) fn index_stored(&self, committed: Option<i64>) -> Result<(), StorageError> {
+        if let Some(time) = committed {
+            self.stream_time.store(time, Ordering::Relaxed);
+        }
         for table in &self.tables {
             let mut due = table.lock();
             *due = Due::default();
@@ -103,21 +113,25 @@ impl PartitionWindows {
                 else {
                     continue;
                 };
-                // Some message came at the window's start (a session's end) or later.
-                let seen = match table.edge.spec.kind() {
-                    super::WindowKind::Session => value.end.saturating_sub(1),
-                    _ => start,
+                let window = WindowRange {
+                    start,
+                    end: value.end,
                 };
-                self.stream_time.fetch_max(seen, Ordering::Relaxed);
-                due.index(
-                    table.edge,
-                    row,
-                    WindowRange {
-                        start,
-                        end: value.end,
-                    },
-                    value.state,
-                );
+                let state = match committed {
+                    Some(time) if table.edge.spec.closes_at(window) > time => row::OPEN,
+                    Some(_) => value.state,
+                    None => {
+                        // Some message came at the window's start (a session's end) or
+                        // later.
+                        let seen = match table.edge.spec.kind() {
+                            super::WindowKind::Session => value.end.saturating_sub(1),
+                            _ => start,
+                        };
+                        self.stream_time.fetch_max(seen, Ordering::Relaxed);
+                        value.state
+                    }
+                };
+                due.index(table.edge, row, window, state);
             }
         }
         Ok(())
@@ -248,6 +262,7 @@ mod tests {
     use super::*;
     use crate::graph::{Edge, EdgeKind};
     use crate::storage::MemoryStorage;
+    use crate::window::row::OPEN;
     use crate::window::{encode_window_key, WindowSpec};
 
     const EDGE: WindowEdge = WindowEdge {
@@ -316,7 +331,7 @@ mod tests {
         let storage = &w.tables[0].storage;
         storage.set(&row("a", 0), &val(CLOSED, 60_000)).unwrap();
         storage.set(&row("b", 60_000), &val(OPEN, 120_000)).unwrap();
-        w.index_stored().unwrap();
+        w.index_stored(None).unwrap();
         assert_eq!(w.stream_time(), Some(60_000));
         w.advance(Some(130_000));
         let due = w.take_due(usize::MAX);
@@ -352,5 +367,35 @@ mod tests {
         );
         assert_eq!(w.take_due(2), [(0, DueWindow::Close { row: row("c", 0) })]);
         assert!(w.take_due(2).is_empty());
+    }
+
+    #[test]
+    fn with_a_committed_stream_time_a_window_closed_after_it_is_open_again() {
+        let w = windows();
+        let storage = &w.tables[0].storage;
+        // Closed at 70 s, before the commit at 75 s: closed for good.
+        storage.set(&row("a", 0), &val(CLOSED, 60_000)).unwrap();
+        // Closed at 130 s by a message after the commit: open again.
+        storage
+            .set(&row("b", 60_000), &val(CLOSED, 120_000))
+            .unwrap();
+        w.index_stored(Some(75_000)).unwrap();
+        assert_eq!(w.stream_time(), Some(75_000), "not the latest window start");
+        let table = &w.tables[0];
+        assert!(table.closed(EDGE.spec.range(0), w.stream_time()));
+        assert!(!table.closed(EDGE.spec.range(60_000), w.stream_time()));
+        w.advance(Some(130_000));
+        assert_eq!(
+            w.take_due(usize::MAX),
+            [
+                (
+                    0,
+                    DueWindow::Close {
+                        row: row("b", 60_000)
+                    }
+                ),
+                (0, DueWindow::Drop { row: row("a", 0) })
+            ]
+        );
     }
 }

@@ -120,6 +120,12 @@ impl WindowSpec {
         self.kind
     }
 
+    /// Whether this is a session window (the shape [`WindowShape`](super::WindowShape)
+    /// names at compile time).
+    pub const fn is_session(&self) -> bool {
+        matches!(self.kind, WindowKind::Session)
+    }
+
     /// The length of a window.
     pub const fn size(&self) -> Duration {
         Duration::from_millis(self.size_ms as u64)
