@@ -80,8 +80,18 @@ new_cluster_id() {
   python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))'
 }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# N distinct free ports: all sockets stay bound until every port is chosen, so the OS cannot
+# hand the same port out twice (Kafka refuses a broker and a controller listener on one port).
+free_ports() {
+  python3 -c '
+import socket, sys
+held = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    held.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in held))
+' "$1"
 }
 
 # Writes a node's configuration, formats its storage if it is new, and becomes the broker.
@@ -205,11 +215,12 @@ start_cluster() {
       fi
     done
   fi
-  local cluster ports=() cports=() voters="" i
+  local cluster ports=() cports=() voters="" i chosen
   cluster="$(new_cluster_id)"
+  read -r -a chosen <<<"$(free_ports $((2 * nodes)))"
   for i in $(seq 1 "$nodes"); do
-    ports+=("$(free_port)")
-    cports+=("$(free_port)")
+    ports+=("${chosen[$((2 * i - 2))]}")
+    cports+=("${chosen[$((2 * i - 1))]}")
     voters+="${voters:+,}$i@127.0.0.1:${cports[$((i - 1))]}"
   done
   local began_ns bootstrap="" pids=()

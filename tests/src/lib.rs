@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod broker;
+pub mod ports;
 pub mod proxy;
 
 pub use bench::{bench_json, bench_runtime, bench_size};

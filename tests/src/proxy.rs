@@ -48,7 +48,7 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy on a free port of 127.0.0.1 forwarding to `upstream`.
     pub fn start(upstream: SocketAddr) -> std::io::Result<Self> {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let std_listener = crate::ports::bind_unclaimed()?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let (control, state) = watch::channel(State {

@@ -10,7 +10,7 @@ mod kafka;
 mod tansu;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::proxy::FaultProxy;
@@ -251,12 +251,10 @@ fn pid_file(pid: u32) -> Option<PathBuf> {
     std::env::var_os("GOKA_BROKER_PIDS").map(|dir| PathBuf::from(dir).join(pid.to_string()))
 }
 
-/// A port that was free a moment ago. The OS hands out ephemeral ports round-robin, so a
-/// port just released is unlikely to be handed to someone else before the broker binds it;
-/// when it is, the broker fails to bind and the harness chooses again.
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+/// A port that was free a moment ago and was handed to nobody else in this binary. Another
+/// process may still take it before the broker binds it; the broker then fails to bind and
+/// the harness chooses again.
+pub use crate::ports::free_port;
 
 fn read_log(path: &Path) -> String {
     let mut text = String::new();
