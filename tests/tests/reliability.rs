@@ -678,12 +678,16 @@ async fn a_member_leaving_mid_rebalance_leaves_the_last_one_all_partitions_or_sa
     let (second, second_running) = start();
     let (third, third_running) = start();
     let all = [&first, &second, &third];
-    // Settled: every partition owned and nobody waiting for an assignment (the three join
-    // one after the other, so the group may rebalance more than once before it settles).
+    // Settled: every partition owned, every instance owning some (four partitions among
+    // three members), and nobody waiting for an assignment. The three join one after the
+    // other, so the group may rebalance more than once before it settles, and the first two
+    // may own everything before the third joined: stopping the third then would start no
+    // rebalance at all.
     goka_tests::eventually(
         Duration::from_secs(60),
         || {
             all.iter().map(|p| p.partitions().len()).sum::<usize>() == PARTITIONS as usize
+                && all.iter().all(|p| !p.partitions().is_empty())
                 && all.iter().all(|p| p.stats().awaiting_assignment.is_none())
         },
         || format!("three instances did not settle: {}", describe(&all)),
@@ -691,11 +695,17 @@ async fn a_member_leaving_mid_rebalance_leaves_the_last_one_all_partitions_or_sa
     .await;
     third_running.stop().await;
     match goka_tests::group_protocol() {
-        // The classic protocol's rebalance revokes every member's partitions first.
+        // The classic protocol's rebalance revokes every member's partitions first. On Kafka
+        // it may also finish between two looks (the two rejoin within milliseconds of each
+        // other): then the two own the third's partitions too.
         goka_tests::GroupProtocol::Classic => {
             goka_tests::eventually(
                 Duration::from_secs(30),
-                || first.partitions().is_empty() && second.partitions().is_empty(),
+                || {
+                    let (one, two) = (first.partitions(), second.partitions());
+                    (one.is_empty() && two.is_empty())
+                        || one.len() + two.len() == PARTITIONS as usize
+                },
                 || format!("no rebalance after the third stopped: {}", describe(&all)),
             )
             .await
