@@ -15,8 +15,9 @@ use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
 use goka::kafka::rdkafka_client::RdKafkaClient;
 use goka::kafka::{
-    Ack, Admin, Client, GroupConsumer, HeaderUse, Headers, KafkaError, MemberOptions,
-    OutgoingRecord, PartitionConsumer, Producer, RebalanceListener, SendError, StartOffset,
+    Ack, Admin, Client, ConsumedBatch, GroupConsumer, HeaderUse, Headers, KafkaError,
+    MemberOptions, OutgoingRecord, PartitionConsumer, Producer, RebalanceListener, SendError,
+    StartOffset,
 };
 use goka::processor::{GroupTable, Processor, ProcessorConfig, ProcessorError};
 use goka::storage::RocksDbBuilder;
@@ -380,6 +381,24 @@ enum Fault {
     /// Group members never finish a synchronous commit or leaving the group, as a client
     /// waiting for a coordinator that does not come back.
     StuckStopping,
+    /// Consumers of tables (a view's reader) never finish closing.
+    StuckClosing,
+}
+
+/// A table consumer whose closing never returns, as a client waiting for a cluster that
+/// does not answer.
+struct StuckOnClose(Box<dyn PartitionConsumer>);
+
+impl PartitionConsumer for StuckOnClose {
+    fn next_batch(&mut self) -> BoxFuture<'_, Option<Result<ConsumedBatch, KafkaError>>> {
+        self.0.next_batch()
+    }
+}
+
+impl Drop for StuckOnClose {
+    fn drop(&mut self) {
+        hang_forever();
+    }
 }
 
 struct FailingProducer {
@@ -425,7 +444,7 @@ impl Client for Faulty {
                 key,
                 at_queue,
             }),
-            Fault::StuckStopping => inner,
+            Fault::StuckStopping | Fault::StuckClosing => inner,
         })
     }
     fn admin(&self) -> Result<Arc<dyn Admin>, KafkaError> {
@@ -440,7 +459,11 @@ impl Client for Faulty {
         partitions: &[(i32, StartOffset)],
         headers: HeaderUse,
     ) -> Result<Box<dyn PartitionConsumer>, KafkaError> {
-        self.inner.consume(topic, partitions, headers)
+        let consumer = self.inner.consume(topic, partitions, headers)?;
+        Ok(match self.fault {
+            Fault::StuckClosing => Box::new(StuckOnClose(consumer)),
+            _ => consumer,
+        })
     }
     fn join_group(
         &self,
@@ -452,7 +475,7 @@ impl Client for Faulty {
         let member = self.inner.join_group(group, topics, options, listener)?;
         Ok(match self.fault {
             Fault::StuckStopping => Box::new(StuckMember(member)),
-            Fault::FailingWrites { .. } => member,
+            Fault::FailingWrites { .. } | Fault::StuckClosing => member,
         })
     }
 }
@@ -718,6 +741,61 @@ async fn a_member_that_never_finishes_stopping_is_abandoned_and_run_says_so() {
     );
     assert_eq!(processor.state(), goka::processor::PartitionState::Stopped);
     println!("a member stuck stopping: run returned after {took:.1?} with: {error}");
+}
+
+/// A view whose table consumer never finishes closing is abandoned after its stop timeout:
+/// `run` returns an error naming the table instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_that_never_finishes_stopping_is_abandoned_and_run_says_so() {
+    let broker = TestBroker::start();
+    let (client, emitter) = setup(&broker).await;
+    let expected = emit(&emitter, 20, 2).await;
+    let processor = Arc::new(Processor::new(
+        Counter::new(),
+        client.clone(),
+        goka_tests::from_oldest(),
+    ));
+    let running = spawn(&processor);
+    eventually(
+        Duration::from_secs(60),
+        || counts(&processor, &expected) == expected,
+        || format!("counts {:?} of {expected:?}", counts(&processor, &expected)),
+    )
+    .await;
+    running.stop().await;
+
+    let stop_timeout = Duration::from_secs(2);
+    let view = View::<GroupTable<Counter>>::builder(Arc::new(Faulty {
+        inner: client,
+        fault: Fault::StuckClosing,
+    }))
+    .stop_timeout(stop_timeout)
+    .build()
+    .await
+    .unwrap();
+    let view_running = Running::spawn({
+        let view = view.clone();
+        move |cancel| async move { view.run(cancel).await }
+    });
+    tokio::time::timeout(Duration::from_secs(60), view.recovered())
+        .await
+        .unwrap();
+    let stopping = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), view_running.cancel_and_wait())
+        .await
+        .expect("run returns although the table's consumer never finishes closing");
+    let took = stopping.elapsed();
+    let error = outcome
+        .expect_err("an abandoned view is an error")
+        .to_string();
+    for part in ["fault-counter-table", "stop_timeout", "abandoned"] {
+        assert!(error.contains(part), "{part} missing: {error}");
+    }
+    assert!(
+        took >= stop_timeout,
+        "returned after {took:?}, before the stop timeout"
+    );
+    println!("a view stuck stopping: run returned after {took:.1?} with: {error}");
 }
 
 goka::stream!(TimedClicks = "fault-timed-clicks": String as StringCodec);

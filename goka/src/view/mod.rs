@@ -14,6 +14,7 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -123,6 +124,16 @@ pub enum ViewError {
         /// The table topic.
         topic: &'static str,
     },
+    /// Stopping took longer than [`ViewBuilder::stop_timeout`]: `run` returned without
+    /// waiting for the rest (the partitions' last offsets may not be stored, and the next
+    /// run reads a little more of the changelog).
+    #[error("view of table {topic:?} did not finish stopping within {after:?} (stop_timeout) and was abandoned")]
+    Abandoned {
+        /// The table topic.
+        topic: &'static str,
+        /// The stop timeout.
+        after: Duration,
+    },
     /// A view that others read (a processor's lookup table) ended before it was told to stop:
     /// its task panicked, or returned without an error.
     #[error("view of table {topic:?} ended while in use: {reason}")]
@@ -166,8 +177,12 @@ pub struct ViewBuilder<T> {
     topics: TopicManagerConfig,
     auto_reconnect: bool,
     backoff: Backoff,
+    stop_timeout: Duration,
     _table: PhantomData<fn() -> T>,
 }
+
+/// How long a view's stop may take by default ([`ViewBuilder::stop_timeout`]).
+pub const DEFAULT_VIEW_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl<T> std::fmt::Debug for ViewBuilder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -191,6 +206,7 @@ impl<T> ViewBuilder<T> {
             topics: TopicManagerConfig::default(),
             auto_reconnect: true,
             backoff: Backoff::default(),
+            stop_timeout: DEFAULT_VIEW_STOP_TIMEOUT,
             _table: PhantomData,
         }
     }
@@ -259,6 +275,15 @@ impl<T> ViewBuilder<T> {
         self
     }
 
+    /// How long stopping may take once `run`'s token fired (default 30 s, as a processor's
+    /// `stop_timeout`): writing the partitions' offsets and closing the table's consumer
+    /// (which a client waiting on an unreachable cluster may hold up). After it `run`
+    /// returns [`ViewError::Abandoned`] and leaves the rest to a thread of its own.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
     /// Opens a view of `topic` whose values are checked with `validate`: the untyped core
     /// that [`View<T>`] wraps, and that processors use for lookup tables.
     pub(crate) async fn open(
@@ -323,6 +348,7 @@ impl<T> ViewBuilder<T> {
             _storage: storage,
             running: AtomicBool::new(false),
             auto_reconnect: self.auto_reconnect,
+            stop_timeout: self.stop_timeout,
         })
     }
 }
@@ -395,6 +421,7 @@ pub(crate) struct ViewInner {
     update: Option<Arc<UpdateCallback>>,
     decode_errors: DecodeErrorPolicy,
     auto_reconnect: bool,
+    stop_timeout: Duration,
     partitions: Vec<TablePartition>,
     state: watch::Sender<ViewState>,
     running: AtomicBool,

@@ -74,14 +74,51 @@ pub(super) async fn run(
             Err(error) => break Err(error),
         }
     };
-    watermarks.cancel();
-    let _ = following.await;
-    let stopped = reader.stop();
+    let stopped = stop(inner, reader, watermarks, following).await?;
     result.and(stopped).map_err(|e| view_error(topic, e))?;
     match disconnected {
         Some(partition) => Err(ViewError::Disconnected { topic, partition }),
         None => Ok(()),
     }
+}
+
+/// Stops following watermarks and stops the reader (its offsets written, its consumer
+/// closed), on a thread of its own: a client that never returns from closing is abandoned
+/// after the view's stop timeout, and `run` says so instead of hanging.
+async fn stop(
+    inner: &ViewInner,
+    reader: TableReader,
+    watermarks: CancellationToken,
+    following: tokio::task::JoinHandle<()>,
+) -> Result<Result<(), TableError>, ViewError> {
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("goka-view-{}", inner.topic))
+        .spawn(move || {
+            let _ = done.send(reader.stop());
+        });
+    if let Err(error) = spawned {
+        // The reader went with the thread that did not start: its consumer is closed, but
+        // its last offsets are not written, so the next run reads a little more.
+        tracing::warn!(topic = inner.topic, %error, "no thread to stop the view on: its last offsets are not stored");
+    }
+    let stopping = async {
+        watermarks.cancel();
+        let _ = following.await;
+        stopped.await.unwrap_or(Ok(()))
+    };
+    tokio::time::timeout(inner.stop_timeout, stopping)
+        .await
+        .map_err(|_| {
+            tracing::error!(
+                topic = inner.topic,
+                "the view did not finish stopping within stop_timeout and was abandoned"
+            );
+            ViewError::Abandoned {
+                topic: inner.topic,
+                after: inner.stop_timeout,
+            }
+        })
 }
 
 fn view_error(topic: &'static str, error: TableError) -> ViewError {

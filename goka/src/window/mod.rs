@@ -58,8 +58,9 @@ pub struct WindowStats {
     pub window: &'static str,
     /// Its changelog topic.
     pub topic: &'static str,
-    /// The partition's stream time: the latest message timestamp handled (after a restart,
-    /// the latest window start stored, until a later message comes).
+    /// The partition's stream time: the latest message timestamp handled. After a restart
+    /// it is the stream time committed with the input offsets, or, for offsets committed
+    /// without it, the latest window start stored, until a later message comes.
     pub stream_time: Option<i64>,
     /// Windows kept: open, or closed and not yet dropped.
     pub windows: usize,
