@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use goka::kafka::rdkafka_client::RdKafkaClient;
 use goka::kafka::{Client, KafkaConfig};
-use goka::processor::{Group, GroupStart, Processor, ProcessorConfig, ProcessorError};
+use goka::processor::{GroupStart, Handlers, Processor, ProcessorConfig, ProcessorError};
 use goka_tests::TestBroker;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -102,14 +102,14 @@ impl Cluster {
 
 /// A processor running in the background until [`Running::stop`].
 #[derive(Debug)]
-pub struct Running<P: Group> {
+pub struct Running<P: Handlers> {
     /// The processor, for state and table reads.
     pub processor: Arc<Processor<P>>,
     cancel: CancellationToken,
     task: JoinHandle<Result<(), ProcessorError>>,
 }
 
-impl<P: Group> Running<P> {
+impl<P: Handlers> Running<P> {
     /// Starts `group` on `client` with the default configuration.
     pub fn start(group: P, client: Arc<dyn Client>) -> Self {
         // The examples emit before they start their processors: a new group must start at

@@ -272,13 +272,23 @@ impl GroupGraph {
             .chain(self.loopback.map(|e| e.topic))
     }
 
-    /// Topics that must have the same partition count: inputs, loop, joins and the table.
+    /// The tables the group's partitions alone write, each kept in a changelog of its own:
+    /// the group table, then each window table, then the timers. Everything that treats
+    /// them alike (topic creation, recovery, hot standby, the tester) iterates this list, so
+    /// a new kind of owned table is added here.
+    pub fn owned_tables(&self) -> impl Iterator<Item = &Edge> + '_ {
+        self.table
+            .iter()
+            .chain(self.windows.iter().map(|w| &w.edge))
+            .chain(self.timers.iter())
+    }
+
+    /// Topics that must have the same partition count: inputs, loop, joins and the tables
+    /// the group owns.
     pub fn copartitioned_topics(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.consumed_topics()
             .chain(self.joins.iter().map(|e| e.topic))
-            .chain(self.table.map(|e| e.topic))
-            .chain(self.timers.map(|e| e.topic))
-            .chain(self.windows.iter().map(|w| w.edge.topic))
+            .chain(self.owned_tables().map(|e| e.topic))
     }
 
     /// The changelog topic of the window `name`: `<group>-<name>-window`.

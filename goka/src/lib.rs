@@ -12,6 +12,7 @@
 //! | [`codec`] | bytes ↔ values, byte-compatible with goka's codecs |
 //! | [`partitioner`] | which partition a key lives in (goka's FNV-1a, Java's murmur2) |
 //! | [`graph`] | [`GroupGraph`](graph::GroupGraph): the edges of a processor group, and goka's rules |
+//! | [`group`] | [`Group`](group::Group): what a processor group is, and the marker traits of its edges |
 //! | [`processor`](mod@processor) | running a processor group: consumer group, recovery, handlers, commits |
 //! | [`context`] | [`Context`](context::Context): what a handler can do, typed by its group |
 //! | [`kafka`] | the seam to the Kafka client, and its librdkafka implementation |
@@ -34,6 +35,7 @@ pub mod context;
 pub mod emitter;
 pub mod error;
 pub mod graph;
+pub mod group;
 pub mod kafka;
 pub mod partitioner;
 pub mod processor;

@@ -29,7 +29,7 @@ use goka::context::{CallbackError, Context};
 use goka::graph::{EdgeKind, GroupGraph};
 use goka::kafka::rdkafka_client::RdKafkaClient;
 use goka::kafka::KafkaConfig;
-use goka::processor::{Group, PartitionState, Processor, ProcessorConfig, Stateful};
+use goka::processor::{Group, Handlers, PartitionState, Processor, ProcessorConfig, Stateful};
 use goka::storage::{MemoryBuilder, RocksDbBuilder, StorageBuilder};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
@@ -66,7 +66,9 @@ impl<const GROUP: usize> Group for Count<GROUP> {
     };
     type Key = String;
     type KeyCodec = StringCodec;
+}
 
+impl<const GROUP: usize> Handlers for Count<GROUP> {
     fn dispatch<'a>(
         &'a self,
         ctx: &'a mut Context<'_, Self>,

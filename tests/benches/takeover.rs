@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use goka::codec::{BytesCodec, Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::graph::{EdgeKind, GroupGraph};
-use goka::processor::{Group, PartitionState, Processor, ProcessorConfig, Stateful};
+use goka::processor::{Group, Handlers, PartitionState, Processor, ProcessorConfig, Stateful};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka_tests::{client, string_edge as edge, Running, TestBroker};
@@ -55,7 +55,9 @@ impl<const STANDBY: bool> Group for Count<STANDBY> {
     };
     type Key = String;
     type KeyCodec = StringCodec;
+}
 
+impl<const STANDBY: bool> Handlers for Count<STANDBY> {
     fn dispatch<'a>(
         &'a self,
         ctx: &'a mut Context<'_, Self>,

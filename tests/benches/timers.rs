@@ -25,7 +25,7 @@ use goka::codec::{BytesCodec, Int64Codec};
 use goka::context::{CallbackError, Context};
 use goka::kafka::rdkafka_client::RdKafkaClient;
 use goka::kafka::KafkaConfig;
-use goka::processor::{Group, Processor};
+use goka::processor::{Handlers, Processor};
 use goka::timer::TimerTime;
 use goka::topic::Topic;
 use goka_tests::bench::{run_until_done, Run};
@@ -195,7 +195,7 @@ fn report(run: &Run, name: &str, messages: usize, fired: u64) {
 /// Runs `group` over the backlog until every message is done; returns the run and how many
 /// timers fired: the timer changelog writes beyond the `handled` that the messages' own
 /// schedules and cancels wrote (a fired timer writes its tombstone).
-async fn count<P: Group>(
+async fn count<P: Handlers>(
     broker: &TestBroker,
     group: P,
     messages: usize,

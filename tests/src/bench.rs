@@ -303,7 +303,7 @@ pub fn quix_run(
 
 /// Runs `processor` until it produced `messages` messages (and stops it): time in all, and
 /// to the first message handled.
-pub async fn run_until_produced<P: goka::processor::Group>(
+pub async fn run_until_produced<P: goka::processor::Handlers>(
     processor: Arc<goka::processor::Processor<P>>,
     messages: usize,
 ) -> Run {
@@ -315,7 +315,7 @@ pub async fn run_until_produced<P: goka::processor::Group>(
 /// of them is done (each partition's input caught up: what it produced was acknowledged),
 /// for processors whose count of produced messages is not known beforehand (timers that
 /// fire, rows written or not). Returns the run and what it wrote to each topic.
-pub async fn run_until_done<P: goka::processor::Group>(
+pub async fn run_until_done<P: goka::processor::Handlers>(
     processor: Arc<goka::processor::Processor<P>>,
     messages: usize,
     partitions: u32,
@@ -336,7 +336,7 @@ pub async fn run_until_done<P: goka::processor::Group>(
 /// Runs `processor` until `done` holds, then stops it; returns the time in all and to the
 /// first message handled, and what it wrote to each topic (figures a stopped run no longer
 /// has).
-async fn run_until<P: goka::processor::Group>(
+async fn run_until<P: goka::processor::Handlers>(
     processor: Arc<goka::processor::Processor<P>>,
     done: impl Fn(&goka::processor::Processor<P>) -> bool,
 ) -> (Run, Vec<goka::processor::OutputStats>) {

@@ -364,7 +364,7 @@ pub async fn produce_at(
 
 /// Runs `processor` until it stops by itself (at most 60 s); returns its error message.
 /// Panics if it does not stop or stops without an error.
-pub async fn run_until_error<P: goka::processor::Group>(
+pub async fn run_until_error<P: goka::processor::Handlers>(
     processor: &goka::processor::Processor<P>,
 ) -> String {
     tokio::time::timeout(

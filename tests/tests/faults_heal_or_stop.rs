@@ -88,7 +88,7 @@ async fn emit(emitter: &Emitter<Clicks>, n: usize, users: usize) -> HashMap<Stri
     expected
 }
 
-fn spawn<P: goka::processor::Group>(processor: &Arc<Processor<P>>) -> Running<ProcessorError> {
+fn spawn<P: goka::processor::Handlers>(processor: &Arc<Processor<P>>) -> Running<ProcessorError> {
     let processor = processor.clone();
     Running::spawn(move |cancel| async move { processor.run(cancel).await })
 }

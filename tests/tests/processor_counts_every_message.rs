@@ -14,7 +14,9 @@ use goka::codec::{Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
 use goka::graph::{EdgeKind, GroupGraph};
-use goka::processor::{Group, GroupTable, Processor, ProcessorConfig, ProcessorError, Stateful};
+use goka::processor::{
+    Group, GroupTable, Handlers, Processor, ProcessorConfig, ProcessorError, Stateful,
+};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::{DecodeErrorPolicy, View, ViewState};
@@ -36,7 +38,9 @@ impl Group for Counter {
     };
     type Key = String;
     type KeyCodec = StringCodec;
+}
 
+impl Handlers for Counter {
     fn dispatch<'a>(
         &'a self,
         ctx: &'a mut Context<'_, Self>,
@@ -115,7 +119,7 @@ fn start(
 
 /// Runs a processor of `group` with the default config until it stops by itself; returns its
 /// error message.
-async fn run_until_error<P: Group>(group: P, client: &TestClient) -> String {
+async fn run_until_error<P: Handlers>(group: P, client: &TestClient) -> String {
     let processor = Processor::new(group, client.clone(), goka_tests::from_oldest());
     goka_tests::run_until_error(&processor).await
 }
@@ -325,7 +329,9 @@ impl Group for Mismatched {
     };
     type Key = String;
     type KeyCodec = StringCodec;
+}
 
+impl Handlers for Mismatched {
     fn dispatch<'a>(
         &'a self,
         _ctx: &'a mut Context<'_, Self>,

@@ -333,7 +333,7 @@ async fn store_a_nudge(broker: &TestBroker) {
 }
 
 /// Starts `group` on the stored nudge and brings stream time past it.
-async fn run_on_the_nudge<P: goka::processor::Group>(
+async fn run_on_the_nudge<P: goka::processor::Handlers>(
     broker: &TestBroker,
     group: P,
     decode_errors: goka::codec::DecodeErrorPolicy,

@@ -1,4 +1,4 @@
-//! `Group::dispatch`: a `match` from the message's topic to its handler. Decoding and the
+//! `Handlers::dispatch`: a `match` from the message's topic to its handler. Decoding and the
 //! sync/async distinction are runtime helpers; the handler call is spanned at the user's
 //! `handler = ...`, so a wrong message type or signature is reported there.
 
@@ -53,7 +53,7 @@ pub fn dispatch(p: &Processor) -> TokenStream {
     matcher(p, signature, quote!(ctx.topic()), arms)
 }
 
-/// `Group::visit`, for groups with `#[visit]` edges: a `match` from the visitor's name to its
+/// `Handlers::visit`, for groups with `#[visit]` edges: a `match` from the visitor's name to its
 /// handler, whose signature is checked like an input handler's.
 pub fn visit(p: &Processor) -> TokenStream {
     if p.visits.is_empty() {
@@ -81,7 +81,7 @@ pub fn visit(p: &Processor) -> TokenStream {
     matcher(p, signature, quote!(visitor), arms)
 }
 
-/// `Group::close_window`, for groups with `#[window(..., on_close = ...)]` edges: a `match`
+/// `Handlers::close_window`, for groups with `#[window(..., on_close = ...)]` edges: a `match`
 /// from the window's name to its `on_close` handler, whose signature is checked like an
 /// input handler's.
 pub fn close(p: &Processor) -> TokenStream {
@@ -118,7 +118,7 @@ pub fn close(p: &Processor) -> TokenStream {
     matcher(p, signature, quote!(window), arms)
 }
 
-/// `Group::fire_timer`, for groups with `#[timer(...)]` edges: a `match` from the timer's
+/// `Handlers::fire_timer`, for groups with `#[timer(...)]` edges: a `match` from the timer's
 /// name to its handler, whose signature is checked like an input handler's.
 pub fn fire(p: &Processor) -> TokenStream {
     if p.timers.is_empty() {
@@ -148,7 +148,7 @@ pub fn fire(p: &Processor) -> TokenStream {
     matcher(p, signature, quote!(timer), arms)
 }
 
-/// A `Group` method with `signature` whose body matches `on` (a topic or a name) against
+/// A `Handlers` method with `signature` whose body matches `on` (a topic or a name) against
 /// `arms`, one per handler; anything else is a "no handler" error.
 fn matcher(
     p: &Processor,

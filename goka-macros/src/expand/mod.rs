@@ -155,6 +155,8 @@ fn full(p: &Processor, check_graph: bool) -> TokenStream {
             const GRAPH: #pv::GroupGraph = #graph;
             #options
             #key
+        }
+        impl #impl_generics #pv::Handlers for #name #ty_generics #where_clause {
             #dispatch
         }
         #markers
@@ -189,7 +191,7 @@ fn options(p: &Processor) -> TokenStream {
     }
 }
 
-/// A `Group` impl with no inputs and goka's default key type (`String`), for a processor
+/// `Group` and `Handlers` impls with no inputs and goka's default key type (`String`), for a processor
 /// whose inputs did not parse: handlers that use `Context<'_, Self>` still type-check.
 fn stub(p: &Processor) -> TokenStream {
     let pv = private(p);
@@ -204,6 +206,8 @@ fn stub(p: &Processor) -> TokenStream {
             // goka's default key type, so joins, emits and `ctx.key()` still type-check.
             type Key = #pv::String;
             type KeyCodec = #pv::StringCodec;
+        }
+        impl #impl_generics #pv::Handlers for #name #ty_generics #where_clause {
             #dispatch
         }
         #markers

@@ -26,10 +26,10 @@ pub use crate::context::{CallbackError, Context};
 pub use crate::graph::{
     Edge, EdgeKind, GroupGraph, Violation, WindowEdge, LOOP_SUFFIX, TABLE_SUFFIX,
 };
-pub use crate::processor::{
-    Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful, Timed, Visitor, Visits,
-    Windowed,
+pub use crate::group::{
+    Consumes, Emits, Group, Joins, LooksUp, Loops, NilHandling, Stateful, Timed, Windowed,
 };
+pub use crate::processor::{Handlers, Visitor, Visits};
 pub use crate::timer::Timer;
 
 /// The edge of the timer changelog of `P`.

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Codec, CodecError};
+use crate::group::{Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
 use crate::kafka::{ConsumedMessage, Headers};
 use crate::partitioner::Partitioner;
-use crate::processor::group::{Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful};
 use crate::storage::{Storage, StorageError};
 use crate::topic::{Stream, Table, Topic};
 
@@ -364,7 +364,7 @@ impl<'c, P: Group> Context<'c, P> {
         headers: Option<Headers>,
     ) {
         let partition = match kind {
-            OutgoingKind::Changelog | OutgoingKind::Window | OutgoingKind::Timer => {
+            OutgoingKind::Table | OutgoingKind::Window | OutgoingKind::Timer => {
                 self.message.partition
             }
             _ => {
@@ -463,7 +463,7 @@ impl<P: Group> Context<'_, P> {
         let (key_bytes, _) = self.outgoing.scratch_filled();
         key_bytes.extend_from_slice(&self.message.key);
         let topic = <GroupTable<P> as Topic>::NAME;
-        self.send(OutgoingKind::Changelog, topic, has_value, headers);
+        self.send(OutgoingKind::Table, topic, has_value, headers);
         Ok(())
     }
 

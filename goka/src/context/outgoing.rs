@@ -6,10 +6,12 @@
 
 use crate::kafka::Headers;
 
-/// What a produced message is for; changelog writes move the table's stored offset.
+/// What a produced message is for. Writes to the partition's own stores (`Table`, `Window`,
+/// `Timer`) go to their changelogs and move the store's saved offset once acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OutgoingKind {
-    Changelog,
+    /// A write of the group table's row, to the table's changelog (`Context::set_value`).
+    Table,
     /// A write of a window's row, to its changelog (`Context::window`).
     Window,
     /// A write of a timer, to the group's timer changelog (`Context::schedule`).
@@ -18,6 +20,13 @@ pub(crate) enum OutgoingKind {
     Loop,
     /// Not a message: the completion of work a handler deferred (`Context::defer_commit`).
     Deferred,
+}
+
+impl OutgoingKind {
+    /// Whether the message is a write to one of the partition's own stores.
+    pub(crate) fn writes_a_store(self) -> bool {
+        matches!(self, Self::Table | Self::Window | Self::Timer)
+    }
 }
 
 /// The messages produced while handling one message, in order.
@@ -166,7 +175,7 @@ impl Outgoing {
     pub(crate) fn last_row(&self) -> Option<Option<&[u8]>> {
         self.iter()
             .rev()
-            .find(|m| m.kind == OutgoingKind::Changelog)
+            .find(|m| m.kind == OutgoingKind::Table)
             .map(|m| m.value)
     }
 
@@ -216,7 +225,7 @@ mod tests {
         let (key, value) = out.scratch();
         key.extend_from_slice(b"alice");
         value.extend_from_slice(b"42");
-        out.push_scratch(OutgoingKind::Changelog, "t-table", 3, true, None);
+        out.push_scratch(OutgoingKind::Table, "t-table", 3, true, None);
         let (key, value) = out.scratch();
         key.extend_from_slice(b"bob");
         value.extend_from_slice(b"ignored");
@@ -242,7 +251,7 @@ mod tests {
                 got[0].value
             ),
             (
-                OutgoingKind::Changelog,
+                OutgoingKind::Table,
                 "t-table",
                 3,
                 &b"alice"[..],

@@ -3,7 +3,7 @@
 
 use super::{codec_error, CallbackError, Context, OutgoingKind};
 use crate::codec::Codec;
-use crate::processor::group::{Group, Timed};
+use crate::group::{Group, Timed};
 use crate::timer::{row_key, Timer, TimerTime};
 
 impl<P: Group> Context<'_, P> {

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use super::{codec_error, storage_error, CallbackError, Context, OutgoingKind};
 use crate::codec::Codec;
-use crate::processor::group::{Group, Windowed};
+use crate::group::{Group, Windowed};
 use crate::storage::KeyRange;
 use crate::window::partition::WindowTable;
 use crate::window::row::{self, OPEN};

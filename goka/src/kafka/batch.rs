@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use super::{ConsumedMessage, Headers, KafkaError};
+use super::error::KafkaError;
+use super::message::{ConsumedMessage, Headers};
 
 /// Events read from partitions of one topic, in order.
 #[derive(Debug)]

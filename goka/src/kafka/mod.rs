@@ -12,8 +12,12 @@ mod ack_ring;
 mod backoff;
 mod batch;
 mod config;
+mod error;
+mod message;
 #[cfg(feature = "rdkafka")]
 pub mod rdkafka_client;
+#[cfg(feature = "rdkafka")]
+mod rdkafka_consumer;
 #[cfg(feature = "rdkafka")]
 mod rdkafka_epoch;
 #[cfg(feature = "rdkafka")]
@@ -32,93 +36,8 @@ pub use self::backoff::Backoff;
 pub(crate) use self::backoff::{retry, Stopped};
 pub use self::batch::{BatchEvent, ConsumedBatch, MessageRef};
 pub use self::config::KafkaConfig;
-
-/// Message headers, in order; names may repeat, as in Kafka.
-///
-/// Names and values are bytes, as on the wire: Kafka does not require names to be UTF-8, and
-/// a message from a Go or Java producer may carry any bytes. [`get`](Self::get) takes a
-/// `&str` or bytes; [`iter`](Self::iter) hands out names as bytes
-/// (`std::str::from_utf8(name)` where text is expected).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(Vec<u8>, Vec<u8>)>);
-
-impl Headers {
-    /// No headers.
-    pub const fn new() -> Self {
-        Self(Vec::new())
-    }
-
-    /// Adds a header (`&str`, `String` or bytes as its name).
-    pub fn insert(&mut self, name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
-        self.0.push((name.into(), value.into()));
-        self
-    }
-
-    /// The value of the first header named `name`.
-    pub fn get(&self, name: impl AsRef<[u8]>) -> Option<&[u8]> {
-        let name = name.as_ref();
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    /// All headers in order, names as bytes.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.0.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
-    }
-
-    /// Number of headers.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// `defaults` with these headers on top: a header of these replaces every default of
-    /// the same name.
-    pub fn over(&self, defaults: &Headers) -> Headers {
-        let mut merged: Vec<(Vec<u8>, Vec<u8>)> = defaults
-            .0
-            .iter()
-            .filter(|(name, _)| self.get(name).is_none())
-            .cloned()
-            .collect();
-        merged.extend(self.0.iter().cloned());
-        Headers(merged)
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl<K: Into<Vec<u8>>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Headers {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Self(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
-    }
-}
-
-/// A message to produce, to an explicit partition (the runtime partitions, not the client).
-#[derive(Debug, Clone, Copy)]
-pub struct OutgoingRecord<'a> {
-    /// Topic name.
-    pub topic: &'a str,
-    /// Target partition.
-    pub partition: i32,
-    /// Encoded key.
-    pub key: &'a [u8],
-    /// Encoded value; `None` is a tombstone.
-    pub value: Option<&'a [u8]>,
-    /// Headers.
-    pub headers: Option<&'a Headers>,
-    /// The record's timestamp, in milliseconds since the epoch; `None` takes the producer's
-    /// clock.
-    pub timestamp: Option<i64>,
-}
+pub use self::error::KafkaError;
+pub use self::message::{ConsumedMessage, Headers, OutgoingRecord};
 
 /// Where a produced message was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,40 +216,6 @@ impl Drop for Ack {
     fn drop(&mut self) {
         if let AckState::Slot(ring, seq) = &self.0 {
             ring.abandon(*seq);
-        }
-    }
-}
-
-/// A message read from a partition. Owned: it outlives the client's buffers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumedMessage {
-    /// Topic name (shared by all messages of a consumer).
-    pub topic: std::sync::Arc<str>,
-    /// Partition.
-    pub partition: i32,
-    /// Offset in the partition.
-    pub offset: i64,
-    /// Key bytes (empty when the message had none).
-    pub key: Vec<u8>,
-    /// Value bytes; `None` is a tombstone.
-    pub value: Option<Vec<u8>>,
-    /// Timestamp in milliseconds since the epoch, if the message has one.
-    pub timestamp: Option<i64>,
-    /// Headers.
-    pub headers: Headers,
-}
-
-impl ConsumedMessage {
-    /// A message without key, value or headers, to read others into.
-    pub(crate) fn empty() -> Self {
-        Self {
-            topic: std::sync::Arc::from(""),
-            partition: 0,
-            offset: 0,
-            key: Vec::new(),
-            value: None,
-            timestamp: None,
-            headers: Headers::new(),
         }
     }
 }
@@ -606,92 +491,6 @@ pub trait Client: Send + Sync + 'static {
         options: MemberOptions,
         listener: std::sync::Arc<dyn RebalanceListener>,
     ) -> Result<Box<dyn GroupConsumer>, KafkaError>;
-}
-
-/// Errors of the Kafka layer, with the topic and partition where they apply.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum KafkaError {
-    /// Work a handler deferred failed ([`DeferredCommit::fail`](crate::context::DeferredCommit::fail)):
-    /// not a Kafka error, carried where a deferred message's completion is awaited.
-    #[error("{0}")]
-    Deferred(String),
-    /// The client could not be created (bad configuration).
-    #[error("cannot create the Kafka client: {0}")]
-    Config(String),
-    /// A produce failed.
-    #[error("produce to topic {topic:?} partition {partition} failed: {message}")]
-    Produce {
-        /// Topic.
-        topic: String,
-        /// Partition.
-        partition: i32,
-        /// The client's explanation.
-        message: String,
-    },
-    /// Consuming failed.
-    #[error("consume of topic {topic:?} failed: {message}")]
-    Consume {
-        /// Topic.
-        topic: String,
-        /// The client's explanation.
-        message: String,
-    },
-    /// A metadata or admin request failed.
-    #[error("{operation} for topic {topic:?} failed: {message}")]
-    Admin {
-        /// What was asked.
-        operation: &'static str,
-        /// Topic.
-        topic: String,
-        /// The client's explanation.
-        message: String,
-    },
-    /// The cluster did not answer a metadata or admin request: no broker could be reached,
-    /// or the request timed out. Trying again later may succeed ([`Backoff`]).
-    #[error("{operation} for topic {topic:?} failed: the cluster did not answer: {message}")]
-    Unreachable {
-        /// What was asked.
-        operation: &'static str,
-        /// Topic.
-        topic: String,
-        /// The client's explanation.
-        message: String,
-    },
-    /// The topic exists already.
-    #[error("topic {0:?} exists already")]
-    TopicExists(String),
-    /// The producer was closed before the broker acknowledged a message.
-    #[error("the producer was closed before the broker acknowledged the message")]
-    Unacknowledged,
-    /// Waiting for the broker took too long.
-    #[error("{operation} timed out after {timeout:?}")]
-    Timeout {
-        /// What was waited for.
-        operation: String,
-        /// How long.
-        timeout: Duration,
-    },
-    /// The local state of a table partition holds offsets its changelog does not have.
-    #[error("local state of topic {topic:?} partition {partition} holds offset {stored}, beyond the partition's end (high watermark {high}): the topic was made anew or the state belongs to another cluster; delete the local state and start again")]
-    LocalStateAhead {
-        /// The changelog topic.
-        topic: String,
-        /// Partition.
-        partition: i32,
-        /// The offset of the last message the local state holds.
-        stored: i64,
-        /// The partition's high watermark.
-        high: i64,
-    },
-}
-
-impl KafkaError {
-    /// Whether the cluster did not answer, so that the same request may succeed later:
-    /// [`KafkaError::Unreachable`] and [`KafkaError::Timeout`].
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
-    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use super::rdkafka_client::{add_polled, is_fatal, Polled};
+use super::rdkafka_consumer::{add_polled, fetch_defaults, is_fatal, set_default, Polled};
 use super::{
     AssignedPartition, ConsumedBatch, GroupConsumer, GroupStart, HeaderUse, KafkaError,
     MemberOptions, PartitionConsumer, RebalanceListener, TopicPartitionOffset,
@@ -382,7 +382,7 @@ impl RdGroupConsumer {
             // A member that died is noticed within 10 s (goka's default) unless the user
             // chose otherwise.
             config.set("partition.assignment.strategy", "range");
-            super::rdkafka_client::set_default(&mut config, "session.timeout.ms", "10000");
+            set_default(&mut config, "session.timeout.ms", "10000");
         }
         // A partition never committed starts where the processor's configuration says (it
         // wins over the client's `auto.offset.reset`). Each partition's queue holds the
@@ -405,9 +405,9 @@ impl RdGroupConsumer {
             ("queued.max.messages.kbytes", queued_kbytes.as_str()),
             ("fetch.max.bytes", GROUP_FETCH_MAX_BYTES),
         ] {
-            super::rdkafka_client::set_default(&mut config, key, value);
+            set_default(&mut config, key, value);
         }
-        super::rdkafka_client::fetch_defaults(&mut config);
+        fetch_defaults(&mut config);
         let context = GroupContext {
             listener,
             group: group.to_owned(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
-use super::group::Group;
+use super::handlers::Handlers;
 use super::ProcessorError;
 use crate::context::{Context, Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::ConsumedMessage;
@@ -27,7 +27,7 @@ const CLOSE_AT_ONCE: usize = 1_000;
 /// Closes and drops the windows of the partition whose time `message` brought, appending to
 /// `outgoing`. An `on_close` that fails or panics stops the processor, naming the window,
 /// its key and the message that closed it.
-pub(crate) async fn close_windows<P: Group>(
+pub(crate) async fn close_windows<P: Handlers>(
     group: &P,
     resources: &PartitionResources,
     message: &ConsumedMessage,
@@ -89,7 +89,7 @@ pub(crate) async fn close_windows<P: Group>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn on_close<P: Group>(
+async fn on_close<P: Handlers>(
     group: &P,
     resources: &PartitionResources,
     message: &ConsumedMessage,
@@ -127,7 +127,7 @@ async fn on_close<P: Group>(
     let failed = match outcome {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(error)) => error,
-        Err(panic) => format!("panicked: {}", super::consumer::panic_text(&*panic)),
+        Err(panic) => format!("panicked: {}", super::error::panic_text(&*panic)),
     };
     Err(ProcessorError::Callback {
         group: P::GRAPH.group,

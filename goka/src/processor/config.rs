@@ -5,28 +5,12 @@ use std::time::Duration;
 
 use super::middleware::Middleware;
 use crate::codec::DecodeErrorPolicy;
+use crate::group::NilHandling;
 use crate::kafka::{Backoff, GroupStart, Headers};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::storage::{DefaultStorage, StorageBuilder};
+use crate::table::UpdateCallback;
 use crate::topic_manager::TopicManagerConfig;
-use crate::view::UpdateCallback;
-
-/// What a message with a null value (a tombstone) on an input means (goka's `NilHandling`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NilHandling {
-    /// Drop the message without calling the handler (goka's default).
-    #[default]
-    Ignore,
-    /// Call the handler with no value: handlers take `Option<V>` (goka's `NilProcess`).
-    Process,
-    /// Hand the tombstone to the value codec as empty bytes and call the handler with what
-    /// it decodes (goka's `NilDecode`): for codecs that give a tombstone a meaning, such as
-    /// a default value. A codec that refuses empty bytes makes it a decode error.
-    Decode,
-    /// Delete the group table's row at the key, without calling the handler (goka-rs's own:
-    /// it keeps a table in step with a compacted input).
-    Restore,
-}
 
 /// How a processor runs (goka's processor options).
 #[derive(Clone)]

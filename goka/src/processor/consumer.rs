@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::config::Rebalance;
-use super::group::Group;
+use super::error::panic_text;
+use super::handlers::Handlers;
 use super::partition::PartitionTask;
 use super::{PartitionState, ProcessorError, Shared};
 use crate::kafka::{
@@ -27,7 +28,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Runs the member until the processor is cancelled or fails; returns when every partition
 /// task finished and the done offsets are committed.
-pub(super) async fn run<P: Group>(group: Arc<P>, shared: Arc<Shared>) {
+pub(super) async fn run<P: Handlers>(group: Arc<P>, shared: Arc<Shared>) {
     let (done, finished) = tokio::sync::oneshot::channel();
     let runtime = Handle::current();
     let name = format!("goka-{}", shared.group);
@@ -78,7 +79,7 @@ pub(super) async fn run<P: Group>(group: Arc<P>, shared: Arc<Shared>) {
     }
 }
 
-fn member_died<P: Group>(shared: &Shared, what: &str) -> ProcessorError {
+fn member_died<P: Handlers>(shared: &Shared, what: &str) -> ProcessorError {
     let topics = P::GRAPH.consumed_topics().collect::<Vec<_>>().join(",");
     ProcessorError::Kafka {
         group: shared.group,
@@ -88,15 +89,6 @@ fn member_died<P: Group>(shared: &Shared, what: &str) -> ProcessorError {
             message: format!("the consumer group member {what}"),
         },
     }
-}
-
-/// The message of a caught panic.
-pub(super) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// A partition whose every consumed topic is assigned: ready to start.
@@ -127,7 +119,7 @@ struct Task {
 }
 
 /// Starts and stops partition tasks on rebalances.
-struct Listener<P: Group> {
+struct Listener<P: Handlers> {
     group: Arc<P>,
     shared: Arc<Shared>,
     runtime: Handle,
@@ -138,7 +130,7 @@ struct Listener<P: Group> {
     incomplete: Mutex<HashMap<i32, Vec<AssignedPartition>>>,
 }
 
-impl<P: Group> Listener<P> {
+impl<P: Handlers> Listener<P> {
     /// Starts the task of `partition`, reading `inputs` (one reader per consumed topic).
     fn start(&self, partition: i32, inputs: Ready) -> Task {
         let Ready {
@@ -157,8 +149,6 @@ impl<P: Group> Listener<P> {
             shared: self.shared.clone(),
             partition,
             stop: stop.clone(),
-            unsaved_offset: std::sync::atomic::AtomicI64::new(-1),
-            unsaved: std::sync::atomic::AtomicU32::new(0),
             inputs: self
                 .shared
                 .input_figures
@@ -215,10 +205,7 @@ impl<P: Group> Listener<P> {
             return;
         }
         let topics: Vec<&'static str> = P::GRAPH
-            .table
-            .iter()
-            .chain(P::GRAPH.windows.iter().map(|window| &window.edge))
-            .chain(P::GRAPH.timers.iter())
+            .owned_tables()
             .chain(P::GRAPH.joins)
             .map(|edge| edge.topic)
             .collect();
@@ -230,9 +217,7 @@ impl<P: Group> Listener<P> {
         };
         for partition in 0..*count as i32 {
             if !owned.contains_key(&partition) {
-                self.shared
-                    .standbys
-                    .follow(&self.shared, &self.runtime, &topics, partition);
+                super::standby::start(&self.shared, &self.runtime, &topics, partition);
             }
         }
     }
@@ -271,7 +256,7 @@ impl<P: Group> Listener<P> {
     }
 }
 
-impl<P: Group> RebalanceListener for Listener<P> {
+impl<P: Handlers> RebalanceListener for Listener<P> {
     fn assigned(&self, partitions: Vec<AssignedPartition>) {
         self.shared.stats.assignment_arrived();
         let complete = self.complete(partitions);
@@ -329,7 +314,7 @@ impl<P: Group> RebalanceListener for Listener<P> {
     }
 }
 
-impl<P: Group> Listener<P> {
+impl<P: Handlers> Listener<P> {
     /// Adds `assigned` to the partitions waiting for the rest of their topics; takes out and
     /// returns the readers of every partition that has all its topics now.
     fn complete(&self, assigned: Vec<AssignedPartition>) -> HashMap<i32, Ready> {
@@ -420,7 +405,7 @@ impl<P: Group> Listener<P> {
     }
 }
 
-fn member_loop<P: Group>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
+fn member_loop<P: Handlers>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle) {
     let listener = Arc::new(Listener {
         group,
         shared: shared.clone(),

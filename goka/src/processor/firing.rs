@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
-use super::group::Group;
+use super::handlers::Handlers;
 use super::policies::Policies;
 use super::ProcessorError;
 use crate::codec::DecodeErrorPolicy;
@@ -41,7 +41,7 @@ pub(crate) struct Fired {
 /// (its payload does not decode, or its name is no longer the group's: a renamed or removed
 /// timer) follows the decode-error policy: stop naming it, remove it and count it, or send
 /// it to the dead-letter topic and remove it.
-pub(crate) async fn fire_timers<P: Group>(
+pub(crate) async fn fire_timers<P: Handlers>(
     group: &P,
     resources: &PartitionResources,
     (partition, offset): (i32, i64),
@@ -173,7 +173,7 @@ enum Unfired {
 /// Calls the handler of timer `name` for `key` with `payload`, as a message at the timer's
 /// time would be handled; `(partition, offset, at)` are the partition, the message that
 /// brought the time and the timer's time.
-async fn call<P: Group>(
+async fn call<P: Handlers>(
     group: &P,
     resources: &PartitionResources,
     (partition, offset, at): (i32, i64, i64),
@@ -214,7 +214,7 @@ async fn call<P: Group>(
         }
         Err(panic) => Attempt::Failed(format!(
             "timer {name} at {at} failed: panicked: {}",
-            super::consumer::panic_text(&*panic)
+            super::error::panic_text(&*panic)
         )),
     }
 }
@@ -224,7 +224,7 @@ async fn call<P: Group>(
 /// sends one. `at` is the message that brought the time and the timer's time; `stored` the
 /// timer's row, key and payload.
 #[allow(clippy::too_many_arguments)]
-fn unfireable<P: Group>(
+fn unfireable<P: Handlers>(
     resources: &PartitionResources,
     (topic, partition): (&'static str, i32),
     (offset, at): (i64, i64),

@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 
 use super::firing::Fired;
-use super::group::Group;
+use super::handlers::Handlers;
 use super::middleware::{MessageInfo, Next};
 use super::policies::{push_dead_letter, Policies};
 use super::{HandlerErrorPolicy, NilHandling, ProcessorError};
@@ -33,7 +33,7 @@ pub(crate) enum Handled {
 
 /// Handles `message` with `group`'s handler against `resources`; what it produces replaces
 /// the contents of `outgoing`, which is empty unless the outcome is [`Handled::Produced`].
-pub(crate) async fn handle<P: Group>(
+pub(crate) async fn handle<P: Handlers>(
     group: &P,
     resources: &PartitionResources,
     message: &ConsumedMessage,
@@ -76,7 +76,7 @@ fn index_windows(resources: &PartitionResources, outgoing: &Outgoing) {
 
 /// Fires the wall-clock timers of `partition` due at `now` (milliseconds since the epoch);
 /// what their handlers produce replaces the contents of `outgoing`. Returns how many fired.
-pub(crate) async fn handle_tick<P: Group>(
+pub(crate) async fn handle_tick<P: Handlers>(
     group: &P,
     resources: &PartitionResources,
     partition: i32,
@@ -104,7 +104,7 @@ pub(crate) async fn handle_tick<P: Group>(
     Ok(fired)
 }
 
-async fn handle_message<P: Group>(
+async fn handle_message<P: Handlers>(
     group: &P,
     resources: &PartitionResources,
     message: &ConsumedMessage,
@@ -192,7 +192,7 @@ async fn handle_message<P: Group>(
         }
         Ok(Err(Failure::Handler(e))) => Err(callback_error::<P>(message, e.to_string())),
         Err(panic) => {
-            let what = super::consumer::panic_text(&*panic);
+            let what = super::error::panic_text(&*panic);
             let place = if key_decoded.load(std::sync::atomic::Ordering::Relaxed) {
                 "handler"
             } else {
@@ -208,7 +208,7 @@ async fn handle_message<P: Group>(
 
 /// Replaces what the handler produced by the message itself, as it came, addressed to the
 /// dead-letter `topic` with its coordinates and `error` in headers.
-fn dead_letter<P: Group>(
+fn dead_letter<P: Handlers>(
     resources: &PartitionResources,
     message: &ConsumedMessage,
     outgoing: &mut Outgoing,
@@ -234,7 +234,7 @@ fn dead_letter<P: Group>(
 }
 
 /// What a middleware learns of the message.
-fn info<P: Group>(message: &ConsumedMessage) -> MessageInfo<'_> {
+fn info<P: Handlers>(message: &ConsumedMessage) -> MessageInfo<'_> {
     MessageInfo {
         group: P::GRAPH.group,
         topic: &message.topic,
@@ -249,7 +249,7 @@ fn info<P: Group>(message: &ConsumedMessage) -> MessageInfo<'_> {
 /// Calls `group`'s handler of `visitor` for the key of `message` (a visit's stand-in for a
 /// message: the visitor's name as its topic, offset -1); what it produces replaces the
 /// contents of `outgoing`. Errors and panics stop the visit, naming the key.
-pub(crate) async fn handle_visit<P: Group>(
+pub(crate) async fn handle_visit<P: Handlers>(
     group: &P,
     resources: &PartitionResources,
     message: &ConsumedMessage,
@@ -283,7 +283,7 @@ pub(crate) async fn handle_visit<P: Group>(
         Ok(Err(message)) => message,
         Err(panic) => format!(
             "visit handler panicked: {}",
-            super::consumer::panic_text(&*panic)
+            super::error::panic_text(&*panic)
         ),
     };
     outgoing.clear();
@@ -298,7 +298,7 @@ enum Failure {
 
 /// `NilHandling::Restore`: a tombstone on an input deletes the row (locally once the
 /// changelog's tombstone is queued, like every table write).
-fn restore<P: Group>(
+fn restore<P: Handlers>(
     resources: &PartitionResources,
     message: &ConsumedMessage,
     outgoing: &mut Outgoing,
@@ -307,7 +307,7 @@ fn restore<P: Group>(
         let (key, _) = outgoing.scratch();
         key.extend_from_slice(&message.key);
         outgoing.push_scratch(
-            OutgoingKind::Changelog,
+            OutgoingKind::Table,
             edge.topic,
             message.partition,
             false,
@@ -317,7 +317,7 @@ fn restore<P: Group>(
     Ok(Handled::Produced)
 }
 
-fn callback_error<P: Group>(message: &ConsumedMessage, error: String) -> ProcessorError {
+fn callback_error<P: Handlers>(message: &ConsumedMessage, error: String) -> ProcessorError {
     ProcessorError::Callback {
         group: P::GRAPH.group,
         topic: message.topic.to_string(),

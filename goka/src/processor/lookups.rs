@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::future::select_all;
 use tokio::task::{JoinError, JoinHandle};
 
-use super::consumer::panic_text;
+use super::error::panic_text;
 use super::shared::Shared;
 use super::ProcessorError;
 use crate::view::ViewError;

@@ -2,19 +2,37 @@
 //!
 //! [`Processor::run`] validates the [`GroupGraph`](crate::graph::GroupGraph), checks and
 //! creates topics, joins the consumer group and, for every assigned partition, starts a
-//! partition task that recovers the group table and joined tables and then handles the
-//! partition's messages in order (see `partition.rs`). The consumer group member is polled
-//! on a thread of its own (`consumer.rs`); it routes messages to the partition tasks through
-//! bounded queues, pausing partitions whose queue is full, and commits the offsets the tasks
-//! report done: at-least-once, never ahead of the work.
+//! partition task that recovers the partition's stores and then handles its messages in
+//! order. The consumer group member is polled on a thread of its own; it routes messages to
+//! the partition tasks through bounded queues, pausing partitions whose queue is full, and
+//! commits the offsets the tasks report done: at-least-once, never ahead of the work.
+//!
+//! The files, from the member down to one message:
+//!
+//! | file | holds |
+//! |---|---|
+//! | `consumer.rs` | the group member: assignments, revokes, commits, partition tasks started and stopped |
+//! | `partition.rs` | one partition's task: recovery, then its messages, visits and timer ticks in order |
+//! | `state.rs` | the partition's stores (`Stores`): open, recover, follow joins, save offsets, close |
+//! | `collector.rs` | what the partition produces and waits for: send, local writes, acks, done offsets |
+//! | `pending.rs` | the queue of handled inputs waiting for their acks, with held writes |
+//! | `handle.rs` | one message: nil handling, decoding, the handler call, the decode-error policy |
+//! | `closing.rs`, `firing.rs` | windows closed and timers fired after a message or a tick |
+//! | `standby.rs` | hot standby: following the tables of partitions owned elsewhere |
+//! | `shared.rs` | what the member, partition tasks and standby tasks share |
+//! | `handlers.rs` | the [`Handlers`] trait the macro implements: the dispatch to user code |
+//! | `config.rs`, `policies.rs`, `middleware.rs` | options, the policies they select, handler middleware |
+//! | `stats.rs`, `latency.rs`, `watermarks.rs` | what a running processor reports about itself |
+//! | `error.rs`, `visit.rs`, `lookups.rs`, `stream_time.rs` | errors, visitors, lookup views, stream time in commits |
 
 mod closing;
+mod collector;
 mod config;
 mod consumer;
 mod error;
 mod firing;
-pub mod group;
 pub(crate) mod handle;
+mod handlers;
 mod latency;
 mod lookups;
 mod middleware;
@@ -23,6 +41,7 @@ mod pending;
 pub(crate) mod policies;
 mod shared;
 mod standby;
+pub(crate) mod state;
 mod stats;
 mod stream_time;
 mod visit;
@@ -35,13 +54,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::{
-    HandlerErrorPolicy, LatePolicy, NilHandling, OutputTime, ProcessorConfig, Rebalance,
-    RebalanceCallback,
+    HandlerErrorPolicy, LatePolicy, OutputTime, ProcessorConfig, Rebalance, RebalanceCallback,
 };
 pub use self::error::ProcessorError;
-pub use self::group::{
-    Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, Stateful, Timed, Windowed,
-};
+pub use self::handlers::Handlers;
 pub use self::latency::{LatencyHistogram, LATENCY_BOUNDS_MICROS};
 pub use self::middleware::{MessageInfo, Middleware, Next};
 pub use self::policies::{
@@ -50,33 +66,18 @@ pub use self::policies::{
 };
 use self::shared::{LookupViews, OffsetTable, Shared};
 use self::stats::{Counters, Tables};
-pub use self::stats::{InputStats, OutputStats, ProcessorPartitionStats, ProcessorStats};
+pub use self::stats::{
+    InputStats, OutputStats, PartitionState, ProcessorPartitionStats, ProcessorStats,
+};
 pub use self::visit::{VisitProgress, Visitor, Visits};
+pub use crate::group::{
+    Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, NilHandling, Stateful, Timed,
+    Windowed,
+};
 pub use crate::kafka::GroupStart;
 use crate::kafka::{Client, TopicPartitionOffset};
 use crate::storage::{self, Owner, Storage};
 use crate::topic_manager::TopicManager;
-
-/// The state of a processor or of one of its partitions (goka's `ProcessorState` and
-/// `PartitionStatus`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PartitionState {
-    /// Not started.
-    Idle,
-    /// Checking topics and joining the group.
-    Starting,
-    /// Loading tables from their changelogs.
-    Recovering,
-    /// Handling messages.
-    Running,
-    /// Finishing in-flight work.
-    Stopping,
-    /// Done.
-    Stopped,
-    /// Not owned by this instance: its tables are kept up to date for a fast takeover
-    /// ([`ProcessorConfig::hot_standby`]).
-    Standby,
-}
 
 /// The error of a start that [`retry`](crate::kafka::retry) stopped.
 fn gave_up(group: &'static str, stopped: crate::kafka::Stopped<ProcessorError>) -> ProcessorError {
@@ -120,19 +121,7 @@ pub(crate) async fn prepare_topics<P: Group>(
         .await
         .map_err(topics_error)?;
     let mut partition_counts = HashMap::new();
-    if let Some(table) = P::GRAPH.table {
-        manager
-            .ensure_table(table.topic, partitions)
-            .await
-            .map_err(topics_error)?;
-        partition_counts.insert(table.topic, partitions);
-    }
-    let owned = P::GRAPH
-        .windows
-        .iter()
-        .map(|w| &w.edge)
-        .chain(P::GRAPH.timers.iter());
-    for edge in owned {
+    for edge in P::GRAPH.owned_tables() {
         let topic = edge.topic;
         manager
             .ensure_table(topic, partitions)
@@ -233,7 +222,7 @@ pub(crate) async fn prepare_topics<P: Group>(
 /// running.await??;
 /// # Ok(()) }
 /// ```
-pub struct Processor<P: Group> {
+pub struct Processor<P: Handlers> {
     group: Arc<P>,
     client: Arc<dyn Client>,
     config: ProcessorConfig,
@@ -241,7 +230,7 @@ pub struct Processor<P: Group> {
     shared: Mutex<Option<Arc<Shared>>>,
 }
 
-impl<P: Group> std::fmt::Debug for Processor<P> {
+impl<P: Handlers> std::fmt::Debug for Processor<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Processor")
             .field("group", &P::GRAPH.group)
@@ -250,7 +239,7 @@ impl<P: Group> std::fmt::Debug for Processor<P> {
     }
 }
 
-impl<P: Group> Processor<P> {
+impl<P: Handlers> Processor<P> {
     /// A processor running `group`'s handlers on `client`'s cluster.
     pub fn new(group: P, client: Arc<dyn Client>, mut config: ProcessorConfig) -> Self {
         config.storage = storage::scoped(config.storage, Owner::Processor(P::GRAPH.group));
@@ -334,7 +323,7 @@ impl<P: Group> Processor<P> {
             table_figures: Tables::default(),
             input_figures: stats::Inputs::default(),
             outputs: stats::Outputs::new(partition_counts.keys().copied()),
-            standbys: standby::Standbys::default(),
+            standbys: shared::Standbys::default(),
             standby_figures: Tables::default(),
             tables: Mutex::new(HashMap::new()),
             windows: Mutex::new(HashMap::new()),
@@ -630,7 +619,7 @@ impl<P: Group> Processor<P> {
     }
 }
 
-impl<P: Stateful> Processor<P> {
+impl<P: Stateful + Handlers> Processor<P> {
     /// The storages of the group table partitions this instance owns, for the monitor's
     /// table browser.
     pub(crate) fn table_storages(&self) -> Vec<Arc<dyn crate::storage::Storage>> {

@@ -30,9 +30,17 @@ pub(super) struct Done {
     pub(super) offset: i64,
     /// The partition's stream time once it was handled.
     pub(super) stream_time: Option<i64>,
-    /// Highest acknowledged changelog offset of the group table, if the handler wrote it.
-    pub(super) changelog: Option<i64>,
+    /// The highest acknowledged changelog offset of each store of the partition's own
+    /// (group table, window tables, timers) its handling wrote, by changelog topic.
+    pub(super) changelogs: Changelogs,
 }
+
+/// What a produced message is for, its topic, and its acknowledgement; deferred work has
+/// no topic.
+pub(super) type Sent = (OutgoingKind, &'static str, Ack);
+
+/// The highest acknowledged offset per changelog topic (most inputs write one store).
+pub(super) type Changelogs = SmallVec<[(&'static str, i64); 1]>;
 
 /// A handled input message, as the queue keeps it.
 #[derive(Debug)]
@@ -120,10 +128,10 @@ struct Waiting {
     /// The other local writes its handling made (a timer's, a window's, another key's).
     writes: SmallVec<[LocalWrite; 1]>,
     /// Acknowledgements still awaited, in send order (most handlers produce one or two).
-    acks: SmallVec<[(OutgoingKind, Ack); 2]>,
+    acks: SmallVec<[Sent; 2]>,
     /// How many of `acks` arrived.
     arrived: usize,
-    changelog: Option<i64>,
+    changelogs: Changelogs,
     /// Writes produced once every ack arrived; kept until theirs arrived too.
     held: Vec<Held>,
     /// The production of `held`, once started.
@@ -148,6 +156,12 @@ impl Pending {
         self.held_keys
             .get(topic)
             .is_some_and(|keys| keys.contains_key(key))
+    }
+
+    /// Whether a waiting input holds back a write to `topic`: until it is produced, the
+    /// store of `topic` holds a row its changelog does not, so its offset is not saved.
+    pub(super) fn holds_any(&self, topic: &str) -> bool {
+        self.held_keys.contains_key(topic)
     }
 
     /// Counts the keys of `held` as held (`add`) or no longer.
@@ -186,7 +200,7 @@ impl Pending {
     pub(super) fn push(
         &mut self,
         input: Input,
-        acks: impl IntoIterator<Item = (OutgoingKind, Ack)>,
+        acks: impl IntoIterator<Item = Sent>,
         own_row: Option<&'static str>,
         writes: SmallVec<[LocalWrite; 1]>,
         held: Vec<Held>,
@@ -200,7 +214,7 @@ impl Pending {
             writes,
             acks: acks.into_iter().collect(),
             arrived: 0,
-            changelog: None,
+            changelogs: Changelogs::new(),
             held,
             release: None,
         });
@@ -215,12 +229,9 @@ impl Pending {
             .drain(..)
             .filter(|waiting| {
                 !waiting.held.is_empty()
-                    || waiting.acks[waiting.arrived..].iter().any(|(kind, _)| {
-                        matches!(
-                            kind,
-                            OutgoingKind::Changelog | OutgoingKind::Window | OutgoingKind::Timer
-                        )
-                    })
+                    || waiting.acks[waiting.arrived..]
+                        .iter()
+                        .any(|(kind, _, _)| kind.writes_a_store())
             })
             .flat_map(Waiting::local_writes)
             .collect()
@@ -237,12 +248,15 @@ impl Pending {
         let Some(oldest) = self.queue.front_mut() else {
             return Poll::Pending;
         };
-        while let Some((kind, ack)) = oldest.acks.get_mut(oldest.arrived) {
+        while let Some((kind, topic, ack)) = oldest.acks.get_mut(oldest.arrived) {
             match Pin::new(ack).poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(delivery)) => {
-                    if *kind == OutgoingKind::Changelog {
-                        oldest.changelog = oldest.changelog.max(Some(delivery.offset));
+                    if kind.writes_a_store() {
+                        match oldest.changelogs.iter_mut().find(|(t, _)| t == topic) {
+                            Some((_, offset)) => *offset = (*offset).max(delivery.offset),
+                            None => oldest.changelogs.push((topic, delivery.offset)),
+                        }
                     }
                     oldest.arrived += 1;
                 }
@@ -261,7 +275,7 @@ impl Pending {
                     let mut acks = Vec::with_capacity(held.len());
                     for write in &held {
                         let ack = crate::kafka::send(&*producer, &write.record()).await?;
-                        acks.push((write.kind, ack));
+                        acks.push((write.kind, write.topic, ack));
                     }
                     Ok(acks)
                 })
@@ -285,7 +299,7 @@ impl Pending {
             topic: done.input.topic,
             offset: done.input.offset,
             stream_time: done.input.stream_time,
-            changelog: done.changelog,
+            changelogs: done.changelogs,
         }))
     }
 
@@ -346,7 +360,7 @@ impl Waiting {
         let mut writes = self.writes.into_vec();
         if let Some(topic) = self.own_row {
             writes.push(LocalWrite {
-                kind: OutgoingKind::Changelog,
+                kind: OutgoingKind::Table,
                 topic,
                 key: self.input.key,
             });
@@ -356,7 +370,7 @@ impl Waiting {
 }
 
 /// The production of an input's held writes: their acknowledgements, in order.
-type Release = BoxFuture<'static, Result<Vec<(OutgoingKind, Ack)>, KafkaError>>;
+type Release = BoxFuture<'static, Result<Vec<Sent>, KafkaError>>;
 
 /// The future of [`Pending::next_done`].
 pub(super) struct NextDone<'a>(&'a mut Pending);
@@ -441,7 +455,7 @@ mod tests {
     fn row(key: &[u8]) -> SmallVec<[LocalWrite; 1]> {
         SmallVec::from_elem(
             LocalWrite {
-                kind: OutgoingKind::Changelog,
+                kind: OutgoingKind::Table,
                 topic: "g-table",
                 key: key.to_vec(),
             },
@@ -463,8 +477,8 @@ mod tests {
         pending.push(
             input(7, b"a".to_vec()),
             [
-                (OutgoingKind::Changelog, delivered(40)),
-                (OutgoingKind::Emit, late_ack),
+                (OutgoingKind::Table, "g-table", delivered(40)),
+                (OutgoingKind::Emit, "out", late_ack),
             ],
             Some("g-table"),
             SmallVec::new(),
@@ -472,7 +486,7 @@ mod tests {
         );
         pending.push(
             input(8, b"b".to_vec()),
-            [(OutgoingKind::Changelog, delivered(41))],
+            [(OutgoingKind::Table, "g-table", delivered(41))],
             Some("g-table"),
             SmallVec::new(),
             Vec::new(),
@@ -490,13 +504,19 @@ mod tests {
             .now_or_never()
             .expect("ready")
             .expect("ok");
-        assert_eq!((first.offset, first.changelog), (7, Some(40)));
+        assert_eq!(
+            (first.offset, first.changelogs.as_slice()),
+            (7, &[("g-table", 40)][..])
+        );
         let second = pending
             .next_done()
             .now_or_never()
             .expect("ready")
             .expect("ok");
-        assert_eq!((second.offset, second.changelog), (8, Some(41)));
+        assert_eq!(
+            (second.offset, second.changelogs.as_slice()),
+            (8, &[("g-table", 41)][..])
+        );
         assert!(pending.is_empty());
         assert!(
             pending.next_done().now_or_never().is_none(),
@@ -512,6 +532,7 @@ mod tests {
             input(6, b"k".to_vec()),
             [(
                 OutgoingKind::Emit,
+                "out",
                 Ack::ready(Err(KafkaError::Unacknowledged)),
             )],
             None,
@@ -523,7 +544,7 @@ mod tests {
             .now_or_never()
             .expect("ready")
             .expect("ok");
-        assert_eq!((done.offset, done.changelog), (5, None));
+        assert_eq!((done.offset, done.changelogs.as_slice()), (5, &[][..]));
         let failed = pending
             .next_done()
             .now_or_never()
@@ -549,10 +570,11 @@ mod tests {
             input(1, b"hot".to_vec()),
             [
                 (
-                    OutgoingKind::Changelog,
+                    OutgoingKind::Table,
+                    "g-table",
                     Ack::ready(Err(KafkaError::Unacknowledged)),
                 ),
-                (OutgoingKind::Emit, delivered(3)),
+                (OutgoingKind::Emit, "out", delivered(3)),
             ],
             Some("g-table"),
             SmallVec::new(),
@@ -560,7 +582,7 @@ mod tests {
         );
         pending.push(
             input(2, b"next".to_vec()),
-            [(OutgoingKind::Changelog, delivered(4))],
+            [(OutgoingKind::Table, "g-table", delivered(4))],
             Some("g-table"),
             SmallVec::new(),
             Vec::new(),
@@ -577,7 +599,10 @@ mod tests {
             .now_or_never()
             .expect("ready")
             .expect("ok");
-        assert_eq!((next.offset, next.changelog), (2, Some(4)));
+        assert_eq!(
+            (next.offset, next.changelogs.as_slice()),
+            (2, &[("g-table", 4)][..])
+        );
         assert!(pending.is_empty());
     }
 
@@ -588,7 +613,7 @@ mod tests {
         let (output, output_ack) = Ack::channel();
         pending.push(
             input(4, b"k".to_vec()),
-            [(OutgoingKind::Emit, output_ack)],
+            [(OutgoingKind::Emit, "out", output_ack)],
             None,
             SmallVec::new(),
             vec![tombstone(b"t1")],
@@ -619,6 +644,7 @@ mod tests {
             input(4, b"k".to_vec()),
             [(
                 OutgoingKind::Emit,
+                "out",
                 Ack::ready(Err(KafkaError::Unacknowledged)),
             )],
             None,
@@ -675,7 +701,7 @@ mod tests {
         let (_output, output_ack) = Ack::channel();
         pending.push(
             input(4, b"k".to_vec()),
-            [(OutgoingKind::Emit, output_ack)],
+            [(OutgoingKind::Emit, "out", output_ack)],
             None,
             SmallVec::from_elem(
                 LocalWrite {

@@ -2,11 +2,11 @@
 //! policies for tombstones, undecodable input, failing handlers and late window messages,
 //! and the dead letters some of them send.
 
-use super::group::Group;
 use super::middleware::Middleware;
 use super::{HandlerErrorPolicy, NilHandling, ProcessorConfig};
 use crate::codec::DecodeErrorPolicy;
 use crate::context::{Outgoing, OutgoingKind, PartitionResources};
+use crate::group::Group;
 use crate::kafka::{ConsumedMessage, Headers};
 
 /// The dead-letter topic of `P` under `config`, if a policy sends messages there.

@@ -5,10 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::config::ProcessorConfig;
+use super::error::ProcessorError;
+use super::stats::PartitionState;
 use super::stats::{Counters, Tables};
-use super::{standby, PartitionState, ProcessorConfig, ProcessorError};
 use crate::kafka::{Client, Producer, TopicPartitionOffset};
 use crate::storage::Storage;
 
@@ -108,6 +111,82 @@ impl OffsetTable {
     }
 }
 
+/// The storages of one partition's tables, by table topic.
+pub(super) type Storages = HashMap<&'static str, Arc<dyn Storage>>;
+
+/// The partitions followed in standby.
+#[derive(Default)]
+pub(super) struct Standbys {
+    partitions: Mutex<HashMap<i32, Standby>>,
+}
+
+struct Standby {
+    stop: CancellationToken,
+    handle: JoinHandle<Storages>,
+}
+
+impl Standbys {
+    /// Starts the standby task `start` makes for `partition`, unless one follows it already.
+    pub(super) fn start_once(
+        &self,
+        partition: i32,
+        start: impl FnOnce() -> (CancellationToken, JoinHandle<Storages>),
+    ) {
+        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        if let std::collections::hash_map::Entry::Vacant(entry) = partitions.entry(partition) {
+            let (stop, handle) = start();
+            entry.insert(Standby { stop, handle });
+        }
+    }
+
+    /// Stops following `partition` and hands over the storages its tables were kept in (none
+    /// if it was not followed).
+    pub(super) async fn take(&self, partition: i32) -> Storages {
+        let standby = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
+        let Some(standby) = standby else {
+            return Storages::new();
+        };
+        standby.stop.cancel();
+        // A standby that panicked stopped the processor already; the takeover recovers in
+        // full meanwhile.
+        standby.handle.await.unwrap_or_default()
+    }
+
+    /// The partitions followed.
+    pub(super) fn partitions(&self) -> Vec<i32> {
+        let mut partitions: Vec<i32> = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        partitions.sort_unstable();
+        partitions
+    }
+
+    /// Stops following every partition and waits until each wrote what it read.
+    pub(super) async fn stop_all(&self) {
+        let all: Vec<Standby> = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, standby)| standby)
+            .collect();
+        for standby in &all {
+            standby.stop.cancel();
+        }
+        for standby in all {
+            let _ = standby.handle.await;
+        }
+    }
+}
+
 /// What the processor's threads and tasks share.
 pub(super) struct Shared {
     pub(super) group: &'static str,
@@ -128,7 +207,7 @@ pub(super) struct Shared {
     /// Figures of the topics the processor writes.
     pub(super) outputs: super::stats::Outputs,
     /// Partitions followed in hot standby, and the figures of their tables.
-    pub(super) standbys: standby::Standbys,
+    pub(super) standbys: Standbys,
     pub(super) standby_figures: Tables,
     /// Group table storage of each running partition, for `Processor::get`.
     pub(super) tables: Mutex<HashMap<i32, Arc<dyn Storage>>>,

@@ -4,48 +4,29 @@
 //! milliseconds instead of a full recovery. The partition's task takes the storages over,
 //! written and out of recovery mode, and recovers from where the standby stopped.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
 
 use futures::FutureExt;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
-use super::consumer::panic_text;
-use super::partition::read_table;
-use super::{ProcessorError, Shared};
+use super::error::{panic_text, ProcessorError};
+use super::shared::{Shared, Storages};
+use super::state::read_table;
 use crate::storage::Storage;
 use crate::table::{next_of_any, Step};
 
-/// The storages of one partition's tables, by table topic.
-pub(super) type Storages = HashMap<&'static str, Arc<dyn Storage>>;
-
-/// The partitions followed in standby.
-#[derive(Default)]
-pub(super) struct Standbys {
-    partitions: Mutex<HashMap<i32, Standby>>,
-}
-
-struct Standby {
-    stop: CancellationToken,
-    handle: JoinHandle<Storages>,
-}
-
-impl Standbys {
-    /// Starts following the tables `topics` of `partition`, unless they are followed already.
-    pub(super) fn follow(
-        &self,
-        shared: &Arc<Shared>,
-        runtime: &Handle,
-        topics: &[&'static str],
-        partition: i32,
-    ) {
-        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        if partitions.contains_key(&partition) || shared.cancel.is_cancelled() {
-            return;
-        }
+/// Starts following the tables `topics` of `partition`, unless they are followed already.
+pub(super) fn start(
+    shared: &Arc<Shared>,
+    runtime: &Handle,
+    topics: &[&'static str],
+    partition: i32,
+) {
+    if shared.cancel.is_cancelled() {
+        return;
+    }
+    shared.standbys.start_once(partition, || {
         let stop = shared.cancel.child_token();
         let following = follow(shared.clone(), topics.to_vec(), partition, stop.clone());
         let shared = shared.clone();
@@ -64,55 +45,8 @@ impl Standbys {
                 }
             }
         });
-        partitions.insert(partition, Standby { stop, handle });
-    }
-
-    /// Stops following `partition` and hands over the storages its tables were kept in (none
-    /// if it was not followed).
-    pub(super) async fn take(&self, partition: i32) -> Storages {
-        let standby = self
-            .partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&partition);
-        let Some(standby) = standby else {
-            return Storages::new();
-        };
-        standby.stop.cancel();
-        // A standby that panicked stopped the processor already; the takeover recovers in
-        // full meanwhile.
-        standby.handle.await.unwrap_or_default()
-    }
-
-    /// The partitions followed.
-    pub(super) fn partitions(&self) -> Vec<i32> {
-        let mut partitions: Vec<i32> = self
-            .partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect();
-        partitions.sort_unstable();
-        partitions
-    }
-
-    /// Stops following every partition and waits until each wrote what it read.
-    pub(super) async fn stop_all(&self) {
-        let all: Vec<Standby> = self
-            .partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, standby)| standby)
-            .collect();
-        for standby in &all {
-            standby.stop.cancel();
-        }
-        for standby in all {
-            let _ = standby.handle.await;
-        }
-    }
+        (stop, handle)
+    });
 }
 
 /// Follows the tables `topics` of `partition` until `stop` fires; returns their storages.

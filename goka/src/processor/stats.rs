@@ -8,8 +8,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::latency::{LatencyHistogram, LatencyRecorder};
-use super::PartitionState;
 use crate::table::{TableProgress, TableStats};
+
+/// The state of a processor or of one of its partitions (goka's `ProcessorState` and
+/// `PartitionStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PartitionState {
+    /// Not started.
+    Idle,
+    /// Checking topics and joining the group.
+    Starting,
+    /// Loading tables from their changelogs.
+    Recovering,
+    /// Handling messages.
+    Running,
+    /// Finishing in-flight work.
+    Stopping,
+    /// Done.
+    Stopped,
+    /// Not owned by this instance: its tables are kept up to date for a fast takeover
+    /// ([`ProcessorConfig::hot_standby`](super::ProcessorConfig::hot_standby)).
+    Standby,
+}
 
 /// One partition of a processor instance (goka's `PartitionProcessorStats`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::group::Group;
 use super::Shared;
+use crate::group::Group;
 
 /// How often the high watermarks are read.
 const EVERY: Duration = Duration::from_secs(2);

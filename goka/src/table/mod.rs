@@ -12,6 +12,7 @@ mod start;
 
 pub(crate) use self::progress::TableProgress;
 pub use self::progress::{RecoveryStats, TableState, TableStats};
+pub use self::reader::UpdateCallback;
 pub(crate) use self::reader::{
     follow_high_watermarks, next_of_any, Apply, Step, TableError, TablePartition, TableReader,
     Validate,

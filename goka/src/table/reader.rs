@@ -10,10 +10,10 @@ use super::progress::{TableProgress, TableState};
 use super::start::{ahead, table_start};
 use crate::codec::{CodecError, DecodeErrorPolicy};
 use crate::kafka::{
-    BatchEvent, Client, HeaderUse, KafkaError, MessageRef, PartitionConsumer, StartOffset,
+    BatchEvent, Client, ConsumedMessage, HeaderUse, KafkaError, MessageRef, PartitionConsumer,
+    StartOffset,
 };
 use crate::storage::{Storage, StorageError, WriteBatch};
-use crate::view::UpdateCallback;
 
 /// Changelog rows per storage write while a partition has more ready to read.
 pub(crate) const RECOVERY_BATCH: usize = 5_000;
@@ -28,6 +28,11 @@ pub(crate) struct TablePartition {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) progress: Arc<TableProgress>,
 }
+
+/// How a changelog message is applied to local storage (goka's `UpdateCallback`). The
+/// default sets the row, or deletes it for a tombstone.
+pub type UpdateCallback =
+    dyn Fn(&dyn Storage, &ConsumedMessage) -> Result<(), StorageError> + Send + Sync + 'static;
 
 /// How a reader applies what it reads.
 #[derive(Clone, Default)]

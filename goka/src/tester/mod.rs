@@ -41,6 +41,7 @@
 //! ```
 
 mod broker;
+mod error;
 mod log;
 mod processor;
 mod tracker;
@@ -51,37 +52,18 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use self::broker::{Broker, BrokerClient, Record};
+pub use self::error::TesterError;
 use self::processor::{table_storages, Driven, Tested};
 pub use self::tracker::{QueueTracker, RawMessage, TrackedMessage};
-use crate::codec::{Codec, CodecError};
+use crate::codec::Codec;
 use crate::context::Outgoing;
 use crate::emitter::{EmitError, Emitter};
-use crate::kafka::{Client, ConsumedMessage, Headers, KafkaError};
+use crate::kafka::{Client, ConsumedMessage, Headers};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
-use crate::processor::{Group, ProcessorConfig, ProcessorError};
-use crate::storage::{MemoryStorage, Storage, StorageError};
+use crate::processor::{Handlers, ProcessorConfig, ProcessorError};
+use crate::storage::{MemoryStorage, Storage};
 use crate::topic::{Stream, Table, Topic};
 use crate::view::{View, ViewError};
-
-/// Errors of the tester's own operations (seeding tables, reading them, tracking topics).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TesterError {
-    /// A key or value did not encode or decode.
-    #[error("topic {topic:?}: {source}")]
-    Codec {
-        /// The topic.
-        topic: &'static str,
-        /// The codec's error.
-        source: CodecError,
-    },
-    /// Writing to a topic failed.
-    #[error(transparent)]
-    Kafka(#[from] KafkaError),
-    /// Reading a table failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
 
 /// An in-memory cluster with processors on it. See the [module docs](self).
 pub struct Tester {
@@ -217,14 +199,14 @@ impl Tester {
     /// and opens its partitions over the tester's tables. Messages already in its input
     /// topics are handled by the next `consume` or `run_until_idle` (a new group starts at
     /// the beginning).
-    pub async fn register<P: Group>(&mut self, group: P) -> Result<(), ProcessorError> {
+    pub async fn register<P: Handlers>(&mut self, group: P) -> Result<(), ProcessorError> {
         self.register_with(group, ProcessorConfig::default()).await
     }
 
     /// [`register`](Self::register) with the parts of `config` that decide what a handler
     /// call does: nil handling, decode errors, middleware and default headers (storage,
     /// topics and the client's settings are the tester's own).
-    pub async fn register_with<P: Group>(
+    pub async fn register_with<P: Handlers>(
         &mut self,
         group: P,
         config: ProcessorConfig,

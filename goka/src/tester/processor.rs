@@ -15,7 +15,8 @@ use crate::kafka::ConsumedMessage;
 use crate::partitioner::Partitioner;
 use crate::processor::handle::handle;
 use crate::processor::policies::Policies;
-use crate::processor::{prepare_topics, Group, ProcessorConfig, ProcessorError};
+use crate::processor::state::{open_resources, Common};
+use crate::processor::{prepare_topics, Handlers, ProcessorConfig, ProcessorError};
 use crate::storage::{Storage, StorageError};
 use crate::view::ViewBuilder;
 
@@ -57,7 +58,7 @@ pub(crate) trait Driven: Send + Sync {
     fn partitions(&self) -> usize;
 }
 
-pub(crate) struct Tested<P: Group> {
+pub(crate) struct Tested<P: Handlers> {
     group: P,
     /// Indexed by partition.
     partitions: Vec<PartitionResources>,
@@ -66,7 +67,7 @@ pub(crate) struct Tested<P: Group> {
     config: ProcessorConfig,
 }
 
-impl<P: Group> Tested<P> {
+impl<P: Handlers> Tested<P> {
     /// Prepares topics as a running processor does (graph validation, co-partitioning, table
     /// and loop topics) and opens every partition over the tester's tables.
     pub(crate) async fn new(
@@ -84,12 +85,7 @@ impl<P: Group> Tested<P> {
         // Topics exist on first use in the tester; the group table must be a compacted one
         // with the inputs' partition count, as `prepare_topics` creates it.
         if let Some(input) = P::GRAPH.inputs.first() {
-            let owned = P::GRAPH
-                .table
-                .iter()
-                .chain(P::GRAPH.timers.iter())
-                .chain(P::GRAPH.windows.iter().map(|w| &w.edge));
-            for table in owned {
+            for table in P::GRAPH.owned_tables() {
                 broker.set_partitions(table.topic, broker.ensure(input.topic, false));
                 broker.ensure(table.topic, true);
             }
@@ -102,16 +98,6 @@ impl<P: Group> Tested<P> {
                 source,
             })
         };
-        let table = P::GRAPH.table.map(|edge| tables(edge.topic)).transpose()?;
-        let mut joins = HashMap::new();
-        for edge in P::GRAPH.joins {
-            joins.insert(edge.topic, tables(edge.topic)?);
-        }
-        let timers = P::GRAPH.timers.map(|edge| tables(edge.topic)).transpose()?;
-        let mut windows = Vec::new();
-        for edge in P::GRAPH.windows {
-            windows.push((edge, tables(edge.edge.topic)?));
-        }
         let mut lookups = HashMap::new();
         for edge in P::GRAPH.lookups {
             let view = ViewBuilder::<()>::new(Arc::new(client.clone()))
@@ -129,30 +115,19 @@ impl<P: Group> Tested<P> {
             .inputs
             .first()
             .map_or(1, |edge| broker.ensure(edge.topic, false));
+        let common = Common {
+            lookups,
+            partition_counts,
+            partitioner,
+            late_letters: crate::processor::policies::late_letter_topic::<P>(&config),
+        };
         let partitions = (0..count as usize)
-            .map(|p| PartitionResources {
-                group: name,
-                table: table.as_ref().map(|t| t[p].clone() as Arc<dyn Storage>),
-                joins: joins
-                    .iter()
-                    .map(|(&topic, tables)| (topic, tables[p].clone() as Arc<dyn Storage>))
-                    .collect(),
-                lookups: lookups.clone(),
-                partition_counts: partition_counts.clone(),
-                partitioner: partitioner.clone(),
-                cancel: cancel.clone(),
-                windows: Arc::new(crate::window::partition::PartitionWindows::new(
-                    windows
-                        .iter()
-                        .map(|(edge, tables)| (*edge, tables[p].clone() as Arc<dyn Storage>))
-                        .collect(),
-                )),
-                timers: timers
-                    .as_ref()
-                    .map(|t| crate::timer::PartitionTimers::new(t[p].clone() as Arc<dyn Storage>)),
-                late_letters: crate::processor::policies::late_letter_topic::<P>(&config),
+            .map(|p| {
+                let open =
+                    |topic: &'static str| tables(topic).map(|t| t[p].clone() as Arc<dyn Storage>);
+                open_resources::<P, _>(open, &common, cancel.clone())
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             group,
             partitions,
@@ -161,7 +136,7 @@ impl<P: Group> Tested<P> {
     }
 }
 
-impl<P: Group> Driven for Tested<P> {
+impl<P: Handlers> Driven for Tested<P> {
     fn graph(&self) -> &'static GroupGraph {
         &P::GRAPH
     }

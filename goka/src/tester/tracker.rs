@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::broker::Broker;
-use super::TesterError;
+use super::error::TesterError;
 use crate::kafka::Headers;
 use crate::topic::Topic;
 

@@ -24,6 +24,7 @@ pub use crate::codec::DecodeErrorPolicy;
 pub use crate::table::TableState as ViewState;
 /// Figures of one partition of a view (goka's `PartitionStatus` and table stats).
 pub use crate::table::TableStats as PartitionStats;
+pub use crate::table::UpdateCallback;
 
 use crate::codec::{Codec, CodecError};
 use crate::kafka::{Backoff, Client, ConsumedMessage, KafkaError, Stopped};
@@ -36,11 +37,6 @@ use crate::topic::Table;
 use crate::topic_manager::{TopicManager, TopicManagerConfig, TopicManagerError};
 
 mod runner;
-
-/// How a changelog message is applied to local storage (goka's `UpdateCallback`). The
-/// default sets the row, or deletes it for a tombstone.
-pub type UpdateCallback =
-    dyn Fn(&dyn Storage, &ConsumedMessage) -> Result<(), StorageError> + Send + Sync + 'static;
 
 /// Errors of a view, with the coordinates of what failed.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::pages::esc;
+use super::html::esc;
 
 const WIDTH: f64 = 600.0;
 const HEIGHT: f64 = 120.0;

@@ -34,6 +34,7 @@ mod api;
 mod browse;
 mod chart;
 mod history;
+mod html;
 mod metrics;
 mod pages;
 mod registry;
@@ -41,15 +42,22 @@ mod registry;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use self::browse::{Row, RowsPage, DEFAULT_PAGE, MAX_PAGE};
 use self::history::History;
 pub use self::history::{PartitionSeries, Series, CAPACITY as HISTORY_SAMPLES};
-use self::registry::{Component, Queryable};
+use self::registry::{
+    Component, EmitterComponent, ProcessorComponent, ProcessorTable, Queryable, ViewComponent,
+};
 pub use self::registry::{
     ComponentKind, ComponentStats, InputRow, OutputRow, PartitionRow, QueryError,
 };
+use crate::emitter::Emitter;
+use crate::processor::{Handlers, Processor, Stateful};
+use crate::topic::{Stream, Table};
+use crate::view::View;
 
 /// Keys longer than this are refused by the query endpoints.
 pub const MAX_KEY_LEN: usize = 4096;
@@ -296,6 +304,42 @@ fn same_secret(given: &[u8], secret: &[u8]) -> bool {
             .zip(secret)
             .fold(0u8, |diff, (a, b)| diff | (a ^ b))
             == 0
+}
+
+impl Monitor {
+    /// Registers a processor: its state, partitions and counters, and its group table on
+    /// the query page (values rendered as JSON).
+    pub fn processor<P: Stateful + Handlers>(&self, processor: &Arc<Processor<P>>)
+    where
+        <P as Stateful>::Value: Serialize,
+    {
+        let table: Arc<dyn Queryable> = Arc::new(ProcessorTable(processor.clone()));
+        self.add(
+            Arc::new(ProcessorComponent(processor.clone())),
+            Some(table.clone()),
+        );
+        self.add_table(table);
+    }
+
+    /// Registers a processor without a group table (or whose values are not `Serialize`).
+    pub fn stateless_processor<P: Handlers>(&self, processor: &Arc<Processor<P>>) {
+        self.add(Arc::new(ProcessorComponent(processor.clone())), None);
+    }
+
+    /// Registers a view: its state and partitions, and its table on the query page.
+    pub fn view<T: Table>(&self, view: &View<T>)
+    where
+        T::Value: Serialize,
+    {
+        let component = Arc::new(ViewComponent(view.clone()));
+        self.add(component.clone(), Some(component.clone()));
+        self.add_table(component);
+    }
+
+    /// Registers an emitter: its counters.
+    pub fn emitter<T: Stream>(&self, emitter: &Emitter<T>) {
+        self.add(Arc::new(EmitterComponent(emitter.clone())), None);
+    }
 }
 
 #[cfg(test)]

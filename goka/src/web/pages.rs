@@ -10,6 +10,7 @@ use axum::response::Html;
 use super::browse::Browse;
 use super::chart::{self, Line};
 use super::history::Series;
+use super::html::esc;
 use super::{ComponentStats, Monitor, Snapshot, MAX_KEY_LEN};
 use crate::processor::LATENCY_BOUNDS_MICROS;
 
@@ -21,22 +22,6 @@ th{background:#f3f3f3}.Running{color:#070}.Recovering,.Starting{color:#a60}.stal
 .charts{display:flex;flex-wrap:wrap;gap:1em}figure.chart{margin:0}figcaption{font-size:.9em;color:#555}\
 svg .axis{stroke:#999}svg .grid{stroke:#eee}svg .tick{font-size:10px;fill:#666}.legend{font-size:.85em}\
 td pre{margin:0;font-size:.85em}form.browse input{width:8em}";
-
-/// Escapes text for HTML.
-pub(super) fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Percent-encodes a path segment or query value.
 fn url(text: &str) -> String {

@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::Monitor;
 use crate::codec::Codec;
 use crate::emitter::Emitter;
-use crate::processor::{Group, LatencyHistogram, PartitionState, Processor, Stateful};
+use crate::processor::{Handlers, LatencyHistogram, PartitionState, Processor, Stateful};
 use crate::storage::Storage;
 use crate::table::TableStats;
 use crate::topic::{Stream, Table, Topic};
@@ -224,9 +223,9 @@ fn to_json<V: Serialize>(
         })
 }
 
-struct ProcessorComponent<P: Group>(Arc<Processor<P>>);
+pub(super) struct ProcessorComponent<P: Handlers>(pub(super) Arc<Processor<P>>);
 
-impl<P: Group> Component for ProcessorComponent<P> {
+impl<P: Handlers> Component for ProcessorComponent<P> {
     fn stats(&self) -> ComponentStats {
         let stats = self.0.stats();
         let partition_stats = self.0.partition_stats();
@@ -321,9 +320,9 @@ impl<P: Group> Component for ProcessorComponent<P> {
     }
 }
 
-struct ProcessorTable<P: Stateful>(Arc<Processor<P>>);
+pub(super) struct ProcessorTable<P: Stateful + Handlers>(pub(super) Arc<Processor<P>>);
 
-impl<P: Stateful> Queryable for ProcessorTable<P>
+impl<P: Stateful + Handlers> Queryable for ProcessorTable<P>
 where
     <P as Stateful>::Value: Serialize,
 {
@@ -355,7 +354,7 @@ where
     }
 }
 
-struct ViewComponent<T: Table>(View<T>);
+pub(super) struct ViewComponent<T: Table>(pub(super) View<T>);
 
 impl<T: Table> Component for ViewComponent<T> {
     fn stats(&self) -> ComponentStats {
@@ -425,7 +424,7 @@ where
     }
 }
 
-struct EmitterComponent<T: Stream>(Emitter<T>);
+pub(super) struct EmitterComponent<T: Stream>(pub(super) Emitter<T>);
 
 impl<T: Stream> Component for EmitterComponent<T> {
     fn stats(&self) -> ComponentStats {
@@ -446,42 +445,6 @@ impl<T: Stream> Component for EmitterComponent<T> {
             inputs: Vec::new(),
             outputs: Vec::new(),
         }
-    }
-}
-
-impl Monitor {
-    /// Registers a processor: its state, partitions and counters, and its group table on
-    /// the query page (values rendered as JSON).
-    pub fn processor<P: Stateful>(&self, processor: &Arc<Processor<P>>)
-    where
-        <P as Stateful>::Value: Serialize,
-    {
-        let table: Arc<dyn Queryable> = Arc::new(ProcessorTable(processor.clone()));
-        self.add(
-            Arc::new(ProcessorComponent(processor.clone())),
-            Some(table.clone()),
-        );
-        self.add_table(table);
-    }
-
-    /// Registers a processor without a group table (or whose values are not `Serialize`).
-    pub fn stateless_processor<P: Group>(&self, processor: &Arc<Processor<P>>) {
-        self.add(Arc::new(ProcessorComponent(processor.clone())), None);
-    }
-
-    /// Registers a view: its state and partitions, and its table on the query page.
-    pub fn view<T: Table>(&self, view: &View<T>)
-    where
-        T::Value: Serialize,
-    {
-        let component = Arc::new(ViewComponent(view.clone()));
-        self.add(component.clone(), Some(component.clone()));
-        self.add_table(component);
-    }
-
-    /// Registers an emitter: its counters.
-    pub fn emitter<T: Stream>(&self, emitter: &Emitter<T>) {
-        self.add(Arc::new(EmitterComponent(emitter.clone())), None);
     }
 }
 

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use super::key::{decode_window_key, encode_window_key};
 use super::Window;
 use crate::codec::{Codec, CodecError};
-use crate::processor::group::{Group, Windowed};
+use crate::group::{Group, Windowed};
 use crate::topic::{Table, Topic, TopicKind};
 
 /// The windows `W` of group `P` as a table topic (`<group>-<window>-window`), keyed by the

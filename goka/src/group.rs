@@ -1,22 +1,19 @@
-//! What a processor group is to the runtime: the [`Group`] trait the processor macro
-//! implements on the user's struct (or a user implements by hand), and the marker traits
-//! that gate the typed [`Context`].
+//! What a processor group is: the [`Group`] trait the processor macro implements on the
+//! user's struct (or a user implements by hand), with the group's graph, key type and
+//! policies, and the marker traits of its edges that gate the typed
+//! [`Context`](crate::context::Context). The handlers the runtime calls are the
+//! [`Handlers`](crate::processor::Handlers) trait's, beside it.
 //!
-//! The runtime is generic over `Group`; everything it needs from the user's code is here: the
-//! const [`GroupGraph`], the key type, and a dispatch from an input topic to a handler.
+//! Nothing here knows the context or the runtime: both are built on it.
 
 use std::marker::PhantomData;
 
-use futures::future::BoxFuture;
-
-use crate::codec::Codec;
-use crate::codec::DecodeErrorPolicy;
-use crate::context::{CallbackError, Context};
+use crate::codec::{Codec, DecodeErrorPolicy};
 use crate::graph::GroupGraph;
-use crate::processor::NilHandling;
 use crate::topic::{Table, Topic, TopicKind};
 
-/// A processor group: its graph and its handlers.
+/// A processor group: its edges, its key, and what it does with tombstones, undecodable
+/// inputs and dead letters.
 pub trait Group: Send + Sync + Sized + 'static {
     /// The edges of the group; validated before the processor starts.
     const GRAPH: GroupGraph;
@@ -40,67 +37,23 @@ pub trait Group: Send + Sync + Sized + 'static {
     /// [`HandlerErrorPolicy::DeadLetter`](crate::processor::HandlerErrorPolicy).
     /// [`ProcessorConfig::dead_letter_topic`](crate::processor::ProcessorConfig) overrides it.
     const DEAD_LETTERS: &'static str = "";
+}
 
-    /// Decodes the message in `ctx` (topic, value) and calls the handler of its topic. The
-    /// value is `None` for a tombstone that nil handling let through.
-    fn dispatch<'a>(
-        &'a self,
-        ctx: &'a mut Context<'_, Self>,
-        value: Option<&'a [u8]>,
-    ) -> BoxFuture<'a, Result<(), CallbackError>>;
-
-    /// Calls the `on_close` handler of the window named `window` for the key in `ctx`, with
-    /// the window's range and final value (encoded). Generated for groups with
-    /// `#[window(..., on_close = ...)]` edges.
-    fn close_window<'a>(
-        &'a self,
-        ctx: &'a mut Context<'_, Self>,
-        window: &'a str,
-        range: crate::window::WindowRange,
-        value: &'a [u8],
-    ) -> BoxFuture<'a, Result<(), CallbackError>> {
-        let _ = (ctx, range, value);
-        Box::pin(async move {
-            Err(CallbackError::from(format!(
-                "group {} has no on_close handler for window {window}",
-                Self::GRAPH.group
-            )))
-        })
-    }
-
-    /// Calls the handler of the timer named `timer` for the key in `ctx`, with its payload
-    /// (encoded). Generated for groups with `#[timer(...)]` edges.
-    fn fire_timer<'a>(
-        &'a self,
-        ctx: &'a mut Context<'_, Self>,
-        timer: &'a str,
-        payload: &'a [u8],
-    ) -> BoxFuture<'a, Result<(), CallbackError>> {
-        let _ = (ctx, payload);
-        Box::pin(async move {
-            Err(CallbackError::from(format!(
-                "group {} has no handler for timer {timer}",
-                Self::GRAPH.group
-            )))
-        })
-    }
-
-    /// Calls the handler of the visitor named `visitor` for the key in `ctx`, with `value`
-    /// (the visitor's value). Generated for groups with `#[visit(...)]` edges.
-    fn visit<'a>(
-        &'a self,
-        ctx: &'a mut Context<'_, Self>,
-        visitor: &'a str,
-        value: &'a (dyn std::any::Any + Send + Sync),
-    ) -> BoxFuture<'a, Result<(), CallbackError>> {
-        let _ = (ctx, value);
-        Box::pin(async move {
-            Err(CallbackError::from(format!(
-                "group {} has no visitor {visitor}",
-                Self::GRAPH.group
-            )))
-        })
-    }
+/// What a message with a null value (a tombstone) on an input means (goka's `NilHandling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NilHandling {
+    /// Drop the message without calling the handler (goka's default).
+    #[default]
+    Ignore,
+    /// Call the handler with no value: handlers take `Option<V>` (goka's `NilProcess`).
+    Process,
+    /// Hand the tombstone to the value codec as empty bytes and call the handler with what
+    /// it decodes (goka's `NilDecode`): for codecs that give a tombstone a meaning, such as
+    /// a default value. A codec that refuses empty bytes makes it a decode error.
+    Decode,
+    /// Delete the group table's row at the key, without calling the handler (goka-rs's own:
+    /// it keeps a table in step with a compacted input).
+    Restore,
 }
 
 /// A group that consumes the topic `T` with a handler (`#[input(topic = T, ...)]`). Every
