@@ -17,7 +17,8 @@ cargo test --workspace --all-targets "$@"
 # protocol).
 if [ "${GOKA_TEST_BROKER:-kafka}" = kafka ]; then
   GOKA_TEST_GROUP_PROTOCOL=consumer cargo test -p goka-tests --test reliability \
-    --test processor_counts_every_message --test processor_options --test faults_heal_or_stop "$@"
+    --test processor_counts_every_message --test processor_standby --test processor_options \
+    --test faults_heal_or_stop "$@"
 fi
 # Doc tests (cargo test --all-targets leaves them out).
 cargo test --workspace --doc "$@"

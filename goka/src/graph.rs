@@ -78,6 +78,13 @@ pub struct WindowEdge {
     pub on_close: bool,
 }
 
+impl WindowEdge {
+    /// The window table's changelog topic.
+    pub const fn topic(&self) -> &'static str {
+        self.edge.topic
+    }
+}
+
 /// Suffix of a window's changelog topic: `<group>-<window>-window`.
 pub const WINDOW_SUFFIX: &str = "-window";
 

@@ -36,12 +36,31 @@ pub enum TimerTime {
     Wall(i64),
 }
 
-impl TimerTime {
-    /// Its clock (true for stream time) and its time.
-    pub(crate) fn clock(self) -> (bool, i64) {
+/// The clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Clock {
+    /// The partition's stream time, moved by its messages.
+    Stream,
+    /// The wall clock.
+    Wall,
+}
+
+impl Clock {
+    /// The first byte of every timer row of the clock.
+    fn byte(self) -> u8 {
         match self {
-            Self::Stream(t) => (true, t),
-            Self::Wall(t) => (false, t),
+            Self::Stream => STREAM,
+            Self::Wall => WALL,
+        }
+    }
+}
+
+impl TimerTime {
+    /// Its clock and its time.
+    pub(crate) fn clock(self) -> (Clock, i64) {
+        match self {
+            Self::Stream(t) => (Clock::Stream, t),
+            Self::Wall(t) => (Clock::Wall, t),
         }
     }
 }
@@ -93,38 +112,34 @@ impl PartitionTimers {
         }
     }
 
-    fn slot(&self, stream: bool) -> &AtomicI64 {
-        &self.next[usize::from(!stream)]
+    fn slot(&self, clock: Clock) -> &AtomicI64 {
+        &self.next[usize::from(clock == Clock::Wall)]
     }
 
     /// Where a scan of this clock's timers starts: no stored timer is earlier.
-    pub(crate) fn scan_from(&self, stream: bool) -> crate::storage::KeyRange {
-        let mut range = crate::storage::KeyRange::prefix(clock_prefix(stream));
+    pub(crate) fn scan_from(&self, clock: Clock) -> crate::storage::KeyRange {
+        let mut range = crate::storage::KeyRange::prefix(clock_prefix(clock));
         let mut start = Vec::with_capacity(9);
-        time_prefix(
-            stream,
-            self.slot(stream).load(Ordering::Relaxed),
-            &mut start,
-        );
+        time_prefix(clock, self.slot(clock).load(Ordering::Relaxed), &mut start);
         range.start = Some(start);
         range
     }
 
     /// Whether a timer of this clock may be due at `now`.
-    pub(crate) fn may_be_due(&self, stream: bool, now: i64) -> bool {
-        self.slot(stream).load(Ordering::Relaxed) <= now
+    pub(crate) fn may_be_due(&self, clock: Clock, now: i64) -> bool {
+        self.slot(clock).load(Ordering::Relaxed) <= now
     }
 
     /// A timer was scheduled at `at`.
     pub(crate) fn scheduled(&self, at: TimerTime) {
-        let (stream, time) = at.clock();
-        self.slot(stream).fetch_min(time, Ordering::Relaxed);
+        let (clock, time) = at.clock();
+        self.slot(clock).fetch_min(time, Ordering::Relaxed);
     }
 
     /// A scan of this clock found `next` as the earliest timer it did not fire (`i64::MAX`
     /// for none).
-    pub(crate) fn scanned(&self, stream: bool, next: i64) {
-        self.slot(stream).store(next, Ordering::Relaxed);
+    pub(crate) fn scanned(&self, clock: Clock, next: i64) {
+        self.slot(clock).store(next, Ordering::Relaxed);
     }
 }
 
@@ -137,9 +152,9 @@ const WALL: u8 = 1;
 /// The row key of a timer: clock, time (ordered as a number), name, message key. Rows of
 /// one clock sort by time, so the due ones are the first of a scan.
 pub(crate) fn row_key(at: TimerTime, name: &str, key: &[u8], out: &mut Vec<u8>) {
-    let (stream, time) = at.clock();
+    let (clock, time) = at.clock();
     let name = &name.as_bytes()[..name.len().min(255)];
-    time_prefix(stream, time, out);
+    time_prefix(clock, time, out);
     out.push(name.len() as u8);
     out.extend_from_slice(name);
     out.extend_from_slice(key);
@@ -147,14 +162,14 @@ pub(crate) fn row_key(at: TimerTime, name: &str, key: &[u8], out: &mut Vec<u8>) 
 
 /// The clock and time that begin the row key of every timer of that clock at that time;
 /// times sort as the bytes do (the sign bit flipped, big-endian).
-fn time_prefix(stream: bool, time: i64, out: &mut Vec<u8>) {
-    out.push(if stream { STREAM } else { WALL });
+fn time_prefix(clock: Clock, time: i64, out: &mut Vec<u8>) {
+    out.push(clock.byte());
     out.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
 }
 
 /// The first byte of every row of `clock`'s timers.
-pub(crate) fn clock_prefix(stream: bool) -> Vec<u8> {
-    vec![if stream { STREAM } else { WALL }]
+pub(crate) fn clock_prefix(clock: Clock) -> Vec<u8> {
+    vec![clock.byte()]
 }
 
 /// A timer row key, parsed.
@@ -199,19 +214,19 @@ mod tests {
         let timers = PartitionTimers::new(Arc::new(crate::storage::MemoryStorage::default()));
         let stream = |t| row(TimerTime::Stream(t), "A", b"k");
         // Before the first scan every timer of the clock is in range, and no other clock's.
-        let first = timers.scan_from(true);
+        let first = timers.scan_from(Clock::Stream);
         assert!(first.contains(&stream(i64::MIN)) && first.contains(&stream(i64::MAX)));
         assert!(!first.contains(&row(TimerTime::Wall(i64::MIN), "A", b"k")));
         // A scan fired everything before 200: the next one skips their tombstones.
-        timers.scanned(true, 200);
-        let next = timers.scan_from(true);
+        timers.scanned(Clock::Stream, 200);
+        let next = timers.scan_from(Clock::Stream);
         assert!(!next.contains(&stream(199)));
         assert!(next.contains(&stream(200)) && next.contains(&stream(5_000)));
         // A timer scheduled earlier since is in range again.
         timers.scheduled(TimerTime::Stream(120));
-        assert!(timers.scan_from(true).contains(&stream(120)));
+        assert!(timers.scan_from(Clock::Stream).contains(&stream(120)));
         assert!(timers
-            .scan_from(false)
+            .scan_from(Clock::Wall)
             .contains(&row(TimerTime::Wall(0), "A", b"k")));
     }
 
@@ -246,7 +261,7 @@ mod tests {
                 TimerTime::Wall(1)
             ]
         );
-        assert!(rows[0].starts_with(&clock_prefix(true)));
+        assert!(rows[0].starts_with(&clock_prefix(Clock::Stream)));
         assert!(parse_row(b"\x07").is_none());
         assert!(parse_row(&[9, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use goka::codec::{BytesCodec, Int64Codec};
 use goka::context::{CallbackError, Context};
-use goka::processor::{PartitionState, Processor};
+use goka::processor::{Processor, ProcessorState};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka_tests::bench::{fill_stream, mib, rss_bytes, RssSampler};
@@ -98,7 +98,7 @@ async fn run(messages: usize) {
         );
         rows.push((target, now));
     }
-    while processor.state() != PartitionState::Running
+    while processor.state() != ProcessorState::Running
         || processor.stats().messages_out < messages as u64
     {
         assert!(!running.is_finished(), "the processor stopped early");

@@ -19,7 +19,7 @@ use goka::codec::BytesCodec;
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
 use goka::kafka::rdkafka_client::RdKafkaClient;
-use goka::processor::{GroupTable, PartitionState, Processor, ProcessorConfig};
+use goka::processor::{GroupTable, Processor, ProcessorConfig, ProcessorState};
 use goka::storage::RocksDbBuilder;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::{View, ViewState};
@@ -94,7 +94,7 @@ async fn run(rate: usize, seconds: usize, fetch_wait_ms: u32) {
         let processor = processor.clone();
         move |cancel| async move { processor.run(cancel).await }
     });
-    while processor.state() != PartitionState::Running {
+    while processor.state() != ProcessorState::Running {
         assert!(!processing.is_finished(), "the processor stopped early");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

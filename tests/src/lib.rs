@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod broker;
+pub mod counter;
 pub mod ports;
 pub mod proxy;
 

@@ -608,7 +608,7 @@ async fn a_member_without_partitions_is_running_not_starting() {
             owned == 1
                 && [first.state(), second.state()]
                     .iter()
-                    .all(|s| *s == goka::processor::PartitionState::Running)
+                    .all(|s| *s == goka::processor::ProcessorState::Running)
         },
         || {
             format!(
@@ -630,7 +630,7 @@ async fn a_member_without_partitions_is_running_not_starting() {
         tokio::time::timeout(Duration::from_secs(5), idle.recovered())
             .await
             .ok(),
-        Some(goka::processor::PartitionState::Running),
+        Some(goka::processor::ProcessorState::Running),
         "recovered() answers for the idle member"
     );
     first_running.stop().await;
@@ -739,7 +739,7 @@ async fn a_member_that_never_finishes_stopping_is_abandoned_and_run_says_so() {
         took >= stop_timeout,
         "returned after {took:?}, before the stop timeout"
     );
-    assert_eq!(processor.state(), goka::processor::PartitionState::Stopped);
+    assert_eq!(processor.state(), goka::processor::ProcessorState::Stopped);
     println!("a member stuck stopping: run returned after {took:.1?} with: {error}");
 }
 

@@ -1,6 +1,6 @@
-//! A counting processor (hand-written `Group`, the same trait the macro implements) keeps
-//! exact counts end to end, commits what it did so a restart does not count twice, and
-//! stops with the coordinates of a failing or undecodable message.
+//! The counter of `goka_tests::counter` (hand-written `Group` and `Handlers`, the traits the
+//! macro implements) keeps exact counts end to end, commits what it did so a restart does
+//! not count twice, and stops with the coordinates of a failing or undecodable message.
 
 // Test helpers unwrap: a failure is a loud test failure.
 #![allow(clippy::unwrap_used)]
@@ -10,137 +10,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use goka::codec::{Int64Codec, StringCodec};
+use goka::codec::StringCodec;
 use goka::context::{CallbackError, Context};
-use goka::emitter::Emitter;
 use goka::graph::{EdgeKind, GroupGraph};
-use goka::processor::{
-    Group, GroupTable, Handlers, Processor, ProcessorConfig, ProcessorError, Stateful,
-};
+use goka::processor::{Group, GroupTable, Handlers, Processor, ProcessorConfig};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::{DecodeErrorPolicy, View, ViewState};
-use goka_tests::{client, produce_raw, TestBroker, TestClient};
+use goka_tests::{produce_raw, TestBroker, TestClient};
 use tokio_util::sync::CancellationToken;
 
-goka::stream!(Clicks = "clicks": String as StringCodec);
-
-/// Counts clicks per user; fails on the click "boom".
-struct Counter;
-
+use goka_tests::counter::{emit, setup, start, wait_for_counts, Clicks, Counter, PARTITIONS};
 use goka_tests::string_edge as edge;
-
-impl Group for Counter {
-    const GRAPH: GroupGraph = GroupGraph {
-        inputs: &[edge(EdgeKind::Input, "clicks", "string")],
-        table: Some(edge(EdgeKind::Persist, "counter-table", "int64")),
-        ..GroupGraph::new("counter")
-    };
-    type Key = String;
-    type KeyCodec = StringCodec;
-}
-
-impl Handlers for Counter {
-    fn dispatch<'a>(
-        &'a self,
-        ctx: &'a mut Context<'_, Self>,
-        value: Option<&'a [u8]>,
-    ) -> BoxFuture<'a, Result<(), CallbackError>> {
-        Box::pin(async move {
-            match ctx.topic() {
-                "clicks" => {
-                    let click = Clicks::decode_value(value.unwrap_or_default())
-                        .map_err(CallbackError::decode)?;
-                    self.on_click(ctx, click)
-                }
-                other => Err(CallbackError::no_handler(other)),
-            }
-        })
-    }
-}
-
-impl Stateful for Counter {
-    type Value = i64;
-    type ValueCodec = Int64Codec;
-}
-
-impl Counter {
-    fn on_click(&self, ctx: &mut Context<'_, Self>, click: String) -> Result<(), CallbackError> {
-        if click == "boom" {
-            return Err("the click went boom".into());
-        }
-        let count = ctx.value()?.unwrap_or(0);
-        ctx.set_value(&(count + 1))
-    }
-}
-
-const PARTITIONS: u32 = 4;
-
-async fn setup(broker: &TestBroker) -> (TestClient, Emitter<Clicks>) {
-    let client = client(broker);
-    let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
-    let emitter = Emitter::<Clicks>::ensuring(&*client, &manager, PARTITIONS)
-        .await
-        .unwrap();
-    (client, emitter)
-}
-
-async fn emit(
-    emitter: &Emitter<Clicks>,
-    range: std::ops::Range<u32>,
-    keys: u32,
-) -> HashMap<String, i64> {
-    let mut expected = HashMap::new();
-    let mut pending = Vec::new();
-    for i in range {
-        let key = format!("user-{}", i % keys);
-        *expected.entry(key.clone()).or_insert(0) += 1;
-        pending.push(emitter.emit(&key, &format!("click-{i}")).await.unwrap());
-    }
-    for p in pending {
-        p.await.unwrap();
-    }
-    expected
-}
-
-fn start(
-    processor: &Arc<Processor<Counter>>,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<Result<(), ProcessorError>>,
-) {
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn({
-        let (processor, cancel) = (processor.clone(), cancel.clone());
-        async move { processor.run(cancel).await }
-    });
-    (cancel, task)
-}
 
 /// Runs a processor of `group` with the default config until it stops by itself; returns its
 /// error message.
 async fn run_until_error<P: Handlers>(group: P, client: &TestClient) -> String {
     let processor = Processor::new(group, client.clone(), goka_tests::from_oldest());
     goka_tests::run_until_error(&processor).await
-}
-
-/// Waits until the view of the group table holds `expected`.
-async fn wait_for_counts(view: &View<GroupTable<Counter>>, expected: &HashMap<String, i64>) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let rows: HashMap<String, i64> = view.iter().map(Result::unwrap).collect();
-        if &rows == expected {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "counts did not converge: {} of {} keys, e.g. {:?}",
-            rows.len(),
-            expected.len(),
-            expected.iter().find(|(k, v)| rows.get(*k) != Some(v))
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +46,7 @@ async fn counts_are_exact_and_survive_a_restart() {
         tokio::time::timeout(Duration::from_secs(60), processor.recovered())
             .await
             .unwrap(),
-        goka::processor::PartitionState::Running
+        goka::processor::ProcessorState::Running
     );
     let view = View::<GroupTable<Counter>>::builder(client.clone())
         .build()
@@ -428,175 +315,6 @@ async fn two_instances_split_partitions_and_one_takes_over() {
         "the survivor owns everything"
     );
 
-    second_cancel.cancel();
-    second_task.await.unwrap().unwrap();
-    view_running.stop().await;
-}
-
-/// A panic in hot standby (here the storage of the first table partition it follows) stops
-/// the processor naming it, as a panic in a partition's task does, instead of vanishing
-/// behind the full recovery a takeover would do anyway.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_in_hot_standby_stops_the_processor_naming_it() {
-    let broker = TestBroker::start();
-    let (client, _emitter) = setup(&broker).await;
-    let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let storage =
-        move |topic: &str,
-              partition: i32|
-              -> Result<Box<dyn goka::storage::Storage>, goka::storage::StorageError> {
-            // Standby follows every table partition while the group forms, before any task.
-            if built.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                panic!("the storage of {topic} partition {partition} cannot be built");
-            }
-            Ok(Box::new(goka::storage::MemoryStorage::new(
-                topic, partition,
-            )))
-        };
-    let processor = Processor::new(
-        Counter,
-        client,
-        ProcessorConfig {
-            hot_standby: true,
-            storage: Arc::new(storage),
-            ..goka_tests::from_oldest()
-        },
-    );
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(60),
-        processor.run(CancellationToken::new()),
-    )
-    .await
-    .expect("run stops by itself");
-    let error = outcome.unwrap_err().to_string();
-    assert!(
-        error.contains("hot standby panicked") && error.contains("cannot be built"),
-        "{error}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hot_standby_follows_the_partitions_it_does_not_own_and_takes_over_without_recovering() {
-    let broker = TestBroker::start();
-    let (client, emitter) = setup(&broker).await;
-    let standby = || ProcessorConfig {
-        hot_standby: true,
-        ..goka_tests::from_oldest()
-    };
-    let first = Arc::new(Processor::new(Counter, client.clone(), standby()));
-    let (first_cancel, first_task) = start(&first);
-    tokio::time::timeout(Duration::from_secs(60), first.recovered())
-        .await
-        .unwrap();
-    let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build()
-        .await
-        .unwrap();
-    let view_running = goka_tests::Running::spawn({
-        let view = view.clone();
-        move |cancel| async move { view.run(cancel).await }
-    });
-    // In rounds, so the table's changelog is written in several batches.
-    let mut expected = HashMap::new();
-    for round in 0..4 {
-        for (k, v) in emit(&emitter, round * 250..(round + 1) * 250, 40).await {
-            *expected.entry(k).or_insert(0) += v;
-        }
-        wait_for_counts(&view, &expected).await;
-    }
-
-    // The second instance owns some partitions and follows the others' tables in standby,
-    // up to their changelogs' ends.
-    let second = Arc::new(Processor::new(Counter, client.clone(), standby()));
-    let (second_cancel, second_task) = start(&second);
-    let caught_up = |p: &goka::processor::ProcessorPartitionStats| matches!(p.tables.as_slice(), [t] if t.state == goka::table::TableState::Running && t.lag == 0);
-    goka_tests::eventually(
-        Duration::from_secs(60),
-        || {
-            let stats = second.partition_stats();
-            let owned = second.partitions().len();
-            let standby: Vec<_> = stats
-                .iter()
-                .filter(|p| p.state == goka::processor::PartitionState::Standby)
-                .collect();
-            owned > 0
-                && owned + standby.len() == PARTITIONS as usize
-                && standby.iter().all(|p| caught_up(p))
-        },
-        || {
-            format!(
-                "no split with caught-up standbys: {:?}",
-                second.partition_stats()
-            )
-        },
-    )
-    .await;
-    let followed: Vec<i32> = second
-        .partition_stats()
-        .iter()
-        .filter(|p| p.state == goka::processor::PartitionState::Standby)
-        .map(|p| p.partition)
-        .collect();
-    assert!(
-        followed.iter().all(|p| first.partitions().contains_key(p)),
-        "standby partitions {followed:?} are the first instance's {:?}",
-        first.partitions()
-    );
-
-    // The monitor shows them as followed, not as owned.
-    let monitor = goka::web::Monitor::new();
-    monitor.processor(&second);
-    let [stats] = monitor.stats().try_into().unwrap();
-    let shown: Vec<(i32, Option<i64>)> = stats
-        .partitions
-        .iter()
-        .filter(|p| p.state == "Standby")
-        .map(|p| (p.partition, p.lag))
-        .collect();
-    assert_eq!(
-        shown,
-        followed.iter().map(|p| (*p, Some(0))).collect::<Vec<_>>(),
-        "{stats:?}"
-    );
-    // The first instance leaves: the second takes its partitions over from the standby
-    // copies, reading only what the first wrote after them, and counts on.
-    first_cancel.cancel();
-    first_task.await.unwrap().unwrap();
-    goka_tests::eventually(
-        Duration::from_secs(60),
-        || {
-            let stats = second.partition_stats();
-            second.partitions().len() == PARTITIONS as usize
-                && stats.len() == PARTITIONS as usize
-                && stats.iter().all(caught_up)
-        },
-        || format!("no takeover: {:?}", second.partition_stats()),
-    )
-    .await;
-    // Taken over from the standby copy: recovery started near the end. (It reads again from
-    // the end the broker reports, which on the test broker is the first offset of the last
-    // record batch: a changelog's suffix applied again leaves the rows as they were.)
-    for p in second.partition_stats() {
-        if followed.contains(&p.partition) {
-            let [table] = p.tables.as_slice() else {
-                panic!("{p:?}")
-            };
-            let rows = table.offset.unwrap() + 1;
-            assert!(
-                table.recovery.start > Some(0) && (table.recovery.messages as i64) < rows / 2,
-                "partition {} was taken over from its standby copy: {p:?}",
-                p.partition
-            );
-        }
-    }
-    let more = emit(&emitter, 1_000..1_500, 40).await;
-    for (k, v) in more {
-        *expected.get_mut(&k).unwrap() += v;
-    }
-    wait_for_counts(&view, &expected).await;
-    for (key, count) in &expected {
-        assert_eq!(second.get(key).unwrap(), Some(*count), "{key}");
-    }
     second_cancel.cancel();
     second_task.await.unwrap().unwrap();
     view_running.stop().await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use goka::codec::StringCodec;
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
-use goka::processor::{GroupStart, PartitionState, Processor, ProcessorConfig, Rebalance};
+use goka::processor::{GroupStart, Processor, ProcessorConfig, ProcessorState, Rebalance};
 use goka::storage::{MemoryBuilder, Storage, StorageError};
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka_tests::{client, eventually, Running, TestBroker};
@@ -48,7 +48,7 @@ fn start(processor: &Arc<Processor<Keeper>>) -> Running<goka::processor::Process
 async fn running(processor: &Processor<Keeper>) {
     eventually(
         Duration::from_secs(60),
-        || processor.state() == PartitionState::Running,
+        || processor.state() == ProcessorState::Running,
         || format!("{:?}", processor.state()),
     )
     .await;
@@ -904,7 +904,7 @@ async fn a_processor_started_while_the_cluster_is_unreachable_waits_or_gives_up(
     let message = error.to_string();
     assert!(message.contains("option-keeper"), "{message}");
     assert!(message.contains("option-notes"), "{message}");
-    assert_eq!(giving_up.state(), PartitionState::Stopped);
+    assert_eq!(giving_up.state(), ProcessorState::Stopped);
 
     let waiting = Arc::new(Processor::new(
         Keeper,
@@ -923,7 +923,7 @@ async fn a_processor_started_while_the_cluster_is_unreachable_waits_or_gives_up(
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
         waiting.state(),
-        PartitionState::Starting,
+        ProcessorState::Starting,
         "{:?}",
         run.ended()
     );

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use goka::codec::{Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
-use goka::processor::{GroupTable, PartitionState, Processor, ProcessorConfig};
+use goka::processor::{GroupTable, PartitionState, Processor, ProcessorConfig, ProcessorState};
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::View;
 use goka_tests::{client, Running, TestBroker, TestClient};
@@ -404,7 +404,7 @@ async fn a_rebalance_storm_loses_nothing_and_never_shares_a_partition() {
         owned.len() == PARTITIONS as usize
             && instances
                 .iter()
-                .all(|(p, _)| p.state() == PartitionState::Running)
+                .all(|(p, _)| p.state() == ProcessorState::Running)
     };
     let mut samples = 0u64;
     for change in 0..changes {
@@ -749,7 +749,7 @@ async fn a_member_leaving_mid_rebalance_leaves_the_last_one_all_partitions_or_sa
         wait_for_nothing_lost(&client, &expected, Some(&ledger)).await;
         second_running.stop().await;
     } else {
-        assert_eq!(second.state(), PartitionState::Starting);
+        assert_eq!(second.state(), ProcessorState::Starting);
         println!(
             "leave mid-rebalance: the broker did not finish the rebalance; the last instance \
              reports it: {}",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use goka::codec::{Int64Codec, Json, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
-use goka::processor::{PartitionState, Processor};
+use goka::processor::{Processor, ProcessorState};
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::View;
 use goka::web::Monitor;
@@ -97,7 +97,7 @@ impl Monitored {
 
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while processor.get(&"alice".into()).unwrap().map(|v| v.count) != Some(2)
-            || processor.state() != PartitionState::Running
+            || processor.state() != ProcessorState::Running
         {
             assert!(
                 std::time::Instant::now() < deadline,

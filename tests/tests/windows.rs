@@ -406,7 +406,7 @@ async fn a_late_message_goes_to_the_dead_letter_topic_when_told() {
 /// final count covers what both instances counted, and it closes once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_standby_takes_the_windows_over_and_closes_them_once() {
-    use goka::processor::{PartitionState, Processor, ProcessorConfig};
+    use goka::processor::{PartitionState, Processor, ProcessorConfig, ProcessorState};
     let broker = TestBroker::start();
     goka_tests::ensure_streams(&broker, &[Clicks::NAME, Alerts::NAME], 2).await;
     let standby = || ProcessorConfig {
@@ -465,7 +465,7 @@ async fn a_hot_standby_takes_the_windows_over_and_closes_them_once() {
     first_running.stop().await;
     goka_tests::eventually(
         Duration::from_secs(60),
-        || second.partitions().len() == 2 && second.state() == PartitionState::Running,
+        || second.partitions().len() == 2 && second.state() == ProcessorState::Running,
         || format!("no takeover: {:?}", second.partition_stats()),
     )
     .await;

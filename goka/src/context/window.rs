@@ -7,7 +7,7 @@ use super::{codec_error, storage_error, CallbackError, Context, OutgoingKind};
 use crate::codec::Codec;
 use crate::group::{Group, Windowed};
 use crate::storage::KeyRange;
-use crate::window::partition::WindowTable;
+use crate::window::partition::WindowStore;
 use crate::window::row::{self, OPEN};
 use crate::window::{
     decode_window_key, encode_window_key, Window, WindowKind, WindowRange, WindowShape,
@@ -18,7 +18,7 @@ use crate::window::{
 /// table writes do.
 pub struct WindowRows<'a, 'c, P: Group, W: Window> {
     ctx: &'a mut Context<'c, P>,
-    table: &'c WindowTable,
+    table: &'c WindowStore,
     /// Where the message falls in event time: its timestamp, or the stream time.
     time: i64,
     _window: PhantomData<fn() -> W>,
@@ -45,7 +45,7 @@ impl<'c, P: Group> Context<'c, P> {
             .windows
             .iter()
             .find(|w| w.name == W::NAME)
-            .and_then(|edge| resources.windows.table(edge.edge.topic))
+            .and_then(|edge| resources.windows.table(edge.topic()))
             .ok_or_else(|| CallbackError::from(format!("window {} is not open", W::NAME)))?;
         let time = self
             .message
@@ -239,7 +239,7 @@ impl<P: Group, W: Window> WindowRows<'_, '_, P, W> {
     /// else the stored row.
     fn find(&self, start: i64) -> Result<Option<Found>, CallbackError> {
         let row = self.row(start);
-        let topic = self.table.edge.edge.topic;
+        let topic = self.table.topic();
         let bytes = match self
             .ctx
             .outgoing
@@ -265,7 +265,7 @@ impl<P: Group, W: Window> WindowRows<'_, '_, P, W> {
             let (key, value) = stored.map_err(storage_error)?;
             rows.insert(key, Some(value));
         }
-        let topic = self.table.edge.edge.topic;
+        let topic = self.table.topic();
         for out in self.ctx.outgoing.iter() {
             if out.kind == OutgoingKind::Window
                 && out.topic == topic
@@ -323,7 +323,7 @@ impl<P: Group, W: Window> WindowRows<'_, '_, P, W> {
             row::header(OPEN, window.end, bytes);
             W::ValueCodec::encode(value, bytes).map_err(codec_error)?;
         }
-        let topic = self.table.edge.edge.topic;
+        let topic = self.table.topic();
         let partition = self.ctx.message.partition;
         self.ctx.outgoing.push_scratch(
             OutgoingKind::Window,

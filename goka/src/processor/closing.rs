@@ -38,7 +38,7 @@ pub(crate) async fn close_windows<P: Handlers>(
     for (index, due) in windows.take_due(CLOSE_AT_ONCE) {
         let table = &windows.tables[index];
         let edge = table.edge;
-        let topic = edge.edge.topic;
+        let topic = edge.topic();
         match due {
             DueWindow::Drop { row } => {
                 push(outgoing, (topic, message.partition), &row, None, false);

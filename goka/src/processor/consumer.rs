@@ -17,7 +17,8 @@ use super::config::Rebalance;
 use super::error::panic_text;
 use super::handlers::Handlers;
 use super::partition::PartitionTask;
-use super::{PartitionState, ProcessorError, Shared};
+use super::stats::ProcessorState;
+use super::{ProcessorError, Shared};
 use crate::kafka::{
     AssignedPartition, GroupConsumer, MemberOptions, PartitionConsumer, PartitionQueueBounds,
     RebalanceListener, TopicPartitionOffset,
@@ -296,11 +297,11 @@ impl<P: Handlers> RebalanceListener for Listener<P> {
         let numbers: std::collections::BTreeSet<i32> = partitions.iter().map(|(_, p)| *p).collect();
         self.forget_incomplete(partitions);
         let split = self.split_revoke(partitions);
-        self.shared.set_state(PartitionState::Stopping);
+        self.shared.set_state(ProcessorState::Stopping);
         self.stop(numbers.iter().copied());
         self.tell(Rebalance::Revoked(numbers.iter().copied().collect()));
         self.follow_unowned(&self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        self.shared.set_state(PartitionState::Starting);
+        self.shared.set_state(ProcessorState::Starting);
         self.shared.stats.await_assignment();
         if let Some(error) = split {
             self.shared.fail(error);
@@ -462,7 +463,7 @@ fn member_loop<P: Handlers>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle)
             unassigned.check(&shared);
         }
     }
-    shared.set_state(PartitionState::Stopping);
+    shared.set_state(ProcessorState::Stopping);
     listener.stop_all();
     commit(&shared, &mut *member, true);
     member.close();

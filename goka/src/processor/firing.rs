@@ -17,7 +17,7 @@ use super::ProcessorError;
 use crate::codec::DecodeErrorPolicy;
 use crate::context::{Context, Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::ConsumedMessage;
-use crate::timer::parse_row;
+use crate::timer::{parse_row, Clock};
 
 /// Timers fired at once, at most: the rest fire with the next message or tick.
 const FIRE_AT_ONCE: usize = 1_000;
@@ -45,7 +45,7 @@ pub(crate) async fn fire_timers<P: Handlers>(
     group: &P,
     resources: &PartitionResources,
     (partition, offset): (i32, i64),
-    stream: bool,
+    clock: Clock,
     now: i64,
     policies: &Policies<'_>,
     outgoing: &mut Outgoing,
@@ -54,7 +54,7 @@ pub(crate) async fn fire_timers<P: Handlers>(
     let (Some(timers), Some(edge)) = (&resources.timers, P::GRAPH.timers) else {
         return Ok(outcome);
     };
-    if !timers.may_be_due(stream, now) {
+    if !timers.may_be_due(clock, now) {
         return Ok(outcome);
     }
     let storage = &timers.storage;
@@ -65,7 +65,7 @@ pub(crate) async fn fire_timers<P: Handlers>(
     let mut due = Vec::new();
     let mut next = i64::MAX;
     for row in storage
-        .range(timers.scan_from(stream))
+        .range(timers.scan_from(clock))
         .map_err(storage_error)?
     {
         let (row, payload) = row.map_err(storage_error)?;
@@ -149,8 +149,8 @@ pub(crate) async fn fire_timers<P: Handlers>(
         .filter(|out| out.kind == OutgoingKind::Timer && out.value.is_some())
         .filter_map(|out| parse_row(out.key))
         .map(|row| row.at.clock())
-        .filter_map(|(clock, at)| (clock == stream).then_some(at));
-    timers.scanned(stream, scheduled.fold(next, i64::min));
+        .filter_map(|(of, at)| (of == clock).then_some(at));
+    timers.scanned(clock, scheduled.fold(next, i64::min));
     Ok(outcome)
 }
 

@@ -15,6 +15,7 @@ use super::{HandlerErrorPolicy, NilHandling, ProcessorError};
 use crate::codec::DecodeErrorPolicy;
 use crate::context::{Context, Outgoing, OutgoingKind, PartitionResources};
 use crate::kafka::ConsumedMessage;
+use crate::timer::Clock;
 
 /// The outcome of one message.
 #[derive(Debug)]
@@ -52,8 +53,16 @@ pub(crate) async fn handle<P: Handlers>(
     let mut fired = Fired::default();
     if let (true, Some(now)) = (timed, resources.windows.stream_time()) {
         let at = (message.partition, message.offset);
-        fired = super::firing::fire_timers(group, resources, at, true, now, &policies, outgoing)
-            .await?;
+        fired = super::firing::fire_timers(
+            group,
+            resources,
+            at,
+            Clock::Stream,
+            now,
+            &policies,
+            outgoing,
+        )
+        .await?;
     }
     if windowed {
         index_windows(resources, outgoing);
@@ -89,7 +98,7 @@ pub(crate) async fn handle_tick<P: Handlers>(
         group,
         resources,
         (partition, -1),
-        false,
+        Clock::Wall,
         now,
         &policies,
         outgoing,

@@ -44,6 +44,7 @@ mod standby;
 pub(crate) mod state;
 mod stats;
 mod stream_time;
+mod topics;
 mod visit;
 mod watermarks;
 
@@ -67,8 +68,11 @@ pub use self::policies::{
 use self::shared::{LookupViews, OffsetTable, Shared};
 use self::stats::{Counters, Tables};
 pub use self::stats::{
-    InputStats, OutputStats, PartitionState, ProcessorPartitionStats, ProcessorStats,
+    InputStats, OutputStats, PartitionState, ProcessorPartitionStats, ProcessorState,
+    ProcessorStats,
 };
+use self::topics::gave_up;
+pub(crate) use self::topics::prepare_topics;
 pub use self::visit::{VisitProgress, Visitor, Visits};
 pub use crate::group::{
     Consumes, Emits, Group, GroupTable, Joins, LooksUp, Loops, NilHandling, Stateful, Timed,
@@ -77,104 +81,6 @@ pub use crate::group::{
 pub use crate::kafka::GroupStart;
 use crate::kafka::{Client, TopicPartitionOffset};
 use crate::storage::{self, Owner, Storage};
-use crate::topic_manager::TopicManager;
-
-/// The error of a start that [`retry`](crate::kafka::retry) stopped.
-fn gave_up(group: &'static str, stopped: crate::kafka::Stopped<ProcessorError>) -> ProcessorError {
-    match stopped {
-        crate::kafka::Stopped::Failed(error) => error,
-        crate::kafka::Stopped::GaveUp {
-            error,
-            attempts,
-            failing_for,
-        } => ProcessorError::Unreachable {
-            group,
-            attempts,
-            failing_for,
-            source: Box::new(error),
-        },
-    }
-}
-
-/// Validates the graph of `P`, checks that its inputs and joined tables are co-partitioned,
-/// and creates the table, loop, dead-letter and missing output topics. Returns the
-/// partition count of every topic the group writes to.
-pub(crate) async fn prepare_topics<P: Group>(
-    client: &dyn Client,
-    config: &ProcessorConfig,
-) -> Result<HashMap<&'static str, u32>, ProcessorError> {
-    let topics = &config.topics;
-    let group = P::GRAPH.group;
-    P::GRAPH
-        .validate()
-        .map_err(|source| ProcessorError::Graph { group, source })?;
-    let topics_error = |source| ProcessorError::Topics { group, source };
-    let manager = TopicManager::new(client, topics.clone()).map_err(topics_error)?;
-    let copartitioned: Vec<&str> = P::GRAPH
-        .inputs
-        .iter()
-        .chain(P::GRAPH.joins)
-        .map(|e| e.topic)
-        .collect();
-    let partitions = manager
-        .check_copartitioned(&copartitioned)
-        .await
-        .map_err(topics_error)?;
-    let mut partition_counts = HashMap::new();
-    for edge in P::GRAPH.owned_tables() {
-        let topic = edge.topic;
-        manager
-            .ensure_table(topic, partitions)
-            .await
-            .map_err(topics_error)?;
-        partition_counts.insert(topic, partitions);
-    }
-    if let Some(edge) = P::GRAPH.loopback {
-        manager
-            .ensure_loop(edge.topic, partitions)
-            .await
-            .map_err(topics_error)?;
-        partition_counts.insert(edge.topic, partitions);
-    }
-    for edge in P::GRAPH.outputs {
-        let count = match manager
-            .partitions_if_exists(edge.topic)
-            .await
-            .map_err(topics_error)?
-        {
-            Some(count) => count,
-            None => manager
-                .ensure_stream(edge.topic, partitions)
-                .await
-                .map_err(topics_error)?,
-        };
-        partition_counts.insert(edge.topic, count);
-    }
-    if let Some(topic) = policies::dead_letter_topic::<P>(config) {
-        if topic.is_empty() {
-            return Err(ProcessorError::Topics {
-                group,
-                source: crate::topic_manager::TopicManagerError::Missing {
-                    topic: "(the dead-letter topic: set ProcessorConfig::dead_letter_topic)"
-                        .to_owned(),
-                },
-            });
-        }
-        let count = match manager
-            .partitions_if_exists(topic)
-            .await
-            .map_err(topics_error)?
-        {
-            Some(count) => count,
-            None => manager
-                .ensure_stream(topic, partitions)
-                .await
-                .map_err(topics_error)?,
-        };
-        partition_counts.insert(topic, count);
-    }
-    Ok(partition_counts)
-}
 
 /// A processor of the group `P`: the user's handlers plus the runtime that feeds them.
 ///
@@ -226,7 +132,7 @@ pub struct Processor<P: Handlers> {
     group: Arc<P>,
     client: Arc<dyn Client>,
     config: ProcessorConfig,
-    state: watch::Sender<PartitionState>,
+    state: watch::Sender<ProcessorState>,
     shared: Mutex<Option<Arc<Shared>>>,
 }
 
@@ -247,7 +153,7 @@ impl<P: Handlers> Processor<P> {
             Some(id) => client.with_client_id(id),
             None => client,
         };
-        let (state, _) = watch::channel(PartitionState::Idle);
+        let (state, _) = watch::channel(ProcessorState::Idle);
         Self {
             group: Arc::new(group),
             client,
@@ -264,14 +170,14 @@ impl<P: Handlers> Processor<P> {
         let group = P::GRAPH.group;
         if matches!(
             *self.state.borrow(),
-            PartitionState::Starting
-                | PartitionState::Recovering
-                | PartitionState::Running
-                | PartitionState::Stopping
+            ProcessorState::Starting
+                | ProcessorState::Recovering
+                | ProcessorState::Running
+                | ProcessorState::Stopping
         ) {
             return Err(ProcessorError::AlreadyRunning { group });
         }
-        self.state.send_replace(PartitionState::Starting);
+        self.state.send_replace(ProcessorState::Starting);
         let result = self.run_inner(cancel).await;
         let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(shared) = shared {
@@ -279,7 +185,7 @@ impl<P: Handlers> Processor<P> {
                 .ended
                 .store(true, std::sync::atomic::Ordering::Release);
         }
-        self.state.send_replace(PartitionState::Stopped);
+        self.state.send_replace(ProcessorState::Stopped);
         result
     }
 
@@ -402,18 +308,18 @@ impl<P: Handlers> Processor<P> {
     }
 
     /// The processor's state: `Running` once every assigned partition recovered.
-    pub fn state(&self) -> PartitionState {
+    pub fn state(&self) -> ProcessorState {
         *self.state.borrow()
     }
 
     /// Waits until every assigned partition recovered (or the processor stopped).
-    pub async fn recovered(&self) -> PartitionState {
+    pub async fn recovered(&self) -> ProcessorState {
         let mut states = self.state.subscribe();
         states
-            .wait_for(|s| matches!(s, PartitionState::Running | PartitionState::Stopped))
+            .wait_for(|s| matches!(s, ProcessorState::Running | ProcessorState::Stopped))
             .await
             .map(|s| *s)
-            .unwrap_or(PartitionState::Stopped)
+            .unwrap_or(ProcessorState::Stopped)
     }
 
     /// What the current run shares with its tasks, while `run` runs.

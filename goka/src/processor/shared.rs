@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ProcessorConfig;
 use super::error::ProcessorError;
-use super::stats::PartitionState;
 use super::stats::{Counters, Tables};
+use super::stats::{PartitionState, ProcessorState};
 use crate::kafka::{Client, Producer, TopicPartitionOffset};
 use crate::storage::Storage;
 
@@ -221,7 +221,7 @@ pub(super) struct Shared {
     pub(super) visit_progress: Mutex<HashMap<i32, super::VisitProgress>>,
     /// Last read high watermark per input topic and partition.
     pub(super) high_watermarks: Mutex<HashMap<(&'static str, i32), i64>>,
-    pub(super) state: watch::Sender<PartitionState>,
+    pub(super) state: watch::Sender<ProcessorState>,
     /// Set once `run` returned: a member abandoned while stopping no longer touches the
     /// processor's state, which belongs to the next run.
     pub(super) ended: std::sync::atomic::AtomicBool,
@@ -262,14 +262,14 @@ impl Shared {
             .values()
             .any(|s| *s == PartitionState::Recovering)
         {
-            PartitionState::Recovering
+            ProcessorState::Recovering
         } else {
-            PartitionState::Running
+            ProcessorState::Running
         };
         self.update_state(|s| {
             let update = matches!(
                 *s,
-                PartitionState::Starting | PartitionState::Recovering | PartitionState::Running
+                ProcessorState::Starting | ProcessorState::Recovering | ProcessorState::Running
             ) && *s != overall;
             if update {
                 *s = overall;
@@ -279,7 +279,7 @@ impl Shared {
     }
 
     /// Sets the processor's state, unless its run has returned.
-    pub(super) fn set_state(&self, state: PartitionState) {
+    pub(super) fn set_state(&self, state: ProcessorState) {
         self.update_state(|s| {
             *s = state;
             true
@@ -288,7 +288,7 @@ impl Shared {
 
     /// Changes the processor's state with `change`, which says whether it changed it, unless
     /// the run has returned: the state then belongs to the next run.
-    pub(super) fn update_state(&self, change: impl FnOnce(&mut PartitionState) -> bool) {
+    pub(super) fn update_state(&self, change: impl FnOnce(&mut ProcessorState) -> bool) {
         self.state.send_if_modified(|s| {
             !self.ended.load(std::sync::atomic::Ordering::Acquire) && change(s)
         });

@@ -96,7 +96,7 @@ pub(crate) fn open_resources<P: Group, E>(
     }
     let mut windows = Vec::with_capacity(P::GRAPH.windows.len());
     for edge in P::GRAPH.windows {
-        windows.push((edge, open(edge.edge.topic)?));
+        windows.push((edge, open(edge.topic())?));
     }
     let timers = P::GRAPH
         .timers
@@ -209,7 +209,7 @@ impl Stores {
             .zip(resources.table.as_ref())
             .map(|(topic, storage)| Owned { topic, storage });
         let windows = resources.windows.tables.iter().map(|table| Owned {
-            topic: table.edge.edge.topic,
+            topic: table.topic(),
             storage: &table.storage,
         });
         let timers = self

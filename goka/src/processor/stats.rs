@@ -10,20 +10,30 @@ use std::time::{Duration, Instant};
 use super::latency::{LatencyHistogram, LatencyRecorder};
 use crate::table::{TableProgress, TableStats};
 
-/// The state of a processor or of one of its partitions (goka's `ProcessorState` and
-/// `PartitionStatus`).
+/// The state of a processor instance (goka's `ProcessorState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PartitionState {
+pub enum ProcessorState {
     /// Not started.
     Idle,
-    /// Checking topics and joining the group.
+    /// Checking topics and joining the group, or waiting for an assignment.
     Starting,
-    /// Loading tables from their changelogs.
+    /// Some assigned partition is loading its tables from their changelogs.
     Recovering,
-    /// Handling messages.
+    /// Every assigned partition handles messages (also with no partition at all).
     Running,
     /// Finishing in-flight work.
     Stopping,
+    /// Done.
+    Stopped,
+}
+
+/// The state of one partition of a processor instance (goka's `PartitionStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PartitionState {
+    /// Loading its tables from their changelogs.
+    Recovering,
+    /// Handling messages.
+    Running,
     /// Done.
     Stopped,
     /// Not owned by this instance: its tables are kept up to date for a fast takeover

@@ -3,7 +3,7 @@
 //! a table, a JSON API behind both (`/api/...`) and Prometheus metrics (`/metrics`).
 //!
 //! ```no_run
-//! # async fn run<P: goka::processor::Stateful>(
+//! # async fn run<P: goka::processor::Stateful + goka::processor::Handlers>(
 //! #     processor: std::sync::Arc<goka::processor::Processor<P>>,
 //! # ) -> std::io::Result<()>
 //! # where <P as goka::processor::Stateful>::Value: serde::Serialize {

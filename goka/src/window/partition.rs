@@ -24,11 +24,12 @@ const NO_TIME: i64 = i64::MIN;
 pub(crate) struct PartitionWindows {
     /// The highest timestamp the partition handled (Kafka Streams' stream time).
     stream_time: AtomicI64,
-    pub(crate) tables: Vec<WindowTable>,
+    pub(crate) tables: Vec<WindowStore>,
 }
 
-/// One window declaration's rows in one partition.
-pub(crate) struct WindowTable {
+/// One window declaration's rows in one partition: its store and the index of when each
+/// row closes and is dropped. (`WindowTable<P, W>` is the table topic users read.)
+pub(crate) struct WindowStore {
     pub(crate) edge: &'static WindowEdge,
     pub(crate) storage: Arc<dyn Storage>,
     /// Rows not closed yet, by the stream time they close at; rows closed, by the stream
@@ -60,7 +61,7 @@ impl PartitionWindows {
             stream_time: AtomicI64::new(NO_TIME),
             tables: tables
                 .into_iter()
-                .map(|(edge, storage)| WindowTable {
+                .map(|(edge, storage)| WindowStore {
                     edge,
                     storage,
                     due: Mutex::new(Due::default()),
@@ -71,8 +72,8 @@ impl PartitionWindows {
     }
 
     /// The table of the window whose changelog is `topic`.
-    pub(crate) fn table(&self, topic: &str) -> Option<&WindowTable> {
-        self.tables.iter().find(|t| t.edge.edge.topic == topic)
+    pub(crate) fn table(&self, topic: &str) -> Option<&WindowStore> {
+        self.tables.iter().find(|t| t.topic() == topic)
     }
 
     /// The stream time, `None` before the first message.
@@ -184,7 +185,7 @@ impl PartitionWindows {
                 let due = table.lock();
                 super::WindowStats {
                     window: table.edge.name,
-                    topic: table.edge.edge.topic,
+                    topic: table.topic(),
                     stream_time,
                     windows: due.closing.len() + due.dropping.len(),
                     late: table.late.load(Ordering::Relaxed),
@@ -194,7 +195,12 @@ impl PartitionWindows {
     }
 }
 
-impl WindowTable {
+impl WindowStore {
+    /// The changelog topic of the window's table.
+    pub(crate) fn topic(&self) -> &'static str {
+        self.edge.topic()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Due> {
         self.due.lock().unwrap_or_else(|p| p.into_inner())
     }
