@@ -724,21 +724,12 @@ async fn a_member_that_never_finishes_stopping_is_abandoned_and_run_says_so() {
         || format!("counts {:?} of {expected:?}", counts(&processor, &expected)),
     )
     .await;
-    let stopping = std::time::Instant::now();
-    let outcome = tokio::time::timeout(Duration::from_secs(60), running.cancel_and_wait())
-        .await
-        .expect("run returns although its member never finishes stopping");
-    let took = stopping.elapsed();
-    let error = outcome
-        .expect_err("an abandoned member is an error")
-        .to_string();
-    for part in ["fault-counter", "stop_timeout", "abandoned"] {
-        assert!(error.contains(part), "{part} missing: {error}");
-    }
-    assert!(
-        took >= stop_timeout,
-        "returned after {took:?}, before the stop timeout"
-    );
+    let (took, error) = stop_abandoned(
+        running,
+        stop_timeout,
+        &["fault-counter", "stop_timeout", "abandoned"],
+    )
+    .await;
     assert_eq!(processor.state(), goka::processor::ProcessorState::Stopped);
     println!("a member stuck stopping: run returned after {took:.1?} with: {error}");
 }
@@ -780,21 +771,12 @@ async fn a_view_that_never_finishes_stopping_is_abandoned_and_run_says_so() {
     tokio::time::timeout(Duration::from_secs(60), view.recovered())
         .await
         .unwrap();
-    let stopping = std::time::Instant::now();
-    let outcome = tokio::time::timeout(Duration::from_secs(60), view_running.cancel_and_wait())
-        .await
-        .expect("run returns although the table's consumer never finishes closing");
-    let took = stopping.elapsed();
-    let error = outcome
-        .expect_err("an abandoned view is an error")
-        .to_string();
-    for part in ["fault-counter-table", "stop_timeout", "abandoned"] {
-        assert!(error.contains(part), "{part} missing: {error}");
-    }
-    assert!(
-        took >= stop_timeout,
-        "returned after {took:?}, before the stop timeout"
-    );
+    let (took, error) = stop_abandoned(
+        view_running,
+        stop_timeout,
+        &["fault-counter-table", "stop_timeout", "abandoned"],
+    )
+    .await;
     println!("a view stuck stopping: run returned after {took:.1?} with: {error}");
 }
 
@@ -885,4 +867,30 @@ async fn a_failed_changelog_write_of_a_timer_leaves_no_local_row_of_its_key() {
     );
     view_running.stop().await;
     running.stop().await;
+}
+
+/// Stops `running`, whose stop never finishes by itself: `run` must return within a minute,
+/// no sooner than `stop_timeout`, with an error holding every one of `parts`. Returns how
+/// long it took and the error.
+async fn stop_abandoned<E: std::fmt::Debug + std::fmt::Display + Send + 'static>(
+    running: Running<E>,
+    stop_timeout: Duration,
+    parts: &[&str],
+) -> (Duration, String) {
+    let stopping = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), running.cancel_and_wait())
+        .await
+        .expect("run returns although what it stops never finishes stopping");
+    let took = stopping.elapsed();
+    let error = outcome
+        .expect_err("an abandoned stop is an error")
+        .to_string();
+    for part in parts {
+        assert!(error.contains(part), "{part} missing: {error}");
+    }
+    assert!(
+        took >= stop_timeout,
+        "returned after {took:?}, before the stop timeout"
+    );
+    (took, error)
 }
