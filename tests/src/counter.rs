@@ -123,6 +123,25 @@ pub fn start(
     (cancel, task)
 }
 
+/// A view of the counter's table, running until the returned handle stops it. Panics if it
+/// cannot be built.
+pub async fn view_of_counts(
+    client: &TestClient,
+) -> (
+    View<GroupTable<Counter>>,
+    crate::Running<goka::view::ViewError>,
+) {
+    let view = View::<GroupTable<Counter>>::builder(client.clone())
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("view of counter-table: {e}"));
+    let running = crate::Running::spawn({
+        let view = view.clone();
+        move |cancel| async move { view.run(cancel).await }
+    });
+    (view, running)
+}
+
 /// Waits until the view of the counter's table holds `expected`; panics after a minute
 /// naming a key that differs.
 pub async fn wait_for_counts(view: &View<GroupTable<Counter>>, expected: &HashMap<String, i64>) {

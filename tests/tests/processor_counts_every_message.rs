@@ -20,7 +20,9 @@ use goka::view::{DecodeErrorPolicy, View, ViewState};
 use goka_tests::{produce_raw, TestBroker, TestClient};
 use tokio_util::sync::CancellationToken;
 
-use goka_tests::counter::{emit, setup, start, wait_for_counts, Clicks, Counter, PARTITIONS};
+use goka_tests::counter::{
+    emit, setup, start, view_of_counts, wait_for_counts, Clicks, Counter, PARTITIONS,
+};
 use goka_tests::string_edge as edge;
 
 /// Runs a processor of `group` with the default config until it stops by itself; returns its
@@ -291,14 +293,7 @@ async fn two_instances_split_partitions_and_one_takes_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build()
-        .await
-        .unwrap();
-    let view_running = goka_tests::Running::spawn({
-        let view = view.clone();
-        move |cancel| async move { view.run(cancel).await }
-    });
+    let (view, view_running) = view_of_counts(&client).await;
     wait_for_counts(&view, &expected).await;
 
     // Stop the first instance; the second takes over every partition and keeps counting.
@@ -448,14 +443,7 @@ async fn killed_instances_lose_nothing() {
     }
     let expected = emitting.await.unwrap();
 
-    let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build()
-        .await
-        .unwrap();
-    let view_running = goka_tests::Running::spawn({
-        let view = view.clone();
-        move |cancel| async move { view.run(cancel).await }
-    });
+    let (view, view_running) = view_of_counts(&client).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let counted = loop {
         let rows: HashMap<String, i64> = view.iter().map(Result::unwrap).collect();

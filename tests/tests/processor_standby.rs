@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use goka::processor::{GroupTable, Processor, ProcessorConfig};
-use goka::view::View;
-use goka_tests::counter::{emit, setup, start, wait_for_counts, Counter, PARTITIONS};
+use goka::processor::{Processor, ProcessorConfig};
+use goka_tests::counter::{
+    emit, setup, start, view_of_counts, wait_for_counts, Counter, PARTITIONS,
+};
 use goka_tests::TestBroker;
 use tokio_util::sync::CancellationToken;
 
@@ -70,14 +71,7 @@ async fn a_hot_standby_follows_the_partitions_it_does_not_own_and_takes_over_wit
     tokio::time::timeout(Duration::from_secs(60), first.recovered())
         .await
         .unwrap();
-    let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build()
-        .await
-        .unwrap();
-    let view_running = goka_tests::Running::spawn({
-        let view = view.clone();
-        move |cancel| async move { view.run(cancel).await }
-    });
+    let (view, view_running) = view_of_counts(&client).await;
     // In rounds, so the table's changelog is written in several batches.
     let mut expected = HashMap::new();
     for round in 0..4 {
