@@ -16,7 +16,7 @@ cargo test --workspace --all-targets "$@"
 # protocol (KIP-848), which assigns on the broker and incrementally (Tansu has no such
 # protocol).
 if [ "${GOKA_TEST_BROKER:-kafka}" = kafka ]; then
-  GOKA_TEST_GROUP_PROTOCOL=consumer cargo test -p goka-tests --test reliability \
+  GOKA_TEST_GROUP_PROTOCOL=consumer cargo test -p goka-tests --test kills_rebalances_and_outages_lose_nothing \
     --test processor_counts_every_message --test processor_standby --test processor_options \
     --test faults_heal_or_stop "$@"
 fi

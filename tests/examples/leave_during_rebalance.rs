@@ -15,7 +15,7 @@
 //! The example reports how long the member that stays waits for the partitions, and, when it
 //! waits in vain, whether joining again as a new member gets them.
 //!
-//! `tests/tests/reliability.rs` has the same scenario with goka processors.
+//! `tests/tests/kills_rebalances_and_outages_lose_nothing.rs` has the same scenario with goka processors.
 //!
 //!   cargo run -p goka-tests --example leave_during_rebalance [-- ROUNDS]
 
