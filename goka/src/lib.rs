@@ -28,6 +28,10 @@
 
 #![warn(missing_docs)]
 
+// The crate's own unit tests declare groups with its macros, whose code names `::goka`.
+#[cfg(test)]
+extern crate self as goka;
+
 #[doc(hidden)]
 pub mod __private;
 pub mod codec;

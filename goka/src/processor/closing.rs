@@ -168,3 +168,103 @@ fn push(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::super::fixture::{click, emitted, resources, store, written, Minutes};
+    use super::super::handle::handle;
+    use super::super::policies::Policies;
+    use super::super::ProcessorConfig;
+    use crate::context::{Outgoing, OutgoingKind, PartitionResources};
+
+    /// Handles a click of `user` at `at` ms and stores what it wrote; returns its output.
+    async fn click_at(
+        resources: &PartitionResources,
+        offset: i64,
+        user: &str,
+        at: i64,
+    ) -> Outgoing {
+        let config = ProcessorConfig::default();
+        let mut outgoing = Outgoing::default();
+        handle(
+            &Minutes,
+            resources,
+            &click(offset, user, Some("home"), at),
+            Policies::of::<Minutes>(&config),
+            &mut outgoing,
+        )
+        .await
+        .unwrap();
+        store(resources, &outgoing);
+        outgoing
+    }
+
+    #[tokio::test]
+    async fn a_window_closes_once_when_stream_time_passes_it_and_its_mark_follows_its_output() {
+        let resources = resources::<Minutes>();
+        click_at(&resources, 0, "ann", 1_000).await;
+        let out = click_at(&resources, 1, "ann", 59_999).await;
+        assert!(emitted(&out).is_empty(), "the minute is still open");
+
+        let out = click_at(&resources, 2, "bob", 60_000).await;
+        assert_eq!(emitted(&out), [("ann".to_owned(), "2 from 0".to_owned())]);
+        let windows: Vec<_> = written(&out)
+            .into_iter()
+            .filter(|w| w.0 == OutgoingKind::Window)
+            .map(|(_, topic, _, value, follows)| (topic, value.is_some(), follows))
+            .collect();
+        let topic = "unit-minutes-unit-per-minute-window";
+        assert_eq!(
+            windows,
+            [
+                (topic, true, false),
+                // The closed mark, produced only once the output of on_close was
+                // acknowledged: a lost output leaves the window open, to close again.
+                (topic, true, true),
+            ],
+            "bob's new row, then ann's closed window"
+        );
+
+        for (offset, at) in [(3, 60_500), (4, 61_000)] {
+            let out = click_at(&resources, offset, "bob", at).await;
+            assert!(
+                emitted(&out).is_empty(),
+                "ann's minute closed once: {out:?}"
+            );
+        }
+        let out = click_at(&resources, 5, "ann", 120_000).await;
+        assert_eq!(
+            emitted(&out),
+            [("bob".to_owned(), "3 from 60000".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_on_close_stops_naming_the_window_and_the_message_that_closed_it() {
+        let resources = resources::<Minutes>();
+        click_at(&resources, 0, "bad", 1_000).await;
+        let config = ProcessorConfig::default();
+        let mut outgoing = Outgoing::default();
+        let error = handle(
+            &Minutes,
+            &resources,
+            &click(1, "ann", Some("home"), 70_000),
+            Policies::of::<Minutes>(&config),
+            &mut outgoing,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "offset 1",
+            "\"bad\"",
+            "on_close of window",
+            "[0, 60000)",
+            "cannot say the minute",
+        ] {
+            assert!(error.contains(part), "{part:?} missing from {error}");
+        }
+    }
+}

@@ -314,3 +314,239 @@ impl Collector {
         saved
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use futures::FutureExt;
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::fixture::{click, shared, Counter, Gate, Watch, QUIET_AFTER};
+    use super::super::handle::handle;
+    use super::super::policies::Policies;
+    use super::super::shared::{Shared, Storages};
+    use super::super::state::{Stores, RECOVER_FROM_BEGINNING};
+    use super::super::ProcessorConfig;
+    use super::Collector;
+    use crate::context::Outgoing;
+    use crate::group::Group;
+    use crate::processor::Handlers;
+
+    /// Partition 0 of group `P` producing through a new [`Gate`].
+    struct Partition {
+        gate: Arc<Gate>,
+        shared: Arc<Shared>,
+        stores: Stores,
+        collector: Collector,
+    }
+
+    impl Partition {
+        fn of<P: Group>() -> Self {
+            let gate = Arc::new(Gate::default());
+            let shared = shared::<P>(gate.clone(), ProcessorConfig::default());
+            let stores =
+                Stores::open::<P>(&shared, 0, &CancellationToken::new(), Storages::new()).unwrap();
+            let collector = Collector::new(&shared, 0);
+            Self {
+                gate,
+                shared,
+                stores,
+                collector,
+            }
+        }
+
+        /// Handles a click with `group` and sends what it wrote.
+        async fn click<P: Handlers>(
+            &mut self,
+            group: &P,
+            offset: i64,
+            user: &str,
+            at: i64,
+        ) -> Result<(), super::ProcessorError> {
+            let config = ProcessorConfig::default();
+            let message = click(offset, user, Some("home"), at);
+            let mut outgoing = Outgoing::default();
+            handle(
+                group,
+                &self.stores.resources,
+                &message,
+                Policies::of::<P>(&config),
+                &mut outgoing,
+            )
+            .await
+            .unwrap();
+            self.collector
+                .send(&self.stores, &message, &mut outgoing)
+                .await
+        }
+
+        /// The row of `key` in the group table, as stored locally.
+        fn row(&self, key: &str) -> Option<Vec<u8>> {
+            let table = self.stores.resources.table.as_ref().unwrap();
+            table.get(key.as_bytes()).unwrap()
+        }
+
+        /// The offsets of the input partition to commit next, with the stream time after them.
+        fn committable(&self) -> Vec<(i64, Option<i64>)> {
+            let offsets = self.shared.offsets.take_changed();
+            assert!(offsets
+                .iter()
+                .all(|o| o.topic == "unit-clicks" && o.partition == 0));
+            offsets
+                .iter()
+                .map(|o| (o.offset, super::super::stream_time::decode(&o.metadata)))
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_row_is_stored_once_queued_and_inputs_are_done_in_order_once_acknowledged() {
+        let mut p = Partition::of::<Counter>();
+        p.click(&Counter, 0, "ann", 0).await.unwrap();
+        assert!(p.row("ann").is_some(), "queued, so written locally");
+        p.click(&Counter, 1, "bob", 0).await.unwrap();
+        let topics: Vec<String> = p.gate.queued().into_iter().map(|q| q.0).collect();
+        assert_eq!(
+            topics,
+            [
+                "unit-counter-table",
+                "unit-alerts",
+                "unit-counter-table",
+                "unit-alerts"
+            ]
+        );
+
+        // Bob's output is acknowledged first: nothing is done before ann's is.
+        p.gate.acknowledge(2);
+        p.gate.acknowledge(3);
+        assert!(p.collector.next_done().now_or_never().is_none());
+        p.gate.acknowledge(0);
+        assert!(
+            p.collector.next_done().now_or_never().is_none(),
+            "ann's emit waits"
+        );
+        p.gate.acknowledge(1);
+        p.collector.settle_oldest(&p.stores).await.unwrap();
+        assert_eq!(p.committable(), [(1, None)]);
+        p.collector.settle(&p.stores).await.unwrap();
+        assert_eq!(p.committable(), [(2, None)]);
+        assert!(p.collector.is_idle());
+
+        // The table's saved offset is its changelog's last acknowledged write (bob's, at 2).
+        p.collector.save_offsets(&p.stores).unwrap();
+        let table = p.stores.resources.table.as_ref().unwrap();
+        assert_eq!(table.offset().unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_produce_that_cannot_be_queued_stops_naming_the_input_and_leaves_no_row() {
+        let mut p = Partition::of::<Counter>();
+        p.gate.refuse(true);
+        let error = p
+            .click(&Counter, 5, "ann", 0)
+            .await
+            .unwrap_err()
+            .to_string();
+        for part in ["offset 5", "\"ann\"", "the client's queue failed"] {
+            assert!(error.contains(part), "{part:?} missing from {error}");
+        }
+        assert_eq!(p.row("ann"), None);
+        assert!(p.collector.is_idle());
+    }
+
+    #[tokio::test]
+    async fn a_failed_changelog_delivery_stops_naming_the_input_and_its_row_is_removed() {
+        let mut p = Partition::of::<Counter>();
+        p.click(&Counter, 0, "ann", 0).await.unwrap();
+        p.gate.fail(0);
+        p.gate.acknowledge(1);
+        let error = p.collector.next_done().await.unwrap_err().to_string();
+        assert!(
+            error.contains("offset 0") && error.contains("did not store"),
+            "{error}"
+        );
+        assert!(
+            p.row("ann").is_some(),
+            "removed only when the partition closes"
+        );
+        p.collector.forget_unconfirmed(&p.stores).unwrap();
+        assert_eq!(p.row("ann"), None);
+        let table = p.stores.resources.table.as_ref().unwrap();
+        assert_eq!(
+            table.offset().unwrap(),
+            Some(RECOVER_FROM_BEGINNING),
+            "the next owner recovers the table from the changelog's beginning"
+        );
+        assert!(p.committable().is_empty());
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_delivery_nothing_later_is_reported_done() {
+        let mut p = Partition::of::<Counter>();
+        p.click(&Counter, 0, "ann", 0).await.unwrap();
+        p.click(&Counter, 1, "bob", 0).await.unwrap();
+        p.gate.acknowledge(0);
+        p.gate.fail(1);
+        p.gate.acknowledge_all();
+        let mut failure = None;
+        p.collector.drain(&p.stores, &mut failure).await;
+        let error = failure.unwrap().to_string();
+        assert!(error.contains("offset 0"), "{error}");
+        assert!(
+            p.committable().is_empty(),
+            "bob's input was acknowledged but is not done"
+        );
+        p.collector.forget_unconfirmed(&p.stores).unwrap();
+        assert_eq!(p.row("ann"), None);
+    }
+
+    #[tokio::test]
+    async fn a_fired_timers_tombstone_is_produced_after_its_output_and_every_store_saves_its_offset(
+    ) {
+        let mut p = Partition::of::<Watch>();
+        p.click(&Watch, 0, "ann", 1_000).await.unwrap();
+        p.gate.acknowledge_all();
+        p.collector.settle(&p.stores).await.unwrap();
+        assert_eq!(p.gate.queued().len(), 2, "ann's row and her timer");
+
+        // Bob's click brings ann's timer: its output goes now, its tombstone once that was
+        // acknowledged, though the timer is gone from the local store at once.
+        p.click(&Watch, 1, "bob", 1_000 + QUIET_AFTER)
+            .await
+            .unwrap();
+        let queued: Vec<String> = p.gate.queued().into_iter().map(|q| q.0).collect();
+        assert_eq!(queued.len(), 5, "{queued:?}");
+        assert_eq!(queued[4], "unit-alerts");
+        let timers = p.stores.resources.timers.as_ref().unwrap();
+        let rows = timers.storage.iter().unwrap().count();
+        assert_eq!(rows, 1, "bob's timer only");
+        p.gate.acknowledge_all();
+        assert!(
+            p.collector.next_done().now_or_never().is_none(),
+            "the tombstone is not acknowledged"
+        );
+        let queued = p.gate.queued();
+        assert_eq!(queued.len(), 6);
+        assert_eq!(
+            (queued[5].0.as_str(), queued[5].2.as_deref()),
+            ("unit-quiet-timers", None)
+        );
+        p.gate.acknowledge_all();
+        p.collector.settle(&p.stores).await.unwrap();
+        assert_eq!(p.committable(), [(2, Some(1_000 + QUIET_AFTER))]);
+
+        p.collector.save_offsets(&p.stores).unwrap();
+        assert_eq!(
+            p.stores.resources.table.as_ref().unwrap().offset().unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            timers.storage.offset().unwrap(),
+            Some(5),
+            "the timers' store too"
+        );
+    }
+}

@@ -285,3 +285,128 @@ fn unfireable<P: Handlers>(
     outgoing.push_scratch_following(OutgoingKind::Timer, topic, partition, false);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::super::fixture::{click, emitted, resources, store, written, Watch, QUIET_AFTER};
+    use super::super::handle::{handle, handle_tick};
+    use super::super::policies::Policies;
+    use super::super::ProcessorConfig;
+    use super::Fired;
+    use crate::context::{Outgoing, OutgoingKind, PartitionResources};
+
+    /// Handles a click and stores what it wrote; returns what fired and the output.
+    async fn click_at(
+        resources: &PartitionResources,
+        offset: i64,
+        user: &str,
+        page: &str,
+        at: i64,
+    ) -> (Fired, Outgoing) {
+        let config = ProcessorConfig::default();
+        let mut outgoing = Outgoing::default();
+        let (_, fired) = handle(
+            &Watch,
+            resources,
+            &click(offset, user, Some(page), at),
+            Policies::of::<Watch>(&config),
+            &mut outgoing,
+        )
+        .await
+        .unwrap();
+        store(resources, &outgoing);
+        (fired, outgoing)
+    }
+
+    #[tokio::test]
+    async fn a_stream_time_timer_fires_once_at_its_time_and_a_cancelled_one_never() {
+        let resources = resources::<Watch>();
+        click_at(&resources, 0, "ann", "home", 1_000).await;
+        click_at(&resources, 1, "bob", "home", 30_000).await;
+        let (fired, out) = click_at(&resources, 2, "bob", "cart", 1_000 + QUIET_AFTER - 1).await;
+        assert_eq!(fired.fired, 0, "{out:?}");
+
+        // Bob's click moved his timer; ann's is due.
+        let (fired, out) = click_at(&resources, 3, "bob", "pay", 1_000 + QUIET_AFTER).await;
+        assert_eq!(fired.fired, 1);
+        assert_eq!(
+            emitted(&out),
+            [("ann".to_owned(), "quiet after home".to_owned())]
+        );
+        let last = written(&out).pop().unwrap();
+        assert_eq!(
+            (last.0, last.3, last.4),
+            (OutgoingKind::Timer, None, true),
+            "the fired timer's tombstone follows its output"
+        );
+
+        let (fired, _) = click_at(&resources, 4, "carl", "home", 70_000).await;
+        assert_eq!(fired.fired, 0, "ann's timer fired once");
+        let (fired, out) = click_at(&resources, 5, "carl", "home", 200_000).await;
+        assert_eq!(
+            emitted(&out),
+            [("bob".to_owned(), "quiet after pay".to_owned())],
+            "bob's cancelled timers never fire, his last one once"
+        );
+        assert_eq!(fired.fired, 1);
+    }
+
+    #[tokio::test]
+    async fn a_wall_clock_timer_fires_on_a_tick_and_never_by_stream_time() {
+        let resources = resources::<Watch>();
+        let config = ProcessorConfig::default();
+        click_at(&resources, 0, "ann", "remind", 1_000).await;
+        let (fired, _) = click_at(&resources, 1, "bob", "home", 100_000).await;
+        assert_eq!(
+            fired.fired, 0,
+            "stream time does not fire a wall-clock timer"
+        );
+        let mut outgoing = Outgoing::default();
+        let policies = Policies::of::<Watch>(&config);
+        let fired = handle_tick(&Watch, &resources, 0, 5_999, policies, &mut outgoing)
+            .await
+            .unwrap();
+        assert_eq!(fired.fired, 0);
+        let fired = handle_tick(&Watch, &resources, 0, 6_000, policies, &mut outgoing)
+            .await
+            .unwrap();
+        assert_eq!(fired.fired, 1);
+        assert_eq!(
+            emitted(&outgoing),
+            [("ann".to_owned(), "reminder".to_owned())]
+        );
+        store(&resources, &outgoing);
+        let fired = handle_tick(&Watch, &resources, 0, 7_000, policies, &mut outgoing)
+            .await
+            .unwrap();
+        assert_eq!(fired.fired, 0, "fired once");
+    }
+
+    #[tokio::test]
+    async fn a_failing_timer_stops_naming_the_timer_its_key_and_its_time() {
+        let resources = resources::<Watch>();
+        click_at(&resources, 0, "bad", "home", 1_000).await;
+        let config = ProcessorConfig::default();
+        let mut outgoing = Outgoing::default();
+        let error = handle(
+            &Watch,
+            &resources,
+            &click(1, "ann", Some("home"), 90_000),
+            Policies::of::<Watch>(&config),
+            &mut outgoing,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "\"bad\"",
+            "timer",
+            "61000",
+            "cannot say that \"bad\" is quiet",
+        ] {
+            assert!(error.contains(part), "{part:?} missing from {error}");
+        }
+    }
+}

@@ -31,6 +31,8 @@ mod config;
 mod consumer;
 mod error;
 mod firing;
+#[cfg(test)]
+mod fixture;
 pub(crate) mod handle;
 mod handlers;
 mod latency;
@@ -65,8 +67,7 @@ pub use self::policies::{
     DEAD_LETTER_ERROR, DEAD_LETTER_GROUP, DEAD_LETTER_OFFSET, DEAD_LETTER_PARTITION,
     DEAD_LETTER_REASON, DEAD_LETTER_TIMESTAMP, DEAD_LETTER_TOPIC,
 };
-use self::shared::{LookupViews, OffsetTable, Shared};
-use self::stats::{Counters, Tables};
+use self::shared::{LookupViews, Shared};
 pub use self::stats::{
     InputStats, OutputStats, PartitionState, ProcessorPartitionStats, ProcessorState,
     ProcessorStats,
@@ -216,32 +217,15 @@ impl<P: Handlers> Processor<P> {
             // The views' tasks stop with `internal`, a child of `cancel`.
             _ = cancel.cancelled() => return Ok(()),
         };
-        let shared = Arc::new(Shared {
-            group,
-            table_topic: P::GRAPH.table.map(|edge| edge.topic),
-            client: self.client.clone(),
-            config: self.config.clone(),
+        let shared = Arc::new(Shared::new::<P>(
+            self.client.clone(),
+            self.config.clone(),
             producer,
-            partition_counts: partition_counts.clone(),
+            partition_counts,
             lookups,
-            offsets: OffsetTable::default(),
-            stats: Counters::default(),
-            table_figures: Tables::default(),
-            input_figures: stats::Inputs::default(),
-            outputs: stats::Outputs::new(partition_counts.keys().copied()),
-            standbys: shared::Standbys::default(),
-            standby_figures: Tables::default(),
-            tables: Mutex::new(HashMap::new()),
-            windows: Mutex::new(HashMap::new()),
-            states: Mutex::new(HashMap::new()),
-            visitors: Mutex::new(HashMap::new()),
-            visit_progress: Mutex::new(HashMap::new()),
-            high_watermarks: Mutex::new(HashMap::new()),
-            state: self.state.clone(),
-            ended: std::sync::atomic::AtomicBool::new(false),
-            cancel: internal,
-            failure: Mutex::new(None),
-        });
+            self.state.clone(),
+            internal,
+        ));
         *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
         let watermarks = tokio::spawn(watermarks::follow::<P>(shared.clone()));
         let lookups_watched = tokio::spawn(lookups::watch(shared.clone(), lookup_tasks));

@@ -12,6 +12,7 @@ use super::config::ProcessorConfig;
 use super::error::ProcessorError;
 use super::stats::{Counters, Tables};
 use super::stats::{PartitionState, ProcessorState};
+use crate::group::Group;
 use crate::kafka::{Client, Producer, TopicPartitionOffset};
 use crate::storage::Storage;
 
@@ -197,7 +198,7 @@ pub(super) struct Shared {
     pub(super) producer: Arc<dyn Producer>,
     pub(super) partition_counts: HashMap<&'static str, u32>,
     /// Views of the lookup tables, shared by every partition of this instance.
-    pub(super) lookups: HashMap<&'static str, Arc<crate::view::ViewInner>>,
+    pub(super) lookups: LookupViews,
     pub(super) offsets: OffsetTable,
     pub(super) stats: Counters,
     /// Figures of the table partitions of each running partition.
@@ -231,6 +232,45 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// What a run of group `P` shares, before any partition started: the member thread
+    /// writes `state` and everything stops with `cancel`.
+    pub(super) fn new<P: Group>(
+        client: Arc<dyn Client>,
+        config: ProcessorConfig,
+        producer: Arc<dyn Producer>,
+        partition_counts: HashMap<&'static str, u32>,
+        lookups: LookupViews,
+        state: watch::Sender<ProcessorState>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            group: P::GRAPH.group,
+            table_topic: P::GRAPH.table.map(|edge| edge.topic),
+            client,
+            config,
+            producer,
+            outputs: super::stats::Outputs::new(partition_counts.keys().copied()),
+            partition_counts,
+            lookups,
+            offsets: OffsetTable::default(),
+            stats: Counters::default(),
+            table_figures: Tables::default(),
+            input_figures: super::stats::Inputs::default(),
+            standbys: Standbys::default(),
+            standby_figures: Tables::default(),
+            tables: Mutex::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
+            visitors: Mutex::new(HashMap::new()),
+            visit_progress: Mutex::new(HashMap::new()),
+            high_watermarks: Mutex::new(HashMap::new()),
+            state,
+            ended: std::sync::atomic::AtomicBool::new(false),
+            cancel,
+            failure: Mutex::new(None),
+        }
+    }
+
     pub(super) fn set_partition_state(&self, partition: i32, state: PartitionState) {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         if state == PartitionState::Stopped {

@@ -40,7 +40,7 @@
 //! # Ok(()) }
 //! ```
 
-mod broker;
+pub(crate) mod broker;
 mod error;
 mod log;
 mod processor;
