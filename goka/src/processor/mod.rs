@@ -15,7 +15,7 @@
 //! | `partition.rs` | one partition's task: recovery, then its messages, visits and timer ticks in order |
 //! | `state.rs` | the partition's stores (`Stores`): open, recover, follow joins, save offsets, close |
 //! | `collector.rs` | what the partition produces and waits for: send, local writes, acks, done offsets |
-//! | `pending.rs` | the queue of handled inputs waiting for their acks, with held writes |
+//! | `pending/` | the queue of handled inputs waiting for their acks, with held writes |
 //! | `handle.rs` | one message: nil handling, decoding, the handler call, the decode-error policy |
 //! | `closing.rs`, `firing.rs` | windows closed and timers fired after a message or a tick |
 //! | `standby.rs` | hot standby: following the tables of partitions owned elsewhere |
@@ -23,7 +23,9 @@
 //! | `handlers.rs` | the [`Handlers`] trait the macro implements: the dispatch to user code |
 //! | `config.rs`, `policies.rs`, `middleware.rs` | options, the policies they select, handler middleware |
 //! | `stats.rs`, `latency.rs`, `watermarks.rs` | what a running processor reports about itself |
+//! | `topics.rs` | the topics checked and created before the group is joined |
 //! | `error.rs`, `visit.rs`, `lookups.rs`, `stream_time.rs` | errors, visitors, lookup views, stream time in commits |
+//! | `fixture.rs` | for unit tests only: groups, stores in memory, a producer the test acknowledges |
 
 mod closing;
 mod collector;
