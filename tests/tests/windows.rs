@@ -670,3 +670,129 @@ async fn a_window_whose_on_close_output_failed_closes_again_after_a_restart() {
     );
     running.stop().await;
 }
+
+/// A whole minute, in seconds since the epoch (2017-07-14): where the historical clicks of
+/// the backfill tests start.
+const HISTORY: u64 = 1_500_000_000;
+
+/// Clicks of a backfill: user and second after [`HISTORY`]. Minutes 0 and 1 close with the
+/// click at 130 s (each minute's end plus the 10 s grace); minute 2 only by idle time.
+const BACKFILL: [(&str, u64); 5] = [
+    ("ann", 0),
+    ("ann", 30),
+    ("bob", 59),
+    ("ann", 61),
+    ("ann", 130),
+];
+
+/// What the backfill's minutes say once they closed: all but the last, then the last.
+fn backfill_alerts() -> (Vec<(String, String)>, (String, String)) {
+    let said = |user: &str, count: u32, minute: u64| {
+        let text = format!("{count} clicks from {}", HISTORY + 60 * minute);
+        (user.to_owned(), text)
+    };
+    let mut closed = vec![said("ann", 2, 0), said("bob", 1, 0), said("ann", 1, 1)];
+    closed.sort();
+    (closed, said("ann", 1, 2))
+}
+
+/// Emits the backfill's clicks, each with its historical time.
+async fn emit_backfill(emitter: &goka::emitter::Emitter<Clicks>) {
+    for (user, second) in BACKFILL {
+        let at = UNIX_EPOCH + Duration::from_secs(HISTORY + second);
+        emitter
+            .emit_at(&user.to_owned(), &"page".to_owned(), at)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn historical_clicks_fill_the_windows_of_their_times_and_an_idle_partition_closes_the_last() {
+    let mut tester = Tester::new();
+    let config = goka::processor::ProcessorConfig {
+        idle_advance: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    tester.register_with(Counter, config).await.unwrap();
+    let mut alerts = tester.track::<Alerts>();
+    let minutes = tester.table::<WindowTable<Counter, PerMinute>>();
+    let emitter = tester.emitter::<Clicks>().await.unwrap();
+    emit_backfill(&emitter).await;
+    tester.run_until_idle().await.unwrap();
+    let start = |minute: u64| ((HISTORY + 60 * minute) * 1000) as i64;
+    // Minute 0 closed and was dropped already (a window's length after its close).
+    assert_eq!(minutes.get(&("ann".into(), start(0))).unwrap(), None);
+    assert_eq!(minutes.get(&("ann".into(), start(1))).unwrap(), Some(1));
+    assert_eq!(minutes.get(&("ann".into(), start(2))).unwrap(), Some(1));
+
+    let mut said = Vec::new();
+    while let Some(alert) = alerts.next().unwrap() {
+        said.push((alert.key, alert.value.unwrap_or_default()));
+    }
+    said.sort();
+    let (closed, last) = backfill_alerts();
+    assert_eq!(said, closed, "the minutes later clicks closed");
+
+    // Nothing more comes: the idle partition's stream time moves to the clock (today) minus
+    // five seconds, and the last minute closes.
+    tester.fire_timers().await.unwrap();
+    let after: Vec<_> = std::iter::from_fn(|| alerts.next().unwrap())
+        .map(|a| (a.key, a.value.unwrap_or_default()))
+        .collect();
+    assert_eq!(after, [last]);
+    tester.fire_timers().await.unwrap();
+    assert!(alerts.next().unwrap().is_none(), "closed once");
+}
+
+/// On the test broker: a backfill emitted with historical timestamps is counted in the
+/// windows of its times, and the last window closes once the partition has been idle for
+/// `idle_advance`. A timestamp before 1970 is refused, naming topic and key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_with_historical_timestamps_closes_every_window_on_kafka() {
+    let broker = TestBroker::start();
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME, Alerts::NAME], 1).await;
+    let client = client(&broker);
+    let clicks = goka::emitter::Emitter::<Clicks>::new(&*client)
+        .await
+        .unwrap();
+    let refused = clicks
+        .emit_with(
+            &"eve".to_owned(),
+            Some(&"page".to_owned()),
+            &goka::emitter::EmitOptions::new().at_millis(-5),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("window-clicks") && refused.contains("\"eve\"") && refused.contains("-5"),
+        "{refused}"
+    );
+    emit_backfill(&clicks).await;
+
+    let processor = std::sync::Arc::new(goka::processor::Processor::new(
+        Counter,
+        client.clone(),
+        goka::processor::ProcessorConfig {
+            storage: std::sync::Arc::new(goka::storage::MemoryBuilder),
+            idle_advance: Some(Duration::from_secs(2)),
+            ..from_oldest()
+        },
+    ));
+    let running = {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    let (mut expected, last) = backfill_alerts();
+    expected.push(last);
+    expected.sort();
+    assert_eq!(alerts(&broker, expected.len()), expected);
+    // Nothing closes twice: a longer look finds no fifth alert.
+    let again = goka_tests::read_pairs(&broker, Alerts::NAME, 5, Duration::from_secs(5));
+    assert_eq!(again, expected);
+    running.stop().await;
+}

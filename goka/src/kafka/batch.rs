@@ -155,6 +155,11 @@ impl<'a> MessageRef<'a> {
 }
 
 impl ConsumedBatch {
+    /// Whether the batch holds a message (not only ends of partitions or transient errors).
+    pub fn has_messages(&self) -> bool {
+        self.entries.iter().any(|e| matches!(e, Entry::Message(_)))
+    }
+
     /// An empty batch of `topic` with room for `events` events and `bytes` of keys, values
     /// and headers.
     pub fn new(topic: Arc<str>, events: usize, bytes: usize) -> Self {

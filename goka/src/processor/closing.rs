@@ -267,4 +267,52 @@ mod tests {
             assert!(error.contains(part), "{part:?} missing from {error}");
         }
     }
+
+    #[tokio::test]
+    async fn an_idle_partition_closes_its_windows_when_its_stream_time_is_moved_on() {
+        let resources = resources::<Minutes>();
+        click_at(&resources, 0, "ann", 1_000).await;
+        let config = ProcessorConfig::default();
+        let policies = Policies::of::<Minutes>(&config);
+        let mut outgoing = Outgoing::default();
+        for (idle_time, closes) in [
+            (None, false),
+            (Some(500), false),
+            (Some(59_999), false),
+            (Some(60_000), true),
+        ] {
+            super::super::handle::handle_tick(
+                &Minutes,
+                &resources,
+                0,
+                0,
+                idle_time,
+                policies,
+                &mut outgoing,
+            )
+            .await
+            .unwrap();
+            let said = emitted(&outgoing);
+            assert_eq!(!said.is_empty(), closes, "at {idle_time:?}: {said:?}");
+        }
+        assert_eq!(
+            emitted(&outgoing),
+            [("ann".to_owned(), "1 from 0".to_owned())]
+        );
+        assert_eq!(resources.windows.stream_time(), Some(60_000));
+        store(&resources, &outgoing);
+        super::super::handle::handle_tick(
+            &Minutes,
+            &resources,
+            0,
+            0,
+            Some(30_000),
+            policies,
+            &mut outgoing,
+        )
+        .await
+        .unwrap();
+        assert!(written(&outgoing).is_empty(), "stream time never goes back");
+        assert_eq!(resources.windows.stream_time(), Some(60_000));
+    }
 }

@@ -114,6 +114,16 @@ pub struct ProcessorConfig {
     /// What a message that came after its window closed does (`ctx.window::<W>()`'s
     /// `update`): skipped and counted (the default), or also sent to the dead-letter topic.
     pub late_messages: LatePolicy,
+    /// Moves the stream time of a partition that has had no message for this long on by
+    /// the wall clock: to the wall clock minus this duration, never back. So the windows of
+    /// a stream that went quiet close, and its stream-time timers fire, though no message
+    /// comes to bring their time: the last minute of a backfill of historical events, the
+    /// last session of a user who left. A message that comes afterwards with an event time
+    /// before the stream time it moved to is late for the windows that closed meanwhile
+    /// ([`late_messages`](Self::late_messages)). Kafka Streams has no such option: its
+    /// stream time moves only with records. Looked at every second. Default: none (stream
+    /// time moves only with messages).
+    pub idle_advance: Option<Duration>,
     /// Where dead letters go (`DecodeErrorPolicy::DeadLetter`,
     /// `HandlerErrorPolicy::DeadLetter`, `LatePolicy::DeadLetter`). Default: the group's `<group>-dead-letters`,
     /// created as a stream with the inputs' partition count if it is missing.
@@ -195,6 +205,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("backoff", &self.backoff)
             .field("handler_errors", &self.handler_errors)
             .field("late_messages", &self.late_messages)
+            .field("idle_advance", &self.idle_advance)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .finish_non_exhaustive()
     }
@@ -224,6 +235,7 @@ impl Default for ProcessorConfig {
             backoff: Backoff::default(),
             handler_errors: HandlerErrorPolicy::Fail,
             late_messages: LatePolicy::Skip,
+            idle_advance: None,
             dead_letter_topic: None,
         }
     }

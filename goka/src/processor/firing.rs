@@ -34,6 +34,14 @@ pub(crate) struct Fired {
     pub(crate) dead_lettered: usize,
 }
 
+impl std::ops::AddAssign for Fired {
+    fn add_assign(&mut self, other: Self) {
+        self.fired += other.fired;
+        self.undecodable += other.undecodable;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
 /// Fires the timers of one clock (stream time or the wall clock) due at `now`, appending
 /// what their handlers produce and their tombstones to `outgoing`; `offset` is the message
 /// that brought the time (-1 for a tick). A handler that fails or panics stops the
@@ -365,11 +373,11 @@ mod tests {
         );
         let mut outgoing = Outgoing::default();
         let policies = Policies::of::<Watch>(&config);
-        let fired = handle_tick(&Watch, &resources, 0, 5_999, policies, &mut outgoing)
+        let fired = handle_tick(&Watch, &resources, 0, 5_999, None, policies, &mut outgoing)
             .await
             .unwrap();
         assert_eq!(fired.fired, 0);
-        let fired = handle_tick(&Watch, &resources, 0, 6_000, policies, &mut outgoing)
+        let fired = handle_tick(&Watch, &resources, 0, 6_000, None, policies, &mut outgoing)
             .await
             .unwrap();
         assert_eq!(fired.fired, 1);
@@ -378,7 +386,7 @@ mod tests {
             [("ann".to_owned(), "reminder".to_owned())]
         );
         store(&resources, &outgoing);
-        let fired = handle_tick(&Watch, &resources, 0, 7_000, policies, &mut outgoing)
+        let fired = handle_tick(&Watch, &resources, 0, 7_000, None, policies, &mut outgoing)
             .await
             .unwrap();
         assert_eq!(fired.fired, 0, "fired once");

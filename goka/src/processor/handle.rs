@@ -84,17 +84,53 @@ fn index_windows(resources: &PartitionResources, outgoing: &Outgoing) {
 }
 
 /// Fires the wall-clock timers of `partition` due at `now` (milliseconds since the epoch);
-/// what their handlers produce replaces the contents of `outgoing`. Returns how many fired.
+/// with `idle_time` (an idle partition, [`ProcessorConfig::idle_advance`](super::ProcessorConfig::idle_advance)),
+/// first moves the stream time on to it, closing the windows and firing the stream-time
+/// timers it reaches. What they produce replaces the contents of `outgoing`. Returns how
+/// many timers fired.
 pub(crate) async fn handle_tick<P: Handlers>(
     group: &P,
     resources: &PartitionResources,
     partition: i32,
     now: i64,
+    idle_time: Option<i64>,
     policies: Policies<'_>,
     outgoing: &mut Outgoing,
 ) -> Result<Fired, ProcessorError> {
     outgoing.clear();
-    let fired = super::firing::fire_timers(
+    let windowed = !resources.windows.tables.is_empty();
+    let mut fired = Fired::default();
+    if let Some(time) = idle_time {
+        let before = resources.windows.stream_time();
+        let after = resources.windows.advance(Some(time));
+        if let (true, Some(after)) = (after != before, after) {
+            // The stand-in of the message that brought the time: none did, the idle
+            // partition's first input topic and offset -1 say so in errors.
+            let idle = ConsumedMessage {
+                topic: std::sync::Arc::from(P::GRAPH.inputs.first().map_or("", |e| e.topic)),
+                partition,
+                offset: -1,
+                key: Vec::new(),
+                value: None,
+                timestamp: Some(after),
+                headers: crate::kafka::Headers::new(),
+            };
+            if windowed {
+                super::closing::close_windows(group, resources, &idle, outgoing).await?;
+            }
+            fired = super::firing::fire_timers(
+                group,
+                resources,
+                (partition, -1),
+                Clock::Stream,
+                after,
+                &policies,
+                outgoing,
+            )
+            .await?;
+        }
+    }
+    fired += super::firing::fire_timers(
         group,
         resources,
         (partition, -1),
@@ -104,10 +140,10 @@ pub(crate) async fn handle_tick<P: Handlers>(
         outgoing,
     )
     .await?;
-    if !resources.windows.tables.is_empty() {
+    if windowed {
         index_windows(resources, outgoing);
     }
-    if fired.fired > 0 && !policies.default_headers.is_empty() {
+    if outgoing.iter().next().is_some() && !policies.default_headers.is_empty() {
         outgoing.add_default_headers(policies.default_headers);
     }
     Ok(fired)

@@ -109,10 +109,14 @@ impl<P: Handlers> PartitionTask<P> {
         // every message.
         let mut message = ConsumedMessage::empty();
         let mut outgoing = Outgoing::default();
-        // Wall-clock timers are looked at every second.
+        // Wall-clock timers, and the stream time of an idle partition, are looked at every
+        // second.
         let mut ticks = tokio::time::interval(WALL_TIMER_TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let timed = stores.resources.timers.is_some();
+        let ticking = stores.resources.timers.is_some()
+            || (self.shared.config.idle_advance.is_some()
+                && !stores.resources.windows.tables.is_empty());
+        let mut last_input = tokio::time::Instant::now();
         loop {
             let step = tokio::select! {
                 biased;
@@ -122,6 +126,9 @@ impl<P: Handlers> PartitionTask<P> {
                 }
                 batch = next_input(inputs), if collector.in_flight() < MAX_IN_FLIGHT => match batch {
                     Some(Ok(batch)) => {
+                        if batch.has_messages() {
+                            last_input = tokio::time::Instant::now();
+                        }
                         self.process_batch(stores, collector, &batch, &mut message, &mut outgoing).await
                     }
                     Some(Err(source)) => Err(ProcessorError::Kafka {
@@ -138,8 +145,8 @@ impl<P: Handlers> PartitionTask<P> {
                 Some(request) = visits.recv() => {
                     self.visit(stores, collector, request, &mut outgoing).await
                 }
-                _ = ticks.tick(), if timed && collector.in_flight() < MAX_IN_FLIGHT => {
-                    self.tick(stores, collector, &mut outgoing).await
+                _ = ticks.tick(), if ticking && collector.in_flight() < MAX_IN_FLIGHT => {
+                    self.tick(stores, collector, last_input, &mut outgoing).await
                 }
             };
             if let Err(error) = step {
@@ -152,31 +159,42 @@ impl<P: Handlers> PartitionTask<P> {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Fires the wall-clock timers that are due; what they produce is sent as a visit's is
-    /// (a stand-in without an offset: the commit follows inputs only).
+    /// Fires the wall-clock timers that are due and, once the partition had no message for
+    /// [`idle_advance`](super::ProcessorConfig::idle_advance), moves its stream time on to
+    /// the wall clock minus that; what they produce is sent as a visit's is (a stand-in
+    /// without an offset: the commit follows inputs only).
     async fn tick(
         &self,
         stores: &Stores,
         collector: &mut Collector,
+        last_input: tokio::time::Instant,
         outgoing: &mut Outgoing,
     ) -> Result<(), ProcessorError> {
         let policies = Policies::of::<P>(&self.shared.config);
         let now = crate::kafka::now_millis();
+        let idle_time = self
+            .shared
+            .config
+            .idle_advance
+            .filter(|idle| last_input.elapsed() >= *idle)
+            .map(|idle| now.saturating_sub(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX)));
         let fired = super::handle::handle_tick(
             &*self.group,
             &stores.resources,
             self.partition,
             now,
+            idle_time,
             policies,
             outgoing,
         )
         .await?;
         self.count_unfired(fired);
-        if fired == Fired::default() {
+        if outgoing.iter().next().is_none() {
             return Ok(());
         }
+        let stand_in = P::GRAPH.timers.or(P::GRAPH.inputs.first().copied());
         let message = ConsumedMessage {
-            topic: Arc::from(P::GRAPH.timers.map_or("", |e| e.topic)),
+            topic: Arc::from(stand_in.map_or("", |e| e.topic)),
             partition: self.partition,
             offset: -1,
             key: Vec::new(),

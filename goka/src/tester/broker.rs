@@ -381,7 +381,7 @@ impl Producer for BrokerClient {
             key: record.key,
             value: record.value,
             headers: record.headers.cloned().unwrap_or_default(),
-            timestamp: self.0.now(),
+            timestamp: record.timestamp.unwrap_or_else(|| self.0.now()),
         };
         let offset = self
             .0

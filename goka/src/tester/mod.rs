@@ -274,7 +274,9 @@ impl Tester {
     /// tester's time ([`set_time`](Self::set_time), [`advance_time`](Self::advance_time)),
     /// as a running processor does every second, then handles everything they caused.
     /// Returns how many fired. (Stream-time timers fire with the messages that reach their
-    /// time.)
+    /// time.) A processor registered with [`ProcessorConfig::idle_advance`](crate::processor::ProcessorConfig::idle_advance)
+    /// treats its partitions as idle here: their stream time moves on to the tester's time
+    /// minus that duration (never back), closing windows and firing stream-time timers.
     pub async fn fire_timers(&mut self) -> Result<usize, ProcessorError> {
         let now = self.broker.now();
         let mut fired = 0;
@@ -285,7 +287,7 @@ impl Tester {
                     .driven
                     .tick(partition, now, &mut self.outgoing)
                     .await?;
-                if count == 0 {
+                if self.outgoing.iter().next().is_none() {
                     continue;
                 }
                 fired += count;

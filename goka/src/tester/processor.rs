@@ -45,8 +45,9 @@ pub(crate) trait Driven: Send + Sync {
         outgoing: &'a mut Outgoing,
     ) -> BoxFuture<'a, Result<(), ProcessorError>>;
 
-    /// Fires the wall-clock timers of `partition` due at `now`; what they produced replaces
-    /// the contents of `outgoing`.
+    /// Fires the wall-clock timers of `partition` due at `now` and, with an idle advance
+    /// configured, moves its stream time on; what they produced replaces the contents of
+    /// `outgoing`.
     fn tick<'a>(
         &'a self,
         partition: i32,
@@ -194,11 +195,17 @@ impl<P: Handlers> Driven for Tested<P> {
                 return Ok(0);
             };
             let policies = Policies::of::<P>(&self.config);
+            // The tester's partitions are idle whenever the test fires timers: the stream
+            // time moves to the clock minus the idle time, never back.
+            let idle_time = self.config.idle_advance.map(|idle| {
+                now.saturating_sub(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX))
+            });
             let fired = crate::processor::handle::handle_tick(
                 &self.group,
                 resources,
                 partition,
                 now,
+                idle_time,
                 policies,
                 outgoing,
             )

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::codec::{Codec, CodecError};
+use crate::codec::Codec;
 use crate::kafka::{
     Ack, Client, Delivery, Detached, Headers, KafkaError, OutgoingRecord, Producer, SendError,
     Sent, Settle,
@@ -22,64 +22,11 @@ use crate::partitioner::{DefaultPartitioner, Partitioner};
 use crate::topic::Stream;
 use crate::topic_manager::{TopicManager, TopicManagerError};
 
-/// Errors of an emitter, naming the topic (and key, where one is involved).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EmitError {
-    /// The key or value could not be encoded.
-    #[error("emit to topic {topic:?}: cannot encode the {what}: {source}")]
-    Encode {
-        /// The topic.
-        topic: &'static str,
-        /// `"key"` or `"value"`.
-        what: &'static str,
-        /// The codec's error.
-        source: CodecError,
-    },
-    /// [`Emitter::finish`] closed the emitter: nothing more is sent.
-    #[error("emitter of topic {topic:?} is finished: nothing is emitted after finish()")]
-    Finished {
-        /// The topic.
-        topic: &'static str,
-    },
-    /// The broker did not take the message.
-    #[error("emit to topic {topic:?} (key {key:?}): {source}")]
-    Delivery {
-        /// The topic.
-        topic: &'static str,
-        /// The key, lossy UTF-8.
-        key: String,
-        /// The client's error.
-        source: KafkaError,
-    },
-    /// Flushing pending messages failed or timed out.
-    #[error("emitter of topic {topic:?}: {source}")]
-    Flush {
-        /// The topic.
-        topic: &'static str,
-        /// The client's error.
-        source: KafkaError,
-    },
-    /// Messages whose delivery nobody awaited failed since the last
-    /// [`finish`](Emitter::finish): they are not in the topic.
-    #[error("emitter of topic {topic:?}: {failed} message(s) emitted without awaiting were not delivered; the last: {last}")]
-    Undelivered {
-        /// The topic.
-        topic: &'static str,
-        /// How many failed.
-        failed: u64,
-        /// The last failure, with its key.
-        last: String,
-    },
-    /// The emitter could not start (topic missing, client not created).
-    #[error("emitter of topic {topic:?} cannot start: {source}")]
-    Setup {
-        /// The topic.
-        topic: &'static str,
-        /// Why.
-        source: TopicManagerError,
-    },
-}
+mod error;
+mod options;
+
+pub use self::error::EmitError;
+pub use self::options::EmitOptions;
 
 /// Counters of an emitter (goka's `EmitterStats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -283,7 +230,7 @@ impl<T: Stream> Emitter<T> {
     /// Queues a message; waits only while the client's queue is full. The returned
     /// [`PendingDelivery`] resolves when the broker acknowledged it.
     pub async fn emit(&self, key: &T::Key, value: &T::Value) -> Result<PendingDelivery, EmitError> {
-        self.send(key, Some(value), None).await
+        self.send(key, Some(value), None, None).await
     }
 
     /// Like [`emit`](Self::emit), with headers.
@@ -293,12 +240,37 @@ impl<T: Stream> Emitter<T> {
         value: &T::Value,
         headers: &Headers,
     ) -> Result<PendingDelivery, EmitError> {
-        self.send(key, Some(value), Some(headers)).await
+        self.send(key, Some(value), Some(headers), None).await
+    }
+
+    /// Like [`emit`](Self::emit), with the message's timestamp: its event time, which the
+    /// windows and stream-time timers of the processors consuming it go by (a backfill of
+    /// historical events, a replay). Fails with [`EmitError::Timestamp`] for a time before
+    /// 1970.
+    pub async fn emit_at(
+        &self,
+        key: &T::Key,
+        value: &T::Value,
+        at: std::time::SystemTime,
+    ) -> Result<PendingDelivery, EmitError> {
+        self.emit_with(key, Some(value), &EmitOptions::new().at(at))
+            .await
+    }
+
+    /// Emits `value` (`None`: a tombstone) with the headers and timestamp of `options`.
+    pub async fn emit_with(
+        &self,
+        key: &T::Key,
+        value: Option<&T::Value>,
+        options: &EmitOptions,
+    ) -> Result<PendingDelivery, EmitError> {
+        self.send(key, value, options.header_list(), options.timestamp())
+            .await
     }
 
     /// Sends a tombstone (null value) for `key`.
     pub async fn emit_tombstone(&self, key: &T::Key) -> Result<PendingDelivery, EmitError> {
-        self.send(key, None, None).await
+        self.send(key, None, None, None).await
     }
 
     /// Emits and waits for the broker's acknowledgement.
@@ -359,9 +331,20 @@ impl<T: Stream> Emitter<T> {
         key: &T::Key,
         value: Option<&T::Value>,
         headers: Option<&Headers>,
+        timestamp: Option<i64>,
     ) -> Result<PendingDelivery, EmitError> {
         if self.counters.finished.load(Ordering::SeqCst) {
             return Err(EmitError::Finished { topic: T::NAME });
+        }
+        if let Some(millis) = timestamp.filter(|t| *t < 0) {
+            self.count_error();
+            let mut key_bytes = Vec::new();
+            self.encode(key, None, &mut key_bytes)?;
+            return Err(EmitError::Timestamp {
+                topic: T::NAME,
+                key: String::from_utf8_lossy(&key_bytes).into_owned(),
+                millis,
+            });
         }
         // Encode into this thread's buffer and queue at once: the client copies the bytes, so
         // a message costs no allocation of ours unless the client's queue is full.
@@ -376,7 +359,7 @@ impl<T: Stream> Emitter<T> {
             buffer.clear();
             let value_start = self.encode(key, value, buffer)?;
             let (key_bytes, value_bytes) = buffer.split_at(value_start);
-            let record = self.record(key_bytes, value.map(|_| value_bytes), headers);
+            let record = self.record(key_bytes, value.map(|_| value_bytes), headers, timestamp);
             let queued = match self.producer.try_send(&record) {
                 Ok(ack) => Ok(self.pending(ack, &record)),
                 Err(error) => Err((
@@ -395,7 +378,7 @@ impl<T: Stream> Emitter<T> {
             Ok(pending) => return Ok(pending),
             Err(failed) => failed,
         };
-        let record = self.record(&key_bytes, value_bytes.as_deref(), headers);
+        let record = self.record(&key_bytes, value_bytes.as_deref(), headers, timestamp);
         let sent = match error {
             // The queue is full: wait for room, owning the bytes across the wait.
             SendError::Full => crate::kafka::send(&*self.producer, &record).await,
@@ -419,6 +402,7 @@ impl<T: Stream> Emitter<T> {
         key: &'a [u8],
         value: Option<&'a [u8]>,
         headers: Option<&'a Headers>,
+        timestamp: Option<i64>,
     ) -> OutgoingRecord<'a> {
         OutgoingRecord {
             topic: T::NAME,
@@ -426,7 +410,7 @@ impl<T: Stream> Emitter<T> {
             key,
             value,
             headers,
-            timestamp: None,
+            timestamp,
         }
     }
 
