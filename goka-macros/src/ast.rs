@@ -50,10 +50,12 @@ pub enum DecodeErrors {
     Skip,
 }
 
-/// `#[input(topic = T, handler = ...)]` or `#[input(topics = [A, B], handler = ...)]`.
+/// `#[input(topic = T, handler = ...)]` or `#[input(topics = [A, B], handler = ...)]`, with
+/// `event_time = ...` for a method that reads the message's event time from its value.
 pub struct Input {
     pub topics: Vec<syn::Type>,
     pub handler: syn::Path,
+    pub event_time: Option<syn::Path>,
 }
 
 /// `#[persist(value = V, codec = C)]`.

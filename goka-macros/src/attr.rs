@@ -209,7 +209,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
         .map(ToString::to_string)
         .unwrap_or_default();
     let allowed: &[&str] = match name.as_str() {
-        INPUT => &[TOPIC, TOPICS, HANDLER],
+        INPUT => &[TOPIC, TOPICS, HANDLER, EVENT_TIME],
         PERSIST => &[VALUE, CODEC],
         JOIN | LOOKUP => &[TABLE],
         OUTPUT => &[TOPIC],
@@ -239,6 +239,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
             ON_CLOSE => parse_handler(value).map(|h| fields.handler = Some(h)),
             TOPICS => parse_type_list(value).map(|t| fields.topics = Some(t)),
             HANDLER => parse_handler(value).map(|h| fields.handler = Some(h)),
+            EVENT_TIME => parse_handler(value).map(|h| fields.event_time = Some(h)),
             VALUE => value.parse().map(|v| fields.value = Some(v)),
             _ => value.parse().map(|c| fields.codec = Some(c)), // CODEC
         };
@@ -251,6 +252,7 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
                 WINDOW => "a window type declared with `goka::window!`",
                 TIMER => "a timer type declared with `goka::timer!`",
                 HANDLER | ON_CLOSE => "a method: `Self::on_click`",
+                EVENT_TIME => "a method: `Self::time_of`, taking `&self` and the value, returning `Option<i64>`",
                 VALUE => "a type",
                 _ => "a codec type such as `Json`",
             };
@@ -273,9 +275,11 @@ fn parse_helper(cx: &mut Ctxt, attr: &syn::Attribute, p: &mut Processor) {
     };
     match name.as_str() {
         INPUT => match (fields.topics, fields.handler) {
-            (Some(topics), Some(handler)) if !topics.is_empty() => {
-                p.inputs.push(Input { topics, handler })
-            }
+            (Some(topics), Some(handler)) if !topics.is_empty() => p.inputs.push(Input {
+                topics,
+                handler,
+                event_time: fields.event_time,
+            }),
             (Some(_), Some(_)) => {
                 cx.error_spanned_by(attr, "#[input] needs at least one topic");
                 p.input_malformed = true;
@@ -347,6 +351,7 @@ struct Fields {
     topics: Option<Vec<Type>>,
     visitor: Option<Type>,
     handler: Option<syn::Path>,
+    event_time: Option<syn::Path>,
     value: Option<Type>,
     codec: Option<Type>,
 }

@@ -34,6 +34,7 @@ pub const TOPIC: &str = "topic";
 pub const TOPICS: &str = "topics";
 pub const TABLE: &str = "table";
 pub const HANDLER: &str = "handler";
+pub const EVENT_TIME: &str = "event_time";
 pub const VISITOR: &str = "visitor";
 pub const ON_CLOSE: &str = "on_close";
 pub const VALUE: &str = "value";

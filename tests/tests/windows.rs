@@ -796,3 +796,174 @@ async fn a_backfill_with_historical_timestamps_closes_every_window_on_kafka() {
     assert_eq!(again, expected);
     running.stop().await;
 }
+
+/// A purchase, stamped with when it was made: a backfill's records are written today, their
+/// purchases were made years ago.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Purchase {
+    /// When it was made, in ms since the epoch; 0 if unknown.
+    pub at: i64,
+    pub amount: u64,
+}
+
+goka::stream!(pub Purchases = "window-purchases": Purchase as Json);
+goka::window!(
+    /// What each user spent per minute of purchase time.
+    pub SpentPerMinute = "spent-per-minute": u64 as Json,
+    WindowSpec::tumbling(Duration::from_secs(60))
+);
+
+/// Sums purchases per minute of the time they were made, read from the purchase itself.
+#[goka::processor(group = "window-spending")]
+#[input(topic = Purchases, handler = Self::on_purchase, event_time = Self::made_at)]
+#[window(window = SpentPerMinute, on_close = Self::minute_closed)]
+#[output(topic = Alerts)]
+#[derive(Debug, Default)]
+pub struct Spending;
+
+impl Spending {
+    fn made_at(&self, purchase: &Purchase) -> Option<i64> {
+        (purchase.at > 0).then_some(purchase.at)
+    }
+
+    fn on_purchase(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        purchase: Purchase,
+    ) -> Result<(), CallbackError> {
+        assert_eq!(ctx.timestamp(), self.made_at(&purchase).or(ctx.timestamp()));
+        ctx.window::<SpentPerMinute>()?
+            .update(|_, spent| spent.unwrap_or(0) + purchase.amount)?;
+        Ok(())
+    }
+
+    fn minute_closed(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        closed: ClosedWindow<u64>,
+    ) -> Result<(), CallbackError> {
+        let user = ctx.key().clone();
+        let text = format!("spent {} from {}", closed.value, closed.window.start / 1000);
+        ctx.emit::<Alerts>(&user, &text)
+    }
+}
+
+/// Purchases of a backfill: user, second after [`HISTORY`], amount.
+const PURCHASES: [(&str, u64, u64); 4] = [
+    ("ann", 5, 10),
+    ("bob", 50, 7),
+    ("ann", 70, 3),
+    ("ann", 65, 1),
+];
+
+/// What the purchases' minutes say once closed, sorted.
+fn spending_alerts() -> Vec<(String, String)> {
+    let mut said = vec![
+        ("ann".to_owned(), format!("spent 10 from {HISTORY}")),
+        ("bob".to_owned(), format!("spent 7 from {HISTORY}")),
+        ("ann".to_owned(), format!("spent 4 from {}", HISTORY + 60)),
+    ];
+    said.sort();
+    said
+}
+
+fn purchase(second: u64, amount: u64) -> Purchase {
+    Purchase {
+        at: ((HISTORY + second) * 1000) as i64,
+        amount,
+    }
+}
+
+#[tokio::test]
+async fn the_event_time_read_from_a_value_places_it_in_its_window_and_stamps_what_it_causes() {
+    let mut tester = Tester::new();
+    let config = goka::processor::ProcessorConfig {
+        idle_advance: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    tester.register_with(Spending, config).await.unwrap();
+    let mut alerts = tester.track::<Alerts>();
+    let spent = tester.table::<WindowTable<Spending, SpentPerMinute>>();
+    // The records are written today, by the tester's clock.
+    for (user, second, amount) in PURCHASES {
+        tester
+            .consume::<Purchases>(&user.to_owned(), &purchase(second, amount))
+            .await
+            .unwrap();
+    }
+    let minute = |m: u64| ((HISTORY + 60 * m) * 1000) as i64;
+    assert_eq!(spent.get(&("ann".into(), minute(0))).unwrap(), Some(10));
+    assert_eq!(spent.get(&("ann".into(), minute(1))).unwrap(), Some(4));
+    // Stream time is the purchase time, 70 s after HISTORY: minute 0 closed, minute 1 closes
+    // once the idle partition's stream time moves on.
+    let mut said = Vec::new();
+    for idle in [false, true] {
+        if idle {
+            tester.fire_timers().await.unwrap();
+        }
+        while let Some(alert) = alerts.next().unwrap() {
+            // What on_close produced carries the stream time that closed it.
+            assert!(idle || alert.timestamp < minute(2), "{}", alert.timestamp);
+            said.push((alert.key, alert.value.unwrap_or_default()));
+        }
+        assert_eq!(said.len(), if idle { 3 } else { 2 }, "{said:?}");
+    }
+    said.sort();
+    assert_eq!(said, spending_alerts());
+
+    // A purchase without its time keeps the record's: today, long after those minutes.
+    tester
+        .consume::<Purchases>(&"cat".to_owned(), &Purchase { at: 0, amount: 2 })
+        .await
+        .unwrap();
+    let today = tester
+        .time()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let rows = spent.rows().unwrap();
+    let cat: Vec<_> = rows.iter().filter(|((user, _), _)| user == "cat").collect();
+    assert_eq!(cat.len(), 1, "{rows:?}");
+    assert_eq!(cat[0].0 .1, today - today % 60_000);
+}
+
+/// On the test broker: records written now whose values carry their purchase times land in
+/// the windows of those times, and every window closes (the last by `idle_advance`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_time_read_from_a_value_closes_historical_windows_on_kafka() {
+    let broker = TestBroker::start();
+    goka_tests::ensure_streams(&broker, &[Purchases::NAME, Alerts::NAME], 1).await;
+    let client = client(&broker);
+    let purchases = goka::emitter::Emitter::<Purchases>::new(&*client)
+        .await
+        .unwrap();
+    for (user, second, amount) in PURCHASES {
+        purchases
+            .emit_sync(&user.to_owned(), &purchase(second, amount))
+            .await
+            .unwrap();
+    }
+    let processor = std::sync::Arc::new(goka::processor::Processor::new(
+        Spending,
+        client.clone(),
+        goka::processor::ProcessorConfig {
+            storage: std::sync::Arc::new(goka::storage::MemoryBuilder),
+            idle_advance: Some(Duration::from_secs(2)),
+            ..from_oldest()
+        },
+    ));
+    let running = {
+        let processor = processor.clone();
+        Running::spawn(move |cancel| async move { processor.run(cancel).await })
+    };
+    let expected = spending_alerts();
+    assert_eq!(alerts(&broker, expected.len()), expected);
+    let again = goka_tests::read_pairs(
+        &broker,
+        Alerts::NAME,
+        expected.len() + 1,
+        Duration::from_secs(5),
+    );
+    assert_eq!(again, expected, "each minute closed once");
+    running.stop().await;
+}

@@ -53,6 +53,43 @@ pub fn dispatch(p: &Processor) -> TokenStream {
     matcher(p, signature, quote!(ctx.topic()), arms)
 }
 
+/// `Handlers::event_time`, for groups with an input whose `event_time = ...` reads a
+/// message's event time from its value: a `match` from the topic to that method, whose
+/// signature (`fn(&self, &Value) -> Option<i64>`) is checked at the user's path.
+pub fn event_time(p: &Processor) -> TokenStream {
+    if p.inputs.iter().all(|i| i.event_time.is_none()) {
+        return TokenStream::new();
+    }
+    let pv = super::private(p);
+    let mut arms = TokenStream::new();
+    for (input, topic) in super::unique_inputs(p) {
+        let Some(method) = &input.event_time else {
+            continue;
+        };
+        let span = method.span();
+        let at = super::private_at(p, span);
+        let read = quote_spanned! {span=>
+            #at::event_time_of::<Self, <#topic as #at::Topic>::Value>(#method, self, &value)
+        };
+        arms.extend(quote! {
+            <#topic as #pv::Topic>::NAME => {
+                let value = #pv::decode_value::<#topic>(value).ok()?;
+                #read
+            }
+        });
+    }
+    quote! {
+        const EVENT_TIME: bool = true;
+
+        fn event_time(&self, topic: &str, value: #pv::Option<&[u8]>) -> #pv::Option<i64> {
+            match topic {
+                #arms
+                _ => #pv::Option::None,
+            }
+        }
+    }
+}
+
 /// `Handlers::visit`, for groups with `#[visit]` edges: a `match` from the visitor's name to its
 /// handler, whose signature is checked like an input handler's.
 pub fn visit(p: &Processor) -> TokenStream {

@@ -127,6 +127,7 @@ fn full(p: &Processor, check_graph: bool) -> TokenStream {
         stub_dispatch(p)
     } else {
         let mut all = dispatch::dispatch(p);
+        all.extend(dispatch::event_time(p));
         all.extend(dispatch::visit(p));
         all.extend(dispatch::close(p));
         all.extend(dispatch::fire(p));

@@ -163,6 +163,11 @@ pub fn decode_value<T: Topic>(value: Option<&[u8]>) -> Result<T::Value, Callback
     }
 }
 
+/// Calls an input's `event_time` method; its signature is checked here, at the user's path.
+pub fn event_time_of<G, V>(method: fn(&G, &V) -> Option<i64>, group: &G, value: &V) -> Option<i64> {
+    method(group, value)
+}
+
 /// Decodes the value of a message of `T` for a handler that takes an `Option` (tombstones
 /// are `None`).
 pub fn decode_optional<T: Topic>(value: Option<&[u8]>) -> Result<Option<T::Value>, CallbackError> {

@@ -362,6 +362,45 @@ fn restore<P: Handlers>(
     Ok(Handled::Produced)
 }
 
+/// Sets the timestamp of `message` to the event time its input's `event_time` method reads
+/// from the value (`#[input(..., event_time = ...)]`), before anything else sees it: stream
+/// time, windows, timers, `ctx.timestamp()` and the timestamp of what its handler produces
+/// all go by it, as with Kafka Streams' timestamp extractors. `None` from the method keeps
+/// the record's timestamp. A method that panics or gives a time before 1970 stops the
+/// processor, naming the message.
+pub(crate) fn apply_event_time<P: Handlers>(
+    group: &P,
+    message: &mut ConsumedMessage,
+) -> Result<(), ProcessorError> {
+    if !P::EVENT_TIME {
+        return Ok(());
+    }
+    let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        group.event_time(&message.topic, message.value.as_deref())
+    }));
+    match read {
+        Ok(Some(at)) if at >= 0 => message.timestamp = Some(at),
+        Ok(Some(at)) => {
+            return Err(callback_error::<P>(
+                message,
+                format!(
+                    "event_time gave {at} ms, a time before 1970; return None to keep the \
+                     record's timestamp"
+                ),
+            ))
+        }
+        Ok(None) => {}
+        Err(panic) => {
+            let what = super::error::panic_text(&*panic);
+            return Err(callback_error::<P>(
+                message,
+                format!("event_time panicked: {what}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn callback_error<P: Handlers>(message: &ConsumedMessage, error: String) -> ProcessorError {
     ProcessorError::Callback {
         group: P::GRAPH.group,

@@ -18,6 +18,19 @@ pub trait Handlers: Group {
         value: Option<&'a [u8]>,
     ) -> BoxFuture<'a, Result<(), CallbackError>>;
 
+    /// Whether an input reads its messages' event time from their values
+    /// (`#[input(..., event_time = ...)]`): then [`event_time`](Self::event_time) is asked
+    /// for each message before it is handled.
+    const EVENT_TIME: bool = false;
+
+    /// The event time of a message of `topic` with `value`, read from the decoded value by
+    /// the input's `event_time` method; `None` keeps the record's timestamp (no such method,
+    /// a tombstone, a value that does not decode: its handler reports that).
+    fn event_time(&self, topic: &str, value: Option<&[u8]>) -> Option<i64> {
+        let _ = (topic, value);
+        None
+    }
+
     /// Calls the `on_close` handler of the window named `window` for the key in `ctx`, with
     /// the window's range and final value (encoded). Generated for groups with
     /// `#[window(..., on_close = ...)]` edges.

@@ -366,11 +366,14 @@ impl<P: Handlers> PartitionTask<P> {
             match event {
                 BatchEvent::Message(m) => {
                     m.copy_into(message);
+                    // The figures follow the record's own time, the handlers the event time.
+                    let record_time = message.timestamp;
+                    super::handle::apply_event_time(&*self.group, message)?;
                     self.process(stores, collector, message, policies, outgoing)
                         .await?;
                     if let Some(figures) = figures {
                         let size = message.key.len() + message.value.as_ref().map_or(0, Vec::len);
-                        figures.handled(message.offset, size, message.timestamp);
+                        figures.handled(message.offset, size, record_time);
                     }
                     // Reading the partition's queue never waits while a backlog lasts: give
                     // the other tasks of the runtime their turn now and then, as a channel

@@ -24,11 +24,12 @@ use crate::view::ViewBuilder;
 pub(crate) trait Driven: Send + Sync {
     fn graph(&self) -> &'static GroupGraph;
 
-    /// Handles one message of an input or the loop topic; what it produced replaces the
-    /// contents of `outgoing`.
+    /// Handles one message of an input or the loop topic, after setting its timestamp to its
+    /// event time where the group reads one; what it produced replaces the contents of
+    /// `outgoing`.
     fn handle<'a>(
         &'a self,
-        message: &'a ConsumedMessage,
+        message: &'a mut ConsumedMessage,
         outgoing: &'a mut Outgoing,
     ) -> BoxFuture<'a, Result<(), ProcessorError>>;
 
@@ -144,10 +145,12 @@ impl<P: Handlers> Driven for Tested<P> {
 
     fn handle<'a>(
         &'a self,
-        message: &'a ConsumedMessage,
+        message: &'a mut ConsumedMessage,
         outgoing: &'a mut Outgoing,
     ) -> BoxFuture<'a, Result<(), ProcessorError>> {
         async move {
+            // What the handler writes then carries the event time, as in production.
+            crate::processor::handle::apply_event_time(&self.group, message)?;
             let Some(resources) = self.partitions.get(message.partition as usize) else {
                 return Err(ProcessorError::Callback {
                     group: P::GRAPH.group,
