@@ -617,4 +617,54 @@ mod tests {
             assert_eq!(team, Some(&b"web"[..]), "{:?} of {}", out.kind, out.topic);
         }
     }
+
+    /// Reads a click's event time from its page, "at <ms>"; "panic" panics.
+    #[goka::processor(group = "unit-stamped")]
+    #[input(topic = super::super::fixture::Clicks, handler = Self::on_click, event_time = Self::clicked_at)]
+    #[derive(Debug, Default)]
+    struct Stamped;
+
+    impl Stamped {
+        fn clicked_at(&self, page: &String) -> Option<i64> {
+            if page == "panic" {
+                panic!("no time in a panic");
+            }
+            page.strip_prefix("at ").and_then(|at| at.parse().ok())
+        }
+
+        fn on_click(
+            &self,
+            _ctx: &mut crate::context::Context<'_, Self>,
+            _page: String,
+        ) -> Result<(), crate::context::CallbackError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_event_time_read_from_the_value_replaces_the_records_or_stops_naming_the_message() {
+        let stamped = |page: &str| {
+            let mut message = click(4, "ann", Some(page), 1_000);
+            super::apply_event_time(&Stamped, &mut message).map(|()| message.timestamp)
+        };
+        assert_eq!(stamped("at 42").unwrap(), Some(42));
+        assert_eq!(
+            stamped("home").unwrap(),
+            Some(1_000),
+            "None keeps the record's"
+        );
+        let mut counted = click(4, "ann", Some("at 42"), 1_000);
+        super::apply_event_time(&Counter, &mut counted).unwrap();
+        assert_eq!(counted.timestamp, Some(1_000), "a group without event_time");
+        for (page, says) in [
+            ("at -5", "before 1970"),
+            ("panic", "event_time panicked: no time in a panic"),
+        ] {
+            let error = stamped(page).unwrap_err().to_string();
+            assert!(
+                error.contains("offset 4") && error.contains(says),
+                "{error}"
+            );
+        }
+    }
 }
