@@ -16,7 +16,7 @@
 //! | `state.rs` | the partition's stores (`Stores`): open, recover, follow joins, save offsets, close |
 //! | `collector.rs` | what the partition produces and waits for: send, local writes, acks, done offsets |
 //! | `pending/` | the queue of handled inputs waiting for their acks, with held writes |
-//! | `handle.rs` | one message: nil handling, decoding, the handler call, the decode-error policy |
+//! | `handle/` | one message: nil handling, decoding, the handler call, the decode-error policy |
 //! | `closing.rs`, `firing.rs` | windows closed and timers fired after a message or a tick |
 //! | `standby.rs` | hot standby: following the tables of partitions owned elsewhere |
 //! | `shared.rs` | what the member, partition tasks and standby tasks share |
