@@ -9,6 +9,7 @@ pub use crate::emitter::EmitError;
 pub use crate::graph::GraphError;
 pub use crate::kafka::KafkaError;
 pub use crate::processor::ProcessorError;
+pub use crate::reader::ReaderError;
 pub use crate::storage::StorageError;
 pub use crate::topic_manager::TopicManagerError;
 pub use crate::view::ViewError;
@@ -41,6 +42,9 @@ pub enum Error {
     /// An emit failed.
     #[error(transparent)]
     Emit(#[from] EmitError),
+    /// Reading a topic back failed.
+    #[error(transparent)]
+    Read(#[from] ReaderError),
 }
 
 #[cfg(test)]
@@ -60,6 +64,8 @@ mod tests {
         let (inner, outer) = lift(ProcessorError::AlreadyRunning { group: "g" });
         assert_eq!(inner, outer);
         let (inner, outer) = lift(ViewError::AlreadyRunning { topic: "t" });
+        assert_eq!(inner, outer);
+        let (inner, outer) = lift(ReaderError::NoTopic { topic: "t" });
         assert_eq!(inner, outer);
     }
 }

@@ -19,6 +19,7 @@
 //! | [`topic_manager`] | creating and checking topics |
 //! | [`emitter`] | [`Emitter`](emitter::Emitter): typed producer of a stream topic |
 //! | [`view`] | [`View`](view::View): local, always-catching-up copy of a table |
+//! | [`reader`] | [`StreamReader`](reader::StreamReader): reading a topic back, typed, without a group |
 //! | [`timer`](mod@timer) | timers per key, at a stream or wall-clock time, kept like a table |
 //! | [`window`](mod@window) | windowed tables over event time: tumbling, hopping and session windows per key |
 //! | [`storage`] | the local state of a table partition (memory, RocksDB) |
@@ -43,6 +44,7 @@ pub mod group;
 pub mod kafka;
 pub mod partitioner;
 pub mod processor;
+pub mod reader;
 pub mod storage;
 pub mod table;
 pub mod tester;

@@ -1,0 +1,161 @@
+//! Reading a topic back with `StreamReader`: every message once, decoded, in offset order
+//! per partition; from the newest message on; a message that does not decode named and
+//! passed; a missing topic named. On the in-memory tester and on the test broker.
+
+// Test helpers unwrap: a failure is a loud test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use goka::codec::{Int64Codec, StringCodec};
+use goka::emitter::Emitter;
+use goka::reader::{ReadFrom, ReaderError, StreamReader};
+use goka::tester::Tester;
+use goka::topic::Topic;
+use goka_tests::{client, TestBroker};
+
+goka::stream!(pub Scores = "reader-scores": i64 as Int64Codec);
+goka::stream!(pub Missing = "reader-missing": String as StringCodec);
+
+const PARTITIONS: u32 = 4;
+
+/// Emits `count` scores over 10 keys; returns what each key got, in order.
+async fn emit_scores(
+    emitter: &Emitter<Scores>,
+    from: i64,
+    count: i64,
+) -> HashMap<String, Vec<i64>> {
+    let mut sent: HashMap<String, Vec<i64>> = HashMap::new();
+    for score in from..from + count {
+        let key = format!("player-{}", score % 10);
+        emitter.emit_sync(&key, &score).await.unwrap();
+        sent.entry(key).or_default().push(score);
+    }
+    sent
+}
+
+/// What a reader read, per key in order; checks offsets rise within each partition.
+fn by_key(read: &[goka::reader::Message<Scores>]) -> HashMap<String, Vec<i64>> {
+    let mut last: HashMap<i32, i64> = HashMap::new();
+    let mut got: HashMap<String, Vec<i64>> = HashMap::new();
+    for message in read {
+        let previous = last.insert(message.partition, message.offset);
+        assert!(
+            previous.is_none_or(|p| p < message.offset),
+            "offsets out of order"
+        );
+        got.entry(message.key.clone())
+            .or_default()
+            .push(message.value.unwrap());
+    }
+    got
+}
+
+#[tokio::test]
+async fn the_tester_reads_back_what_was_emitted() {
+    let tester = Tester::with_partitions(PARTITIONS);
+    let emitter = tester.emitter::<Scores>().await.unwrap();
+    let at = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    emitter
+        .emit_at(&"early".to_owned(), &-1, at)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let sent = emit_scores(&emitter, 0, 50).await;
+    let mut reader = StreamReader::<Scores>::open(&*tester.client(), ReadFrom::Oldest)
+        .await
+        .unwrap();
+    let read = reader.read_to_end().await.unwrap();
+    assert_eq!(read.len(), 51);
+    let early = read.iter().find(|m| m.key == "early").unwrap();
+    assert_eq!(
+        early.timestamp,
+        Some(1_600_000_000_000),
+        "the emit's own time"
+    );
+    let mut got = by_key(&read);
+    got.remove("early");
+    assert_eq!(got, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_reads_every_message_once_names_one_that_does_not_decode_and_follows_new_ones() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let missing = StreamReader::<Missing>::open(&*client, ReadFrom::Oldest).await;
+    let error = missing.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        error.contains("reader-missing") && error.contains("does not exist"),
+        "{error}"
+    );
+
+    goka_tests::ensure_streams(&broker, &[Scores::NAME], PARTITIONS).await;
+    let emitter = Emitter::<Scores>::new(&*client).await.unwrap();
+    let sent = emit_scores(&emitter, 0, 200).await;
+    let mut reader = StreamReader::<Scores>::open(&*client, ReadFrom::Oldest)
+        .await
+        .unwrap();
+    let read = reader.read_to_end().await.unwrap();
+    assert_eq!(read.len(), 200);
+    assert_eq!(by_key(&read), sent, "every message once, in order per key");
+
+    // A reader from the newest sees only what comes after it opened; a text where an int64
+    // belongs is named and passed.
+    let mut newest = StreamReader::<Scores>::open(&*client, ReadFrom::Newest)
+        .await
+        .unwrap();
+    goka_tests::produce_raw(
+        &broker,
+        Scores::NAME,
+        2,
+        &[("intruder", Some("not a number"))],
+    )
+    .await;
+    let later = emit_scores(&emitter, 1_000, 20).await;
+    let mut got = Vec::new();
+    let mut undecodable = Vec::new();
+    while got.len() < 20 {
+        let next = tokio::time::timeout(Duration::from_secs(30), newest.next())
+            .await
+            .expect("the newest reader stalled")
+            .expect("the reader closed");
+        match next {
+            Ok(message) => got.push(message),
+            Err(error @ ReaderError::Decode { .. }) => undecodable.push(error.to_string()),
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert_eq!(by_key(&got), later);
+    assert_eq!(undecodable.len(), 1, "{undecodable:?}");
+    let named = &undecodable[0];
+    for part in [
+        "reader-scores",
+        "partition 2",
+        "\"intruder\"",
+        "value does not decode",
+    ] {
+        assert!(named.contains(part), "{part:?} missing from {named}");
+    }
+
+    // The first reader goes on from where it was: the intruder is named, and the next call
+    // hands out every score, those read before the intruder too.
+    let error = reader
+        .read_to_end()
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("\"intruder\""), "{error}");
+    let since = reader.read_to_end().await.unwrap();
+    assert_eq!(
+        by_key(&since),
+        later,
+        "nothing lost around the undecodable message"
+    );
+    assert!(
+        reader.read_to_end().await.unwrap().is_empty(),
+        "at the end: nothing new"
+    );
+}
