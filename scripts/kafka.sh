@@ -154,6 +154,10 @@ group.consumer.min.session.timeout.ms=6000
 group.consumer.session.timeout.ms=6000
 group.consumer.min.heartbeat.interval.ms=1000
 group.consumer.heartbeat.interval.ms=1000
+# Like most production clusters, no topic is created on first use: whatever needs a topic
+# creates it or says that it is missing (the broker's default would create it with one
+# partition, hiding a missing step).
+auto.create.topics.enable=false
 # A restarted node gets its leaderships back within seconds (a preferred-leader election),
 # where the default checks every 5 minutes.
 leader.imbalance.check.interval.seconds=5

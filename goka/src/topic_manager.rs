@@ -77,17 +77,24 @@ impl Default for TopicManagerConfig {
 /// How long [`TopicManager::check_copartitioned`] looks again for a topic it does not find.
 pub const MISSING_GRACE: Duration = Duration::from_secs(3);
 
+/// Who creates a stream that is missing: its writer or the service's setup, never its
+/// readers.
+const MISSING_STREAM: &str = "streams are created by whoever sets them up, not by their \
+     readers: create it first (Emitter::ensuring, TopicManager::ensure_stream, or Kafka's \
+     kafka-topics.sh), or start the processor that writes it (a processor creates its \
+     outputs, tables and loop topic)";
+
 /// Errors of the topic manager, naming the topics involved.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TopicManagerError {
-    /// The topic does not exist and may not be created.
-    #[error(
-        "topic {topic:?} does not exist; create it, or allow the topic manager to (auto_create)"
-    )]
+    /// The topic does not exist and may not be created here.
+    #[error("topic {topic:?} does not exist: {create}")]
     Missing {
         /// The topic.
         topic: String,
+        /// Who creates such a topic, and with which call.
+        create: &'static str,
     },
     /// The topic exists with another partition count than required.
     #[error("topic {topic:?} has {actual} partitions, but {expected} are required")]
@@ -183,6 +190,7 @@ impl TopicManager {
             .await?
             .ok_or_else(|| TopicManagerError::Missing {
                 topic: topic.to_owned(),
+                create: MISSING_STREAM,
             })
     }
 
@@ -304,7 +312,19 @@ impl TopicManager {
                 _ if counts.iter().any(|(_, c)| c.is_none()) && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                _ => return Err(TopicManagerError::NotCopartitioned { topics: counts }),
+                _ => {
+                    // Only missing, the others agreeing: say who creates it.
+                    let mut present = counts.iter().filter_map(|(_, c)| *c);
+                    let agree = present.next().is_none_or(|n| present.all(|c| c == n));
+                    let missing = counts.iter().find(|(_, c)| c.is_none());
+                    if let (true, Some((topic, _))) = (agree, missing) {
+                        return Err(TopicManagerError::Missing {
+                            topic: topic.clone(),
+                            create: MISSING_STREAM,
+                        });
+                    }
+                    return Err(TopicManagerError::NotCopartitioned { topics: counts });
+                }
             }
         }
     }
@@ -330,6 +350,8 @@ impl TopicManager {
         if !self.config.auto_create {
             return Err(TopicManagerError::Missing {
                 topic: topic.to_owned(),
+                create: "TopicManagerConfig::auto_create is off; create it before starting, \
+                         or turn auto_create on",
             });
         }
         let spec = TopicSpec {

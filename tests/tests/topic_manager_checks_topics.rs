@@ -102,3 +102,60 @@ async fn missing_topics_are_not_created_without_permission() {
         "nothing was created"
     );
 }
+
+goka::stream!(pub Orders = "orders-never-created": String as goka::codec::StringCodec);
+
+/// Keeps the last order per customer.
+#[goka::processor(group = "orders-keeper-without-input")]
+#[input(topic = Orders, handler = Self::on_order)]
+#[persist(value = String, codec = goka::codec::StringCodec)]
+#[derive(Debug)]
+pub struct Keeper;
+
+impl Keeper {
+    fn on_order(
+        &self,
+        ctx: &mut goka::context::Context<'_, Self>,
+        order: String,
+    ) -> Result<(), goka::context::CallbackError> {
+        ctx.set_value(&order)
+    }
+}
+
+/// The test brokers, like most production clusters, create no topic on first use: a missing
+/// input or emitter topic is an error that names it and the call that creates it, and
+/// nothing creates it behind the user's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_stream_is_named_with_the_call_that_creates_it() {
+    use goka::topic::Topic;
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    let emitter = goka::emitter::Emitter::<Orders>::new(&*client).await;
+    let error = emitter.err().map(|e| e.to_string()).unwrap_or_default();
+    for part in [Orders::NAME, "does not exist", "Emitter::ensuring"] {
+        assert!(error.contains(part), "{part:?} missing from {error}");
+    }
+
+    let processor = goka::processor::Processor::new(Keeper, client.clone(), Default::default());
+    let stopped = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        processor.run(tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("a processor without its input stops instead of waiting");
+    let error = stopped.err().map(|e| e.to_string()).unwrap_or_default();
+    for part in [
+        "orders-keeper-without-input",
+        Orders::NAME,
+        "does not exist",
+        "TopicManager::ensure_stream",
+    ] {
+        assert!(error.contains(part), "{part:?} missing from {error}");
+    }
+    let manager = TopicManager::new(&*client, TopicManagerConfig::default()).unwrap();
+    assert_eq!(
+        manager.partitions_if_exists(Orders::NAME).await.unwrap(),
+        None,
+        "nothing created the input"
+    );
+}

@@ -89,8 +89,9 @@ pub(crate) async fn prepare_topics<P: Group>(
             return Err(ProcessorError::Topics {
                 group,
                 source: crate::topic_manager::TopicManagerError::Missing {
-                    topic: "(the dead-letter topic: set ProcessorConfig::dead_letter_topic)"
-                        .to_owned(),
+                    topic: String::new(),
+                    create: "the dead-letter topic has an empty name: set \
+                             ProcessorConfig::dead_letter_topic",
                 },
             });
         }
