@@ -77,12 +77,12 @@ impl Default for TopicManagerConfig {
 /// How long [`TopicManager::check_copartitioned`] looks again for a topic it does not find.
 pub const MISSING_GRACE: Duration = Duration::from_secs(3);
 
-/// Who creates a stream that is missing: its writer or the service's setup, never its
+/// Who creates a topic that is missing: its writer or the service's setup, never its
 /// readers.
-const MISSING_STREAM: &str = "streams are created by whoever sets them up, not by their \
-     readers: create it first (Emitter::ensuring, TopicManager::ensure_stream, or Kafka's \
-     kafka-topics.sh), or start the processor that writes it (a processor creates its \
-     outputs, tables and loop topic)";
+const MISSING_STREAM: &str = "topics are created by their writers or the service's setup, \
+     never by their readers: create a stream first (Emitter::ensuring, \
+     TopicManager::ensure_stream, or Kafka's kafka-topics.sh), and start the processor that \
+     owns a table (a processor creates its table, loop topic, outputs and dead-letter topic)";
 
 /// Errors of the topic manager, naming the topics involved.
 #[derive(Debug, thiserror::Error)]
