@@ -774,9 +774,23 @@ async fn a_backfill_with_historical_timestamps_closes_every_window_on_kafka() {
     );
     emit_backfill(&clicks).await;
 
+    let (mut expected, last) = backfill_alerts();
+    expected.push(last);
+    expected.sort();
+    alerts_once_idle(&broker, Counter, &expected).await;
+}
+
+/// Runs `group` on the test broker from the oldest message, its windows in memory, moving an
+/// idle partition's stream time on after two seconds, and expects exactly the `expected`
+/// alerts (sorted), each once.
+async fn alerts_once_idle<P: goka::processor::Handlers>(
+    broker: &TestBroker,
+    group: P,
+    expected: &[(String, String)],
+) {
     let processor = std::sync::Arc::new(goka::processor::Processor::new(
-        Counter,
-        client.clone(),
+        group,
+        client(broker),
         goka::processor::ProcessorConfig {
             storage: std::sync::Arc::new(goka::storage::MemoryBuilder),
             idle_advance: Some(Duration::from_secs(2)),
@@ -787,13 +801,15 @@ async fn a_backfill_with_historical_timestamps_closes_every_window_on_kafka() {
         let processor = processor.clone();
         Running::spawn(move |cancel| async move { processor.run(cancel).await })
     };
-    let (mut expected, last) = backfill_alerts();
-    expected.push(last);
-    expected.sort();
-    assert_eq!(alerts(&broker, expected.len()), expected);
-    // Nothing closes twice: a longer look finds no fifth alert.
-    let again = goka_tests::read_pairs(&broker, Alerts::NAME, 5, Duration::from_secs(5));
-    assert_eq!(again, expected);
+    assert_eq!(alerts(broker, expected.len()), expected);
+    // Nothing closes twice: a longer look finds no more.
+    let again = goka_tests::read_pairs(
+        broker,
+        Alerts::NAME,
+        expected.len() + 1,
+        Duration::from_secs(5),
+    );
+    assert_eq!(again, expected, "each window closed once");
     running.stop().await;
 }
 
@@ -943,27 +959,5 @@ async fn the_event_time_read_from_a_value_closes_historical_windows_on_kafka() {
             .await
             .unwrap();
     }
-    let processor = std::sync::Arc::new(goka::processor::Processor::new(
-        Spending,
-        client.clone(),
-        goka::processor::ProcessorConfig {
-            storage: std::sync::Arc::new(goka::storage::MemoryBuilder),
-            idle_advance: Some(Duration::from_secs(2)),
-            ..from_oldest()
-        },
-    ));
-    let running = {
-        let processor = processor.clone();
-        Running::spawn(move |cancel| async move { processor.run(cancel).await })
-    };
-    let expected = spending_alerts();
-    assert_eq!(alerts(&broker, expected.len()), expected);
-    let again = goka_tests::read_pairs(
-        &broker,
-        Alerts::NAME,
-        expected.len() + 1,
-        Duration::from_secs(5),
-    );
-    assert_eq!(again, expected, "each minute closed once");
-    running.stop().await;
+    alerts_once_idle(&broker, Spending, &spending_alerts()).await;
 }

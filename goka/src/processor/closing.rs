@@ -173,7 +173,9 @@ fn push(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::super::fixture::{click, emitted, resources, store, written, Minutes};
+    use super::super::fixture::{
+        click, click_and_store, emitted, resources, store, written, Minutes,
+    };
     use super::super::handle::handle;
     use super::super::policies::Policies;
     use super::super::ProcessorConfig;
@@ -186,19 +188,9 @@ mod tests {
         user: &str,
         at: i64,
     ) -> Outgoing {
-        let config = ProcessorConfig::default();
-        let mut outgoing = Outgoing::default();
-        handle(
-            &Minutes,
-            resources,
-            &click(offset, user, Some("home"), at),
-            Policies::of::<Minutes>(&config),
-            &mut outgoing,
-        )
-        .await
-        .unwrap();
-        store(resources, &outgoing);
-        outgoing
+        click_and_store(&Minutes, resources, (offset, user, "home", at))
+            .await
+            .1
     }
 
     #[tokio::test]

@@ -298,7 +298,9 @@ fn unfireable<P: Handlers>(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::super::fixture::{click, emitted, resources, store, written, Watch, QUIET_AFTER};
+    use super::super::fixture::{
+        click, click_and_store, emitted, resources, store, written, Watch, QUIET_AFTER,
+    };
     use super::super::handle::{handle, handle_tick};
     use super::super::policies::Policies;
     use super::super::ProcessorConfig;
@@ -313,19 +315,7 @@ mod tests {
         page: &str,
         at: i64,
     ) -> (Fired, Outgoing) {
-        let config = ProcessorConfig::default();
-        let mut outgoing = Outgoing::default();
-        let (_, fired) = handle(
-            &Watch,
-            resources,
-            &click(offset, user, Some(page), at),
-            Policies::of::<Watch>(&config),
-            &mut outgoing,
-        )
-        .await
-        .unwrap();
-        store(resources, &outgoing);
-        (fired, outgoing)
+        click_and_store(&Watch, resources, (offset, user, page, at)).await
     }
 
     #[tokio::test]

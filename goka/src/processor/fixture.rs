@@ -329,3 +329,26 @@ pub(crate) fn emitted(outgoing: &Outgoing) -> Vec<(String, String)> {
         .map(|(_, _, key, value, _)| (key, value.unwrap_or_default()))
         .collect()
 }
+
+/// Handles a click of `user` on `page` at `at` ms with `group`, as message `offset` of
+/// partition 0, and stores what it wrote, as the collector would; returns what fired and
+/// the output.
+pub(crate) async fn click_and_store<P: super::Handlers>(
+    group: &P,
+    resources: &PartitionResources,
+    (offset, user, page, at): (i64, &str, &str, i64),
+) -> (super::firing::Fired, Outgoing) {
+    let config = ProcessorConfig::default();
+    let mut outgoing = Outgoing::default();
+    let (_, fired) = super::handle::handle(
+        group,
+        resources,
+        &click(offset, user, Some(page), at),
+        super::policies::Policies::of::<P>(&config),
+        &mut outgoing,
+    )
+    .await
+    .unwrap();
+    store(resources, &outgoing);
+    (fired, outgoing)
+}
