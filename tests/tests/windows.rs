@@ -709,14 +709,21 @@ async fn emit_backfill(emitter: &goka::emitter::Emitter<Clicks>) {
     }
 }
 
-#[tokio::test]
-async fn historical_clicks_fill_the_windows_of_their_times_and_an_idle_partition_closes_the_last() {
+/// A tester running `group`, whose partitions move their stream time on once idle for 5 s
+/// of the tester's clock (at each `fire_timers`).
+async fn idle_tester<P: goka::processor::Handlers>(group: P) -> Tester {
     let mut tester = Tester::new();
     let config = goka::processor::ProcessorConfig {
         idle_advance: Some(Duration::from_secs(5)),
         ..Default::default()
     };
-    tester.register_with(Counter, config).await.unwrap();
+    tester.register_with(group, config).await.unwrap();
+    tester
+}
+
+#[tokio::test]
+async fn historical_clicks_fill_the_windows_of_their_times_and_an_idle_partition_closes_the_last() {
+    let mut tester = idle_tester(Counter).await;
     let mut alerts = tester.track::<Alerts>();
     let minutes = tester.table::<WindowTable<Counter, PerMinute>>();
     let emitter = tester.emitter::<Clicks>().await.unwrap();
@@ -892,12 +899,7 @@ fn purchase(second: u64, amount: u64) -> Purchase {
 
 #[tokio::test]
 async fn the_event_time_read_from_a_value_places_it_in_its_window_and_stamps_what_it_causes() {
-    let mut tester = Tester::new();
-    let config = goka::processor::ProcessorConfig {
-        idle_advance: Some(Duration::from_secs(5)),
-        ..Default::default()
-    };
-    tester.register_with(Spending, config).await.unwrap();
+    let mut tester = idle_tester(Spending).await;
     let mut alerts = tester.track::<Alerts>();
     let spent = tester.table::<WindowTable<Spending, SpentPerMinute>>();
     // The records are written today, by the tester's clock.

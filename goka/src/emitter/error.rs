@@ -18,7 +18,7 @@ pub enum EmitError {
         /// The codec's error.
         source: CodecError,
     },
-    /// [`Emitter::finish`] closed the emitter: nothing more is sent.
+    /// [`Emitter::finish`](super::Emitter::finish) closed the emitter: nothing more is sent.
     #[error("emitter of topic {topic:?} is finished: nothing is emitted after finish()")]
     Finished {
         /// The topic.
@@ -54,7 +54,7 @@ pub enum EmitError {
         source: KafkaError,
     },
     /// Messages whose delivery nobody awaited failed since the last
-    /// [`finish`](Emitter::finish): they are not in the topic.
+    /// [`finish`](super::Emitter::finish): they are not in the topic.
     #[error("emitter of topic {topic:?}: {failed} message(s) emitted without awaiting were not delivered; the last: {last}")]
     Undelivered {
         /// The topic.
