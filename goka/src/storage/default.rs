@@ -91,9 +91,14 @@ fn default_for(owner: Owner<'_>) -> Arc<dyn StorageBuilder> {
     }
     Arc::new(Scoped {
         rocksdb,
-        _root: RemovedOnDrop(root),
+        root: RemovedOnDrop(root),
     })
 }
+
+/// Held while a default directory is created and while emptied parents are removed: one
+/// owner's cleanup never removes a parent another owner of this process is creating its
+/// directory in.
+static PARENTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[cfg(not(feature = "rocksdb"))]
 fn default_for(_owner: Owner<'_>) -> Arc<dyn StorageBuilder> {
@@ -111,26 +116,77 @@ fn shared_unscoped() -> &'static Arc<dyn StorageBuilder> {
 struct Scoped {
     rocksdb: super::RocksDbBuilder,
     /// Removed after every storage the builder opened is gone (the owner drops it last).
-    _root: RemovedOnDrop,
+    root: RemovedOnDrop,
 }
 
 #[cfg(feature = "rocksdb")]
 impl StorageBuilder for Scoped {
     fn build(&self, topic: &str, partition: i32) -> Result<Box<dyn Storage>, StorageError> {
+        {
+            let _creating = PARENTS.lock().unwrap_or_else(|p| p.into_inner());
+            std::fs::create_dir_all(&self.root.0).map_err(|e| StorageError::Open {
+                topic: topic.to_owned(),
+                partition,
+                path: self.root.0.clone(),
+                message: e.to_string(),
+            })?;
+        }
         self.rocksdb.build(topic, partition)
     }
 }
 
-/// A directory removed (with everything in it) when this is dropped.
+/// A directory under `<tmp>/goka` removed (with everything in it) when this is dropped, and
+/// its parents up to `<tmp>/goka` with it once they are empty: a run leaves nothing behind.
 #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
 struct RemovedOnDrop(PathBuf);
 
 impl Drop for RemovedOnDrop {
     fn drop(&mut self) {
+        let _removing = PARENTS.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(error) = std::fs::remove_dir_all(&self.0) {
             if error.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(path = %self.0.display(), %error, "cannot remove a table directory");
+                return;
             }
         }
+        let top = std::env::temp_dir();
+        // `remove_dir` removes only an empty directory: the first parent still in use (by
+        // another owner, another process) ends the walk.
+        for parent in self.0.ancestors().skip(1) {
+            if parent == top || !parent.starts_with(&top) || std::fs::remove_dir(parent).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "rocksdb"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::{default_for, Owner};
+
+    #[test]
+    fn a_dropped_default_storage_leaves_no_directory_behind() {
+        let group = format!("unit-leaves-nothing-{}", std::process::id());
+        let dir = std::env::temp_dir()
+            .join("goka")
+            .join("processor")
+            .join(&group);
+        let (first, second) = (
+            default_for(Owner::Processor(&group)),
+            default_for(Owner::Processor(&group)),
+        );
+        let table = first.build("clicks-table", 0).unwrap();
+        let other = second.build("clicks-table", 0).unwrap();
+        drop(table);
+        drop(first);
+        assert!(
+            dir.is_dir(),
+            "the other instance's directory is still in use"
+        );
+        drop(other);
+        drop(second);
+        assert!(!dir.exists(), "{} was left behind", dir.display());
     }
 }
