@@ -113,9 +113,10 @@ impl<P: Handlers> PartitionTask<P> {
         // second.
         let mut ticks = tokio::time::interval(WALL_TIMER_TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ticking = stores.resources.timers.is_some()
-            || (self.shared.config.idle_advance.is_some()
-                && !stores.resources.windows.tables.is_empty());
+        // Only an idle advance needs to know when the last message came.
+        let idling = self.shared.config.idle_advance.is_some()
+            && (stores.resources.timers.is_some() || !stores.resources.windows.tables.is_empty());
+        let ticking = stores.resources.timers.is_some() || idling;
         let mut last_input = tokio::time::Instant::now();
         loop {
             let step = tokio::select! {
@@ -126,7 +127,7 @@ impl<P: Handlers> PartitionTask<P> {
                 }
                 batch = next_input(inputs), if collector.in_flight() < MAX_IN_FLIGHT => match batch {
                     Some(Ok(batch)) => {
-                        if batch.has_messages() {
+                        if idling && batch.has_messages() {
                             last_input = tokio::time::Instant::now();
                         }
                         self.process_batch(stores, collector, &batch, &mut message, &mut outgoing).await
@@ -177,7 +178,7 @@ impl<P: Handlers> PartitionTask<P> {
             .config
             .idle_advance
             .filter(|idle| last_input.elapsed() >= *idle)
-            .map(|idle| now.saturating_sub(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX)));
+            .map(|idle| super::handle::idle_time(idle, now));
         let fired = super::handle::handle_tick(
             &*self.group,
             &stores.resources,

@@ -200,9 +200,10 @@ impl<P: Handlers> Driven for Tested<P> {
             let policies = Policies::of::<P>(&self.config);
             // The tester's partitions are idle whenever the test fires timers: the stream
             // time moves to the clock minus the idle time, never back.
-            let idle_time = self.config.idle_advance.map(|idle| {
-                now.saturating_sub(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX))
-            });
+            let idle_time = self
+                .config
+                .idle_advance
+                .map(|idle| crate::processor::handle::idle_time(idle, now));
             let fired = crate::processor::handle::handle_tick(
                 &self.group,
                 resources,

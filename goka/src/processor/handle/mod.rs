@@ -47,23 +47,7 @@ pub(crate) async fn handle<P: Handlers>(
         resources.windows.advance(message.timestamp);
     }
     let handled = handle_message(group, resources, message, policies, outgoing).await?;
-    if windowed {
-        super::closing::close_windows(group, resources, message, outgoing).await?;
-    }
-    let mut fired = Fired::default();
-    if let (true, Some(now)) = (timed, resources.windows.stream_time()) {
-        let at = (message.partition, message.offset);
-        fired = super::firing::fire_timers(
-            group,
-            resources,
-            at,
-            Clock::Stream,
-            now,
-            &policies,
-            outgoing,
-        )
-        .await?;
-    }
+    let fired = stream_time_passed(group, resources, message, &policies, outgoing).await?;
     if windowed {
         index_windows(resources, outgoing);
     }
@@ -71,6 +55,31 @@ pub(crate) async fn handle<P: Handlers>(
         outgoing.add_default_headers(policies.default_headers);
     }
     Ok((handled, fired))
+}
+
+/// Closes the windows and fires the stream-time timers the partition's stream time reached,
+/// once `message` (or an idle partition's stand-in) moved it.
+async fn stream_time_passed<P: Handlers>(
+    group: &P,
+    resources: &PartitionResources,
+    message: &ConsumedMessage,
+    policies: &Policies<'_>,
+    outgoing: &mut Outgoing,
+) -> Result<Fired, ProcessorError> {
+    if !resources.windows.tables.is_empty() {
+        super::closing::close_windows(group, resources, message, outgoing).await?;
+    }
+    let (Some(_), Some(now)) = (&resources.timers, resources.windows.stream_time()) else {
+        return Ok(Fired::default());
+    };
+    let at = (message.partition, message.offset);
+    super::firing::fire_timers(group, resources, at, Clock::Stream, now, policies, outgoing).await
+}
+
+/// The stream time an idle partition moves to at wall-clock time `now`:
+/// [`ProcessorConfig::idle_advance`](super::ProcessorConfig::idle_advance) before it.
+pub(crate) fn idle_time(idle: std::time::Duration, now: i64) -> i64 {
+    now.saturating_sub(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What closes next follows the window rows written, before they reach storage: only the
@@ -115,19 +124,7 @@ pub(crate) async fn handle_tick<P: Handlers>(
                 timestamp: Some(after),
                 headers: crate::kafka::Headers::new(),
             };
-            if windowed {
-                super::closing::close_windows(group, resources, &idle, outgoing).await?;
-            }
-            fired = super::firing::fire_timers(
-                group,
-                resources,
-                (partition, -1),
-                Clock::Stream,
-                after,
-                &policies,
-                outgoing,
-            )
-            .await?;
+            fired = stream_time_passed(group, resources, &idle, &policies, outgoing).await?;
         }
     }
     fired += super::firing::fire_timers(
