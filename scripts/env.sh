@@ -22,8 +22,8 @@ stop_test_brokers() {
     [ -e "$file" ] || continue
     pid="$(basename "$file")"
     # A PID may have been reused since: stop it only if it is still a Tansu broker or a
-    # Kafka node (or the script about to become one).
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -Eq "tansu broker|kafka\.Kafka|kafka\.sh node"; then
+    # Kafka node.
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -Eq "tansu broker|kafka\.Kafka"; then
       kill "$pid" 2>/dev/null || true
     fi
     rm -f "$file"

@@ -1,12 +1,14 @@
-//! Apache Kafka nodes for the tests: each one a `java` process that `scripts/kafka.sh node`
-//! formats and then becomes, with a data directory of its own, so it can be killed, paused
-//! and started again with its logs, offsets and committed positions.
+//! Apache Kafka nodes for the tests: each one a `java` process that `goka_broker::kafka::Node`
+//! configures and formats, with a data directory of its own, so it can be killed, paused and
+//! started again with its logs, offsets and committed positions.
 
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
+
+use goka_broker::kafka::{new_cluster_id, voters, Node};
+use goka_broker::process::{signal, wait_serving};
 
 use super::{free_port, last_lines, pid_file, read_log, BrokerError};
 
@@ -20,14 +22,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 /// One Kafka node (combined broker and controller) of a test cluster.
 #[derive(Debug)]
 pub struct KafkaNode {
-    id: u32,
-    listen: SocketAddr,
-    controller_port: u16,
-    advertised: SocketAddr,
-    voters: String,
-    cluster_id: String,
-    dir: PathBuf,
-    log: PathBuf,
+    node: Node,
     child: Option<Child>,
 }
 
@@ -43,28 +38,19 @@ impl KafkaNode {
         cluster_id: &str,
         dir: &Path,
     ) -> Self {
-        let dir = dir.join(format!("node-{id}"));
-        Self {
-            id,
-            listen,
-            controller_port,
-            advertised,
-            voters: voters.to_owned(),
-            cluster_id: cluster_id.to_owned(),
-            log: dir.join("kafka.log"),
-            dir,
-            child: None,
-        }
+        let mut node = Node::new(id, listen, controller_port, voters, cluster_id, dir);
+        node.advertised = advertised;
+        Self { node, child: None }
     }
 
     /// The node's id in the cluster (`node.id`, the broker id in metadata).
     pub fn id(&self) -> u32 {
-        self.id
+        self.node.id
     }
 
     /// The address clients are given for this node.
     pub fn advertised(&self) -> SocketAddr {
-        self.advertised
+        self.node.advertised
     }
 
     /// The node's process id while it runs.
@@ -82,44 +68,12 @@ impl KafkaNode {
 
     /// What the node logged so far.
     pub fn output(&self) -> String {
-        read_log(&self.log)
+        read_log(&self.node.log())
     }
 
     /// Starts the process (formatting the storage the first time) without waiting.
     fn spawn(&mut self) -> Result<(), BrokerError> {
-        fetch_jars()?;
-        std::fs::create_dir_all(&self.dir)?;
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let err = out.try_clone()?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
-        let child = Command::new("bash")
-            .arg(&script)
-            .arg("node")
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--node-id")
-            .arg(self.id.to_string())
-            .arg("--port")
-            .arg(self.listen.port().to_string())
-            .arg("--controller-port")
-            .arg(self.controller_port.to_string())
-            .arg("--voters")
-            .arg(&self.voters)
-            .arg("--cluster-id")
-            .arg(&self.cluster_id)
-            .arg("--advertise")
-            .arg(self.advertised.to_string())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| BrokerError::Spawn {
-                path: script.clone(),
-                source,
-            })?;
+        let child = self.node.spawn()?;
         if let Some(file) = pid_file(child.id()) {
             // Best effort: without it only a killed test process leaves a node behind.
             let _ = std::fs::write(file, b"");
@@ -130,32 +84,21 @@ impl KafkaNode {
 
     /// Waits until the node serves: it opens its client listener only once it is unfenced.
     fn wait_ready(&mut self) -> Result<(), BrokerError> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if TcpStream::connect_timeout(&self.listen, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            let exited = match self.child.as_mut() {
-                Some(child) => matches!(child.try_wait(), Ok(Some(_))),
-                None => true,
-            };
-            if exited || Instant::now() >= deadline {
-                let why = if exited {
-                    "exited while starting".to_owned()
-                } else {
-                    format!("did not serve within {START_TIMEOUT:?}")
-                };
-                let output = last_lines(&self.output(), 30);
-                self.kill();
-                return Err(BrokerError::NotReady {
-                    broker: format!("Kafka node {}", self.id),
-                    addr: self.listen,
-                    why,
-                    output,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let name = format!("Kafka node {}", self.node.id);
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        let result = wait_serving(
+            child,
+            self.node.listen,
+            START_TIMEOUT,
+            &name,
+            &self.node.log(),
+        );
+        if result.is_err() {
+            self.kill();
         }
+        Ok(result?)
     }
 
     /// Starts the node and waits until it serves.
@@ -211,14 +154,6 @@ impl Drop for KafkaNode {
     }
 }
 
-fn signal(pid: u32, name: &str) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status()
-}
-
 /// Kafka nodes on free loopback ports sharing one temporary folder, stopped on drop.
 #[derive(Debug)]
 pub struct KafkaCluster {
@@ -240,8 +175,7 @@ impl KafkaCluster {
         loop {
             attempt += 1;
             match Self::start_once(count, advertised) {
-                Err(BrokerError::NotReady { ref output, .. })
-                    if attempt < 3 && output.contains("Address already in use") => {}
+                Err(ref e) if attempt < 3 && e.port_taken() => {}
                 result => return result,
             }
         }
@@ -255,7 +189,7 @@ impl KafkaCluster {
     ) -> Result<Self, BrokerError> {
         let dir = tempfile::Builder::new().prefix("goka-kafka.").tempdir()?;
         let controller_port = free_port()?;
-        let voters = format!("1@127.0.0.1:{controller_port}");
+        let voters = voters(&[controller_port]);
         let mut node = KafkaNode::new(
             1,
             listen,
@@ -278,12 +212,8 @@ impl KafkaCluster {
         for _ in 0..count {
             ports.push((free_port()?, free_port()?));
         }
-        let voters = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let controllers: Vec<u16> = ports.iter().map(|(_, controller)| *controller).collect();
+        let voters = voters(&controllers);
         let cluster_id = new_cluster_id();
         let mut nodes = Vec::new();
         for (i, (port, controller)) in ports.iter().enumerate() {
@@ -348,86 +278,5 @@ impl KafkaCluster {
             .map(|n| format!("--- node {}:\n{}", n.id(), last_lines(&n.output(), 20)))
             .collect::<Vec<_>>()
             .join("\n")
-    }
-}
-
-/// Fetches Kafka's jars once per process (`scripts/kafka.sh libs`, a no-op once they are in
-/// the cache), so parallel tests do not each run Maven, and a failed fetch is reported once
-/// with what Maven said.
-fn fetch_jars() -> Result<(), BrokerError> {
-    static JARS: OnceLock<Result<(), String>> = OnceLock::new();
-    JARS.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .arg("libs")
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} libs failed ({}):\n{}",
-                script.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim_end()
-            ))
-        }
-    })
-    .clone()
-    .map_err(BrokerError::Binary)
-}
-
-/// A Kafka cluster id: 16 bytes in URL-safe base64 without padding. Unique enough for
-/// clusters that live in a temporary folder; Kafka checks only the form.
-fn new_cluster_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut bytes = Vec::with_capacity(16);
-    for half in 0..2u64 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(half);
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default(),
-        );
-        hasher.write_u32(std::process::id());
-        bytes.extend_from_slice(&hasher.finish().to_be_bytes());
-    }
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    let mut bits = 0u32;
-    let mut width = 0;
-    for byte in bytes {
-        bits = (bits << 8) | u32::from(byte);
-        width += 8;
-        while width >= 6 {
-            width -= 6;
-            out.push(char::from(ALPHABET[((bits >> width) & 63) as usize]));
-        }
-    }
-    if width > 0 {
-        out.push(char::from(ALPHABET[((bits << (6 - width)) & 63) as usize]));
-    }
-    // Kafka refuses ids that start with '-' (they read as command-line flags).
-    if out.starts_with('-') {
-        out.replace_range(0..1, "A");
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_cluster_id_is_16_bytes_in_url_safe_base64() {
-        let id = super::new_cluster_id();
-        assert_eq!(id.len(), 22, "{id}");
-        assert!(id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-        assert!(!id.starts_with('-'));
-        assert_ne!(id, super::new_cluster_id());
     }
 }

@@ -1,7 +1,7 @@
 //! The brokers the tests, examples and benchmarks run on.
 //!
 //! Apache Kafka 4.4 by default: each [`TestBroker`] is a single KRaft node of its own (a
-//! `java` process, see `scripts/kafka.sh`) on free loopback ports, with a data directory
+//! `java` process, see `goka_broker::kafka`) on free loopback ports, with a data directory
 //! that goes with it; [`KafkaCluster`] starts three for the tests that move leaders.
 //! `GOKA_TEST_BROKER=tansu` runs the same tests on Tansu, the stand-in broker the project used
 //! before (memory storage, or SQLite for [`PersistentBroker`]).
@@ -9,9 +9,8 @@
 mod kafka;
 mod tansu;
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::proxy::FaultProxy;
 
@@ -20,43 +19,35 @@ pub use kafka::{KafkaCluster, KafkaNode};
 /// Why a test broker could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    /// The broker's program could not be found or fetched.
-    #[error("cannot find the test broker: {0}")]
-    Binary(String),
+    /// The broker could not be fetched, spawned, or did not serve (with its log's last lines).
+    #[error("test broker: {0}")]
+    Broker(#[from] goka_broker::Error),
     /// `GOKA_TEST_BROKER` names no broker this harness knows.
     #[error("GOKA_TEST_BROKER={0:?}: expected `kafka` (the default) or `tansu`")]
     Unknown(String),
-    /// The process could not be spawned.
-    #[error("cannot start the test broker {}: {source}", path.display())]
-    Spawn {
-        /// The program.
-        path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// The broker exited or did not serve in time.
-    #[error("the test broker ({broker}) on {addr} {why}; the last lines of its log:\n{output}")]
-    NotReady {
-        /// Which broker.
-        broker: String,
-        /// Where it should listen.
-        addr: SocketAddr,
-        /// What went wrong.
-        why: String,
-        /// The end of what it logged.
-        output: String,
-    },
+    /// A program the harness runs failed (the SQLite build of the stand-in broker).
+    #[error("cannot find the test broker: {0}")]
+    Binary(String),
     /// Something else failed (a free port, the proxy).
     #[error("test broker: {0}")]
     Io(#[from] std::io::Error),
 }
 
+impl BrokerError {
+    /// Whether a port chosen free was taken by another process before the broker bound it:
+    /// the caller chooses again.
+    pub fn port_taken(&self) -> bool {
+        matches!(self, Self::Broker(goka_broker::Error::NotServing { log, .. })
+            if log.contains("Address already in use"))
+    }
+}
+
 /// Which broker the harness starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
-    /// Apache Kafka 4.4 from Maven jars (`scripts/kafka.sh`).
+    /// Apache Kafka 4.4 from Maven jars (`goka_broker::kafka`).
     Kafka,
-    /// Tansu 0.6, the stand-in broker (`scripts/tansu.sh`).
+    /// Tansu 0.6, the stand-in broker (`goka_broker::tansu`).
     Tansu,
 }
 
@@ -132,8 +123,7 @@ impl TestBroker {
             attempt += 1;
             match Self::start_once(kind, behind_proxy) {
                 // A port chosen free was taken before the broker bound it: choose again.
-                Err(BrokerError::NotReady { ref output, .. })
-                    if attempt < 3 && output.contains("Address already in use") => {}
+                Err(ref e) if attempt < 3 && e.port_taken() => {}
                 result => return result,
             }
         }
@@ -256,16 +246,4 @@ fn pid_file(pid: u32) -> Option<PathBuf> {
 /// the harness chooses again.
 pub use crate::ports::free_port;
 
-fn read_log(path: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(mut file) = std::fs::File::open(path) {
-        let _ = file.read_to_string(&mut text);
-    }
-    text
-}
-
-/// The last `count` lines of `text`.
-fn last_lines(text: &str, count: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(count)..].join("\n")
-}
+use goka_broker::process::{last_lines, read_log};

@@ -1,15 +1,15 @@
 //! Tansu, the stand-in broker (`GOKA_TEST_BROKER=tansu`): a Kafka-compatible broker written
 //! in Rust that starts in milliseconds. The binary is found through `GOKA_TANSU_BIN`, or
-//! fetched once by `scripts/tansu.sh`; the SQLite build of [`PersistentTansu`] through
+//! fetched once by `goka_broker::tansu`; the SQLite build of [`PersistentTansu`] through
 //! `GOKA_TANSU_SQLITE_BIN` or `scripts/tansu-sqlite.sh`.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{free_port, last_lines, pid_file, read_log, BrokerError};
+use super::{free_port, pid_file, read_log, BrokerError};
 
 /// How long Tansu may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -68,34 +68,18 @@ fn launch(
     dir: Option<&Path>,
     log: &Path,
 ) -> Result<Child, BrokerError> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    let err = out.try_clone()?;
-    let mut command = Command::new(bin);
-    command
-        .arg("broker")
-        .arg("--listener-url")
-        .arg(format!("tcp://{listen}"))
-        .arg("--advertised-listener-url")
-        .arg(format!("tcp://{advertised}"))
-        .arg("--storage-engine")
-        .arg(storage)
-        .env(
-            "RUST_LOG",
-            std::env::var("GOKA_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
+    let mut command = goka_broker::tansu::command(bin, listen, advertised, storage);
+    let (out, err) = goka_broker::process::log_output(log)?;
+    command.stdout(out).stderr(err);
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let child = command.spawn().map_err(|source| BrokerError::Spawn {
-        path: bin.to_owned(),
-        source,
-    })?;
+    let child = command
+        .spawn()
+        .map_err(|source| goka_broker::Error::Spawn {
+            program: bin.to_owned(),
+            source,
+        })?;
     if let Some(file) = pid_file(child.id()) {
         // Best effort: without it only a killed test process leaves a broker behind.
         let _ = std::fs::write(file, b"");
@@ -105,27 +89,11 @@ fn launch(
 
 /// Waits until `child` accepts connections on `listen`.
 fn wait_ready(child: &mut Child, listen: SocketAddr, log: &Path) -> Result<(), BrokerError> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        let exited = matches!(child.try_wait(), Ok(Some(_)));
-        if exited || Instant::now() >= deadline {
-            kill(child);
-            return Err(BrokerError::NotReady {
-                broker: "Tansu".into(),
-                addr: listen,
-                why: if exited {
-                    "exited while starting".into()
-                } else {
-                    format!("did not accept connections within {START_TIMEOUT:?}")
-                },
-                output: last_lines(&read_log(log), 30),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let result = goka_broker::process::wait_serving(child, listen, START_TIMEOUT, "Tansu", log);
+    if result.is_err() {
+        kill(child);
     }
+    Ok(result?)
 }
 
 /// A Tansu broker that keeps its data in SQLite, so it can be stopped and started again on
@@ -199,12 +167,9 @@ fn sqlite_binary() -> Result<PathBuf, BrokerError> {
         .map_err(BrokerError::Binary)
 }
 
-/// The Tansu binary: `GOKA_TANSU_BIN`, or the one `scripts/tansu.sh` fetches (once per cache).
+/// The Tansu binary: `GOKA_TANSU_BIN`, or the one `goka_broker` fetches (once per cache).
 fn tansu_binary() -> Result<PathBuf, BrokerError> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| find_binary("GOKA_TANSU_BIN", "tansu.sh"))
-        .clone()
-        .map_err(BrokerError::Binary)
+    Ok(goka_broker::tansu::binary()?)
 }
 
 /// The binary named by the environment variable `var`, or the one `scripts/<script>` prints.
