@@ -58,7 +58,7 @@ pub mod window;
 
 pub use codec::Codec;
 pub use error::Error;
-/// Turns a struct into a processor group; see the README's "Processors" section.
+/// Turns a struct into a processor group; see "Processors" in `docs/concepts.md`.
 ///
 /// ```text
 /// #[goka::processor(group = "click-counter")]   // first, above the helper attributes
@@ -94,3 +94,20 @@ pub use topic::{Stream, Table, Topic};
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The examples of the chapters under `docs/`, compiled and run as doc tests.
+#[cfg(doctest)]
+pub mod chapters {
+    #[doc = include_str!("../../docs/concepts.md")]
+    pub struct Concepts;
+    #[doc = include_str!("../../docs/windows-and-timers.md")]
+    pub struct WindowsAndTimers;
+    #[doc = include_str!("../../docs/failure-behaviour.md")]
+    pub struct FailureBehaviour;
+    #[doc = include_str!("../../docs/goka-compatibility.md")]
+    pub struct GokaCompatibility;
+    #[doc = include_str!("../../docs/benchmarks.md")]
+    pub struct Benchmarks;
+    #[doc = include_str!("../../docs/development.md")]
+    pub struct Development;
+}
