@@ -3,7 +3,9 @@
 //!
 //! A [`StreamReader<T>`] reads every partition of `T` without a consumer group (nothing is
 //! committed, nothing is shared with other readers), decodes keys and values with `T`'s
-//! codecs and hands out one [`ReadMessage`] at a time, in offset order per partition.
+//! codecs and hands out one [`ReadMessage`] at a time, in offset order per partition. A
+//! [`GroupReader<T>`] does the same as a member of a consumer group of its own: instances
+//! share the partitions, and a restart goes on after the last message done.
 //!
 //! ```no_run
 //! # async fn example(client: std::sync::Arc<dyn goka::kafka::Client>) -> Result<(), goka::reader::ReaderError> {
@@ -25,6 +27,10 @@
 //! }
 //! # Ok(()) }
 //! ```
+
+mod group;
+
+pub use group::GroupReader;
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -88,6 +94,17 @@ pub enum ReaderError {
         topic: &'static str,
         /// The client's error.
         source: KafkaError,
+    },
+    /// The consumer group member of a [`GroupReader`] failed: it could not join, or the
+    /// group stopped it (its last commit included, if that failed).
+    #[error("reader of topic {topic:?} in group {group:?}: {why}")]
+    Group {
+        /// The topic.
+        topic: &'static str,
+        /// The group.
+        group: String,
+        /// What failed.
+        why: String,
     },
     /// A message's key or value did not decode. The reader goes on with the next message.
     #[error(
