@@ -23,7 +23,7 @@ stop_test_brokers() {
     pid="$(basename "$file")"
     # A PID may have been reused since: stop it only if it is still a Tansu broker or a
     # Kafka node.
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -Eq "tansu broker|kafka\.Kafka"; then
+    if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -Eq "tansu broker|kafka\.Kafka"; then
       kill "$pid" 2>/dev/null || true
     fi
     rm -f "$file"

@@ -1,9 +1,10 @@
 //! Shared plumbing of the examples: where the Kafka cluster is.
 //!
 //! Every example takes `--brokers HOST:PORT[,...]` or `KAFKA_BROKERS`; with neither, it starts
-//! the project's test broker (a single Apache Kafka 4.4 node from Maven jars, or Tansu with
-//! `GOKA_TEST_BROKER=tansu`) on free ports and stops it at the end, so an example runs on a
-//! machine with only Java, Maven and Rust installed.
+//! a local broker the way users start one, with `goka_broker::LocalBroker` (a single Apache
+//! Kafka 4.4 node from Maven jars, or Tansu with `GOKA_TEST_BROKER=tansu`) on free ports and
+//! stops it at the end, so an example runs on a machine with only Java, Maven and Rust
+//! installed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 use goka::kafka::rdkafka_client::RdKafkaClient;
 use goka::kafka::{Client, KafkaConfig};
 use goka::processor::{GroupStart, Handlers, Processor, ProcessorConfig, ProcessorError};
-use goka_tests::TestBroker;
+use goka_broker::LocalBroker;
+use goka_tests::BrokerKind;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct Cluster {
     brokers: String,
-    local: Option<TestBroker>,
+    local: Option<(LocalBroker, BrokerKind)>,
 }
 
 impl Cluster {
@@ -67,16 +69,24 @@ impl Cluster {
             }
             None => {
                 let began = Instant::now();
-                let broker = TestBroker::try_start().map_err(|e| e.to_string())?;
+                let kind = BrokerKind::from_env().map_err(|e| e.to_string())?;
+                let broker = LocalBroker::builder()
+                    .kind(match kind {
+                        BrokerKind::Kafka => goka_broker::Kind::Kafka,
+                        BrokerKind::Tansu => goka_broker::Kind::Tansu,
+                    })
+                    .start()
+                    .map_err(|e| e.to_string())?;
+                broker.pids().into_iter().for_each(goka_tests::track_pid);
                 println!(
-                    "started a test broker ({}) at {} in {:.1} s",
+                    "started a local broker ({}) at {} in {:.1} s",
                     broker.kind(),
                     broker.bootstrap(),
                     began.elapsed().as_secs_f64()
                 );
                 let cluster = Self {
-                    brokers: broker.bootstrap(),
-                    local: Some(broker),
+                    brokers: broker.bootstrap().to_owned(),
+                    local: Some((broker, kind)),
                 };
                 Ok((cluster, given))
             }
@@ -93,7 +103,7 @@ impl Cluster {
         let config = KafkaConfig::new(self.brokers()).client_id(id);
         // A local stand-in broker gets what it needs; a cluster of the user's is Kafka.
         let config = match &self.local {
-            Some(local) => goka_tests::for_broker(config, local.kind()),
+            Some((_, kind)) => goka_tests::for_broker(config, *kind),
             None => config,
         };
         Arc::new(RdKafkaClient::new(config))

@@ -13,7 +13,9 @@ pub mod ports;
 pub mod proxy;
 
 pub use bench::{bench_json, bench_runtime, bench_size};
-pub use broker::{BrokerError, BrokerKind, KafkaCluster, KafkaNode, PersistentBroker, TestBroker};
+pub use broker::{
+    track_pid, BrokerError, BrokerKind, KafkaCluster, KafkaNode, PersistentBroker, TestBroker,
+};
 pub use proxy::{FaultProxy, ProxyMode};
 
 use std::sync::Arc;

@@ -241,6 +241,16 @@ fn pid_file(pid: u32) -> Option<PathBuf> {
     std::env::var_os("GOKA_BROKER_PIDS").map(|dir| PathBuf::from(dir).join(pid.to_string()))
 }
 
+/// Tells the project's scripts about a broker process started elsewhere (a
+/// `goka_broker::LocalBroker` of an example), so that their exit trap stops it if the
+/// program that started it is killed. Best effort: outside the scripts there is nothing to
+/// tell.
+pub fn track_pid(pid: u32) {
+    if let Some(file) = pid_file(pid) {
+        let _ = std::fs::write(file, b"");
+    }
+}
+
 /// A port that was free a moment ago and was handed to nobody else in this binary. Another
 /// process may still take it before the broker binds it; the broker then fails to bind and
 /// the harness chooses again.
