@@ -40,7 +40,7 @@ pub enum Error {
         addr: SocketAddr,
         /// What went wrong.
         why: String,
-        /// The last lines of its log.
+        /// What it said: the last lines of its log, or the first of a failed format.
         log: String,
     },
     /// Something else failed: a free port, a folder, a file.
@@ -76,10 +76,7 @@ impl fmt::Display for Error {
                 addr,
                 why,
                 log,
-            } => write!(
-                f,
-                "{node} on {addr} {why}; the last lines of its log:\n{log}"
-            ),
+            } => write!(f, "{node} on {addr} {why}; it said:\n{log}"),
             Self::Io(e) => write!(f, "local broker: {e}"),
         }
     }

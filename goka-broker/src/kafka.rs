@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::process::{cache_dir, last_lines, log_output, on_path};
+use crate::process::{cache_dir, last_lines, log_output, on_path, run};
 use crate::Error;
 
 /// The Kafka release this crate starts.
@@ -67,7 +67,7 @@ fn fetch_jars() -> Result<PathBuf, Error> {
         "goka-broker: fetching Apache Kafka {VERSION}'s jars with Maven into {}",
         libs.display()
     );
-    let output = Command::new("mvn")
+    let (status, said) = run(Command::new("mvn")
         .args(["-B", "-q", "-Dstyle.color=never", "-f"])
         .arg(&pom)
         .arg(format!(
@@ -78,22 +78,11 @@ fn fetch_jars() -> Result<PathBuf, Error> {
         .arg(format!(
             "-DoutputDirectory={}",
             work.path().join("libs").display()
-        ))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Spawn {
-            program: "mvn".into(),
-            source,
-        })?;
+        )))?;
     let copied = work.path().join("libs");
-    if !output.status.success() || !copied.join(format!("kafka_2.13-{VERSION}.jar")).is_file() {
-        let said =
-            String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    if !status.success() || !copied.join(format!("kafka_2.13-{VERSION}.jar")).is_file() {
         return Err(Error::Fetch {
-            what: format!(
-                "Apache Kafka {VERSION}'s jars with Maven ({})",
-                output.status
-            ),
+            what: format!("Apache Kafka {VERSION}'s jars with Maven ({status})"),
             output: last_lines(&said, 25),
         });
     }
@@ -193,21 +182,13 @@ impl Node {
     }
 
     fn format(&self, libs: &Path, config: &Path) -> Result<(), Error> {
-        let output = java("256m", libs)?
+        let (status, said) = run(java("256m", libs)?
             .arg("kafka.tools.StorageTool")
             .args(["format", "-t", &self.cluster_id, "-c"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| Error::Spawn {
-                program: "java".into(),
-                source,
-            })?;
-        if output.status.success() {
+            .arg(config))?;
+        if status.success() {
             return Ok(());
         }
-        let said =
-            String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
         Err(Error::NotServing {
             node: format!("Kafka node {}", self.id),
             addr: self.listen,

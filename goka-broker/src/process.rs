@@ -79,6 +79,20 @@ pub fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+/// Runs `command` to its end with no input; returns its exit status and everything it
+/// printed (stdout, then stderr).
+pub fn run(command: &mut Command) -> Result<(std::process::ExitStatus, String), Error> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::Spawn {
+            program: command.get_program().into(),
+            source,
+        })?;
+    let said = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    Ok((output.status, said.into_owned()))
+}
+
 /// What a log file holds so far (empty if it cannot be read).
 pub fn read_log(path: &Path) -> String {
     std::fs::read(path)

