@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every benchmark, side by side on the test broker (Apache Kafka 4.4; GOKA_TEST_BROKER=tansu for the stand-in), in one run: storage load and
 # point gets, Emitter and View recovery against bare rdkafka, the stateful count of a
-# Processor against a bare consume -> produce loop and against Quix Streams (installed into a
-# virtual environment, pinned) for 1, 2, 4 and 8 partitions, windows and timers, the tester, the resident memory
+# Processor against a bare consume -> produce loop, against Quix Streams (installed into a
+# virtual environment, pinned) and against Kafka Streams 4.4 (tests/peers/kafka-streams, built
+# with Maven; at least once and exactly once v2) for 1, 2, 4 and 8 partitions, windows and timers, the tester, the resident memory
 # of a processor working through a 5,000,000-message backlog, and end-to-end latency at a fixed rate. Prints each
 # bench's table and writes the figures, the machine and the date to bench-report.json beside the target directory.
 #
@@ -29,6 +30,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import quixstreams" 2
   "$venv/bin/pip" install --quiet "quixstreams==$QUIX_VERSION"
 fi
 export GOKA_QUIX_PYTHON="$venv/bin/python"
+GOKA_STREAMS_CLASSPATH="$(bash scripts/streams-peer.sh)"
+export GOKA_STREAMS_CLASSPATH
 
 log="$(mktemp)"
 run() {
@@ -72,8 +75,12 @@ for b in benches:
         summary["processor_lowest_ratio_to_bare"] = b["ratio"]
         if "ratio_quix_after_first" in b:
             summary["processor_lowest_ratio_to_quix"] = b["ratio_quix_after_first"]
+        if "ratio_streams_after_first" in b:
+            summary["processor_lowest_ratio_to_kafka_streams"] = b["ratio_streams_after_first"]
     if b.get("bench") == "windows" and "ratio_quix_after_first" in b:
         summary["windows_lowest_ratio_to_quix"] = b["ratio_quix_after_first"]
+    if b.get("bench") == "windows" and "ratio_streams_after_first" in b:
+        summary["windows_lowest_ratio_to_kafka_streams"] = b["ratio_streams_after_first"]
     if b.get("bench") == "timers":
         for share in ("lowest_share_rescheduling", "lowest_share_firing"):
             if share in b:

@@ -1,8 +1,10 @@
 //! Stateful count through one processor instance (read-modify-write of one row per message,
 //! changelog write, commit) side by side with a bare rdkafka loop that consumes the same input
-//! and produces one message per input message, and with Quix Streams' stateful count, for
+//! and produces one message per input message, with Quix Streams' stateful count, and with
+//! Kafka Streams' `groupByKey().count()` under `at_least_once` and `exactly_once_v2`, for
 //! each partition count from 1 to 8. Targets: at least the bare loop's figure and twice Quix
-//! Streams', after each side's first message, in every shape.
+//! Streams' and Kafka Streams' (at least once), after each side's first message, in every
+//! shape.
 //!
 //! Our processor runs as the README shows it: `goka_tests::from_oldest()` (its table on
 //! disk in RocksDB) and a client of `KafkaConfig::new(brokers)` with nothing tuned (on Tansu
@@ -33,7 +35,7 @@ use goka::processor::{Group, Handlers, PartitionState, Processor, ProcessorConfi
 use goka::storage::{MemoryBuilder, RocksDbBuilder, StorageBuilder};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
-use goka_tests::bench::{send_waiting, verdict, Run};
+use goka_tests::bench::{send_waiting, streams_run, verdict, Guarantee, PeerRun, Run};
 use goka_tests::{client, rdkafka_config, string_edge as edge, Running, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -93,6 +95,8 @@ struct Shape {
     ours: Run,
     memory: Run,
     quix: Option<Run>,
+    streams: Option<PeerRun>,
+    streams_eos: Option<PeerRun>,
 }
 
 fn main() {
@@ -139,6 +143,22 @@ async fn run(messages: usize, shapes: Vec<u32>) {
         if let Some(quix) = quix {
             quix.report("Quix Streams 3.28.1 (session timeout 10 s)", messages);
         }
+        let [streams, streams_eos] = [Guarantee::AtLeastOnce, Guarantee::ExactlyOnceV2].map(|g| {
+            let run = streams_run(
+                &broker,
+                Input::NAME,
+                messages,
+                SESSION_TIMEOUT_MS,
+                "count",
+                g,
+                None,
+            );
+            if let Some(peer) = &run {
+                peer.run
+                    .report(&format!("Kafka Streams 4.4, {}", g.name()), messages);
+            }
+            run
+        });
         if partitions == last {
             restarts(&broker, partitions, dir.path(), messages).await;
         }
@@ -148,6 +168,8 @@ async fn run(messages: usize, shapes: Vec<u32>) {
             ours,
             memory,
             quix,
+            streams,
+            streams_eos,
         });
     }
     summary(&results, messages, &mut figures);
@@ -176,15 +198,18 @@ async fn prepare_input(broker: &TestBroker, partitions: u32, messages: usize) {
 fn summary(results: &[Shape], messages: usize, figures: &mut Vec<(&'static str, f64)>) {
     println!("\nsummary, messages/s after each side's first message (overall in brackets)");
     println!(
-        "{:>4} {:>18} {:>18} {:>18} {:>18} {:>8} {:>8} {:>9}",
+        "{:>4} {:>18} {:>18} {:>18} {:>18} {:>18} {:>18} {:>8} {:>8} {:>8} {:>10}",
         "p",
         "bare loop",
         "ours (README)",
         "ours (memory)",
         "Quix Streams",
+        "KStreams ALOS",
+        "KStreams EOSv2",
         "/bare",
         "/Quix",
-        "peak MiB"
+        "/KS ALOS",
+        "KS peak MiB"
     );
     let cell = |run: &Run| {
         format!(
@@ -197,21 +222,36 @@ fn summary(results: &[Shape], messages: usize, figures: &mut Vec<(&'static str, 
         let ours = shape.ours.after_first(messages);
         let ratio_bare = ours / shape.bare.after_first(messages);
         let ratio_quix = shape.quix.map(|q| ours / q.after_first(messages));
+        let ratio_streams = shape.streams.map(|k| ours / k.run.after_first(messages));
+        let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
         println!(
-            "{:>4} {:>18} {:>18} {:>18} {:>18} {:>8.2} {:>8}",
+            "{:>4} {:>18} {:>18} {:>18} {:>18} {:>18} {:>18} {:>8.2} {:>8} {:>8} {:>10}",
             shape.partitions,
             cell(&shape.bare),
             cell(&shape.ours),
             cell(&shape.memory),
             shape.quix.as_ref().map_or("-".into(), cell),
+            shape.streams.as_ref().map_or("-".into(), |k| cell(&k.run)),
+            shape
+                .streams_eos
+                .as_ref()
+                .map_or("-".into(), |k| cell(&k.run)),
             ratio_bare,
-            ratio_quix.map_or("-".into(), |r| format!("{r:.2}")),
+            ratio(ratio_quix),
+            ratio(ratio_streams),
+            shape.streams.map_or("-".into(), |k| format!(
+                "{:.0}",
+                goka_tests::bench::mib(k.peak_rss)
+            )),
         );
         let names = SHAPE_NAMES[shape.partitions.trailing_zeros().min(3) as usize];
         figures.push((names[0], ours));
         figures.push((names[1], ratio_bare));
         if let Some(ratio) = ratio_quix {
             figures.push((names[2], ratio));
+        }
+        if let Some(ratio) = ratio_streams {
+            figures.push((names[3], ratio));
         }
     }
     let worst = |ratio: &dyn Fn(&Shape) -> Option<f64>| {
@@ -241,15 +281,48 @@ fn summary(results: &[Shape], messages: usize, figures: &mut Vec<(&'static str, 
         );
         figures.push(("ratio_quix_after_first", worst_quix));
     }
+    if results.iter().all(|s| s.streams.is_some()) {
+        let worst_streams = worst(&|s| {
+            s.streams
+                .map(|k| s.ours.after_first(messages) / k.run.after_first(messages))
+        });
+        println!(
+            "{:<44} {:>8.2}  {}",
+            "lowest ratio to Kafka Streams, at least once (target >= 2)",
+            worst_streams,
+            verdict(worst_streams, 2.0)
+        );
+        figures.push(("ratio_streams_after_first", worst_streams));
+    }
 }
 
-/// JSON names of each shape's figures: rate after the first message, ratio to the bare loop
-/// and to Quix Streams.
-const SHAPE_NAMES: [[&str; 3]; 4] = [
-    ["p1_per_s", "p1_ratio_bare", "p1_ratio_quix"],
-    ["p2_per_s", "p2_ratio_bare", "p2_ratio_quix"],
-    ["p4_per_s", "p4_ratio_bare", "p4_ratio_quix"],
-    ["p8_per_s", "p8_ratio_bare", "p8_ratio_quix"],
+/// JSON names of each shape's figures: rate after the first message, ratio to the bare loop,
+/// to Quix Streams and to Kafka Streams (at least once).
+const SHAPE_NAMES: [[&str; 4]; 4] = [
+    [
+        "p1_per_s",
+        "p1_ratio_bare",
+        "p1_ratio_quix",
+        "p1_ratio_streams",
+    ],
+    [
+        "p2_per_s",
+        "p2_ratio_bare",
+        "p2_ratio_quix",
+        "p2_ratio_streams",
+    ],
+    [
+        "p4_per_s",
+        "p4_ratio_bare",
+        "p4_ratio_quix",
+        "p4_ratio_streams",
+    ],
+    [
+        "p8_per_s",
+        "p8_ratio_bare",
+        "p8_ratio_quix",
+        "p8_ratio_streams",
+    ],
 ];
 
 /// A client as the README makes one: the brokers and nothing else.

@@ -1,8 +1,9 @@
 //! A count per key in tumbling windows of one minute over event time, through one processor
 //! instance (`#[window]`, `ctx.window::<W>()?.update(...)`: a read-modify-write of the
 //! window's row and a changelog write per message), side by side with Quix Streams'
-//! `tumbling_window(...).count()` on the same topic, for 1, 2, 4 and 8 partitions. Target:
-//! at least twice Quix Streams' figure after each side's first message, in every shape.
+//! `tumbling_window(...).count()` and Kafka Streams' `windowedBy(...).count()` on the same
+//! topic, for 1, 2, 4 and 8 partitions. Target: at least twice Quix Streams' and Kafka
+//! Streams' figures after each side's first message, in every shape.
 //!
 //! Our processor runs as the README shows it (`goka_tests::from_oldest()`, windows on disk in
 //! RocksDB, a client of `KafkaConfig::new(brokers)`); both sides join their consumer group
@@ -24,7 +25,7 @@ use goka::processor::Processor;
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::window::WindowSpec;
-use goka_tests::bench::{quix_run, verdict, Run};
+use goka_tests::bench::{quix_run, streams_run, verdict, Guarantee, Run};
 use goka_tests::{client, TestBroker};
 
 goka::stream!(Input = "bench-window-input": Vec<u8> as BytesCodec);
@@ -76,12 +77,25 @@ async fn run(messages: usize, shapes: Vec<u32>) {
         if let Some(quix) = quix {
             quix.report("Quix Streams 3.28.1 tumbling_window count", messages);
         }
-        rows.push((partitions, ours, quix));
+        let streams = streams_run(
+            &broker,
+            Input::NAME,
+            messages,
+            SESSION_TIMEOUT_MS,
+            "window",
+            Guarantee::AtLeastOnce,
+            None,
+        )
+        .map(|peer| peer.run);
+        if let Some(streams) = streams {
+            streams.report("Kafka Streams 4.4 windowedBy count", messages);
+        }
+        rows.push((partitions, ours, quix, streams));
     }
     println!("\nsummary, messages/s after each side's first message (overall in brackets)");
     println!(
-        "{:>4} {:>22} {:>22} {:>8}",
-        "p", "Processor", "Quix Streams", "/Quix"
+        "{:>4} {:>22} {:>22} {:>22} {:>8} {:>8}",
+        "p", "Processor", "Quix Streams", "Kafka Streams", "/Quix", "/KS"
     );
     let cell = |run: &Run| {
         format!(
@@ -91,18 +105,33 @@ async fn run(messages: usize, shapes: Vec<u32>) {
         )
     };
     let mut worst: Option<f64> = None;
-    for (partitions, ours, quix) in &rows {
+    let mut worst_streams: Option<f64> = None;
+    let shown = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
+    for (partitions, ours, quix, streams) in &rows {
         let ratio = quix.map(|q| ours.after_first(messages) / q.after_first(messages));
+        let ratio_streams = streams.map(|k| ours.after_first(messages) / k.after_first(messages));
         println!(
-            "{:>4} {:>22} {:>22} {:>8}",
+            "{:>4} {:>22} {:>22} {:>22} {:>8} {:>8}",
             partitions,
             cell(ours),
             quix.as_ref().map_or("-".into(), cell),
-            ratio.map_or("-".into(), |r| format!("{r:.2}"))
+            streams.as_ref().map_or("-".into(), cell),
+            shown(ratio),
+            shown(ratio_streams),
         );
         if let Some(ratio) = ratio {
             worst = Some(worst.map_or(ratio, |w: f64| w.min(ratio)));
         }
+        if let Some(ratio) = ratio_streams {
+            worst_streams = Some(worst_streams.map_or(ratio, |w: f64| w.min(ratio)));
+        }
+    }
+    if let Some(worst) = worst_streams {
+        println!(
+            "lowest ratio to Kafka Streams (target >= 2): {worst:.2} {}",
+            verdict(worst, 2.0)
+        );
+        figures.push(("ratio_streams_after_first", worst));
     }
     if let Some(worst) = worst {
         println!(

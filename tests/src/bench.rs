@@ -246,6 +246,16 @@ impl Run {
     }
 }
 
+/// A peer's run: its timings, and the peak resident memory of its process where it reports
+/// one.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerRun {
+    /// Time to the first message and in all.
+    pub run: Run,
+    /// The peak resident set of the peer's process, in bytes (0 if it does not say).
+    pub peak_rss: u64,
+}
+
 /// Runs `scripts/bench/quix_count.py` (`mode` "count" or "window") over `messages`
 /// messages of `topic`, when `GOKA_QUIX_PYTHON` names a Python with `quixstreams`
 /// installed (`scripts/bench.sh` sets one up); `None` otherwise.
@@ -264,41 +274,106 @@ pub fn quix_run(
         "/../scripts/bench/quix_count.py"
     );
     let state = tempfile::tempdir().expect("quix state dir");
-    let output = std::process::Command::new(&python)
+    let mut command = std::process::Command::new(&python);
+    command
         .arg(script)
         .arg(broker.bootstrap())
         .arg(topic)
         .arg(messages.to_string())
         .arg(state.path())
         .arg(session_timeout_ms)
+        .arg(mode);
+    Some(peer_run(command, &format!("the Quix Streams {mode}"), messages).run)
+}
+
+/// The guarantee a Kafka Streams peer runs under (`processing.guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarantee {
+    /// `at_least_once`, Kafka Streams' default.
+    AtLeastOnce,
+    /// `exactly_once_v2` (KIP-447).
+    ExactlyOnceV2,
+}
+
+impl Guarantee {
+    /// The value of `processing.guarantee`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AtLeastOnce => "at_least_once",
+            Self::ExactlyOnceV2 => "exactly_once_v2",
+        }
+    }
+}
+
+/// Runs the Kafka Streams peer (`tests/peers/kafka-streams`, `mode` "count", "window" or
+/// "join" with `table`) over `messages` messages of `topic` under `guarantee`, when
+/// `GOKA_STREAMS_CLASSPATH` holds its classpath (`scripts/bench.sh` builds it); `None`
+/// otherwise. The JVM runs with its default settings, as a user's would.
+pub fn streams_run(
+    broker: &TestBroker,
+    topic: &str,
+    messages: usize,
+    session_timeout_ms: &str,
+    mode: &str,
+    guarantee: Guarantee,
+    table: Option<&str>,
+) -> Option<PeerRun> {
+    let classpath = std::env::var("GOKA_STREAMS_CLASSPATH")
+        .ok()
+        .filter(|p| !p.is_empty())?;
+    let state = tempfile::tempdir().expect("kafka streams state dir");
+    let mut command = std::process::Command::new("java");
+    command
+        .arg("-cp")
+        .arg(classpath)
+        .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+        .arg("gokars.bench.StreamsBench")
+        .arg(broker.bootstrap())
+        .arg(topic)
+        .arg(messages.to_string())
+        .arg(state.path())
+        .arg(session_timeout_ms)
         .arg(mode)
+        .arg(guarantee.name())
+        .args(table);
+    let what = format!("the Kafka Streams {mode} ({})", guarantee.name());
+    Some(peer_run(command, &what, messages))
+}
+
+/// Runs a peer that prints one JSON line of figures last (messages, seconds, after_first,
+/// and optionally peak_rss_bytes) and checks it handled `messages`.
+fn peer_run(mut command: std::process::Command, what: &str, messages: usize) -> PeerRun {
+    let output = command
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "the Quix Streams {mode} failed: {stdout}\n{}",
+        "{what} failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let line = stdout.lines().last().unwrap_or_default();
     let figures: serde_json::Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("quix printed {line:?}: {e}"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{what} printed {line:?}: {e}"));
     assert_eq!(
         figures["messages"].as_u64(),
         Some(messages as u64),
-        "{line}"
+        "{what}: {line}"
     );
     let seconds = |name: &str| {
         figures[name]
             .as_f64()
             .map(Duration::from_secs_f64)
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .unwrap_or_else(|| panic!("{what}: no {name} in {line}"))
     };
     let total = seconds("seconds");
-    Some(Run {
-        total,
-        first: total - seconds("after_first"),
-    })
+    PeerRun {
+        run: Run {
+            total,
+            first: total - seconds("after_first"),
+        },
+        peak_rss: figures["peak_rss_bytes"].as_u64().unwrap_or(0),
+    }
 }
 
 /// Runs `processor` until it produced `messages` messages (and stops it): time in all, and
