@@ -1,11 +1,13 @@
 // goka-peer runs goka itself (github.com/lovoo/goka) beside goka-rs in the interop tests.
 //
-//	goka-peer count BROKERS STREAM GROUP MESSAGES
+//	goka-peer count BROKERS STREAM GROUP MESSAGES STATE_DIR
 //
 // runs a goka processor group GROUP that counts the messages of STREAM per key in its group
 // table (GROUP-table, codec.Int64) from the oldest message, until it handled MESSAGES
 // messages, then stops it and prints one JSON line: the messages handled and goka's counts of
-// the keys it saw.
+// the keys it saw. Its local table lives in STATE_DIR: goka's default,
+// /tmp/goka/processor/GROUP, outlives the run, and a later run against a new broker would
+// find it ahead of the changelog and refuse to start.
 package main
 
 import (
@@ -21,14 +23,15 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/lovoo/goka"
 	"github.com/lovoo/goka/codec"
+	"github.com/lovoo/goka/storage"
 )
 
 // How long a run may take before it gives up.
 const limit = 2 * time.Minute
 
 func main() {
-	if len(os.Args) != 6 || os.Args[1] != "count" {
-		fmt.Fprintln(os.Stderr, "usage: goka-peer count BROKERS STREAM GROUP MESSAGES")
+	if len(os.Args) != 7 || os.Args[1] != "count" {
+		fmt.Fprintln(os.Stderr, "usage: goka-peer count BROKERS STREAM GROUP MESSAGES STATE_DIR")
 		os.Exit(2)
 	}
 	brokers := strings.Split(os.Args[2], ",")
@@ -37,7 +40,7 @@ func main() {
 	if err != nil {
 		fail("MESSAGES: %v", err)
 	}
-	if err := count(brokers, stream, group, messages); err != nil {
+	if err := count(brokers, stream, group, messages, os.Args[6]); err != nil {
 		fail("%v", err)
 	}
 }
@@ -60,7 +63,7 @@ func config() (*sarama.Config, goka.TopicManagerBuilder) {
 	return cfg, goka.TopicManagerBuilderWithConfig(cfg, topics)
 }
 
-func count(brokers []string, stream, group string, messages int) error {
+func count(brokers []string, stream, group string, messages int, stateDir string) error {
 	_, topics := config()
 	var mu sync.Mutex
 	handled := 0
@@ -83,7 +86,9 @@ func count(brokers []string, stream, group string, messages int) error {
 		}),
 		goka.Persist(new(codec.Int64)),
 	)
-	p, err := goka.NewProcessor(brokers, g, goka.WithTopicManagerBuilder(topics))
+	p, err := goka.NewProcessor(brokers, g,
+		goka.WithTopicManagerBuilder(topics),
+		goka.WithStorageBuilder(storage.DefaultBuilder(stateDir)))
 	if err != nil {
 		return fmt.Errorf("new processor: %w", err)
 	}

@@ -68,11 +68,14 @@ async fn a_goka_processor_counts_what_our_emitter_sent_and_our_view_reads_its_ta
         *sent.entry(user).or_default() += 1;
     }
 
+    let state = tempfile::tempdir().unwrap();
     let output = tokio::task::spawn_blocking({
         let (peer, bootstrap) = (peer.to_owned(), broker.bootstrap());
+        let state = state.path().to_owned();
         move || {
             Command::new(peer)
                 .args(["count", &bootstrap, Clicks::NAME, "interop-counter", "200"])
+                .arg(state)
                 .output()
                 .unwrap()
         }
