@@ -82,6 +82,14 @@ impl fmt::Display for Error {
     }
 }
 
+impl Error {
+    /// Whether a node could not bind a port chosen free a moment before (another process
+    /// took it): starting again on new ports is the cure.
+    pub fn port_taken(&self) -> bool {
+        matches!(self, Self::NotServing { log, .. } if log.contains("Address already in use"))
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

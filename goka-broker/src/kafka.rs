@@ -160,10 +160,7 @@ impl Node {
         let mut command = self.command()?;
         let (out, err) = log_output(&self.log())?;
         command.stdout(out).stderr(err);
-        command.spawn().map_err(|source| Error::Spawn {
-            program: "java".into(),
-            source,
-        })
+        crate::process::spawn(&mut command)
     }
 
     /// What [`Node::spawn`] runs, for a caller that sets the output or the process group

@@ -39,7 +39,7 @@ pub mod tansu;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub use error::Error;
@@ -160,8 +160,7 @@ impl Builder {
         loop {
             attempt += 1;
             match self.start_once(kind, nodes) {
-                Err(Error::NotServing { ref log, .. })
-                    if attempt < 3 && log.contains("Address already in use") => {}
+                Err(ref e) if attempt < 3 && e.port_taken() => {}
                 result => return result,
             }
         }
@@ -222,7 +221,7 @@ impl Builder {
                 use std::os::unix::process::CommandExt;
                 command.process_group(0);
             }
-            let child = spawn(command)?;
+            let child = process::spawn(&mut command)?;
             std::fs::write(folder.join("pid"), child.id().to_string())?;
             broker.nodes.push(Running {
                 child,
@@ -248,13 +247,6 @@ impl Builder {
         broker.started_in = began.elapsed();
         Ok(broker)
     }
-}
-
-fn spawn(mut command: Command) -> Result<Child, Error> {
-    command.spawn().map_err(|source| Error::Spawn {
-        program: command.get_program().into(),
-        source,
-    })
 }
 
 #[derive(Debug)]

@@ -79,6 +79,14 @@ pub fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+/// Starts `command`; a failure names the program.
+pub fn spawn(command: &mut Command) -> Result<Child, Error> {
+    command.spawn().map_err(|source| Error::Spawn {
+        program: command.get_program().into(),
+        source,
+    })
+}
+
 /// Runs `command` to its end with no input; returns its exit status and everything it
 /// printed (stdout, then stderr).
 pub fn run(command: &mut Command) -> Result<(std::process::ExitStatus, String), Error> {

@@ -37,8 +37,7 @@ impl BrokerError {
     /// Whether a port chosen free was taken by another process before the broker bound it:
     /// the caller chooses again.
     pub fn port_taken(&self) -> bool {
-        matches!(self, Self::Broker(goka_broker::Error::NotServing { log, .. })
-            if log.contains("Address already in use"))
+        matches!(self, Self::Broker(e) if e.port_taken())
     }
 }
 

@@ -74,12 +74,7 @@ fn launch(
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let child = command
-        .spawn()
-        .map_err(|source| goka_broker::Error::Spawn {
-            program: bin.to_owned(),
-            source,
-        })?;
+    let child = goka_broker::process::spawn(&mut command)?;
     if let Some(file) = pid_file(child.id()) {
         // Best effort: without it only a killed test process leaves a broker behind.
         let _ = std::fs::write(file, b"");
