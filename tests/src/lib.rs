@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod broker;
 pub mod counter;
+pub mod goka_peer;
 pub mod ports;
 pub mod proxy;
 
@@ -430,6 +431,56 @@ impl<E: std::fmt::Debug + Send + 'static> Running<E> {
         self.cancel.cancel();
         self.task.await.expect("the run task panicked")
     }
+}
+
+/// Runs `view` on a task of its own; `Running::stop` stops it.
+pub fn spawn_view<T: goka::topic::Table>(
+    view: &goka::view::View<T>,
+) -> Running<goka::view::ViewError> {
+    let view = view.clone();
+    Running::spawn(move |cancel| async move { view.run(cancel).await })
+}
+
+/// A view of table `T` running on a task of its own, once it recovered (a test fails if it
+/// does not within 60 s). `Running::stop` stops it.
+pub async fn running_view<T: goka::topic::Table>(
+    client: &TestClient,
+) -> (goka::view::View<T>, Running<goka::view::ViewError>) {
+    let view = goka::view::View::<T>::builder(client.clone())
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("view of {}: {e}", T::NAME));
+    let running = spawn_view(&view);
+    tokio::time::timeout(std::time::Duration::from_secs(60), view.recovered())
+        .await
+        .unwrap_or_else(|_| panic!("the view of {} did not recover in 60 s", T::NAME));
+    (view, running)
+}
+
+/// Reads table `T` through a view until its rows equal `expected` (a test fails with what
+/// differs after `within`), then stops the view.
+pub async fn wait_for_rows<T>(
+    client: &TestClient,
+    expected: &std::collections::BTreeMap<T::Key, T::Value>,
+    within: std::time::Duration,
+) where
+    T: goka::topic::Table,
+    T::Key: Ord + std::fmt::Debug,
+    T::Value: PartialEq + std::fmt::Debug,
+{
+    let (view, running) = running_view::<T>(client).await;
+    let rows = || -> std::collections::BTreeMap<T::Key, T::Value> {
+        view.iter()
+            .map(|row| row.unwrap_or_else(|e| panic!("reading {}: {e}", T::NAME)))
+            .collect()
+    };
+    eventually(
+        within,
+        || &rows() == expected,
+        || format!("{} holds {:?}, expected {expected:?}", T::NAME, rows()),
+    )
+    .await;
+    running.stop().await;
 }
 
 /// An edge with string keys, for hand-written group graphs in tests.

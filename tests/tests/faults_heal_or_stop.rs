@@ -176,10 +176,7 @@ async fn a_header_name_that_is_not_utf8_reaches_the_handler_and_a_view() {
         .build()
         .await
         .unwrap();
-    let mut view_running = Running::spawn({
-        let view = view.clone();
-        move |cancel| async move { view.run(cancel).await }
-    });
+    let mut view_running = goka_tests::spawn_view(&view);
     tokio::time::timeout(Duration::from_secs(60), view.recovered())
         .await
         .unwrap();
@@ -542,17 +539,7 @@ async fn a_failed_changelog_write_leaves_no_local_row(at_queue: bool) {
     running.stop().await;
 
     // And the changelog agrees with the local table.
-    let view = View::<GroupTable<Counter>>::builder(client)
-        .build()
-        .await
-        .unwrap();
-    let view_running = Running::spawn({
-        let view = view.clone();
-        move |cancel| async move { view.run(cancel).await }
-    });
-    tokio::time::timeout(Duration::from_secs(60), view.recovered())
-        .await
-        .unwrap();
+    let (view, view_running) = goka_tests::running_view::<GroupTable<Counter>>(&client).await;
     for (key, count) in &expected {
         assert_eq!(
             view.get(key).unwrap(),
@@ -764,10 +751,7 @@ async fn a_view_that_never_finishes_stopping_is_abandoned_and_run_says_so() {
     .build()
     .await
     .unwrap();
-    let view_running = Running::spawn({
-        let view = view.clone();
-        move |cancel| async move { view.run(cancel).await }
-    });
+    let view_running = goka_tests::spawn_view(&view);
     tokio::time::timeout(Duration::from_secs(60), view.recovered())
         .await
         .unwrap();
@@ -852,10 +836,7 @@ async fn a_failed_changelog_write_of_a_timer_leaves_no_local_row_of_its_key() {
         .build()
         .await
         .unwrap();
-    let view_running = Running::spawn({
-        let view = view.clone();
-        move |cancel| async move { view.run(cancel).await }
-    });
+    let view_running = goka_tests::spawn_view(&view);
     tokio::time::timeout(Duration::from_secs(60), view.recovered())
         .await
         .unwrap();

@@ -15,7 +15,6 @@ use goka::processor::{GroupTable, Processor, ProcessorConfig};
 use goka::storage::{RocksDbBuilder, StorageBuilder};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
-use goka::view::View;
 use goka_tests::{client, run_until_error, TestBroker, TestClient};
 use tokio_util::sync::CancellationToken;
 
@@ -132,15 +131,7 @@ async fn very_long_keys_are_processed_and_an_oversized_emit_stops_the_processor_
     );
 
     // What was done before stays done: the long key's count is in the changelog.
-    let view = View::<GroupTable<Counter>>::builder(client.clone())
-        .build()
-        .await
-        .unwrap();
-    let running = goka_tests::Running::spawn({
-        let view = view.clone();
-        move |cancel| async move { view.run(cancel).await }
-    });
-    view.recovered().await;
+    let (view, running) = goka_tests::running_view::<GroupTable<Counter>>(&client).await;
     goka_tests::eventually(
         Duration::from_secs(30),
         || view.get(&long_key).unwrap() == Some(2),

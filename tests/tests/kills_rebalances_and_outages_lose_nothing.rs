@@ -233,11 +233,7 @@ async fn wait_for_nothing_lost(
         .build()
         .await
         .unwrap();
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn({
-        let (view, cancel) = (view.clone(), cancel.clone());
-        async move { view.run(cancel).await }
-    });
+    let running = goka_tests::spawn_view(&view);
     let deadline = Instant::now() + Duration::from_secs(180);
     let counted = loop {
         let rows: HashMap<String, i64> = view.iter().map(Result::unwrap).collect();
@@ -262,8 +258,7 @@ async fn wait_for_nothing_lost(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    cancel.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await;
     counted
 }
 
@@ -494,10 +489,7 @@ impl Whole {
             .build()
             .await
             .unwrap();
-        let view_run = Running::spawn({
-            let view = view.clone();
-            move |cancel| async move { view.run(cancel).await }
-        });
+        let view_run = goka_tests::spawn_view(&view);
         Self {
             ledger,
             processor,

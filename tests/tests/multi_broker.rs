@@ -272,11 +272,7 @@ async fn count_exactly(
         .build()
         .await
         .unwrap();
-    let cancel = CancellationToken::new();
-    let viewing = tokio::spawn({
-        let (view, cancel) = (view.clone(), cancel.clone());
-        async move { view.run(cancel).await }
-    });
+    let viewing = goka_tests::spawn_view(&view);
     let deadline = Instant::now() + Duration::from_secs(120);
     let handled = loop {
         let handled = ledger.snapshot();
@@ -312,8 +308,7 @@ async fn count_exactly(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    cancel.cancel();
-    viewing.await.unwrap().unwrap();
+    viewing.stop().await;
     let duplicates: u64 = handled.values().map(|n| u64::from(n - 1)).sum();
 
     // The output topic holds every handled event, at least once. A count is no end

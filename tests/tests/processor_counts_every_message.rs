@@ -55,10 +55,7 @@ async fn counts_are_exact_and_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(GroupTable::<Counter>::NAME, "counter-table");
-    let view_running = goka_tests::Running::spawn({
-        let view = view.clone();
-        move |cancel| async move { view.run(cancel).await }
-    });
+    let view_running = goka_tests::spawn_view(&view);
     assert_eq!(view.recovered().await, ViewState::Running);
     wait_for_counts(&view, &expected).await;
     assert_eq!(

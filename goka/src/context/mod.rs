@@ -43,6 +43,13 @@ enum CallbackErrorKind {
     Handler(Box<dyn std::error::Error + Send + Sync>),
     /// The input value did not decode.
     Decode(CodecError),
+    /// A row of a table (the group table, a joined or looked-up one) did not decode: written
+    /// with another codec, by another service or an older version of this one.
+    Row {
+        table: &'static str,
+        key: String,
+        source: CodecError,
+    },
     /// A context operation failed.
     Codec(CodecError),
     Storage(StorageError),
@@ -65,9 +72,13 @@ impl CallbackError {
         }
     }
 
-    /// Whether this is an input decode error.
+    /// Whether bytes from outside did not decode: the input value, or a row of a table the
+    /// handler read. The processor's decode-error policy applies to these.
     pub fn is_decode(&self) -> bool {
-        matches!(self.kind, CallbackErrorKind::Decode(_))
+        matches!(
+            self.kind,
+            CallbackErrorKind::Decode(_) | CallbackErrorKind::Row { .. }
+        )
     }
 }
 
@@ -76,6 +87,9 @@ impl fmt::Display for CallbackError {
         match &self.kind {
             CallbackErrorKind::Handler(e) => write!(f, "handler failed: {e}"),
             CallbackErrorKind::Decode(e) => write!(f, "input value does not decode: {e}"),
+            CallbackErrorKind::Row { table, key, source } => {
+                write!(f, "row {key:?} of table {table} does not decode: {source}")
+            }
             CallbackErrorKind::Codec(e) => write!(f, "{e}"),
             CallbackErrorKind::Storage(e) => write!(f, "{e}"),
             CallbackErrorKind::NoHandler(topic) => write!(f, "no handler for topic {topic:?}"),
@@ -126,13 +140,31 @@ fn storage_error(e: StorageError) -> CallbackError {
     }
 }
 
-/// Reads and decodes the row at `key`, straight from the storage's bytes.
-fn read_row<C: Codec<V>, V>(storage: &dyn Storage, key: &[u8]) -> Result<Option<V>, CallbackError> {
+/// A table row that did not decode, named by its table and key.
+fn row_error<'k>(
+    table: &'static str,
+    key: &'k [u8],
+) -> impl FnOnce(CodecError) -> CallbackError + 'k {
+    move |source| CallbackError {
+        kind: CallbackErrorKind::Row {
+            table,
+            key: String::from_utf8_lossy(key).into_owned(),
+            source,
+        },
+    }
+}
+
+/// Reads and decodes the row at `key` of `table`, straight from the storage's bytes.
+fn read_row<C: Codec<V>, V>(
+    table: &'static str,
+    storage: &dyn Storage,
+    key: &[u8],
+) -> Result<Option<V>, CallbackError> {
     let mut decoded = None;
     storage
         .get_with(key, &mut |raw| decoded = Some(C::decode(raw)))
         .map_err(storage_error)?;
-    decoded.transpose().map_err(codec_error)
+    decoded.transpose().map_err(row_error(table, key))
 }
 
 /// What every message of one partition shares: storages, partition counts, the partitioner.
@@ -336,7 +368,7 @@ impl<'c, P: Group> Context<'c, P> {
             self.resources.joins.get(T::NAME).ok_or_else(|| {
                 CallbackError::from(format!("joined table {} is not open", T::NAME))
             })?;
-        read_row::<T::ValueCodec, T::Value>(&**storage, &self.message.key)
+        read_row::<T::ValueCodec, T::Value>(T::NAME, &**storage, &self.message.key)
     }
 
     /// Reads `key` of the lookup table `T` from the processor's view of it (any partition).
@@ -351,7 +383,7 @@ impl<'c, P: Group> Context<'c, P> {
             })?;
         let key = T::encode_key(key).map_err(codec_error)?;
         let raw = view.get_raw(&key).map_err(storage_error)?;
-        raw.map(|raw| T::decode_value(&raw).map_err(codec_error))
+        raw.map(|raw| T::decode_value(&raw).map_err(row_error(T::NAME, &key)))
             .transpose()
     }
 
@@ -406,7 +438,10 @@ impl<P: Group> Context<'_, P> {
                 .map(<P as Stateful>::ValueCodec::decode)
                 .transpose()
                 .map_err(codec_error),
-            None => read_row::<<P as Stateful>::ValueCodec, V>(&**table, &self.message.key),
+            None => {
+                let name = P::GRAPH.table.map_or("the group table", |edge| edge.topic);
+                read_row::<<P as Stateful>::ValueCodec, V>(name, &**table, &self.message.key)
+            }
         }
     }
 

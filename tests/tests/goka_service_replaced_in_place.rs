@@ -1,0 +1,177 @@
+//! Replacing a goka service in place, and back: a goka processor group (goka v1.1.15, the Go
+//! program in `tests/goka`) counts clicks and is stopped mid-stream; our processor starts in
+//! the same group on the same topics, continues from goka's committed offsets with the table
+//! goka wrote, and is stopped mid-stream in turn; goka takes the group back from our commits
+//! and our table. Every click is handled; what was handled twice is counted and reported.
+
+// Test helpers unwrap: a failure is a loud test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use goka::codec::{Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+use goka::emitter::Emitter;
+use goka::processor::{GroupTable, Processor};
+use goka::topic::Topic;
+use goka_tests::goka_peer::GokaPeer;
+use goka_tests::{client, TestBroker};
+use tokio_util::sync::CancellationToken;
+
+goka::stream!(pub Clicks = "replace-clicks": String as StringCodec);
+
+const PARTITIONS: u32 = 4;
+
+fn user(i: usize) -> String {
+    format!("user-{}", i % 20)
+}
+
+fn page(i: usize) -> String {
+    format!("/page/{i}")
+}
+
+/// The goka service's group, written in Rust: the same group name, input and table codec.
+#[goka::processor(group = "interop-replace")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[persist(value = i64, codec = Int64Codec)]
+struct Replacement {
+    handled: Arc<Mutex<Vec<String>>>,
+    /// Stops the processor once it handled this many clicks, as an operator stops a service.
+    stop_after: usize,
+    stop: CancellationToken,
+}
+
+impl Replacement {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, page: String) -> Result<(), CallbackError> {
+        let count = ctx.value()?.unwrap_or(0);
+        ctx.set_value(&(count + 1))?;
+        let mut handled = self.handled.lock().unwrap();
+        handled.push(page);
+        if handled.len() == self.stop_after {
+            self.stop.cancel();
+        }
+        Ok(())
+    }
+}
+
+fn values(report: &serde_json::Value) -> Vec<String> {
+    serde_json::from_value(report["values"].clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goka_service_is_replaced_by_ours_and_back_losing_nothing() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME], PARTITIONS).await;
+    let clicks = Emitter::<Clicks>::new(&*client).await.unwrap();
+    for i in 0..300 {
+        clicks.emit_sync(&user(i), &page(i)).await.unwrap();
+    }
+
+    // goka runs the service and is stopped after 100 clicks (a few more may be under way
+    // when it stops; they count as goka's).
+    let first = tokio::task::spawn_blocking({
+        let bootstrap = broker.bootstrap();
+        move || {
+            GokaPeer::new("count", &bootstrap)
+                .arg("group", "interop-replace")
+                .arg("stream", Clicks::NAME)
+                .arg("messages", 100)
+                .run()
+        }
+    })
+    .await
+    .unwrap();
+    let by_goka = values(&first);
+    assert!(by_goka.len() >= 100, "{first}");
+
+    // Ours takes over the group: it handles what goka left of the 300, and is stopped after
+    // 50 of the next 150.
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let left = 300 - by_goka.len();
+    let ours = Arc::new(Processor::new(
+        Replacement {
+            handled: handled.clone(),
+            stop_after: left + 50,
+            stop: stop.clone(),
+        },
+        client.clone(),
+        goka::processor::ProcessorConfig::default(),
+    ));
+    let running = tokio::spawn({
+        let (ours, stop) = (ours.clone(), stop.clone());
+        async move { ours.run(stop).await }
+    });
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || handled.lock().unwrap().len() >= left,
+        || {
+            format!(
+                "ours handled {} of the {left} clicks goka left",
+                handled.lock().unwrap().len()
+            )
+        },
+    )
+    .await;
+    for i in 300..450 {
+        clicks.emit_sync(&user(i), &page(i)).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("ours did not stop after its 50 clicks")
+        .unwrap()
+        .unwrap();
+    let by_ours = handled.lock().unwrap().clone();
+
+    // goka takes the group back from our commits and our table, until the table counts all
+    // 450 clicks.
+    let expected: BTreeMap<String, i64> = (0..450).fold(BTreeMap::new(), |mut counts, i| {
+        *counts.entry(user(i)).or_default() += 1;
+        counts
+    });
+    let back = GokaPeer::new("count", &broker.bootstrap())
+        .arg("group", "interop-replace")
+        .arg("stream", Clicks::NAME)
+        .spawn();
+    goka_tests::wait_for_rows::<GroupTable<Replacement>>(
+        &client,
+        &expected,
+        Duration::from_secs(90),
+    )
+    .await;
+    let second = tokio::task::spawn_blocking(move || back.stop())
+        .await
+        .unwrap();
+    let by_goka_again = values(&second);
+
+    // Every click handled; the duplicates counted (graceful stops commit what was handled).
+    let all: Vec<&String> = by_goka
+        .iter()
+        .chain(&by_ours)
+        .chain(&by_goka_again)
+        .collect();
+    let distinct: BTreeSet<&String> = all.iter().copied().collect();
+    let emitted: BTreeSet<String> = (0..450).map(page).collect();
+    let missing: Vec<&String> = emitted.iter().filter(|p| !distinct.contains(p)).collect();
+    let duplicates = all.len() - distinct.len();
+    println!(
+        "goka handled {}, ours {}, goka again {}; duplicates {duplicates}",
+        by_goka.len(),
+        by_ours.len(),
+        by_goka_again.len()
+    );
+    assert!(missing.is_empty(), "never handled: {missing:?}");
+    assert_eq!(distinct.len(), 450);
+    assert_eq!(
+        duplicates, 0,
+        "handled twice across the two hand-overs (goka {by_goka:?}, ours {by_ours:?}, goka \
+         again {by_goka_again:?})"
+    );
+    assert!(
+        by_ours.len() >= left + 50,
+        "ours stopped before it was told"
+    );
+}
