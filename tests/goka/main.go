@@ -70,8 +70,9 @@ func main() {
 	flags.StringVar(&o.output, "output", "", "join: the output stream")
 	flags.StringVar(&o.state, "state", "", "folder of the local tables")
 	flags.IntVar(&o.messages, "messages", 0, "stop after this many messages; 0: when stdin closes")
-	flags.StringVar(&o.strategy, "strategy", "copartition",
-		"rebalance strategies offered: copartition (goka's default), range, or copartition,range")
+	flags.StringVar(&o.strategy, "strategy", "default",
+		"rebalance strategies offered: default (goka's: copartition alone), or a list of "+
+			"copartition and range in order of preference")
 	flags.StringVar(&o.codec, "codec", "int64", "count: the group table's codec, int64 or string")
 	if err := flags.Parse(os.Args[2:]); err != nil {
 		fail("%v", err)
@@ -119,26 +120,36 @@ func print(line map[string]interface{}) {
 func config(o options) (goka.TopicManagerBuilder, error) {
 	cfg := goka.DefaultConfig()
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	if o.strategy != "default" {
+		if err := offer(cfg, o.strategy); err != nil {
+			return nil, err
+		}
+	}
+	goka.ReplaceGlobalConfig(cfg)
+	topics := goka.NewTopicManagerConfig()
+	topics.Table.Replication = 1
+	topics.Stream.Replication = 1
+	return goka.TopicManagerBuilderWithConfig(cfg, topics), nil
+}
+
+// offer sets the rebalance strategies the processor offers, by name, in order of preference.
+func offer(cfg *sarama.Config, names string) error {
 	var strategies []sarama.BalanceStrategy
-	for _, name := range strings.Split(o.strategy, ",") {
+	for _, name := range strings.Split(names, ",") {
 		switch name {
 		case "copartition":
 			strategies = append(strategies, goka.CopartitioningStrategy)
 		case "range":
 			strategies = append(strategies, sarama.NewBalanceStrategyRange())
 		default:
-			return nil, fmt.Errorf("unknown strategy %q", name)
+			return fmt.Errorf("unknown strategy %q", name)
 		}
 	}
 	// goka sets the deprecated Strategy to its copartition strategy, and sarama then offers
 	// that one alone, whatever GroupStrategies lists.
 	cfg.Consumer.Group.Rebalance.Strategy = nil
 	cfg.Consumer.Group.Rebalance.GroupStrategies = strategies
-	goka.ReplaceGlobalConfig(cfg)
-	topics := goka.NewTopicManagerConfig()
-	topics.Table.Replication = 1
-	topics.Stream.Replication = 1
-	return goka.TopicManagerBuilderWithConfig(cfg, topics), nil
+	return nil
 }
 
 // tally is what a processor handled: shared by its partitions' goroutines.

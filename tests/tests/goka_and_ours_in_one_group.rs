@@ -60,7 +60,10 @@ async fn counted(client: &TestClient, n: usize) {
         .await;
 }
 
-async fn emit(emitter: &Emitter<Clicks>, clicks: std::ops::Range<usize>) {
+async fn emit_to<T: goka::topic::Stream<Key = String, Value = String>>(
+    emitter: &Emitter<T>,
+    clicks: std::ops::Range<usize>,
+) {
     for i in clicks {
         emitter.emit_sync(&user(i), &page(i)).await.unwrap();
     }
@@ -80,7 +83,7 @@ async fn goka_and_our_instances_share_a_group_through_rebalances() {
         .arg("strategy", "copartition,range")
         .spawn();
     goka.wait_assigned(Duration::from_secs(60), |p| p == [0, 1, 2, 3]);
-    emit(&emitter, 0..100).await;
+    emit_to(&emitter, 0..100).await;
     counted(&client, 100).await;
 
     // Ours joins: the group moves to range, and each member gets two partitions of the four.
@@ -122,7 +125,7 @@ async fn goka_and_our_instances_share_a_group_through_rebalances() {
         gokas.iter().all(|p| !our_partitions.contains(p)),
         "goka {gokas:?}, ours {our_partitions:?}"
     );
-    emit(&emitter, 100..200).await;
+    emit_to(&emitter, 100..200).await;
     counted(&client, 200).await;
 
     // goka leaves: ours takes the whole group.
@@ -135,7 +138,7 @@ async fn goka_and_our_instances_share_a_group_through_rebalances() {
         || format!("ours owns {:?}", ours.partitions()),
     )
     .await;
-    emit(&emitter, 200..300).await;
+    emit_to(&emitter, 200..300).await;
     counted(&client, 300).await;
     running.stop().await;
 
@@ -165,4 +168,59 @@ async fn goka_and_our_instances_share_a_group_through_rebalances() {
     );
     assert_eq!(distinct.len(), 300, "every click handled");
     assert_eq!(all.len(), 300, "no click handled twice");
+}
+
+goka::stream!(pub Taps = "refused-taps": String as StringCodec);
+
+/// A member of a group whose goka instances keep goka's default strategy.
+#[goka::processor(group = "interop-refused")]
+#[input(topic = Taps, handler = Self::on_tap)]
+#[persist(value = i64, codec = Int64Codec)]
+struct Refused;
+
+impl Refused {
+    fn on_tap(&self, ctx: &mut Context<'_, Self>, _page: String) -> Result<(), CallbackError> {
+        let count = ctx.value()?.unwrap_or(0);
+        ctx.set_value(&(count + 1))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_goka_instances_on_gokas_default_strategy_refuses_ours_and_run_says_why() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    goka_tests::ensure_streams(&broker, &[Taps::NAME], PARTITIONS).await;
+    let mut goka = GokaPeer::new("count", &broker.bootstrap())
+        .arg("group", "interop-refused")
+        .arg("stream", Taps::NAME)
+        .spawn();
+    goka.wait_assigned(Duration::from_secs(60), |p| p == [0, 1, 2, 3]);
+
+    let ours = Processor::new(Refused, client.clone(), Default::default());
+    let error = tokio::time::timeout(
+        Duration::from_secs(60),
+        ours.run(tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("ours neither joined nor stopped")
+    .expect_err("ours joined a group whose members offer only copartition");
+    let text = error.to_string();
+    println!("ours stopped: {text}");
+    for part in ["interop-refused", "copartition", "GroupStrategies"] {
+        assert!(text.contains(part), "{part:?} missing in: {text}");
+    }
+
+    // goka's instance kept the group and goes on.
+    let taps = Emitter::<Taps>::new(&*client).await.unwrap();
+    emit_to(&taps, 0..20).await;
+    let expected: BTreeMap<String, i64> = (0..20).fold(BTreeMap::new(), |mut counts, i| {
+        *counts.entry(user(i)).or_default() += 1;
+        counts
+    });
+    goka_tests::wait_for_rows::<GroupTable<Refused>>(&client, &expected, Duration::from_secs(60))
+        .await;
+    let report = tokio::task::spawn_blocking(move || goka.stop())
+        .await
+        .unwrap();
+    assert_eq!(report["handled"], 20, "{report}");
 }

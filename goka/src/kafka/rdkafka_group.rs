@@ -20,6 +20,7 @@ use futures::FutureExt;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError as RdError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use super::rdkafka_consumer::{add_polled, fetch_defaults, is_fatal, set_default, Polled};
@@ -486,6 +487,21 @@ impl GroupConsumer for RdGroupConsumer {
                 ),
             }),
             Some(Err(e)) if is_fatal(&e) => Err(self.error("(group)", e)),
+            // The group's members agree on no assignment strategy with this one: the broker
+            // refuses every join as long as they stay, so waiting would wait for ever.
+            Some(Err(e))
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InconsistentGroupProtocol) =>
+            {
+                Err(self.error(
+                    "(group)",
+                    format!(
+                        "{e}: the group's members offer no partition assignment strategy this \
+                         member offers (range); goka's processors offer only their own \
+                         copartition strategy unless their sarama configuration lists range \
+                         too (Consumer.Group.Rebalance.GroupStrategies, with Strategy unset)"
+                    ),
+                ))
+            }
             Some(Err(e)) => Ok(Some(self.error("(group)", e))),
         }
     }
