@@ -8,7 +8,7 @@
 //	       (G-table, codec.Int64)
 //	join   a processor group G joins S with -table and looks up -lookup (both codec.Int64)
 //	       and emits what it found to -output
-//	loop   a processor group G loops every message of S back to the key in its value; the
+//	loop   a processor group G loops every message "TO|..." of S back to the key TO; the
 //	       loopback handler counts them in G-table
 //	emit   goka's Emitter sends -messages messages to S, with headers
 //	view   goka's View of -table (codec.Int64) prints every row once it recovered

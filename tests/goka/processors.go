@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/lovoo/goka"
 	"github.com/lovoo/goka/codec"
@@ -39,13 +40,14 @@ func count(o options) error {
 	return run(o, g, t)
 }
 
-// loop sends every message back to the key its value names, with the stream's key as the
-// value; the loopback handler counts per key in the group table.
+// loop sends every message, "TO|...", back through the loop topic to the key TO, with the
+// whole message as the value; the loopback handler counts per key in the group table.
 func loop(o options) error {
 	t := newTally(o.messages)
 	g := goka.DefineGroup(goka.Group(o.group),
 		goka.Input(goka.Stream(o.stream), new(codec.String), func(ctx goka.Context, msg interface{}) {
-			ctx.Loopback(msg.(string), ctx.Key())
+			to := strings.SplitN(msg.(string), "|", 2)[0]
+			ctx.Loopback(to, msg)
 		}),
 		goka.Loop(new(codec.String), func(ctx goka.Context, msg interface{}) {
 			var n int64

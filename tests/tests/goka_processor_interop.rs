@@ -34,6 +34,11 @@ fn referred(i: usize) -> String {
     user(i * 7 + 3)
 }
 
+/// Message `i` of the loopback's input: its target, then its number.
+fn referral(i: usize) -> String {
+    format!("{}|{i}", referred(i))
+}
+
 fn header(headers: &Headers, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -120,7 +125,7 @@ async fn goka_processors_tables_are_read_joined_and_looked_up_by_ours() {
     }
     let referrals = Emitter::<Referrals>::new(&*client).await.unwrap();
     for i in 0..60 {
-        referrals.emit_sync(&user(i), &referred(i)).await.unwrap();
+        referrals.emit_sync(&user(i), &referral(i)).await.unwrap();
     }
     let clicked = counts((0..200).map(user));
     let referred_counts = counts((0..60).map(referred));
@@ -258,7 +263,7 @@ impl Visitors {
     }
 }
 
-/// Sends each share through its loop topic to the user it names, and counts it there.
+/// Sends each share, "TO|N", through its loop topic to the user TO, and counts it there.
 #[goka::processor(group = "interop-our-loop")]
 #[input(topic = Shares, handler = Self::on_share)]
 #[loopback(value = String, codec = StringCodec, handler = Self::on_loop)]
@@ -266,12 +271,12 @@ impl Visitors {
 struct Sharers;
 
 impl Sharers {
-    fn on_share(&self, ctx: &mut Context<'_, Self>, to: String) -> Result<(), CallbackError> {
-        let from = ctx.key().clone();
-        ctx.loopback(&to, &from)
+    fn on_share(&self, ctx: &mut Context<'_, Self>, share: String) -> Result<(), CallbackError> {
+        let to = share.split('|').next().unwrap_or_default().to_owned();
+        ctx.loopback(&to, &share)
     }
 
-    fn on_loop(&self, ctx: &mut Context<'_, Self>, _from: String) -> Result<(), CallbackError> {
+    fn on_loop(&self, ctx: &mut Context<'_, Self>, _share: String) -> Result<(), CallbackError> {
         let count = ctx.value()?.unwrap_or(0);
         ctx.set_value(&(count + 1))
     }
@@ -316,7 +321,7 @@ async fn our_processors_tables_are_read_joined_and_looked_up_by_goka() {
     assert_eq!(report["emitted"], 200, "{report}");
     let shares = Emitter::<Shares>::new(&*client).await.unwrap();
     for i in 0..60 {
-        shares.emit_sync(&user(i), &referred(i)).await.unwrap();
+        shares.emit_sync(&user(i), &referral(i)).await.unwrap();
     }
     let visited = counts((0..200).map(user));
     let shared = counts((0..60).map(referred));

@@ -175,3 +175,143 @@ async fn a_goka_service_is_replaced_by_ours_and_back_losing_nothing() {
         "ours stopped before it was told"
     );
 }
+
+goka::stream!(pub Shares = "replace-shares": String as StringCodec);
+
+/// goka's loopback service, written in Rust: each share "TO|N" goes through the group's loop
+/// topic to TO, where it is counted.
+#[goka::processor(group = "interop-replace-loop")]
+#[input(topic = Shares, handler = Self::on_share)]
+#[loopback(value = String, codec = StringCodec, handler = Self::on_loop)]
+#[persist(value = i64, codec = Int64Codec)]
+struct LoopReplacement {
+    handled: Arc<Mutex<Vec<String>>>,
+    stop_after: usize,
+    stop: CancellationToken,
+}
+
+impl LoopReplacement {
+    fn on_share(&self, ctx: &mut Context<'_, Self>, share: String) -> Result<(), CallbackError> {
+        let to = share.split('|').next().unwrap_or_default().to_owned();
+        ctx.loopback(&to, &share)
+    }
+
+    fn on_loop(&self, ctx: &mut Context<'_, Self>, share: String) -> Result<(), CallbackError> {
+        let count = ctx.value()?.unwrap_or(0);
+        ctx.set_value(&(count + 1))?;
+        let mut handled = self.handled.lock().unwrap();
+        handled.push(share);
+        if handled.len() == self.stop_after {
+            self.stop.cancel();
+        }
+        Ok(())
+    }
+}
+
+fn share(i: usize) -> String {
+    format!("{}|{i}", user(i * 7 + 3))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goka_loopback_service_is_replaced_with_loop_messages_in_flight() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    goka_tests::ensure_streams(&broker, &[Shares::NAME], PARTITIONS).await;
+    let shares = Emitter::<Shares>::new(&*client).await.unwrap();
+    for i in 0..200 {
+        shares.emit_sync(&user(i), &share(i)).await.unwrap();
+    }
+
+    // goka stops after counting 60 shares in its loop handler; the rest of what its input
+    // handler sent to the loop topic waits there for the next owner.
+    let first = tokio::task::spawn_blocking({
+        let bootstrap = broker.bootstrap();
+        move || {
+            GokaPeer::new("loop", &bootstrap)
+                .arg("group", "interop-replace-loop")
+                .arg("stream", Shares::NAME)
+                .arg("messages", 60)
+                .run()
+        }
+    })
+    .await
+    .unwrap();
+    let by_goka = values(&first);
+
+    // Ours handles the rest, from goka's loop topic and the input, and stops 30 loop messages
+    // into the next 100 shares.
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let left = 200 - by_goka.len();
+    let ours = Arc::new(Processor::new(
+        LoopReplacement {
+            handled: handled.clone(),
+            stop_after: left + 30,
+            stop: stop.clone(),
+        },
+        client.clone(),
+        goka::processor::ProcessorConfig::default(),
+    ));
+    let running = tokio::spawn({
+        let (ours, stop) = (ours.clone(), stop.clone());
+        async move { ours.run(stop).await }
+    });
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || handled.lock().unwrap().len() >= left,
+        || {
+            format!(
+                "ours counted {} of the {left} shares goka left",
+                handled.lock().unwrap().len()
+            )
+        },
+    )
+    .await;
+    for i in 200..300 {
+        shares.emit_sync(&user(i), &share(i)).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("ours did not stop after its 30 loop messages")
+        .unwrap()
+        .unwrap();
+    let by_ours = handled.lock().unwrap().clone();
+
+    // goka takes the group back, loop messages ours left included.
+    let expected: BTreeMap<String, i64> = (0..300).fold(BTreeMap::new(), |mut counts, i| {
+        *counts.entry(user(i * 7 + 3)).or_default() += 1;
+        counts
+    });
+    let back = GokaPeer::new("loop", &broker.bootstrap())
+        .arg("group", "interop-replace-loop")
+        .arg("stream", Shares::NAME)
+        .spawn();
+    goka_tests::wait_for_rows::<GroupTable<LoopReplacement>>(
+        &client,
+        &expected,
+        Duration::from_secs(90),
+    )
+    .await;
+    let second = tokio::task::spawn_blocking(move || back.stop())
+        .await
+        .unwrap();
+    let by_goka_again = values(&second);
+
+    let all: Vec<&String> = by_goka
+        .iter()
+        .chain(&by_ours)
+        .chain(&by_goka_again)
+        .collect();
+    let distinct: BTreeSet<&String> = all.iter().copied().collect();
+    println!(
+        "loop: goka counted {}, ours {}, goka again {}; duplicates {}",
+        by_goka.len(),
+        by_ours.len(),
+        by_goka_again.len(),
+        all.len() - distinct.len()
+    );
+    let emitted: BTreeSet<String> = (0..300).map(share).collect();
+    let missing: Vec<&String> = emitted.iter().filter(|s| !distinct.contains(s)).collect();
+    assert!(missing.is_empty(), "never counted: {missing:?}");
+    assert_eq!(all.len(), 300, "no share counted twice");
+}
