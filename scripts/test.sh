@@ -8,6 +8,11 @@ source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
 bash scripts/prerequisites.sh --browser
+# The interop tests build goka itself (tests/goka) with Go.
+if ! command -v go >/dev/null 2>&1; then
+  echo "test.sh: 'go' is not installed (Go 1.25 or newer builds the goka program of the interop tests)" >&2
+  exit 1
+fi
 source scripts/broker.sh --persistent
 trap stop_test_brokers EXIT
 

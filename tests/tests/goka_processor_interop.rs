@@ -528,6 +528,7 @@ async fn a_goka_row_our_codec_cannot_decode_is_an_error_that_names_it() {
     .expect("the processor neither failed nor stopped")
     .expect_err("the processor read a row its codec cannot decode");
     let text = error.to_string();
+    println!("processor stopped: {text}");
     for part in [
         "interop-mismatch",
         "mismatch-taps",
@@ -557,4 +558,32 @@ async fn a_goka_row_our_codec_cannot_decode_is_an_error_that_names_it() {
     )
     .await;
     running.stop().await;
+
+    // Under DeadLetter the next such message goes to the dead-letter topic with the error.
+    taps.emit_sync(&user(5), &"/page/41".to_owned())
+        .await
+        .unwrap();
+    let config = goka::processor::ProcessorConfig {
+        decode_errors: Some(goka::codec::DecodeErrorPolicy::DeadLetter),
+        ..Default::default()
+    };
+    let processor = Arc::new(Processor::new(WrongCodec, client.clone(), config));
+    let running = Running::spawn({
+        let p = processor.clone();
+        move |cancel| async move { p.run(cancel).await }
+    });
+    let letters = read_all(&broker, "interop-mismatch-dead-letters", 1, 1);
+    running.stop().await;
+    assert_eq!(letters.len(), 1);
+    let error = letters[0]
+        .headers
+        .iter()
+        .find(|(name, _)| name == goka::processor::DEAD_LETTER_ERROR)
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        .unwrap_or_default();
+    assert!(
+        error.contains("row \"user-5\" of table interop-mismatch-table does not decode"),
+        "{error}"
+    );
+    assert_eq!(letters[0].key, b"user-5");
 }
