@@ -66,6 +66,20 @@ pub enum KafkaError {
         /// How long.
         timeout: Duration,
     },
+    /// A transaction could not be opened, committed or aborted.
+    #[error("transaction {transactional_id:?}: {operation} failed: {message}{}", transaction_note(.fenced, .abortable))]
+    Transaction {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// What was asked: init, begin, send offsets, commit, abort.
+        operation: &'static str,
+        /// The client's explanation.
+        message: String,
+        /// The producer was fenced (or failed fatally): it can never commit again.
+        fenced: bool,
+        /// The open transaction must be aborted; a new one may follow.
+        abortable: bool,
+    },
     /// The local state of a table partition holds offsets its changelog does not have.
     #[error("local state of topic {topic:?} partition {partition} holds offset {stored}, beyond the partition's end (high watermark {high}): the topic was made anew or the state belongs to another cluster; delete the local state and start again")]
     LocalStateAhead {
@@ -78,6 +92,18 @@ pub enum KafkaError {
         /// The partition's high watermark.
         high: i64,
     },
+}
+
+/// What a transaction error means for the producer.
+fn transaction_note(fenced: &bool, abortable: &bool) -> &'static str {
+    if *fenced {
+        " (fenced: a newer producer with this transactional id, or a newer generation of the \
+         group, took over; this one can commit no more)"
+    } else if *abortable {
+        " (the transaction must be aborted)"
+    } else {
+        ""
+    }
 }
 
 impl KafkaError {

@@ -26,6 +26,9 @@ mod rdkafka_group;
 mod rdkafka_headers;
 #[cfg(feature = "rdkafka")]
 mod rdkafka_producer;
+#[cfg(feature = "rdkafka")]
+mod rdkafka_transaction;
+mod transaction;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,6 +41,7 @@ pub use self::batch::{BatchEvent, ConsumedBatch, MessageRef};
 pub use self::config::KafkaConfig;
 pub use self::error::KafkaError;
 pub use self::message::{ConsumedMessage, Headers, OutgoingRecord};
+pub use self::transaction::{GroupMetadata, TransactionalProducer};
 
 /// Where a produced message was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,6 +420,13 @@ pub trait GroupConsumer: Send + 'static {
     /// Commits offsets; `sync` waits for the broker's answer.
     fn commit(&mut self, offsets: &[TopicPartitionOffset], sync: bool) -> Result<(), KafkaError>;
 
+    /// The member's identity at its current generation, for the offsets of a transaction
+    /// ([`TransactionalProducer::send_offsets`]); `None` for clients without transactions
+    /// and before the member joined.
+    fn group_metadata(&self) -> Option<GroupMetadata> {
+        None
+    }
+
     /// Leaves the group (bounded in time).
     fn close(self: Box<Self>);
 }
@@ -454,6 +465,22 @@ pub trait Client: Send + Sync + 'static {
     /// order anyway return [`producer`](Self::producer).
     fn ordered_producer(&self) -> Result<std::sync::Arc<dyn Producer>, KafkaError> {
         self.producer()
+    }
+
+    /// A producer whose messages belong to transactions, as `transactional_id` (Kafka's
+    /// `transactional.id`): opening it fences any earlier producer of the same id and
+    /// finishes what that one left open. Clients without transactions refuse.
+    fn transactional_producer<'a>(
+        &'a self,
+        transactional_id: &'a str,
+    ) -> BoxFuture<'a, Result<std::sync::Arc<dyn TransactionalProducer>, KafkaError>> {
+        Box::pin(futures::future::ready(Err(KafkaError::Transaction {
+            transactional_id: transactional_id.to_owned(),
+            operation: "init",
+            message: "this client has no transactions".into(),
+            fenced: false,
+            abortable: false,
+        })))
     }
 
     /// An admin client.

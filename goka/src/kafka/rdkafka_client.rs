@@ -16,8 +16,13 @@ use super::rdkafka_consumer::{add_polled, fetch_defaults, set_default, Polled};
 use super::rdkafka_producer::RdProducer;
 use super::{
     Admin, Client, ConsumedBatch, HeaderUse, KafkaConfig, KafkaError, PartitionConsumer, Producer,
-    StartOffset, TopicSpec,
+    StartOffset, TopicSpec, TransactionalProducer,
 };
+
+/// How long a transaction call (init, send offsets, commit, abort) may wait for the
+/// transaction coordinator: librdkafka's default `transaction.timeout.ms`, after which the
+/// broker aborts an open transaction by itself.
+const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long metadata and admin requests may take: librdkafka's `socket.timeout.ms` where
 /// it is set lower.
@@ -120,6 +125,21 @@ impl Client for RdKafkaClient {
         }
         let producer = RdProducer::new(&config)?;
         Ok(self.ordered.get_or_init(|| Arc::new(producer)).clone())
+    }
+
+    fn transactional_producer<'a>(
+        &'a self,
+        transactional_id: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<dyn TransactionalProducer>, KafkaError>> {
+        Box::pin(async move {
+            let producer = super::rdkafka_transaction::RdTransactional::new(
+                self.client_config(),
+                transactional_id,
+                TRANSACTION_CALL_TIMEOUT,
+            )
+            .await?;
+            Ok(Arc::new(producer) as Arc<dyn TransactionalProducer>)
+        })
     }
 
     fn admin(&self) -> Result<Arc<dyn Admin>, KafkaError> {

@@ -325,7 +325,9 @@ fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-fn offsets_list(offsets: &[TopicPartitionOffset]) -> Result<TopicPartitionList, RdError> {
+pub(super) fn offsets_list(
+    offsets: &[TopicPartitionOffset],
+) -> Result<TopicPartitionList, RdError> {
     let mut tpl = TopicPartitionList::new();
     for o in offsets {
         tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset))?;
@@ -441,6 +443,11 @@ impl RdGroupConsumer {
 }
 
 impl GroupConsumer for RdGroupConsumer {
+    fn group_metadata(&self) -> Option<super::GroupMetadata> {
+        let metadata = self.consumer.as_ref()?.group_metadata()?;
+        Some(super::GroupMetadata(Box::new(Arc::new(metadata))))
+    }
+
     fn poll(&mut self, timeout: Duration) -> Result<Option<KafkaError>, KafkaError> {
         let Some(consumer) = self.consumer.as_ref() else {
             return Ok(None);

@@ -64,7 +64,7 @@ impl DeliveryState {
 }
 
 /// Completes each message's [`Ack`] from librdkafka's delivery report.
-struct AckContext(Arc<DeliveryState>);
+pub(super) struct AckContext(Arc<DeliveryState>);
 
 impl rdkafka::ClientContext for AckContext {}
 
@@ -128,6 +128,11 @@ impl RdProducer {
             .spawn(move || serve_reports(&producer, &thread_shared))
             .map_err(|e| KafkaError::Config(format!("cannot start the producer thread: {e}")))?;
         Ok(Self { inner, shared })
+    }
+
+    /// librdkafka's producer, for the calls of a transactional one.
+    pub(super) fn native(&self) -> &BaseProducer<AckContext> {
+        &self.inner
     }
 
     /// Serves the reports that are ready, on the sending thread, and keeps the reporting

@@ -1,0 +1,158 @@
+//! Transactions on librdkafka: the producer of [`super::rdkafka_producer`] with a
+//! `transactional.id`, its blocking transaction calls run off the async threads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::producer::{BaseProducer, Producer as _};
+use rdkafka::ClientConfig;
+
+use super::rdkafka_producer::{AckContext, RdProducer};
+use super::transaction::{GroupMetadata, TransactionalProducer};
+use super::{Ack, KafkaError, OutgoingRecord, Producer, SendError, TopicPartitionOffset};
+
+/// A transactional producer on librdkafka.
+#[derive(Debug)]
+pub(super) struct RdTransactional {
+    producer: Arc<RdProducer>,
+    id: String,
+    /// How long a transaction call may wait for the coordinator.
+    timeout: Duration,
+}
+
+impl RdTransactional {
+    /// Creates the producer as `id` and registers it with the transaction coordinator,
+    /// which fences earlier producers of the same id.
+    pub(super) async fn new(
+        mut config: ClientConfig,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Self, KafkaError> {
+        config.set("transactional.id", id);
+        let producer = Arc::new(RdProducer::new(&config)?);
+        let this = Self {
+            producer,
+            id: id.to_owned(),
+            timeout,
+        };
+        this.call("init", move |p, t| p.init_transactions(t))
+            .await?;
+        Ok(this)
+    }
+
+    /// Runs a blocking transaction call on a blocking thread.
+    fn call(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&BaseProducer<AckContext>, Duration) -> Result<(), RdError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<(), KafkaError>> {
+        let (producer, id, timeout) = (self.producer.clone(), self.id.clone(), self.timeout);
+        async move {
+            tokio::task::spawn_blocking(move || f(producer.native(), timeout))
+                .await
+                .map_err(|e| transaction_error(&id, operation, &e.to_string(), false, false))?
+                .map_err(|e| match &e {
+                    RdError::Transaction(rd) => transaction_error(
+                        &id,
+                        operation,
+                        &rd.to_string(),
+                        rd.is_fatal(),
+                        rd.txn_requires_abort(),
+                    ),
+                    other => transaction_error(&id, operation, &other.to_string(), false, false),
+                })
+        }
+        .boxed()
+    }
+}
+
+fn transaction_error(
+    id: &str,
+    operation: &'static str,
+    message: &str,
+    fenced: bool,
+    abortable: bool,
+) -> KafkaError {
+    KafkaError::Transaction {
+        transactional_id: id.to_owned(),
+        operation,
+        message: message.to_owned(),
+        fenced,
+        abortable,
+    }
+}
+
+impl Producer for RdTransactional {
+    fn try_send(&self, record: &OutgoingRecord<'_>) -> Result<Ack, SendError> {
+        self.producer.try_send(record)
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), KafkaError>> {
+        self.producer.flush(timeout)
+    }
+}
+
+impl TransactionalProducer for RdTransactional {
+    fn begin(&self) -> Result<(), KafkaError> {
+        self.producer
+            .native()
+            .begin_transaction()
+            .map_err(|e| match &e {
+                RdError::Transaction(rd) => transaction_error(
+                    &self.id,
+                    "begin",
+                    &rd.to_string(),
+                    rd.is_fatal(),
+                    rd.txn_requires_abort(),
+                ),
+                other => transaction_error(&self.id, "begin", &other.to_string(), false, false),
+            })
+    }
+
+    fn send_offsets<'a>(
+        &'a self,
+        offsets: &'a [TopicPartitionOffset],
+        group: &'a GroupMetadata,
+    ) -> BoxFuture<'a, Result<(), KafkaError>> {
+        let Some(metadata) = group.0.downcast_ref::<Arc<ConsumerGroupMetadata>>() else {
+            return futures::future::ready(Err(transaction_error(
+                &self.id,
+                "send offsets",
+                "the group metadata is another client's",
+                false,
+                false,
+            )))
+            .boxed();
+        };
+        let list = match super::rdkafka_group::offsets_list(offsets) {
+            Ok(list) => list,
+            Err(e) => {
+                let message = format!("offsets {offsets:?}: {e}");
+                return futures::future::ready(Err(transaction_error(
+                    &self.id,
+                    "send offsets",
+                    &message,
+                    false,
+                    false,
+                )))
+                .boxed();
+            }
+        };
+        let metadata = metadata.clone();
+        self.call("send offsets", move |p, t| {
+            p.send_offsets_to_transaction(&list, &metadata, t)
+        })
+    }
+
+    fn commit(&self) -> BoxFuture<'_, Result<(), KafkaError>> {
+        self.call("commit", |p, t| p.commit_transaction(t))
+    }
+
+    fn abort(&self) -> BoxFuture<'_, Result<(), KafkaError>> {
+        self.call("abort", |p, t| p.abort_transaction(t))
+    }
+}
