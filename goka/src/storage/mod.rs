@@ -23,6 +23,7 @@ mod memory;
 mod null;
 #[cfg(feature = "rocksdb")]
 mod rocksdb;
+mod uncommitted;
 
 #[cfg(test)]
 mod suite;
@@ -38,6 +39,7 @@ pub use self::memory::{MemoryBuilder, MemoryStorage};
 pub use self::null::{NullBuilder, NullStorage};
 #[cfg(feature = "rocksdb")]
 pub use self::rocksdb::{RocksDbBuilder, RocksDbStorage};
+pub use self::uncommitted::Uncommitted;
 
 /// The key under which backends keep the last applied changelog offset (decimal ASCII), as
 /// goka does. It lives in a namespace separate from table rows.
