@@ -33,6 +33,10 @@ impl RdTransactional {
         timeout: Duration,
     ) -> Result<Self, KafkaError> {
         config.set("transactional.id", id);
+        // A member that dies with a transaction open holds up every read_committed reader of
+        // what it wrote until the broker aborts the transaction: 10 s (Kafka Streams'
+        // choice under exactly-once) rather than librdkafka's minute, unless set.
+        super::rdkafka_consumer::set_default(&mut config, "transaction.timeout.ms", "10000");
         let producer = Arc::new(RdProducer::new(&config)?);
         let this = Self {
             producer,

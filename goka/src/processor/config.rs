@@ -44,8 +44,12 @@ pub struct ProcessorConfig {
     /// 1 MiB by default) may come on top, so 8 partitions of 1 MB messages hold about
     /// 136 MiB, where 10,000 messages each would be 80 GiB.
     pub partition_queue_bytes: usize,
-    /// How often done offsets are committed.
+    /// How often done offsets are committed (under [`Guarantee::ExactlyOnce`], how often
+    /// the transaction commits).
     pub commit_interval: Duration,
+    /// What the processor promises about its outputs, its tables and its input offsets
+    /// (default: [`Guarantee::AtLeastOnce`]).
+    pub guarantee: Guarantee,
     /// How long `run` waits, once it stops (cancelled or failed), for the consumer group
     /// member to finish: its partition tasks' in-flight work, the last commit, leaving the
     /// group. Each of these is bounded by itself; this bounds them together, so that a
@@ -180,6 +184,23 @@ pub enum Rebalance {
     Revoked(Vec<i32>),
 }
 
+/// What a processor promises (Kafka Streams' `processing.guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guarantee {
+    /// Every input message is handled, and what it causes written, at least once: after a
+    /// crash or a rebalance the messages handled since the last commit are handled again,
+    /// and their outputs and table writes may appear twice.
+    #[default]
+    AtLeastOnce,
+    /// What handling a message causes (table writes, emits, loopbacks, dead letters) and
+    /// the commit of its offset happen together, in a Kafka transaction per commit interval,
+    /// or not at all: `read_committed` readers (librdkafka's default) see each input's
+    /// effects once, and a partition's local table never runs ahead of its committed
+    /// changelog. Needs a cluster with transactions (Kafka; not the stand-in broker); groups
+    /// with windows or timers are refused for now.
+    ExactlyOnce,
+}
+
 /// The rebalance callback of [`ProcessorConfig::rebalance`].
 pub type RebalanceCallback = dyn Fn(&Rebalance) + Send + Sync + 'static;
 
@@ -192,6 +213,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("partition_queue", &self.partition_queue)
             .field("partition_queue_bytes", &self.partition_queue_bytes)
             .field("commit_interval", &self.commit_interval)
+            .field("guarantee", &self.guarantee)
             .field("stop_timeout", &self.stop_timeout)
             .field("drain_timeout", &self.drain_timeout)
             .field("output_time", &self.output_time)
@@ -222,6 +244,7 @@ impl Default for ProcessorConfig {
             partition_queue: 10_000,
             partition_queue_bytes: 16 << 20,
             commit_interval: Duration::from_millis(500),
+            guarantee: Guarantee::AtLeastOnce,
             stop_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             output_time: OutputTime::default(),

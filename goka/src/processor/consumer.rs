@@ -299,13 +299,24 @@ impl<P: Handlers> RebalanceListener for Listener<P> {
         let split = self.split_revoke(partitions);
         self.shared.set_state(ProcessorState::Stopping);
         self.stop(numbers.iter().copied());
-        self.tell(Rebalance::Revoked(numbers.iter().copied().collect()));
+        if let Some(transaction) = &self.shared.transaction {
+            // The revoked partitions' work is committed in the member's transaction before
+            // they are handed over, with what the other partitions did meanwhile.
+            let quiet_within = self.shared.config.drain_timeout;
+            if let Err(error) =
+                transaction.commit(&self.shared.offsets, &self.runtime, quiet_within)
+            {
+                self.shared.fail(error);
+            }
+            self.shared.offsets.remove(partitions);
+        }
         self.follow_unowned(&self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         self.shared.set_state(ProcessorState::Starting);
         self.shared.stats.await_assignment();
         if let Some(error) = split {
             self.shared.fail(error);
         }
+        // Under exactly-once the transaction committed them above.
         self.shared.offsets.remove(partitions)
     }
 
@@ -424,6 +435,7 @@ fn member_loop<P: Handlers>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle)
         },
         new_group_start: shared.config.new_group_start,
     };
+    let runtime = listener.runtime.clone();
     let mut member =
         match shared
             .client
@@ -457,15 +469,46 @@ fn member_loop<P: Handlers>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle)
                 break;
             }
         }
+        if let Some(transaction) = &shared.transaction {
+            transaction.set_metadata(member.group_metadata());
+        }
         if last_commit.elapsed() >= shared.config.commit_interval {
-            commit(&shared, &mut *member, false);
+            match &shared.transaction {
+                None => commit(&shared, &mut *member, false),
+                Some(transaction) => {
+                    let quiet_within = shared.config.drain_timeout;
+                    if let Err(error) = transaction.commit(&shared.offsets, &runtime, quiet_within)
+                    {
+                        shared.fail(error);
+                        break;
+                    }
+                }
+            }
             last_commit = Instant::now();
             unassigned.check(&shared);
         }
     }
     shared.set_state(ProcessorState::Stopping);
     listener.stop_all();
-    commit(&shared, &mut *member, true);
+    match &shared.transaction {
+        None => commit(&shared, &mut *member, true),
+        Some(transaction) => {
+            let failed = shared
+                .failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some();
+            if failed {
+                // What the open transaction holds is part of the work that failed.
+                transaction.abort(&runtime);
+            } else if let Err(error) =
+                transaction.commit(&shared.offsets, &runtime, shared.config.drain_timeout)
+            {
+                shared.fail(error);
+                transaction.abort(&runtime);
+            }
+        }
+    }
     member.close();
 }
 

@@ -24,6 +24,7 @@
 //! | `config.rs`, `policies.rs`, `middleware.rs` | options, the policies they select, handler middleware |
 //! | `stats.rs`, `latency.rs`, `watermarks.rs` | what a running processor reports about itself |
 //! | `topics.rs` | the topics checked and created before the group is joined |
+//! | `transaction.rs` | exactly-once: the member's transaction, the partitions paused for its commit |
 //! | `error.rs`, `visit.rs`, `lookups.rs`, `stream_time.rs` | errors, visitors, lookup views, stream time in commits |
 //! | `fixture.rs` | for unit tests only: groups, stores in memory, a producer the test acknowledges |
 
@@ -49,6 +50,7 @@ pub(crate) mod state;
 mod stats;
 mod stream_time;
 mod topics;
+mod transaction;
 mod visit;
 mod watermarks;
 
@@ -59,7 +61,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::{
-    HandlerErrorPolicy, LatePolicy, OutputTime, ProcessorConfig, Rebalance, RebalanceCallback,
+    Guarantee, HandlerErrorPolicy, LatePolicy, OutputTime, ProcessorConfig, Rebalance,
+    RebalanceCallback,
 };
 pub use self::error::ProcessorError;
 pub use self::handlers::Handlers;
@@ -209,25 +212,36 @@ impl<P: Handlers> Processor<P> {
             Ok(None) => return Ok(()),
             Err(stopped) => return Err(gave_up(group, stopped)),
         };
-        let producer = self
-            .client
-            .ordered_producer()
-            .map_err(|source| ProcessorError::Produce { group, source })?;
+        let (producer, transaction) = match self.config.guarantee {
+            Guarantee::AtLeastOnce => (
+                self.client
+                    .ordered_producer()
+                    .map_err(|source| ProcessorError::Produce { group, source })?,
+                None,
+            ),
+            Guarantee::ExactlyOnce => {
+                let (producer, transaction) = self.transactional().await?;
+                (producer, Some(transaction))
+            }
+        };
         let internal = cancel.child_token();
         let (lookups, lookup_tasks) = tokio::select! {
             started = self.start_lookups(&internal) => started?,
             // The views' tasks stop with `internal`, a child of `cancel`.
             _ = cancel.cancelled() => return Ok(()),
         };
-        let shared = Arc::new(Shared::new::<P>(
-            self.client.clone(),
-            self.config.clone(),
-            producer,
-            partition_counts,
-            lookups,
-            self.state.clone(),
-            internal,
-        ));
+        let shared = Arc::new(
+            Shared::new::<P>(
+                self.client.clone(),
+                self.config.clone(),
+                producer,
+                partition_counts,
+                lookups,
+                self.state.clone(),
+                internal,
+            )
+            .with_transaction(transaction),
+        );
         *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
         let watermarks = tokio::spawn(watermarks::follow::<P>(shared.clone()));
         let lookups_watched = tokio::spawn(lookups::watch(shared.clone(), lookup_tasks));
@@ -246,6 +260,43 @@ impl<P: Handlers> Processor<P> {
             Some(error) => Err(error),
             None => Ok(()),
         }
+    }
+
+    /// The member's transactional producer, with its first transaction open. Its id is the
+    /// instance's own: under KIP-447 the group's generation fences a member that was
+    /// replaced, whatever its id.
+    async fn transactional(
+        &self,
+    ) -> Result<
+        (
+            Arc<dyn crate::kafka::Producer>,
+            Arc<transaction::Transaction>,
+        ),
+        ProcessorError,
+    > {
+        let group = P::GRAPH.group;
+        if !P::GRAPH.windows.is_empty() || P::GRAPH.timers.is_some() {
+            return Err(ProcessorError::Produce {
+                group,
+                source: crate::kafka::KafkaError::Config(
+                    "Guarantee::ExactlyOnce does not cover windows and timers yet: run this \
+                     group at least once"
+                        .into(),
+                ),
+            });
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let id = format!("{group}-{}-{nanos}", std::process::id());
+        let producer = self
+            .client
+            .transactional_producer(&id)
+            .await
+            .map_err(|source| ProcessorError::Produce { group, source })?;
+        let transaction = transaction::Transaction::begin(group, producer.clone())?;
+        let producer: Arc<dyn crate::kafka::Producer> = producer;
+        Ok((producer, Arc::new(transaction)))
     }
 
     /// Starts a view of every lookup table and waits until each recovered (goka waits too:

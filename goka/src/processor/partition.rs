@@ -60,7 +60,7 @@ impl<P: Handlers> PartitionTask<P> {
         shared.set_partition_state(partition, PartitionState::Recovering);
         // A partition followed in hot standby hands over its tables, nearly recovered.
         let handed_over = shared.standbys.take(partition).await;
-        let stores = Stores::open::<P>(&shared, partition, &self.stop, handed_over)?;
+        let mut stores = Stores::open::<P>(&shared, partition, &self.stop, handed_over)?;
         let mut joined = Joined::default();
         let recovered = stores
             .recover(&self.stop, self.committed_stream_time, &mut joined)
@@ -82,6 +82,9 @@ impl<P: Handlers> PartitionTask<P> {
             "partition recovered; processing"
         );
         let mut collector = Collector::new(&shared, partition);
+        if let Some(transaction) = &shared.transaction {
+            transaction.enter(partition, stores.hold_for_transaction());
+        }
         let result = self
             .process_loop(
                 &stores,
@@ -91,6 +94,9 @@ impl<P: Handlers> PartitionTask<P> {
                 &mut visits,
             )
             .await;
+        if let Some(transaction) = &shared.transaction {
+            transaction.leave(partition);
+        }
         let saved = collector.save_offsets(&stores);
         let closed = stores.close(joined);
         result.and(saved).and(closed)
@@ -118,14 +124,28 @@ impl<P: Handlers> PartitionTask<P> {
             && (stores.resources.timers.is_some() || !stores.resources.windows.tables.is_empty());
         let ticking = stores.resources.timers.is_some() || idling;
         let mut last_input = tokio::time::Instant::now();
+        // Under exactly-once, a transaction's commit pauses the partition: it finishes what
+        // it has in flight and takes nothing new until the commit is done.
+        let mut gate = self.shared.transaction.as_ref().map(|t| t.gate());
         loop {
+            let paused = match (&gate, &self.shared.transaction) {
+                (Some(gate), Some(transaction)) => {
+                    let now = *gate.borrow();
+                    if now.paused && collector.is_idle() {
+                        transaction.quiet(self.partition, now.round);
+                    }
+                    now.paused
+                }
+                _ => false,
+            };
             let step = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
                 done = collector.next_done(), if !collector.is_idle() => {
                     done.and_then(|done| collector.complete(stores, done))
                 }
-                batch = next_input(inputs), if collector.in_flight() < MAX_IN_FLIGHT => match batch {
+                () = super::transaction::moved(&mut gate) => Ok(()),
+                batch = next_input(inputs), if !paused && collector.in_flight() < MAX_IN_FLIGHT => match batch {
                     Some(Ok(batch)) => {
                         if idling && batch.has_messages() {
                             last_input = tokio::time::Instant::now();
@@ -143,10 +163,10 @@ impl<P: Handlers> PartitionTask<P> {
                     None => break,
                 },
                 update = joined.next_update(P::GRAPH.group) => update,
-                Some(request) = visits.recv() => {
+                Some(request) = visits.recv(), if !paused => {
                     self.visit(stores, collector, request, &mut outgoing).await
                 }
-                _ = ticks.tick(), if ticking && collector.in_flight() < MAX_IN_FLIGHT => {
+                _ = ticks.tick(), if !paused && ticking && collector.in_flight() < MAX_IN_FLIGHT => {
                     self.tick(stores, collector, last_input, &mut outgoing).await
                 }
             };

@@ -196,6 +196,8 @@ pub(super) struct Shared {
     pub(super) client: Arc<dyn Client>,
     pub(super) config: ProcessorConfig,
     pub(super) producer: Arc<dyn Producer>,
+    /// The member's transaction, under exactly-once.
+    pub(super) transaction: Option<Arc<super::transaction::Transaction>>,
     pub(super) partition_counts: HashMap<&'static str, u32>,
     /// Views of the lookup tables, shared by every partition of this instance.
     pub(super) lookups: LookupViews,
@@ -249,6 +251,7 @@ impl Shared {
             client,
             config,
             producer,
+            transaction: None,
             outputs: super::stats::Outputs::new(partition_counts.keys().copied()),
             partition_counts,
             lookups,
@@ -269,6 +272,15 @@ impl Shared {
             cancel,
             failure: Mutex::new(None),
         }
+    }
+
+    /// Under exactly-once: the member's transaction, whose producer is `producer`.
+    pub(super) fn with_transaction(
+        mut self,
+        transaction: Option<Arc<super::transaction::Transaction>>,
+    ) -> Self {
+        self.transaction = transaction;
+        self
     }
 
     pub(super) fn set_partition_state(&self, partition: i32, state: PartitionState) {

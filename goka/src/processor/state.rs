@@ -388,6 +388,18 @@ impl Stores {
             })
     }
 
+    /// Under exactly-once, puts the group table's rows behind the member's transaction
+    /// (after recovery, which writes straight to storage): handlers read their writes, the
+    /// storage gets them when the transaction commits. Returns the held stores.
+    pub(super) fn hold_for_transaction(&mut self) -> Vec<Arc<crate::storage::Uncommitted>> {
+        let Some(table) = self.resources.table.take() else {
+            return Vec::new();
+        };
+        let held = Arc::new(crate::storage::Uncommitted::new(table));
+        self.resources.table = Some(held.clone());
+        vec![held]
+    }
+
     /// Stops following the joined tables, unregisters the partition and closes every store.
     pub(super) fn close(self, joined: Joined) -> Result<(), ProcessorError> {
         let group = self.shared.group;

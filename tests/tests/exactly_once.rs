@@ -1,0 +1,195 @@
+//! Exactly-once on Kafka 4.4 (`Guarantee::ExactlyOnce`): every click counted in the group
+//! table and echoed to an output topic once, as `read_committed` readers see them; a handler
+//! that fails mid-transaction leaves nothing of that transaction visible, and the restart
+//! handles those clicks once more, exactly once.
+
+// Test helpers unwrap: a failure is a loud test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use goka::codec::{Int64Codec, StringCodec};
+use goka::context::{CallbackError, Context};
+use goka::emitter::Emitter;
+use goka::processor::{GroupTable, Guarantee, Processor, ProcessorConfig};
+use goka::topic::Topic;
+use goka_tests::{client, read_until_at, Running, TestBroker};
+
+goka::stream!(pub Clicks = "eos-clicks": String as StringCodec);
+goka::stream!(pub Echoes = "eos-echoes": String as StringCodec);
+
+const PARTITIONS: u32 = 4;
+
+fn user(i: usize) -> String {
+    format!("user-{}", i % 20)
+}
+
+/// Counts clicks per user and echoes each click; fails on "boom" unless told to let it by.
+#[goka::processor(group = "eos-counter")]
+#[input(topic = Clicks, handler = Self::on_click)]
+#[persist(value = i64, codec = Int64Codec)]
+#[output(topic = Echoes)]
+struct Counter {
+    fail_on_boom: bool,
+}
+
+impl Counter {
+    fn on_click(&self, ctx: &mut Context<'_, Self>, page: String) -> Result<(), CallbackError> {
+        if page == "boom" && self.fail_on_boom {
+            return Err("boom".into());
+        }
+        let count = ctx.value()?.unwrap_or(0);
+        ctx.set_value(&(count + 1))?;
+        let user = ctx.key().clone();
+        ctx.emit::<Echoes>(&user, &page)
+    }
+}
+
+fn config(commit_interval: Duration) -> ProcessorConfig {
+    ProcessorConfig {
+        guarantee: Guarantee::ExactlyOnce,
+        commit_interval,
+        ..goka_tests::from_oldest()
+    }
+}
+
+fn expected(pages: &[(String, String)]) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for (user, _) in pages {
+        *counts.entry(user.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// The echoes `read_committed` readers see: (user, page) pairs, with how often each came.
+/// Reads for 10 s or until more than `expected` came, so that duplicates show.
+fn echoes(broker: &TestBroker, expected: usize) -> BTreeMap<(String, String), usize> {
+    let read = read_until_at(
+        &broker.bootstrap(),
+        Echoes::NAME,
+        PARTITIONS as i32,
+        Duration::from_secs(10),
+        |m| m.len() > expected,
+    );
+    let mut seen = BTreeMap::new();
+    for m in &read {
+        let key = String::from_utf8(m.key.clone()).unwrap();
+        let page = String::from_utf8(m.value.clone().unwrap()).unwrap();
+        *seen.entry((key, page)).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_click_is_counted_and_echoed_once_and_a_failed_transaction_leaves_nothing() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME, Echoes::NAME], PARTITIONS).await;
+    let clicks = Emitter::<Clicks>::new(&*client).await.unwrap();
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for i in 0..1000 {
+        let (user, page) = (user(i), format!("/page/{i}"));
+        clicks.emit_sync(&user, &page).await.unwrap();
+        sent.push((user, page));
+    }
+
+    // Committed every 200 ms: the first thousand.
+    let counter = Arc::new(Processor::new(
+        Counter { fail_on_boom: true },
+        client.clone(),
+        config(Duration::from_millis(200)),
+    ));
+    let running = Running::spawn({
+        let p = counter.clone();
+        move |cancel| async move { p.run(cancel).await }
+    });
+    tokio::time::timeout(Duration::from_secs(60), counter.recovered())
+        .await
+        .expect("the processor did not recover");
+    goka_tests::wait_for_rows::<GroupTable<Counter>>(
+        &client,
+        &expected(&sent),
+        Duration::from_secs(60),
+    )
+    .await;
+    running.stop().await;
+
+    // Fifty more in one transaction (the commit interval is longer than the test), the last
+    // of them "boom": the handler fails, the transaction is aborted, run says why.
+    let mut aborted = Vec::new();
+    for i in 1000..1049 {
+        let (user, page) = (user(i), format!("/page/{i}"));
+        clicks.emit_sync(&user, &page).await.unwrap();
+        aborted.push((user, page));
+    }
+    clicks
+        .emit_sync(&user(0), &"boom".to_owned())
+        .await
+        .unwrap();
+    let failing = Processor::new(
+        Counter { fail_on_boom: true },
+        client.clone(),
+        config(Duration::from_secs(600)),
+    );
+    let error = tokio::time::timeout(
+        Duration::from_secs(60),
+        failing.run(tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("the failing processor did not stop")
+    .expect_err("boom did not fail");
+    assert!(error.to_string().contains("boom"), "{error}");
+    let seen = echoes(&broker, sent.len());
+    let visible: BTreeSet<&(String, String)> = seen.keys().collect();
+    let leaked: Vec<&(String, String)> = aborted.iter().filter(|e| visible.contains(e)).collect();
+    assert!(
+        leaked.is_empty(),
+        "echoes of the aborted transaction: {leaked:?}"
+    );
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "echoed twice: {twice:?}");
+    assert_eq!(seen.len(), sent.len(), "every committed click echoed");
+    // The table's changelog, read committed, still counts the first thousand.
+    goka_tests::wait_for_rows::<GroupTable<Counter>>(
+        &client,
+        &expected(&sent),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // A restart lets "boom" by: the fifty are handled again, exactly once.
+    let counter = Arc::new(Processor::new(
+        Counter {
+            fail_on_boom: false,
+        },
+        client.clone(),
+        config(Duration::from_millis(200)),
+    ));
+    let running = Running::spawn({
+        let p = counter.clone();
+        move |cancel| async move { p.run(cancel).await }
+    });
+    tokio::time::timeout(Duration::from_secs(60), counter.recovered())
+        .await
+        .expect("the processor did not recover");
+    sent.extend(aborted);
+    sent.push((user(0), "boom".to_owned()));
+    goka_tests::wait_for_rows::<GroupTable<Counter>>(
+        &client,
+        &expected(&sent),
+        Duration::from_secs(60),
+    )
+    .await;
+    running.stop().await;
+    let seen = echoes(&broker, sent.len());
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "echoed twice: {twice:?}");
+    let all: BTreeSet<&(String, String)> = sent.iter().collect();
+    assert_eq!(
+        seen.keys().collect::<BTreeSet<_>>(),
+        all,
+        "each click echoed once"
+    );
+}
