@@ -47,17 +47,19 @@ const KEYS: usize = 10_000;
 /// Every side's consumer group session timeout (goka's default).
 const SESSION_TIMEOUT_MS: &str = "10000";
 
-/// The count in one of three groups (each reads the whole input from the beginning): the
-/// README run, the in-memory run and the restarts.
+/// The count in one of four groups (each reads the whole input from the beginning): the
+/// README run, the in-memory run, the exactly-once run and the restarts.
 struct Count<const GROUP: usize>;
 
 const README_RUN: usize = 0;
 const MEMORY_RUN: usize = 1;
 const RESTARTS: usize = 2;
-const GROUPS: [(&str, &str); 3] = [
+const EXACTLY_ONCE_RUN: usize = 3;
+const GROUPS: [(&str, &str); 4] = [
     ("bench-count", "bench-count-table"),
     ("bench-count-memory", "bench-count-memory-table"),
     ("bench-restart", "bench-restart-table"),
+    ("bench-count-eos", "bench-count-eos-table"),
 ];
 
 impl<const GROUP: usize> Group for Count<GROUP> {
@@ -94,6 +96,8 @@ struct Shape {
     bare: Run,
     ours: Run,
     memory: Run,
+    /// Ours under exactly-once, the README's defaults otherwise.
+    eos: Run,
     quix: Option<Run>,
     streams: Option<PeerRun>,
     streams_eos: Option<PeerRun>,
@@ -139,6 +143,17 @@ async fn run(messages: usize, shapes: Vec<u32>) {
         )
         .await;
         memory.report("Processor, table in memory", messages);
+        let eos = processor_count(
+            Count::<EXACTLY_ONCE_RUN>,
+            &broker,
+            ProcessorConfig {
+                guarantee: goka::processor::Guarantee::ExactlyOnce,
+                ..goka_tests::from_oldest()
+            },
+            messages,
+        )
+        .await;
+        eos.report("Processor, exactly-once", messages);
         let quix = quix_count(&broker, messages);
         if let Some(quix) = quix {
             quix.report("Quix Streams 3.28.1 (session timeout 10 s)", messages);
@@ -167,6 +182,7 @@ async fn run(messages: usize, shapes: Vec<u32>) {
             bare,
             ours,
             memory,
+            eos,
             quix,
             streams,
             streams_eos,
@@ -198,17 +214,20 @@ async fn prepare_input(broker: &TestBroker, partitions: u32, messages: usize) {
 fn summary(results: &[Shape], messages: usize, figures: &mut Vec<(&'static str, f64)>) {
     println!("\nsummary, messages/s after each side's first message (overall in brackets)");
     println!(
-        "{:>4} {:>18} {:>18} {:>18} {:>18} {:>18} {:>18} {:>8} {:>8} {:>8} {:>10}",
+        "{:>4} {:>18} {:>18} {:>18} {:>18} {:>18} {:>18} {:>18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
         "p",
         "bare loop",
         "ours (README)",
         "ours (memory)",
+        "ours (EOS)",
         "Quix Streams",
         "KStreams ALOS",
         "KStreams EOSv2",
         "/bare",
         "/Quix",
         "/KS ALOS",
+        "EOS/ALOS",
+        "EOS/KS",
         "KS peak MiB"
     );
     let cell = |run: &Run| {
@@ -223,13 +242,17 @@ fn summary(results: &[Shape], messages: usize, figures: &mut Vec<(&'static str, 
         let ratio_bare = ours / shape.bare.after_first(messages);
         let ratio_quix = shape.quix.map(|q| ours / q.after_first(messages));
         let ratio_streams = shape.streams.map(|k| ours / k.run.after_first(messages));
+        let eos = shape.eos.after_first(messages);
+        let eos_to_ours = eos / ours;
+        let eos_to_streams = shape.streams_eos.map(|k| eos / k.run.after_first(messages));
         let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
         println!(
-            "{:>4} {:>18} {:>18} {:>18} {:>18} {:>18} {:>18} {:>8.2} {:>8} {:>8} {:>10}",
+            "{:>4} {:>18} {:>18} {:>18} {:>18} {:>18} {:>18} {:>18} {:>8.2} {:>8} {:>8} {:>8.2} {:>8} {:>10}",
             shape.partitions,
             cell(&shape.bare),
             cell(&shape.ours),
             cell(&shape.memory),
+            cell(&shape.eos),
             shape.quix.as_ref().map_or("-".into(), cell),
             shape.streams.as_ref().map_or("-".into(), |k| cell(&k.run)),
             shape
@@ -239,6 +262,8 @@ fn summary(results: &[Shape], messages: usize, figures: &mut Vec<(&'static str, 
             ratio_bare,
             ratio(ratio_quix),
             ratio(ratio_streams),
+            eos_to_ours,
+            ratio(eos_to_streams),
             shape.streams.map_or("-".into(), |k| format!(
                 "{:.0}",
                 goka_tests::bench::mib(k.peak_rss)
@@ -247,6 +272,10 @@ fn summary(results: &[Shape], messages: usize, figures: &mut Vec<(&'static str, 
         let names = SHAPE_NAMES[shape.partitions.trailing_zeros().min(3) as usize];
         figures.push((names[0], ours));
         figures.push((names[1], ratio_bare));
+        figures.push((names[4], eos_to_ours));
+        if let Some(ratio) = eos_to_streams {
+            figures.push((names[5], ratio));
+        }
         if let Some(ratio) = ratio_quix {
             figures.push((names[2], ratio));
         }
@@ -294,34 +323,64 @@ fn summary(results: &[Shape], messages: usize, figures: &mut Vec<(&'static str, 
         );
         figures.push(("ratio_streams_after_first", worst_streams));
     }
+    let worst_eos = worst(&|s| Some(s.eos.after_first(messages) / s.ours.after_first(messages)));
+    println!(
+        "{:<44} {:>8.2}  {}",
+        "lowest ratio exactly-once / at-least-once (target >= 0.7)",
+        worst_eos,
+        verdict(worst_eos, 0.7)
+    );
+    figures.push(("ratio_eos_to_alos", worst_eos));
+    if results.iter().all(|s| s.streams_eos.is_some()) {
+        let worst_eos_streams = worst(&|s| {
+            s.streams_eos
+                .map(|k| s.eos.after_first(messages) / k.run.after_first(messages))
+        });
+        println!(
+            "{:<44} {:>8.2}  {}",
+            "lowest ratio to Kafka Streams, exactly once (target >= 2)",
+            worst_eos_streams,
+            verdict(worst_eos_streams, 2.0)
+        );
+        figures.push(("ratio_eos_to_streams_eos", worst_eos_streams));
+    }
 }
 
 /// JSON names of each shape's figures: rate after the first message, ratio to the bare loop,
-/// to Quix Streams and to Kafka Streams (at least once).
-const SHAPE_NAMES: [[&str; 4]; 4] = [
+/// to Quix Streams and to Kafka Streams (at least once), exactly-once to our at-least-once,
+/// and exactly-once to Kafka Streams' exactly_once_v2.
+const SHAPE_NAMES: [[&str; 6]; 4] = [
     [
         "p1_per_s",
         "p1_ratio_bare",
         "p1_ratio_quix",
         "p1_ratio_streams",
+        "p1_eos_to_alos",
+        "p1_eos_to_streams_eos",
     ],
     [
         "p2_per_s",
         "p2_ratio_bare",
         "p2_ratio_quix",
         "p2_ratio_streams",
+        "p2_eos_to_alos",
+        "p2_eos_to_streams_eos",
     ],
     [
         "p4_per_s",
         "p4_ratio_bare",
         "p4_ratio_quix",
         "p4_ratio_streams",
+        "p4_eos_to_alos",
+        "p4_eos_to_streams_eos",
     ],
     [
         "p8_per_s",
         "p8_ratio_bare",
         "p8_ratio_quix",
         "p8_ratio_streams",
+        "p8_eos_to_alos",
+        "p8_eos_to_streams_eos",
     ],
 ];
 

@@ -193,3 +193,160 @@ async fn each_click_is_counted_and_echoed_once_and_a_failed_transaction_leaves_n
         "each click echoed once"
     );
 }
+
+const CHILD_BROKERS: &str = "GOKA_EOS_CHILD_BROKERS";
+const CHILD_STORAGE: &str = "GOKA_EOS_CHILD_STORAGE";
+
+/// Run by `the_kill_loop_under_exactly_once_counts_and_echoes_each_click_once` in a child
+/// process: counts and echoes under exactly-once until killed, printing `READY` once every
+/// assigned partition recovered. Its tables stay on disk across kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of the_kill_loop_under_exactly_once_counts_and_echoes_each_click_once"]
+async fn eos_child_counts_until_killed() {
+    let (Ok(brokers), Ok(storage)) = (std::env::var(CHILD_BROKERS), std::env::var(CHILD_STORAGE))
+    else {
+        panic!("run by the exactly-once kill loop only");
+    };
+    let kafka = goka::kafka::KafkaConfig::new(brokers).set("session.timeout.ms", "6000");
+    let client = Arc::new(goka::kafka::rdkafka_client::RdKafkaClient::new(kafka));
+    let processor = Arc::new(Processor::new(
+        Counter {
+            fail_on_boom: false,
+        },
+        client,
+        ProcessorConfig {
+            storage: Arc::new(goka::storage::RocksDbBuilder::new(storage).without_wal()),
+            ..config(Duration::from_millis(100))
+        },
+    ));
+    let running = tokio::spawn({
+        let processor = processor.clone();
+        async move {
+            processor
+                .run(tokio_util::sync::CancellationToken::new())
+                .await
+        }
+    });
+    processor.recovered().await;
+    println!("READY");
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_loop_under_exactly_once_counts_and_echoes_each_click_once() {
+    use std::io::BufRead;
+    let full = std::env::var("GOKA_RELIABILITY").is_ok_and(|v| v == "full");
+    let (total, kills) = if full { (200_000, 20) } else { (20_000, 6) };
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME, Echoes::NAME], PARTITIONS).await;
+    let storage = tempfile::tempdir().unwrap();
+    // The last child's stderr: a child that stops by itself says why there.
+    let logs = tempfile::tempdir().unwrap();
+    let child_log = logs.path().join("child.log");
+    let mut seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    println!("seed {seed}");
+    let mut between = |low: u64, high: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        low + (seed >> 33) % (high - low)
+    };
+    let spawn_child = || {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "eos_child_counts_until_killed",
+                "--nocapture",
+            ])
+            .env(CHILD_BROKERS, broker.bootstrap())
+            .env(CHILD_STORAGE, storage.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&child_log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                if line.is_ok_and(|l| l.contains("READY")) {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        (child, ready_rx)
+    };
+
+    // The clicks go out in chunks while the children are killed.
+    let emitting = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let clicks = Emitter::<Clicks>::new(&*client).await.unwrap();
+            let mut sent = Vec::with_capacity(total);
+            for chunk in 0..100 {
+                let mut pending = Vec::new();
+                for i in chunk * total / 100..(chunk + 1) * total / 100 {
+                    let (user, page) = (user(i), format!("/page/{i}"));
+                    pending.push(clicks.emit(&user, &page).await.unwrap());
+                    sent.push((user, page));
+                }
+                for delivery in pending {
+                    delivery.await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sent
+        }
+    });
+    let (mut child, mut ready) = spawn_child();
+    for _ in 0..kills {
+        tokio::task::block_in_place(|| ready.recv_timeout(Duration::from_secs(60)))
+            .expect("the child recovered and runs");
+        tokio::time::sleep(Duration::from_millis(between(200, 2_500))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        (child, ready) = spawn_child();
+    }
+    let sent = emitting.await.unwrap();
+    let counts = expected(&sent);
+    let counted = goka_tests::wait_for_rows::<GroupTable<Counter>>(
+        &client,
+        &counts,
+        Duration::from_secs(180),
+    );
+    let died = async {
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        () = counted => {}
+        status = died => panic!(
+            "the last child stopped by itself ({status}): {}",
+            std::fs::read_to_string(&child_log).unwrap_or_default()
+        ),
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // What read_committed readers see: each click's echo once, none lost, none twice.
+    let seen = echoes(&broker, sent.len());
+    let twice = seen.values().filter(|n| **n > 1).count();
+    let all: BTreeSet<&(String, String)> = sent.iter().collect();
+    let missing = all.iter().filter(|e| !seen.contains_key(**e)).count();
+    println!(
+        "exactly-once kill loop: {} clicks, {kills} SIGKILLs, echoes {}, missing {missing}, \
+         twice {twice}",
+        sent.len(),
+        seen.values().sum::<usize>()
+    );
+    assert_eq!(missing, 0, "echoes missing");
+    assert_eq!(twice, 0, "echoes twice");
+    assert_eq!(seen.len(), sent.len());
+}
