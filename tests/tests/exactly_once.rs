@@ -350,3 +350,72 @@ async fn the_kill_loop_under_exactly_once_counts_and_echoes_each_click_once() {
     assert_eq!(twice, 0, "echoes twice");
     assert_eq!(seen.len(), sent.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_joining_and_leaving_under_exactly_once_echo_each_click_once() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME, Echoes::NAME], PARTITIONS).await;
+    let clicks = Emitter::<Clicks>::new(&*client).await.unwrap();
+    let mut sent: Vec<(String, String)> = Vec::new();
+    let emit = async |range: std::ops::Range<usize>, sent: &mut Vec<(String, String)>| {
+        for i in range {
+            let (user, page) = (user(i), format!("/page/{i}"));
+            clicks.emit_sync(&user, &page).await.unwrap();
+            sent.push((user, page));
+        }
+    };
+    let start = || {
+        let processor = Arc::new(Processor::new(
+            Counter {
+                fail_on_boom: false,
+            },
+            client.clone(),
+            config(Duration::from_millis(100)),
+        ));
+        let running = Running::spawn({
+            let p = processor.clone();
+            move |cancel| async move { p.run(cancel).await }
+        });
+        (processor, running)
+    };
+
+    // One instance, then a second joins (the first's partitions are revoked, their work
+    // committed in its transaction), then the first leaves, while clicks keep coming.
+    let (first, first_running) = start();
+    emit(0..300, &mut sent).await;
+    let (second, second_running) = start();
+    emit(300..600, &mut sent).await;
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || first.partitions().len() + second.partitions().len() == PARTITIONS as usize,
+        || {
+            format!(
+                "first owns {:?}, second {:?}",
+                first.partitions(),
+                second.partitions()
+            )
+        },
+    )
+    .await;
+    emit(600..900, &mut sent).await;
+    first_running.stop().await;
+    emit(900..1200, &mut sent).await;
+    goka_tests::wait_for_rows::<GroupTable<Counter>>(
+        &client,
+        &expected(&sent),
+        Duration::from_secs(90),
+    )
+    .await;
+    second_running.stop().await;
+
+    let seen = echoes(&broker, sent.len());
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "echoed twice: {twice:?}");
+    let all: BTreeSet<&(String, String)> = sent.iter().collect();
+    assert_eq!(
+        seen.keys().collect::<BTreeSet<_>>(),
+        all,
+        "each click echoed once"
+    );
+}

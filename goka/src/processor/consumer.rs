@@ -310,6 +310,7 @@ impl<P: Handlers> RebalanceListener for Listener<P> {
             }
             self.shared.offsets.remove(partitions);
         }
+        self.tell(Rebalance::Revoked(numbers.iter().copied().collect()));
         self.follow_unowned(&self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         self.shared.set_state(ProcessorState::Starting);
         self.shared.stats.await_assignment();
