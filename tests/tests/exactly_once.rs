@@ -82,6 +82,20 @@ fn echoes(broker: &TestBroker, expected: usize) -> BTreeMap<(String, String), us
     seen
 }
 
+/// Every click of `sent` echoed once, as read_committed readers see the output: none missing,
+/// none twice, nothing else.
+fn assert_echoed_once(broker: &TestBroker, sent: &[(String, String)]) {
+    let seen = echoes(broker, sent.len());
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "echoed twice: {twice:?}");
+    let all: BTreeSet<&(String, String)> = sent.iter().collect();
+    assert_eq!(
+        seen.keys().collect::<BTreeSet<_>>(),
+        all,
+        "each click echoed once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_click_is_counted_and_echoed_once_and_a_failed_transaction_leaves_nothing() {
     let broker = TestBroker::start();
@@ -183,15 +197,7 @@ async fn each_click_is_counted_and_echoed_once_and_a_failed_transaction_leaves_n
     )
     .await;
     running.stop().await;
-    let seen = echoes(&broker, sent.len());
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "echoed twice: {twice:?}");
-    let all: BTreeSet<&(String, String)> = sent.iter().collect();
-    assert_eq!(
-        seen.keys().collect::<BTreeSet<_>>(),
-        all,
-        "each click echoed once"
-    );
+    assert_echoed_once(&broker, &sent);
 }
 
 const CHILD_BROKERS: &str = "GOKA_EOS_CHILD_BROKERS";
@@ -409,13 +415,5 @@ async fn instances_joining_and_leaving_under_exactly_once_echo_each_click_once()
     .await;
     second_running.stop().await;
 
-    let seen = echoes(&broker, sent.len());
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "echoed twice: {twice:?}");
-    let all: BTreeSet<&(String, String)> = sent.iter().collect();
-    assert_eq!(
-        seen.keys().collect::<BTreeSet<_>>(),
-        all,
-        "each click echoed once"
-    );
+    assert_echoed_once(&broker, &sent);
 }

@@ -220,8 +220,14 @@ async fn goka_processors_tables_are_read_joined_and_looked_up_by_ours() {
         );
     }
     // Each question came in the partition our partitioner gives its key, with goka's headers.
+    assert_each_from_gokas_emitter_once(&seen, 40);
+}
+
+/// What our processor saw of goka's emitter (`goka-peer emit`: key user-(i%20), headers
+/// origin=goka and seq=i): messages `0..count`, each once, each in the partition our
+/// partitioner gives its key, with its headers.
+fn assert_each_from_gokas_emitter_once(seen: &Seen, count: usize) {
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 40);
     let mut seqs: Vec<usize> = Vec::new();
     for (key, partition, headers) in seen.iter() {
         assert_eq!(
@@ -235,7 +241,7 @@ async fn goka_processors_tables_are_read_joined_and_looked_up_by_ours() {
         seqs.push(seq);
     }
     seqs.sort_unstable();
-    assert_eq!(seqs, (0..40).collect::<Vec<_>>(), "each question once");
+    assert_eq!(seqs, (0..count).collect::<Vec<_>>(), "each message once");
 }
 
 // ---- ours writes, goka reads -------------------------------------------------------------
@@ -359,23 +365,7 @@ async fn our_processors_tables_are_read_joined_and_looked_up_by_goka() {
     sharers_running.stop().await;
 
     // Each of goka's messages came in the partition goka's emitter chose, with its headers.
-    {
-        let seen = seen.lock().unwrap();
-        let mut seqs: Vec<usize> = Vec::new();
-        for (key, partition, headers) in seen.iter() {
-            assert_eq!(
-                *partition,
-                GokaPartitioner.partition(key.as_bytes(), PARTITIONS),
-                "{key}"
-            );
-            assert_eq!(header(headers, "origin").as_deref(), Some("goka"), "{key}");
-            let seq: usize = header(headers, "seq").unwrap().parse().unwrap();
-            assert_eq!(user(seq), *key);
-            seqs.push(seq);
-        }
-        seqs.sort_unstable();
-        assert_eq!(seqs, (0..200).collect::<Vec<_>>(), "each visit once");
-    }
+    assert_each_from_gokas_emitter_once(&seen, 200);
 
     // goka's view reads both of our tables as we wrote them.
     assert_eq!(goka_view(&broker, "interop-ours-table").await, visited);

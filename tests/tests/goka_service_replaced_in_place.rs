@@ -60,6 +60,62 @@ fn values(report: &serde_json::Value) -> Vec<String> {
     serde_json::from_value(report["values"].clone()).unwrap()
 }
 
+/// Runs `ours` (which cancels `stop` once its handler saw its `stop_after` messages) until it
+/// handled the `left` messages goka left, then lets `more` emit the next ones and waits for
+/// ours to stop by itself; returns what it handled.
+async fn take_over<P: goka::processor::Handlers>(
+    ours: Processor<P>,
+    stop: CancellationToken,
+    handled: &Mutex<Vec<String>>,
+    left: usize,
+    more: impl std::future::Future<Output = ()>,
+) -> Vec<String> {
+    let ours = Arc::new(ours);
+    let running = tokio::spawn({
+        let ours = ours.clone();
+        async move { ours.run(stop).await }
+    });
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || handled.lock().unwrap().len() >= left,
+        || {
+            format!(
+                "ours handled {} of the {left} messages goka left",
+                handled.lock().unwrap().len()
+            )
+        },
+    )
+    .await;
+    more.await;
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("ours did not stop where it was told")
+        .unwrap()
+        .unwrap();
+    handled.lock().unwrap().clone()
+}
+
+/// Every message of `emitted` handled across the hand-overs (goka, ours, goka again), each
+/// once: graceful stops commit what was handled. Prints the split and the duplicates.
+fn assert_handed_over_once(what: &str, emitted: &BTreeSet<String>, runs: [&[String]; 3]) {
+    let all: Vec<&String> = runs.iter().flat_map(|run| run.iter()).collect();
+    let distinct: BTreeSet<&String> = all.iter().copied().collect();
+    println!(
+        "{what}: goka handled {}, ours {}, goka again {}; duplicates {}",
+        runs[0].len(),
+        runs[1].len(),
+        runs[2].len(),
+        all.len() - distinct.len()
+    );
+    let missing: Vec<&String> = emitted.iter().filter(|m| !distinct.contains(m)).collect();
+    assert!(missing.is_empty(), "never handled: {missing:?}");
+    assert_eq!(
+        all.len(),
+        emitted.len(),
+        "handled twice across the hand-overs"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_goka_service_is_replaced_by_ours_and_back_losing_nothing() {
     let broker = TestBroker::start();
@@ -92,7 +148,7 @@ async fn a_goka_service_is_replaced_by_ours_and_back_losing_nothing() {
     let handled = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
     let left = 300 - by_goka.len();
-    let ours = Arc::new(Processor::new(
+    let ours = Processor::new(
         Replacement {
             handled: handled.clone(),
             stop_after: left + 50,
@@ -100,31 +156,17 @@ async fn a_goka_service_is_replaced_by_ours_and_back_losing_nothing() {
         },
         client.clone(),
         goka::processor::ProcessorConfig::default(),
-    ));
-    let running = tokio::spawn({
-        let (ours, stop) = (ours.clone(), stop.clone());
-        async move { ours.run(stop).await }
-    });
-    goka_tests::eventually(
-        Duration::from_secs(60),
-        || handled.lock().unwrap().len() >= left,
-        || {
-            format!(
-                "ours handled {} of the {left} clicks goka left",
-                handled.lock().unwrap().len()
-            )
-        },
-    )
-    .await;
-    for i in 300..450 {
-        clicks.emit_sync(&user(i), &page(i)).await.unwrap();
-    }
-    tokio::time::timeout(Duration::from_secs(60), running)
-        .await
-        .expect("ours did not stop after its 50 clicks")
-        .unwrap()
-        .unwrap();
-    let by_ours = handled.lock().unwrap().clone();
+    );
+    let more = async {
+        for i in 300..450 {
+            clicks.emit_sync(&user(i), &page(i)).await.unwrap();
+        }
+    };
+    let by_ours = take_over(ours, stop, &handled, left, more).await;
+    assert!(
+        by_ours.len() >= left + 50,
+        "ours stopped before it was told"
+    );
 
     // goka takes the group back from our commits and our table, until the table counts all
     // 450 clicks.
@@ -147,33 +189,8 @@ async fn a_goka_service_is_replaced_by_ours_and_back_losing_nothing() {
         .unwrap();
     let by_goka_again = values(&second);
 
-    // Every click handled; the duplicates counted (graceful stops commit what was handled).
-    let all: Vec<&String> = by_goka
-        .iter()
-        .chain(&by_ours)
-        .chain(&by_goka_again)
-        .collect();
-    let distinct: BTreeSet<&String> = all.iter().copied().collect();
     let emitted: BTreeSet<String> = (0..450).map(page).collect();
-    let missing: Vec<&String> = emitted.iter().filter(|p| !distinct.contains(p)).collect();
-    let duplicates = all.len() - distinct.len();
-    println!(
-        "goka handled {}, ours {}, goka again {}; duplicates {duplicates}",
-        by_goka.len(),
-        by_ours.len(),
-        by_goka_again.len()
-    );
-    assert!(missing.is_empty(), "never handled: {missing:?}");
-    assert_eq!(distinct.len(), 450);
-    assert_eq!(
-        duplicates, 0,
-        "handled twice across the two hand-overs (goka {by_goka:?}, ours {by_ours:?}, goka \
-         again {by_goka_again:?})"
-    );
-    assert!(
-        by_ours.len() >= left + 50,
-        "ours stopped before it was told"
-    );
+    assert_handed_over_once("count", &emitted, [&by_goka, &by_ours, &by_goka_again]);
 }
 
 goka::stream!(pub Shares = "replace-shares": String as StringCodec);
@@ -243,7 +260,7 @@ async fn a_goka_loopback_service_is_replaced_with_loop_messages_in_flight() {
     let handled = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
     let left = 200 - by_goka.len();
-    let ours = Arc::new(Processor::new(
+    let ours = Processor::new(
         LoopReplacement {
             handled: handled.clone(),
             stop_after: left + 30,
@@ -251,31 +268,13 @@ async fn a_goka_loopback_service_is_replaced_with_loop_messages_in_flight() {
         },
         client.clone(),
         goka::processor::ProcessorConfig::default(),
-    ));
-    let running = tokio::spawn({
-        let (ours, stop) = (ours.clone(), stop.clone());
-        async move { ours.run(stop).await }
-    });
-    goka_tests::eventually(
-        Duration::from_secs(60),
-        || handled.lock().unwrap().len() >= left,
-        || {
-            format!(
-                "ours counted {} of the {left} shares goka left",
-                handled.lock().unwrap().len()
-            )
-        },
-    )
-    .await;
-    for i in 200..300 {
-        shares.emit_sync(&user(i), &share(i)).await.unwrap();
-    }
-    tokio::time::timeout(Duration::from_secs(60), running)
-        .await
-        .expect("ours did not stop after its 30 loop messages")
-        .unwrap()
-        .unwrap();
-    let by_ours = handled.lock().unwrap().clone();
+    );
+    let more = async {
+        for i in 200..300 {
+            shares.emit_sync(&user(i), &share(i)).await.unwrap();
+        }
+    };
+    let by_ours = take_over(ours, stop, &handled, left, more).await;
 
     // goka takes the group back, loop messages ours left included.
     let expected: BTreeMap<String, i64> = (0..300).fold(BTreeMap::new(), |mut counts, i| {
@@ -297,21 +296,6 @@ async fn a_goka_loopback_service_is_replaced_with_loop_messages_in_flight() {
         .unwrap();
     let by_goka_again = values(&second);
 
-    let all: Vec<&String> = by_goka
-        .iter()
-        .chain(&by_ours)
-        .chain(&by_goka_again)
-        .collect();
-    let distinct: BTreeSet<&String> = all.iter().copied().collect();
-    println!(
-        "loop: goka counted {}, ours {}, goka again {}; duplicates {}",
-        by_goka.len(),
-        by_ours.len(),
-        by_goka_again.len(),
-        all.len() - distinct.len()
-    );
     let emitted: BTreeSet<String> = (0..300).map(share).collect();
-    let missing: Vec<&String> = emitted.iter().filter(|s| !distinct.contains(s)).collect();
-    assert!(missing.is_empty(), "never counted: {missing:?}");
-    assert_eq!(all.len(), 300, "no share counted twice");
+    assert_handed_over_once("loop", &emitted, [&by_goka, &by_ours, &by_goka_again]);
 }
