@@ -14,7 +14,10 @@ use super::{BatchOp, KeyRange, Storage, StorageError, StorageIter, WriteBatch};
 /// Writes of the open transaction: `None` deletes the row.
 type Held = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// A storage whose writes wait for the transaction to commit. See the [module docs](self).
+/// A storage whose writes wait for a Kafka transaction to commit: reads see them first,
+/// [`commit`](Self::commit) applies them below with their offset in one write batch,
+/// [`abort`](Self::abort) drops them. Under exactly-once a processor writes its group table
+/// through one, so local rows never run ahead of the committed changelog.
 pub struct Uncommitted {
     inner: Arc<dyn Storage>,
     held: Mutex<Writes>,
