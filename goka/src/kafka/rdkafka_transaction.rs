@@ -12,8 +12,10 @@ use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::ClientConfig;
 
 use super::rdkafka_producer::{AckContext, RdProducer};
-use super::transaction::{GroupMetadata, TransactionalProducer};
-use super::{Ack, KafkaError, OutgoingRecord, Producer, SendError, TopicPartitionOffset};
+use super::{
+    Ack, GroupMetadata, KafkaError, OutgoingRecord, Producer, SendError, TopicPartitionOffset,
+    TransactionalProducer,
+};
 
 /// A transactional producer on librdkafka.
 #[derive(Debug)]

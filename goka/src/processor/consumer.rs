@@ -303,9 +303,11 @@ impl<P: Handlers> RebalanceListener for Listener<P> {
             // The revoked partitions' work is committed in the member's transaction before
             // they are handed over, with what the other partitions did meanwhile.
             let quiet_within = self.shared.config.drain_timeout;
-            if let Err(error) =
-                transaction.commit(&self.shared.offsets, &self.runtime, quiet_within)
-            {
+            if let Err(error) = transaction.commit(
+                || self.shared.offsets.take_changed(),
+                &self.runtime,
+                quiet_within,
+            ) {
                 self.shared.fail(error);
             }
             self.shared.offsets.remove(partitions);
@@ -478,7 +480,8 @@ fn member_loop<P: Handlers>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle)
                 None => commit(&shared, &mut *member, false),
                 Some(transaction) => {
                     let quiet_within = shared.config.drain_timeout;
-                    if let Err(error) = transaction.commit(&shared.offsets, &runtime, quiet_within)
+                    if let Err(error) =
+                        transaction.commit(|| shared.offsets.take_changed(), &runtime, quiet_within)
                     {
                         shared.fail(error);
                         break;
@@ -502,9 +505,11 @@ fn member_loop<P: Handlers>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle)
             if failed {
                 // What the open transaction holds is part of the work that failed.
                 transaction.abort(&runtime);
-            } else if let Err(error) =
-                transaction.commit(&shared.offsets, &runtime, shared.config.drain_timeout)
-            {
+            } else if let Err(error) = transaction.commit(
+                || shared.offsets.take_changed(),
+                &runtime,
+                shared.config.drain_timeout,
+            ) {
                 shared.fail(error);
                 transaction.abort(&runtime);
             }

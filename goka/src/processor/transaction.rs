@@ -18,8 +18,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use super::error::ProcessorError;
-use super::shared::OffsetTable;
-use crate::kafka::{GroupMetadata, KafkaError, TransactionalProducer};
+use crate::kafka::{GroupMetadata, KafkaError, TopicPartitionOffset, TransactionalProducer};
 use crate::storage::Uncommitted;
 
 /// What the partitions see of the member's transaction.
@@ -117,12 +116,13 @@ impl Transaction {
         }
     }
 
-    /// Commits the open transaction with the offsets done, applies the held rows, and opens
-    /// the next one; the partitions pause meanwhile and wait at most `quiet_within` to
-    /// finish what they have in flight. Runs on the member's thread.
+    /// Commits the open transaction with the offsets `done` gives once the partitions are
+    /// quiet (the offsets done and not committed yet), applies the held rows, and opens the
+    /// next one; the partitions pause meanwhile and wait at most `quiet_within` to finish
+    /// what they have in flight. Runs on the member's thread.
     pub(super) fn commit(
         &self,
-        offsets: &OffsetTable,
+        done: impl FnOnce() -> Vec<TopicPartitionOffset>,
         runtime: &Handle,
         quiet_within: Duration,
     ) -> Result<(), ProcessorError> {
@@ -131,7 +131,7 @@ impl Transaction {
             paused: true,
             round,
         });
-        let result = self.commit_round(offsets, runtime, quiet_within, round);
+        let result = self.commit_round(done, runtime, quiet_within, round);
         self.gate.send_replace(Gate {
             paused: false,
             round,
@@ -141,7 +141,7 @@ impl Transaction {
 
     fn commit_round(
         &self,
-        offsets: &OffsetTable,
+        done: impl FnOnce() -> Vec<TopicPartitionOffset>,
         runtime: &Handle,
         quiet_within: Duration,
         round: u64,
@@ -177,7 +177,7 @@ impl Transaction {
         let stores: Vec<Arc<Uncommitted>> = partitions.stores.values().flatten().cloned().collect();
         drop(partitions);
 
-        let done = offsets.take_changed();
+        let done = done();
         if !done.is_empty() {
             let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
             let Some(metadata) = metadata.as_ref() else {
