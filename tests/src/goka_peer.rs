@@ -103,6 +103,13 @@ impl GokaPeer {
         serde_json::from_str(last).unwrap_or_else(|e| panic!("goka-peer's report {last:?}: {e}"))
     }
 
+    /// [`run`](Self::run) on a blocking thread, for async tests.
+    pub async fn run_to_end(self) -> Value {
+        tokio::task::spawn_blocking(move || self.run())
+            .await
+            .expect("goka-peer's run panicked")
+    }
+
     /// Starts the program; it runs until [`RunningPeer::stop`] closes its standard input.
     pub fn spawn(self) -> RunningPeer {
         let mut child = self
@@ -202,6 +209,15 @@ impl RunningPeer {
         );
         let last = lines.last().map_or("", String::as_str);
         serde_json::from_str(last).unwrap_or_else(|e| panic!("goka-peer's report {last:?}: {e}"))
+    }
+}
+
+impl RunningPeer {
+    /// [`stop`](Self::stop) on a blocking thread, for async tests.
+    pub async fn stop_to_end(self) -> Value {
+        tokio::task::spawn_blocking(move || self.stop())
+            .await
+            .expect("stopping goka-peer panicked")
     }
 }
 

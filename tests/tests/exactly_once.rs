@@ -55,6 +55,28 @@ fn config(commit_interval: Duration) -> ProcessorConfig {
     }
 }
 
+/// A counter under exactly-once committing every `commit_interval`, running on a task of its
+/// own.
+fn start_counter(
+    client: &goka_tests::TestClient,
+    fail_on_boom: bool,
+    commit_interval: Duration,
+) -> (
+    Arc<Processor<Counter>>,
+    Running<goka::processor::ProcessorError>,
+) {
+    let processor = Arc::new(Processor::new(
+        Counter { fail_on_boom },
+        client.clone(),
+        config(commit_interval),
+    ));
+    let running = Running::spawn({
+        let p = processor.clone();
+        move |cancel| async move { p.run(cancel).await }
+    });
+    (processor, running)
+}
+
 fn expected(pages: &[(String, String)]) -> BTreeMap<String, i64> {
     let mut counts = BTreeMap::new();
     for (user, _) in pages {
@@ -110,15 +132,7 @@ async fn each_click_is_counted_and_echoed_once_and_a_failed_transaction_leaves_n
     }
 
     // Committed every 200 ms: the first thousand.
-    let counter = Arc::new(Processor::new(
-        Counter { fail_on_boom: true },
-        client.clone(),
-        config(Duration::from_millis(200)),
-    ));
-    let running = Running::spawn({
-        let p = counter.clone();
-        move |cancel| async move { p.run(cancel).await }
-    });
+    let (counter, running) = start_counter(&client, true, Duration::from_millis(200));
     tokio::time::timeout(Duration::from_secs(60), counter.recovered())
         .await
         .expect("the processor did not recover");
@@ -174,17 +188,7 @@ async fn each_click_is_counted_and_echoed_once_and_a_failed_transaction_leaves_n
     .await;
 
     // A restart lets "boom" by: the fifty are handled again, exactly once.
-    let counter = Arc::new(Processor::new(
-        Counter {
-            fail_on_boom: false,
-        },
-        client.clone(),
-        config(Duration::from_millis(200)),
-    ));
-    let running = Running::spawn({
-        let p = counter.clone();
-        move |cancel| async move { p.run(cancel).await }
-    });
+    let (counter, running) = start_counter(&client, false, Duration::from_millis(200));
     tokio::time::timeout(Duration::from_secs(60), counter.recovered())
         .await
         .expect("the processor did not recover");
@@ -371,20 +375,7 @@ async fn instances_joining_and_leaving_under_exactly_once_echo_each_click_once()
             sent.push((user, page));
         }
     };
-    let start = || {
-        let processor = Arc::new(Processor::new(
-            Counter {
-                fail_on_boom: false,
-            },
-            client.clone(),
-            config(Duration::from_millis(100)),
-        ));
-        let running = Running::spawn({
-            let p = processor.clone();
-            move |cancel| async move { p.run(cancel).await }
-        });
-        (processor, running)
-    };
+    let start = || start_counter(&client, false, Duration::from_millis(100));
 
     // One instance, then a second joins (the first's partitions are revoked, their work
     // committed in its transaction), then the first leaves, while clicks keep coming.

@@ -129,9 +129,7 @@ async fn goka_and_our_instances_share_a_group_through_rebalances() {
     counted(&client, 200).await;
 
     // goka leaves: ours takes the whole group.
-    let goka_report = tokio::task::spawn_blocking(move || goka.stop())
-        .await
-        .unwrap();
+    let goka_report = goka.stop_to_end().await;
     goka_tests::eventually(
         Duration::from_secs(60),
         || ours.partitions().len() == 4,
@@ -219,8 +217,6 @@ async fn a_group_of_goka_instances_on_gokas_default_strategy_refuses_ours_and_ru
     });
     goka_tests::wait_for_rows::<GroupTable<Refused>>(&client, &expected, Duration::from_secs(60))
         .await;
-    let report = tokio::task::spawn_blocking(move || goka.stop())
-        .await
-        .unwrap();
+    let report = goka.stop_to_end().await;
     assert_eq!(report["handled"], 20, "{report}");
 }

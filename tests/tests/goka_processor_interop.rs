@@ -130,18 +130,12 @@ async fn goka_processors_tables_are_read_joined_and_looked_up_by_ours() {
     let clicked = counts((0..200).map(user));
     let referred_counts = counts((0..60).map(referred));
 
-    let report = tokio::task::spawn_blocking({
-        let bootstrap = broker.bootstrap();
-        move || {
-            GokaPeer::new("count", &bootstrap)
-                .arg("group", "interop-counter")
-                .arg("stream", Clicks::NAME)
-                .arg("messages", 200)
-                .run()
-        }
-    })
-    .await
-    .unwrap();
+    let report = GokaPeer::new("count", &broker.bootstrap())
+        .arg("group", "interop-counter")
+        .arg("stream", Clicks::NAME)
+        .arg("messages", 200)
+        .run_to_end()
+        .await;
     assert_eq!(report["handled"], 200, "{report}");
     let goka_counts: BTreeMap<String, i64> =
         serde_json::from_value(report["counts"].clone()).unwrap();
@@ -154,18 +148,12 @@ async fn goka_processors_tables_are_read_joined_and_looked_up_by_ours() {
     }
 
     // goka's loopback: each referral goes through goka's loop topic to the referred user.
-    let report = tokio::task::spawn_blocking({
-        let bootstrap = broker.bootstrap();
-        move || {
-            GokaPeer::new("loop", &bootstrap)
-                .arg("group", "interop-goka-loop")
-                .arg("stream", Referrals::NAME)
-                .arg("messages", 60)
-                .run()
-        }
-    })
-    .await
-    .unwrap();
+    let report = GokaPeer::new("loop", &broker.bootstrap())
+        .arg("group", "interop-goka-loop")
+        .arg("stream", Referrals::NAME)
+        .arg("messages", 60)
+        .run_to_end()
+        .await;
     assert_eq!(report["handled"], 60, "{report}");
 
     // Both of goka's tables, as goka wrote them, through our view.
@@ -174,17 +162,11 @@ async fn goka_processors_tables_are_read_joined_and_looked_up_by_ours() {
         .await;
 
     // goka's emitter asks our processor, which joins goka's counts and looks up its referrals.
-    let report = tokio::task::spawn_blocking({
-        let bootstrap = broker.bootstrap();
-        move || {
-            GokaPeer::new("emit", &bootstrap)
-                .arg("stream", Questions::NAME)
-                .arg("messages", 40)
-                .run()
-        }
-    })
-    .await
-    .unwrap();
+    let report = GokaPeer::new("emit", &broker.bootstrap())
+        .arg("stream", Questions::NAME)
+        .arg("messages", 40)
+        .run_to_end()
+        .await;
     assert_eq!(report["emitted"], 40, "{report}");
     let seen = Seen::default();
     let asker = Arc::new(Processor::new(
@@ -290,12 +272,10 @@ impl Sharers {
 
 /// goka's view of one of our tables: its rows.
 async fn goka_view(broker: &TestBroker, table: &'static str) -> BTreeMap<String, i64> {
-    let report = tokio::task::spawn_blocking({
-        let bootstrap = broker.bootstrap();
-        move || GokaPeer::new("view", &bootstrap).arg("table", table).run()
-    })
-    .await
-    .unwrap();
+    let report = GokaPeer::new("view", &broker.bootstrap())
+        .arg("table", table)
+        .run_to_end()
+        .await;
     serde_json::from_value(report["rows"].clone()).unwrap()
 }
 
@@ -313,17 +293,11 @@ async fn our_processors_tables_are_read_joined_and_looked_up_by_goka() {
 
     // goka's emitter feeds our counter (key user-(i%20), value /page/i, headers origin=goka
     // and seq=i); our emitter feeds our loopback.
-    let report = tokio::task::spawn_blocking({
-        let bootstrap = broker.bootstrap();
-        move || {
-            GokaPeer::new("emit", &bootstrap)
-                .arg("stream", Visits::NAME)
-                .arg("messages", 200)
-                .run()
-        }
-    })
-    .await
-    .unwrap();
+    let report = GokaPeer::new("emit", &broker.bootstrap())
+        .arg("stream", Visits::NAME)
+        .arg("messages", 200)
+        .run_to_end()
+        .await;
     assert_eq!(report["emitted"], 200, "{report}");
     let shares = Emitter::<Shares>::new(&*client).await.unwrap();
     for i in 0..60 {
@@ -383,21 +357,15 @@ async fn our_processors_tables_are_read_joined_and_looked_up_by_goka() {
             .await
             .unwrap();
     }
-    let report = tokio::task::spawn_blocking({
-        let bootstrap = broker.bootstrap();
-        move || {
-            GokaPeer::new("join", &bootstrap)
-                .arg("group", "interop-goka-asker")
-                .arg("stream", GokaQuestions::NAME)
-                .arg("table", "interop-ours-table")
-                .arg("lookup", "interop-our-loop-table")
-                .arg("output", GokaAnswers::NAME)
-                .arg("messages", 40)
-                .run()
-        }
-    })
-    .await
-    .unwrap();
+    let report = GokaPeer::new("join", &broker.bootstrap())
+        .arg("group", "interop-goka-asker")
+        .arg("stream", GokaQuestions::NAME)
+        .arg("table", "interop-ours-table")
+        .arg("lookup", "interop-our-loop-table")
+        .arg("output", GokaAnswers::NAME)
+        .arg("messages", 40)
+        .run_to_end()
+        .await;
     assert_eq!(report["handled"], 40, "{report}");
     let answers = read_all(&broker, GokaAnswers::NAME, PARTITIONS as i32, 40);
     assert_eq!(answers.len(), 40);
@@ -465,19 +433,13 @@ async fn a_goka_row_our_codec_cannot_decode_is_an_error_that_names_it() {
             .await
             .unwrap();
     }
-    let report = tokio::task::spawn_blocking({
-        let bootstrap = broker.bootstrap();
-        move || {
-            GokaPeer::new("count", &bootstrap)
-                .arg("group", "interop-mismatch")
-                .arg("stream", Taps::NAME)
-                .arg("codec", "string")
-                .arg("messages", 40)
-                .run()
-        }
-    })
-    .await
-    .unwrap();
+    let report = GokaPeer::new("count", &broker.bootstrap())
+        .arg("group", "interop-mismatch")
+        .arg("stream", Taps::NAME)
+        .arg("codec", "string")
+        .arg("messages", 40)
+        .run_to_end()
+        .await;
     assert_eq!(report["handled"], 40, "{report}");
 
     // A view stops at the first row, naming its place in the changelog and the codec.

@@ -61,18 +61,24 @@ impl RdTransactional {
             tokio::task::spawn_blocking(move || f(producer.native(), timeout))
                 .await
                 .map_err(|e| transaction_error(&id, operation, &e.to_string(), false, false))?
-                .map_err(|e| match &e {
-                    RdError::Transaction(rd) => transaction_error(
-                        &id,
-                        operation,
-                        &rd.to_string(),
-                        rd.is_fatal(),
-                        rd.txn_requires_abort(),
-                    ),
-                    other => transaction_error(&id, operation, &other.to_string(), false, false),
-                })
+                .map_err(|e| client_error(&id, operation, &e))
         }
         .boxed()
+    }
+}
+
+/// librdkafka's error of a transaction call: fenced where it is fatal, abortable where the
+/// transaction must be aborted.
+fn client_error(id: &str, operation: &'static str, error: &RdError) -> KafkaError {
+    match error {
+        RdError::Transaction(rd) => transaction_error(
+            id,
+            operation,
+            &rd.to_string(),
+            rd.is_fatal(),
+            rd.txn_requires_abort(),
+        ),
+        other => transaction_error(id, operation, &other.to_string(), false, false),
     }
 }
 
@@ -107,16 +113,7 @@ impl TransactionalProducer for RdTransactional {
         self.producer
             .native()
             .begin_transaction()
-            .map_err(|e| match &e {
-                RdError::Transaction(rd) => transaction_error(
-                    &self.id,
-                    "begin",
-                    &rd.to_string(),
-                    rd.is_fatal(),
-                    rd.txn_requires_abort(),
-                ),
-                other => transaction_error(&self.id, "begin", &other.to_string(), false, false),
-            })
+            .map_err(|e| client_error(&self.id, "begin", &e))
     }
 
     fn send_offsets<'a>(
