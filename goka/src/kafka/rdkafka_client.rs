@@ -265,7 +265,7 @@ impl Admin for RdAdmin {
             let (lookup, timeout) = (name.clone(), self.timeout);
             let found = self
                 .blocking("read partition count", &name, move |client| {
-                    let metadata = client.fetch_metadata(Some(&lookup), timeout)?;
+                    let metadata = fetch_metadata(client, &lookup, timeout)?;
                     Ok(metadata
                         .topics()
                         .iter()
@@ -390,6 +390,33 @@ fn admin_failure(operation: &'static str, topic: &str, error: &RdError) -> Kafka
             topic: topic.to_owned(),
             message: error.to_string(),
         },
+    }
+}
+
+/// One topic's metadata. librdkafka fails a request locally with `UnsupportedFeature` when,
+/// at the moment it is sent, the versions negotiated on the connection do not cover it. That
+/// happened once, intermittently, on a broker started seconds before on a loaded machine (a
+/// connection between negotiations, not a broker without the request); asking again a moment
+/// later is the cure. A broker that really lacks the request fails every attempt, and that
+/// error is returned.
+fn fetch_metadata(
+    client: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<rdkafka::metadata::Metadata, RdError> {
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    loop {
+        match client.fetch_metadata(Some(topic), timeout) {
+            Err(e)
+                if attempt < ATTEMPTS
+                    && e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnsupportedFeature) =>
+            {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            answer => return answer,
+        }
     }
 }
 
