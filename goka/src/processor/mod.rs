@@ -275,16 +275,6 @@ impl<P: Handlers> Processor<P> {
         ProcessorError,
     > {
         let group = P::GRAPH.group;
-        if !P::GRAPH.windows.is_empty() || P::GRAPH.timers.is_some() {
-            return Err(ProcessorError::Produce {
-                group,
-                source: crate::kafka::KafkaError::Config(
-                    "Guarantee::ExactlyOnce does not cover windows and timers yet: run this \
-                     group at least once"
-                        .into(),
-                ),
-            });
-        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());

@@ -388,16 +388,38 @@ impl Stores {
             })
     }
 
-    /// Under exactly-once, puts the group table's rows behind the member's transaction
-    /// (after recovery, which writes straight to storage): handlers read their writes, the
-    /// storage gets them when the transaction commits. Returns the held stores.
+    /// Under exactly-once, puts every store the partition writes (the group table, the
+    /// window tables, the timers) behind the member's transaction, after recovery (which
+    /// writes straight to storage): handlers read their writes, the storage gets them when
+    /// the transaction commits. Returns the held stores.
+    ///
+    /// What the partition keeps in memory beside them (the windows' index of what closes
+    /// when, the stream time, the timers' next due time) may run ahead of the storage until
+    /// the commit; only an abort parts them, and an abort stops the processor: the next
+    /// start rebuilds them from the committed rows.
     pub(super) fn hold_for_transaction(&mut self) -> Vec<Arc<crate::storage::Uncommitted>> {
-        let Some(table) = self.resources.table.take() else {
-            return Vec::new();
+        let mut held = Vec::new();
+        let mut hold = |storage: &Arc<dyn Storage>| -> Arc<dyn Storage> {
+            let store = Arc::new(crate::storage::Uncommitted::new(storage.clone()));
+            held.push(store.clone());
+            store
         };
-        let held = Arc::new(crate::storage::Uncommitted::new(table));
-        self.resources.table = Some(held.clone());
-        vec![held]
+        let resources = &mut self.resources;
+        if let Some(table) = &resources.table {
+            resources.table = Some(hold(table));
+        }
+        if !resources.windows.tables.is_empty() {
+            resources.windows = Arc::new(resources.windows.held(&mut hold));
+            self.shared
+                .windows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(self.partition, resources.windows.clone());
+        }
+        if let Some(timers) = &mut resources.timers {
+            timers.storage = hold(&timers.storage);
+        }
+        held
     }
 
     /// Stops following the joined tables, unregisters the partition and closes every store.

@@ -71,6 +71,24 @@ impl PartitionWindows {
         }
     }
 
+    /// The same windows, their stores replaced by `hold(store)` (exactly-once puts each
+    /// behind the member's transaction), with their index, stream time and late counts.
+    pub(crate) fn held(&self, mut hold: impl FnMut(&Arc<dyn Storage>) -> Arc<dyn Storage>) -> Self {
+        Self {
+            stream_time: AtomicI64::new(self.stream_time.load(Ordering::Relaxed)),
+            tables: self
+                .tables
+                .iter()
+                .map(|table| WindowStore {
+                    edge: table.edge,
+                    storage: hold(&table.storage),
+                    due: Mutex::new(std::mem::take(&mut *table.lock())),
+                    late: AtomicU64::new(table.late.load(Ordering::Relaxed)),
+                })
+                .collect(),
+        }
+    }
+
     /// The table of the window whose changelog is `topic`.
     pub(crate) fn table(&self, topic: &str) -> Option<&WindowStore> {
         self.tables.iter().find(|t| t.topic() == topic)
