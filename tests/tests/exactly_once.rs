@@ -239,12 +239,46 @@ async fn eos_child_counts_until_killed() {
     });
     processor.recovered().await;
     println!("READY");
-    running.await.unwrap().unwrap();
+    if let Err(error) = running.await.unwrap() {
+        panic!("{error}");
+    }
+}
+
+/// Starts [`eos_child_counts_until_killed`] on `storage`, its stderr going to `log`; the
+/// receiver hears once it printed `READY`.
+fn spawn_child(
+    broker: &TestBroker,
+    storage: &std::path::Path,
+    log: &std::path::Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<()>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "eos_child_counts_until_killed",
+            "--nocapture",
+        ])
+        .env(CHILD_BROKERS, broker.bootstrap())
+        .env(CHILD_STORAGE, storage)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if line.is_ok_and(|l| l.contains("READY")) {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    (child, ready_rx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kill_loop_under_exactly_once_counts_and_echoes_each_click_once() {
-    use std::io::BufRead;
     let full = std::env::var("GOKA_RELIABILITY").is_ok_and(|v| v == "full");
     let (total, kills) = if full { (200_000, 20) } else { (20_000, 6) };
     let broker = TestBroker::start();
@@ -264,31 +298,7 @@ async fn the_kill_loop_under_exactly_once_counts_and_echoes_each_click_once() {
             .wrapping_add(1_442_695_040_888_963_407);
         low + (seed >> 33) % (high - low)
     };
-    let spawn_child = || {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "eos_child_counts_until_killed",
-                "--nocapture",
-            ])
-            .env(CHILD_BROKERS, broker.bootstrap())
-            .env(CHILD_STORAGE, storage.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(&child_log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                if line.is_ok_and(|l| l.contains("READY")) {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
-        (child, ready_rx)
-    };
+    let spawn_child = || spawn_child(&broker, storage.path(), &child_log);
 
     // The clicks go out in chunks while the children are killed.
     let emitting = tokio::spawn({
@@ -407,4 +417,92 @@ async fn instances_joining_and_leaving_under_exactly_once_echo_each_click_once()
     second_running.stop().await;
 
     assert_echoed_once(&broker, &sent);
+}
+
+/// A member paused (SIGSTOP) mid-transaction, past its session timeout and its
+/// transaction's timeout: the group moves its partitions to another instance, the broker
+/// aborts the open transaction, and once resumed (SIGCONT) the member cannot commit: its run
+/// stops and says it was fenced. Every click is echoed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_paused_past_its_session_is_fenced_and_nothing_is_echoed_twice() {
+    let broker = TestBroker::start();
+    let client = client(&broker);
+    goka_tests::ensure_streams(&broker, &[Clicks::NAME, Echoes::NAME], PARTITIONS).await;
+    let storage = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let child_log = logs.path().join("paused.log");
+    let (mut paused, ready) = spawn_child(&broker, storage.path(), &child_log);
+    tokio::task::block_in_place(|| ready.recv_timeout(Duration::from_secs(60)))
+        .expect("the child recovered and runs");
+    // Clicks keep coming, so that the child has work in its open transaction when it
+    // stops.
+    let emitting = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let clicks = Emitter::<Clicks>::new(&*client).await.unwrap();
+            let mut sent = Vec::new();
+            for i in 0..1500 {
+                let (user, page) = (user(i), format!("/page/{i}"));
+                clicks.emit_sync(&user, &page).await.unwrap();
+                sent.push((user, page));
+                if i % 100 == 99 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            sent
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pid = paused.id();
+    goka_broker::process::signal(pid, "STOP").unwrap();
+
+    // Another instance takes the group over once the child's session (6 s) ran out, and
+    // goes on once the broker aborted the child's transaction (10 s).
+    let (taker, running) = start_counter(&client, false, Duration::from_millis(100));
+    goka_tests::eventually(
+        Duration::from_secs(60),
+        || taker.partitions().len() == PARTITIONS as usize,
+        || format!("the taker owns {:?}", taker.partitions()),
+    )
+    .await;
+    // Past the transaction timeout, the child resumes.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    goka_broker::process::signal(pid, "CONT").unwrap();
+    let status = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = paused.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    });
+    let said = std::fs::read_to_string(&child_log).unwrap_or_default();
+    let Some(status) = status else {
+        paused.kill().unwrap();
+        panic!("the resumed member still runs a minute later: {said}");
+    };
+    assert!(
+        !status.success(),
+        "the resumed member's run ended well: {said}"
+    );
+    let why = said
+        .lines()
+        .find(|l| l.contains("(fenced:"))
+        .unwrap_or_else(|| {
+            panic!("the resumed member ({status}) does not say it was fenced: {said}")
+        })
+        .trim()
+        .to_owned();
+    let sent = emitting.await.unwrap();
+    goka_tests::wait_for_rows::<GroupTable<Counter>>(
+        &client,
+        &expected(&sent),
+        Duration::from_secs(90),
+    )
+    .await;
+    running.stop().await;
+    assert_echoed_once(&broker, &sent);
+    println!("a paused member resumed and stopped: {why}");
 }

@@ -75,7 +75,9 @@ pub enum KafkaError {
         operation: &'static str,
         /// The client's explanation.
         message: String,
-        /// The producer was fenced (or failed fatally): it can never commit again.
+        /// The producer was fenced or failed fatally, or the member's generation in its
+        /// group is gone (paused past its session): what the transaction holds can never
+        /// commit.
         fenced: bool,
         /// The open transaction must be aborted; a new one may follow.
         abortable: bool,

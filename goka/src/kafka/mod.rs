@@ -470,6 +470,13 @@ impl std::fmt::Debug for GroupMetadata {
 /// A producer whose messages belong to transactions. One transaction is open at a time;
 /// sending outside one fails.
 pub trait TransactionalProducer: Producer {
+    /// The producer's `transactional.id`.
+    fn transactional_id(&self) -> &str;
+
+    /// How long the broker lets a transaction stay open before it aborts it
+    /// (`transaction.timeout.ms`).
+    fn transaction_timeout(&self) -> Duration;
+
     /// Opens a transaction: what is sent from now on belongs to it.
     fn begin(&self) -> Result<(), KafkaError>;
 

@@ -24,6 +24,8 @@ pub(super) struct RdTransactional {
     id: String,
     /// How long a transaction call may wait for the coordinator.
     timeout: Duration,
+    /// `transaction.timeout.ms`: how long the broker lets a transaction stay open.
+    open_for: Duration,
 }
 
 impl RdTransactional {
@@ -39,11 +41,16 @@ impl RdTransactional {
         // what it wrote until the broker aborts the transaction: 10 s (Kafka Streams'
         // choice under exactly-once) rather than librdkafka's minute, unless set.
         super::rdkafka_consumer::set_default(&mut config, "transaction.timeout.ms", "10000");
+        let open_for = config
+            .get("transaction.timeout.ms")
+            .and_then(|ms| ms.parse().ok())
+            .map_or(Duration::from_secs(60), Duration::from_millis);
         let producer = Arc::new(RdProducer::new(&config)?);
         let this = Self {
             producer,
             id: id.to_owned(),
             timeout,
+            open_for,
         };
         this.call("init", move |p, t| p.init_transactions(t))
             .await?;
@@ -75,11 +82,28 @@ fn client_error(id: &str, operation: &'static str, error: &RdError) -> KafkaErro
             id,
             operation,
             &rd.to_string(),
-            rd.is_fatal(),
+            rd.is_fatal() || superseded(rd),
             rd.txn_requires_abort(),
         ),
         other => transaction_error(id, operation, &other.to_string(), false, false),
     }
+}
+
+/// Whether the group or the transaction coordinator moved past this member: a member paused
+/// past its session (its generation is gone: the offsets it sends are refused) or a producer
+/// of the same id that took over. What the open transaction holds can never commit.
+fn superseded(error: &rdkafka::error::RDKafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.code(),
+        Code::UnknownMemberId
+            | Code::IllegalGeneration
+            | Code::FencedInstanceId
+            | Code::ProducerFenced
+            | Code::InvalidProducerEpoch
+    ) || ["Unknown member", "Illegal generation", "fenced"]
+        .iter()
+        .any(|said| error.string().contains(said))
 }
 
 fn transaction_error(
@@ -109,6 +133,14 @@ impl Producer for RdTransactional {
 }
 
 impl TransactionalProducer for RdTransactional {
+    fn transactional_id(&self) -> &str {
+        &self.id
+    }
+
+    fn transaction_timeout(&self) -> Duration {
+        self.open_for
+    }
+
     fn begin(&self) -> Result<(), KafkaError> {
         self.producer
             .native()

@@ -38,6 +38,16 @@ pub(super) async fn run<P: Handlers>(group: Arc<P>, shared: Arc<Shared>) {
         let member = std::panic::AssertUnwindSafe(|| member_loop(group, thread_shared, runtime));
         let _ = done.send(std::panic::catch_unwind(member).map_err(|p| panic_text(&*p)));
     });
+    if shared.transaction.is_some() {
+        let watched = shared.clone();
+        let name = format!("goka-{}-pauses", shared.group);
+        if let Err(error) = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || watch_pauses(&watched))
+        {
+            tracing::warn!(group = shared.group, %error, "cannot watch for pauses of the process");
+        }
+    }
     match spawned {
         Ok(_) => {
             // Every step of stopping is bounded on its own (tasks by their deliveries'
@@ -516,6 +526,29 @@ fn member_loop<P: Handlers>(group: Arc<P>, shared: Arc<Shared>, runtime: Handle)
         }
     }
     member.close();
+}
+
+/// How often [`watch_pauses`] looks at the clock.
+const PAUSE_TICK: Duration = Duration::from_millis(250);
+
+/// Under exactly-once, stops the processor with a clear error once the process stood still
+/// (SIGSTOP, a frozen VM, starvation) for at least the transaction timeout: the broker
+/// aborted the open transaction meanwhile, and as the member resumes, its messages are
+/// purged and its commit refused in whichever order the client reports them. A thread of
+/// its own that oversleeps a short tick by that much saw the whole process stand still.
+fn watch_pauses(shared: &Shared) {
+    let Some(transaction) = &shared.transaction else {
+        return;
+    };
+    while !shared.cancel.is_cancelled() {
+        let began = Instant::now();
+        std::thread::sleep(PAUSE_TICK);
+        let still = began.elapsed().saturating_sub(PAUSE_TICK);
+        if let Some(error) = transaction.paused(still) {
+            shared.fail_superseding(error);
+            return;
+        }
+    }
 }
 
 /// How long a member may wait for an assignment before it says so, and how often it

@@ -347,6 +347,16 @@ impl Shared {
     }
 
     /// Records the first error and stops everything.
+    /// Stops the processor with `error` in place of an earlier one: for a cause that comes
+    /// before any failure it brings about (a member paused past its transaction timeout sees
+    /// its messages purged and its commit refused as it resumes, and any of those may be
+    /// reported first).
+    pub(super) fn fail_superseding(&self, error: ProcessorError) {
+        tracing::error!(group = self.group, %error, "processor stops");
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.cancel.cancel();
+    }
+
     pub(super) fn fail(&self, error: ProcessorError) {
         tracing::error!(group = self.group, %error, "processor stops");
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());

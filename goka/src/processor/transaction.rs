@@ -205,6 +205,26 @@ impl Transaction {
         self.producer.begin().map_err(|e| self.error(e))
     }
 
+    /// The error of a member whose process stood still for `paused` (stopped, or starved):
+    /// at least the transaction timeout, so the broker aborted the open transaction, and the
+    /// group may have given the member's partitions to others. `None` for a shorter pause.
+    pub(super) fn paused(&self, paused: Duration) -> Option<ProcessorError> {
+        let open_for = self.producer.transaction_timeout();
+        (paused >= open_for).then(|| {
+            self.error(KafkaError::Transaction {
+                transactional_id: self.producer.transactional_id().to_owned(),
+                operation: "commit",
+                message: format!(
+                    "this member stood still for {paused:.1?}, longer than the transaction \
+                     timeout ({open_for:?}): the broker aborted its open transaction, and the \
+                     group gives its partitions to members that go on from the last commit"
+                ),
+                fenced: true,
+                abortable: false,
+            })
+        })
+    }
+
     /// Aborts the open transaction (the processor stops on an error): nothing of it is
     /// visible to `read_committed` readers, its offsets are not committed, and the held rows
     /// are dropped.
