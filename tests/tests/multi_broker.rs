@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use goka::codec::{Int64Codec, StringCodec};
 use goka::context::{CallbackError, Context};
 use goka::emitter::Emitter;
-use goka::processor::{GroupTable, Processor, ProcessorError};
+use goka::processor::{GroupTable, Guarantee, Processor, ProcessorConfig, ProcessorError};
 use goka::topic::Topic;
 use goka::topic_manager::{TopicManager, TopicManagerConfig};
 use goka::view::View;
@@ -153,13 +153,20 @@ impl Emitting {
     }
 }
 
-fn start_relay(ledger: &Ledger, client: &TestClient) -> Running<ProcessorError> {
+fn start_relay(
+    ledger: &Ledger,
+    client: &TestClient,
+    guarantee: Guarantee,
+) -> Running<ProcessorError> {
     let processor = Processor::new(
         Relay {
             ledger: ledger.clone(),
         },
         client.clone(),
-        goka_tests::from_oldest(),
+        ProcessorConfig {
+            guarantee,
+            ..goka_tests::from_oldest()
+        },
     );
     Running::spawn(move |cancel| async move { processor.run(cancel).await })
 }
@@ -235,6 +242,9 @@ enum Rows {
     /// Between the distinct events handled and the handlings: a run that stopped on a failed
     /// write handled its input without its count landing, and the next run handled it again.
     AtLeastOnce,
+    /// Each distinct event counted once, however often it was handled (exactly-once: a
+    /// handling whose transaction aborted left nothing).
+    Once,
 }
 
 /// Checks that every acknowledged event was handled, relayed and counted in the table (per
@@ -291,6 +301,7 @@ async fn count_exactly(
                 match rows {
                     Rows::Exact => row != *handlings,
                     Rows::AtLeastOnce => row < *distinct || row > *handlings,
+                    Rows::Once => row != *distinct,
                 }
             })
             .map(|(k, n)| (k.clone(), *n, table.get(k).copied()))
@@ -369,12 +380,17 @@ struct Scenario {
 impl Scenario {
     /// Starts one whose clients give a delivery up after `message_timeout`.
     async fn start(message_timeout: Duration) -> Self {
+        Self::start_with(message_timeout, Guarantee::AtLeastOnce).await
+    }
+
+    /// Starts one whose processor gives `guarantee`.
+    async fn start_with(message_timeout: Duration, guarantee: Guarantee) -> Self {
         let one = ONE_CLUSTER_AT_A_TIME.lock().await;
         let cluster = KafkaCluster::start(3);
         let client = cluster_client(&cluster, message_timeout);
         let emitting = Emitting::start(&client, 200).await;
         let ledger = Ledger::default();
-        let mut running = start_relay(&ledger, &client);
+        let mut running = start_relay(&ledger, &client, guarantee);
         started(&ledger, &mut running).await;
         Self {
             _one: one,
@@ -514,7 +530,7 @@ async fn two_nodes_down_stop_run_naming_where_and_a_restart_loses_nothing() {
     cluster.restart(2);
     // A new instance takes over from what was committed: every acknowledged event is handled.
     let client = cluster_client(&cluster, Duration::from_secs(60));
-    let running = start_relay(&ledger, &client);
+    let running = start_relay(&ledger, &client, Guarantee::AtLeastOnce);
     let counted = count_exactly(&cluster, &client, &ledger, &delivered, Rows::AtLeastOnce).await;
     println!(
         "two nodes down: run stopped after {:.1} s ({error}); {} acknowledged, {} reported \
@@ -582,6 +598,49 @@ async fn a_controlled_shutdown_and_the_preferred_leaders_return_lose_nothing() {
         counted.handled,
         counted.duplicates,
         counted.relayed_duplicates
+    );
+    running.stop().await;
+}
+
+/// Under exactly-once, the leader of a changelog partition is killed while transactions
+/// write to it: the open transaction cannot finish before the election (its writes wait for
+/// the dead leader past the transaction timeout), is aborted, and the processor starts again
+/// from the last commit by itself. `read_committed` readers see every event relayed once,
+/// and the table counts each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_exactly_once_a_changelog_leader_killed_mid_transaction_changes_nothing_seen() {
+    let Scenario {
+        _one,
+        mut cluster,
+        client,
+        emitting,
+        ledger,
+        mut running,
+    } = Scenario::start_with(Duration::from_secs(10), Guarantee::ExactlyOnce).await;
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let changelog = GroupTable::<Relay>::NAME;
+    let leader = leader_of(&cluster.bootstrap(), changelog, 1);
+    let killed = Instant::now();
+    let after = emitting.next();
+    cluster.node(leader).kill();
+    let took = resumed(&ledger, after, killed, "changelog").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.restart(leader);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (delivered, failed) = emitting.finish().await;
+    assert!(failed.is_empty(), "deliveries reported failed: {failed:?}");
+    let counted = count_exactly(&cluster, &client, &ledger, &delivered, Rows::Once).await;
+    assert_eq!(counted.relayed_duplicates, 0, "events relayed twice");
+    assert_eq!(running.ended(), None, "the processor keeps running");
+    println!(
+        "exactly-once, changelog leader (node {leader}) killed: {} acknowledged, {} handled, \
+         {} handled again (aborted), relayed twice 0, table exact; handling events emitted \
+         after the kill in {:.1} s",
+        delivered.len(),
+        counted.handled,
+        counted.duplicates,
+        took.as_secs_f64(),
     );
     running.stop().await;
 }

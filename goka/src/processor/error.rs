@@ -164,6 +164,32 @@ impl ProcessorError {
     }
 }
 
+impl ProcessorError {
+    /// Under exactly-once: whether the error is the cluster's fault that aborted the open
+    /// transaction (a leader that died took its in-flight writes past the transaction
+    /// timeout, the coordinator aborted or refused the transaction), not the handlers' or
+    /// this member's (a failing handler, a fenced member). Starting again from the last
+    /// commit heals it, as it does after a crash.
+    pub(super) fn aborted_transaction(&self) -> bool {
+        match self {
+            Self::Produce { source, .. } => match source {
+                KafkaError::Transaction {
+                    fenced, abortable, ..
+                } => *abortable && !*fenced,
+                KafkaError::Timeout { .. } | KafkaError::Unreachable { .. } => true,
+                _ => false,
+            },
+            Self::HandlerProduce { source, .. } => matches!(
+                **source,
+                KafkaError::Produce { .. }
+                    | KafkaError::Timeout { .. }
+                    | KafkaError::Unreachable { .. }
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// The message of a caught panic.
 pub(super) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic

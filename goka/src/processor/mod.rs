@@ -184,13 +184,29 @@ impl<P: Handlers> Processor<P> {
             return Err(ProcessorError::AlreadyRunning { group });
         }
         self.state.send_replace(ProcessorState::Starting);
-        let result = self.run_inner(cancel).await;
-        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(shared) = shared {
-            shared
-                .ended
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
+        let mut restarts = Restarts::default();
+        let result = loop {
+            let began = std::time::Instant::now();
+            let result = self.run_inner(cancel.clone()).await;
+            let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(shared) = shared {
+                shared
+                    .ended
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            match result {
+                Err(error)
+                    if self.config.guarantee == Guarantee::ExactlyOnce
+                        && error.aborted_transaction()
+                        && !cancel.is_cancelled()
+                        && restarts.another(began.elapsed()) =>
+                {
+                    tracing::warn!(group, %error, "the cluster aborted the member's transaction: starting again from the last commit, as after a crash");
+                    self.state.send_replace(ProcessorState::Starting);
+                }
+                result => break result,
+            }
+        };
         self.state.send_replace(ProcessorState::Stopped);
         result
     }
@@ -602,5 +618,25 @@ impl<P: Stateful + Handlers> Processor<P> {
             })
         })
         .transpose()
+    }
+}
+
+/// How often exactly-once starts a processor again after the cluster aborted its
+/// transaction: a fault that lasts (every restart fails within a minute, five times in a
+/// row) stops `run` with its error instead.
+#[derive(Default)]
+struct Restarts(u32);
+
+impl Restarts {
+    const IN_A_ROW: u32 = 5;
+    const LASTING: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Whether to start again after a run that lasted `ran`.
+    fn another(&mut self, ran: std::time::Duration) -> bool {
+        if ran >= Self::LASTING {
+            self.0 = 0;
+        }
+        self.0 += 1;
+        self.0 <= Self::IN_A_ROW
     }
 }
