@@ -95,13 +95,15 @@ fn processor(
     )
 }
 
-/// What `read_committed` readers see of `topic`, sorted; read until more than `expected`
-/// came or 5 s passed, so that a duplicate shows.
-fn visible(broker: &TestBroker, topic: &str, expected: usize) -> Vec<(String, String)> {
-    let mut pairs: Vec<(String, String)> =
-        read_until_at(&broker.bootstrap(), topic, 1, Duration::from_secs(5), |m| {
-            m.len() > expected
-        })
+/// What `read_committed` readers see of `topic`, sorted, read until `enough` says so or
+/// `within` passed.
+fn seen(
+    bootstrap: &str,
+    topic: &str,
+    within: Duration,
+    enough: impl FnMut(&[goka_tests::RawMessage]) -> bool,
+) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = read_until_at(bootstrap, topic, 1, within, enough)
         .into_iter()
         .map(|m| {
             (
@@ -112,6 +114,14 @@ fn visible(broker: &TestBroker, topic: &str, expected: usize) -> Vec<(String, St
         .collect();
     pairs.sort();
     pairs
+}
+
+/// What `read_committed` readers see of `topic`: read until more than `expected` came or
+/// 5 s passed, so that a duplicate shows.
+fn visible(broker: &TestBroker, topic: &str, expected: usize) -> Vec<(String, String)> {
+    seen(&broker.bootstrap(), topic, Duration::from_secs(5), |m| {
+        m.len() > expected
+    })
 }
 
 fn pairs(rows: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -130,19 +140,9 @@ async fn wait_visible(broker: &TestBroker, topic: &'static str, expected: &[(Str
     tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let read = read_until_at(&broker, topic, 1, Duration::from_secs(2), |m| {
+            let seen = seen(&broker, topic, Duration::from_secs(2), |m| {
                 m.len() >= expected.len()
             });
-            let mut seen: Vec<(String, String)> = read
-                .into_iter()
-                .map(|m| {
-                    (
-                        String::from_utf8(m.key).unwrap(),
-                        String::from_utf8(m.value.unwrap_or_default()).unwrap(),
-                    )
-                })
-                .collect();
-            seen.sort();
             if seen == expected {
                 return;
             }
