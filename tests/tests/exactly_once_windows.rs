@@ -95,6 +95,11 @@ fn processor(
     )
 }
 
+/// Runs `processor` on a task of its own.
+fn spawn(processor: Processor<Counter>) -> Running<goka::processor::ProcessorError> {
+    Running::spawn(move |cancel| async move { processor.run(cancel).await })
+}
+
 /// What `read_committed` readers see of `topic`, sorted, read until `enough` says so or
 /// `within` passed.
 fn seen(
@@ -164,16 +169,12 @@ async fn windows_close_and_timers_fire_once_also_across_an_aborted_transaction()
 
     // Committed every 200 ms: at 70 s of stream time the first minute closes for ann and
     // bob; no reminder is due yet (the first at 91 s).
-    let first = std::sync::Arc::new(processor(
+    let running = spawn(processor(
         &broker,
         disk.path(),
         true,
         Duration::from_millis(200),
     ));
-    let running = Running::spawn({
-        let p = first.clone();
-        move |cancel| async move { p.run(cancel).await }
-    });
     produce(
         &broker,
         &[
@@ -215,16 +216,12 @@ async fn windows_close_and_timers_fire_once_also_across_an_aborted_transaction()
 
     // The restart handles both clicks again: the second minute closes and the reminders
     // fire once more, this time committed, and nothing twice.
-    let again = std::sync::Arc::new(processor(
+    let running = spawn(processor(
         &broker,
         disk.path(),
         false,
         Duration::from_millis(200),
     ));
-    let running = Running::spawn({
-        let p = again.clone();
-        move |cancel| async move { p.run(cancel).await }
-    });
     let mut alerts = minute_zero.clone();
     alerts.extend(pairs(&[
         ("ann", "1 clicks from 60"),
