@@ -162,9 +162,7 @@ impl ProcessorError {
             _ => false,
         }
     }
-}
 
-impl ProcessorError {
     /// Under exactly-once: whether the error is the cluster's fault that aborted the open
     /// transaction (a leader that died took its in-flight writes past the transaction
     /// timeout, the coordinator aborted or refused the transaction), not the handlers' or
@@ -176,15 +174,11 @@ impl ProcessorError {
                 KafkaError::Transaction {
                     fenced, abortable, ..
                 } => *abortable && !*fenced,
-                KafkaError::Timeout { .. } | KafkaError::Unreachable { .. } => true,
-                _ => false,
+                other => other.is_unreachable(),
             },
-            Self::HandlerProduce { source, .. } => matches!(
-                **source,
-                KafkaError::Produce { .. }
-                    | KafkaError::Timeout { .. }
-                    | KafkaError::Unreachable { .. }
-            ),
+            Self::HandlerProduce { source, .. } => {
+                matches!(**source, KafkaError::Produce { .. }) || source.is_unreachable()
+            }
             _ => false,
         }
     }
