@@ -390,7 +390,15 @@ impl Scenario {
         let client = cluster_client(&cluster, message_timeout);
         let emitting = Emitting::start(&client, 200).await;
         let ledger = Ledger::default();
-        let mut running = start_relay(&ledger, &client, guarantee);
+        // A transactional producer's deliveries may not outlast its transaction (10 s); the
+        // emitter's may.
+        let processor_client = match guarantee {
+            Guarantee::ExactlyOnce => {
+                cluster_client(&cluster, message_timeout.min(Duration::from_secs(10)))
+            }
+            _ => client.clone(),
+        };
+        let mut running = start_relay(&ledger, &processor_client, guarantee);
         started(&ledger, &mut running).await;
         Self {
             _one: one,
@@ -616,7 +624,7 @@ async fn under_exactly_once_a_changelog_leader_killed_mid_transaction_changes_no
         emitting,
         ledger,
         mut running,
-    } = Scenario::start_with(Duration::from_secs(10), Guarantee::ExactlyOnce).await;
+    } = Scenario::start_with(Duration::from_secs(60), Guarantee::ExactlyOnce).await;
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let changelog = GroupTable::<Relay>::NAME;
